@@ -1,0 +1,130 @@
+"""`simacan-token-operator run`: wires the pieces together and runs kopf."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+import kopf
+from kubernetes import client, config
+
+from . import __version__
+from .authapi import AuthAPI, http_client
+from .controller import Controller
+from .handlers import build_registry, operator_settings
+from .health import build_app, serve
+from .kube import Kube
+from .metrics import Metrics
+from .pool import TokenPool
+from .reconciler import Runtime
+from .spec import DEFAULT_ALLOWED_HOSTS, Policy
+
+logger = logging.getLogger("simacan_token_operator")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="simacan-token-operator",
+        description="Keep a valid Simacan bearer token in a Kubernetes Secret for every SimacanCredential.",
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser(
+        "run", help="run the operator against the current kubeconfig or in-cluster config"
+    )
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument("--namespace", "-n", action="append", default=[], metavar="NS",
+                       help="watch this namespace (repeatable)")
+    scope.add_argument("--all-namespaces", "-A", action="store_true",
+                       help="watch every namespace (the default when no --namespace is given)")
+    run.add_argument("--allowed-auth-host", action="append", default=[], metavar="HOST",
+                     help="host that spec.authURL may name (repeatable; default: the production and "
+                          f"staging Simacan auth hosts: {', '.join(DEFAULT_ALLOWED_HOSTS)})")
+    run.add_argument("--auth-ca-file", metavar="PATH",
+                     help="extra CA bundle (PEM) to trust for the Auth API, added to the public roots")
+    run.add_argument("--allow-insecure-http", action="store_true",
+                     help="accept http:// auth URLs; for tests against a local fake only")
+    run.add_argument("--metrics-port", type=int, default=8080, help="port for /metrics (default 8080)")
+    run.add_argument("--health-port", type=int, default=8081,
+                     help="port for /healthz and /readyz (default 8081)")
+    run.add_argument("--bind-address", default="0.0.0.0",  # noqa: S104 - probes and scrapes come from outside the pod
+                     help="address the HTTP endpoints listen on (default 0.0.0.0)")
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return parser.parse_args(argv)
+
+
+def load_kube_config() -> client.ApiClient:
+    """In a pod, use the ServiceAccount; elsewhere, the current kubeconfig context (as kubectl does)."""
+    configuration = client.Configuration()
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    else:
+        config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    return client.ApiClient(configuration)
+
+
+async def run_operator(options: argparse.Namespace) -> None:
+    policy = Policy(
+        allowed_hosts=frozenset(h.lower() for h in options.allowed_auth_host) or Policy().allowed_hosts,
+        allow_insecure_http=options.allow_insecure_http,
+    )
+    metrics = Metrics()
+    api_client = load_kube_config()
+    async with http_client(options.auth_ca_file) as http:
+        runtime = Runtime(
+            kube=Kube(api_client),
+            pool=TokenPool(AuthAPI(http, metrics.observe_request)),
+            policy=policy,
+            metrics=metrics,
+        )
+        controller = Controller(runtime)
+        ready = asyncio.Event()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        app = build_app(controller, metrics, ready)
+        runners = [await serve(app, options.bind_address, options.health_port)]
+        if options.metrics_port != options.health_port:
+            runners.append(await serve(app, options.bind_address, options.metrics_port))
+        scope = (
+            f"namespaces {', '.join(options.namespace)}" if options.namespace else "all namespaces"
+        )
+        logger.info("simacan-token-operator %s watching %s; auth hosts allowed: %s",
+                    __version__, scope, ", ".join(sorted(policy.allowed_hosts)))
+        try:
+            await kopf.operator(
+                registry=build_registry(controller),
+                settings=operator_settings(),
+                standalone=True,
+                clusterwide=not options.namespace,
+                namespaces=options.namespace,
+                ready_flag=ready,
+                stop_flag=stop,
+            )
+        finally:
+            await controller.stop()
+            for runner in runners:
+                await runner.cleanup()
+            with contextlib.suppress(Exception):
+                api_client.close()  # type: ignore[no-untyped-call]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, options.log_level.upper()),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if options.log_level != "debug":
+        # kopf and its HTTP stack are chatty at INFO about every watch (re)connect.
+        logging.getLogger("kopf").setLevel(logging.WARNING)
+    asyncio.run(run_operator(options))
+    return 0

@@ -1,0 +1,84 @@
+"""Keeps one worker per SimacanCredential and routes watch events to the workers they concern."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+from .reconciler import CredentialWorker, Runtime
+from .spec import REFRESH_REQUESTED_ANNOTATION
+
+
+def _relevant(body: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What can change a worker's decision; status writes (our own echo) are not in it."""
+    meta = body.get("metadata") or {}
+    return (
+        meta.get("uid"),
+        meta.get("generation"),
+        (meta.get("annotations") or {}).get(REFRESH_REQUESTED_ANNOTATION),
+        repr(body.get("spec")),
+    )
+
+
+class Controller:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.workers: dict[tuple[str, str], CredentialWorker] = {}
+        self._by_secret: defaultdict[tuple[str, str], set[tuple[str, str]]] = defaultdict(set)
+        self._indexed: dict[tuple[str, str], set[str]] = {}
+
+    async def observe(self, body: Mapping[str, Any]) -> None:
+        """A SimacanCredential was listed, added or modified."""
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        worker = self.workers.get(key)
+        if worker is not None and worker.body["metadata"].get("uid") != meta.get("uid"):
+            await self.forget(*key)  # deleted and re-created between two events: start afresh
+            worker = None
+        if worker is not None:
+            changed = _relevant(worker.body) != _relevant(body)
+            worker.body = body
+            if changed:
+                worker.nudge()
+        else:
+            worker = CredentialWorker(key[0], key[1], self.runtime, body, on_watch=self._index)
+            self.workers[key] = worker
+            worker.start()
+
+    async def forget(self, namespace: str, name: str) -> None:
+        worker = self.workers.pop((namespace, name), None)
+        if worker is not None:
+            self._unindex(worker)
+            await worker.stop()
+
+    def secret_changed(self, namespace: str, name: str) -> None:
+        for key in self._by_secret.get((namespace, name), ()):
+            worker = self.workers.get(key)
+            if worker is not None:
+                worker.nudge()
+
+    def overdue(self, now: float, margin: float) -> list[str]:
+        """Workers whose planned run is more than `margin` seconds late: a sign of a stuck operator."""
+        return [w.key for w in self.workers.values() if w.due_at is not None and now > w.due_at + margin]
+
+    async def stop(self) -> None:
+        for key in list(self.workers):
+            await self.forget(*key)
+
+    def _index(self, worker: CredentialWorker) -> None:
+        self._unindex(worker)
+        key = (worker.namespace, worker.name)
+        names = {n for n in (worker.watched.credentials, worker.watched.target) if n}
+        for secret in names:
+            self._by_secret[(worker.namespace, secret)].add(key)
+        self._indexed[key] = names
+
+    def _unindex(self, worker: CredentialWorker) -> None:
+        key = (worker.namespace, worker.name)
+        for secret in self._indexed.pop(key, set()):
+            users = self._by_secret.get((worker.namespace, secret))
+            if users is not None:
+                users.discard(key)
+                if not users:
+                    del self._by_secret[(worker.namespace, secret)]

@@ -1,0 +1,45 @@
+"""kopf wiring: thin adapters that turn watch events into Controller calls."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from .controller import Controller
+from .spec import GROUP, PLURAL, VERSION
+
+
+def build_registry(controller: Controller) -> kopf.OperatorRegistry:
+    """Only watching handlers: kopf stores no progress annotations and adds no finalizers."""
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    async def credential_event(event: kopf.RawEvent, namespace: str | None, name: str, **_: Any) -> None:
+        if namespace is None:
+            return  # SimacanCredential is namespaced; a cluster-scoped event cannot be ours
+        if event["type"] == "DELETED":
+            await controller.forget(namespace, name)
+        else:
+            await controller.observe(event["object"])
+
+    # Async on purpose: kopf runs sync handlers in threads, and workers' asyncio.Events are not thread-safe.
+    @kopf.on.event("v1", "secrets", registry=registry)
+    async def secret_event(namespace: str | None, name: str, **_: Any) -> None:
+        if namespace is not None:
+            controller.secret_changed(namespace, name)
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop_workers(**_: Any) -> None:
+        await controller.stop()
+
+    return registry
+
+
+def operator_settings() -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    # We post our own Events, each worded for the user; kopf's would echo handler errors.
+    settings.posting.enabled = False
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    return settings

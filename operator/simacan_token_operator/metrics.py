@@ -1,0 +1,57 @@
+"""Prometheus metrics. One registry per operator so tests can run several side by side."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LABELS = ("namespace", "name")
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.expiry = Gauge(
+            "simacan_token_expiry_timestamp_seconds",
+            "Unix time at which the token in the credential's Secret expires.",
+            LABELS,
+            registry=r,
+        )
+        self.next_refresh = Gauge(
+            "simacan_token_next_refresh_timestamp_seconds",
+            "Unix time of the credential's next planned refresh.",
+            LABELS,
+            registry=r,
+        )
+        self.ready = Gauge(
+            "simacan_credential_ready",
+            "1 while the credential's Secret holds an unexpired token, else 0.",
+            LABELS,
+            registry=r,
+        )
+        self.refreshes = Counter(
+            "simacan_token_refresh_attempts",
+            "Attempts to obtain a token for a credential, by result.",
+            ("result",),
+            registry=r,
+        )
+        self.requests = Histogram(
+            "simacan_auth_api_request_duration_seconds",
+            "Auth API request duration by endpoint and outcome (HTTP status, timeout, unreachable).",
+            ("endpoint", "status"),
+            registry=r,
+        )
+
+    def observe_request(self, endpoint: str, status: str, seconds: float) -> None:
+        self.requests.labels(endpoint, status).observe(seconds)
+
+    def forget(self, namespace: str, name: str) -> None:
+        """A deleted credential's series disappear instead of going stale."""
+        for gauge in (self.expiry, self.next_refresh, self.ready):
+            with contextlib.suppress(KeyError):
+                gauge.remove(namespace, name)

@@ -1,0 +1,78 @@
+"""When to refresh and how long to back off. Pure arithmetic on plain numbers."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+DEFAULT_REFRESH_FRACTION = 2 / 3
+"""Refresh once this share of the lifetime has passed: 20 minutes of margin on a 1 h token,
+far more than kubelet's 60-90 s delay in updating a mounted Secret."""
+
+MAX_JITTER_FRACTION = 0.05
+MAX_JITTER_SECONDS = 120.0
+MIN_REFRESH_FRACTION = 0.1
+"""A refreshBefore longer than the token lives would mean logging in non-stop; never refresh
+earlier than this share of the lifetime."""
+
+BACKOFF_BASE_SECONDS = 5.0
+BACKOFF_CAP_SECONDS = 300.0
+RETRY_AFTER_CAP_SECONDS = 3600.0
+
+
+def jitter_fraction(key: str) -> float:
+    """A stable value in [0, 1) per credential, so restarts and re-reconciles agree on the time."""
+    digest = hashlib.sha256(key.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def refresh_time(
+    obtained_at: float,
+    expires_at: float,
+    refresh_before: float | None,
+    jitter: float,
+) -> float:
+    """The moment a token should be replaced: 2/3 into its life, or refresh_before ahead of expiry.
+
+    Jitter only ever moves the time earlier, so it can never eat into the safety margin.
+    """
+    lifetime = max(expires_at - obtained_at, 0.0)
+    if refresh_before is None:
+        planned = obtained_at + lifetime * DEFAULT_REFRESH_FRACTION
+    else:
+        planned = expires_at - refresh_before
+    spread = min(lifetime * MAX_JITTER_FRACTION, MAX_JITTER_SECONDS) * jitter
+    earliest = obtained_at + lifetime * MIN_REFRESH_FRACTION
+    return max(planned - spread, earliest)
+
+
+def backoff_delay(failures: int, jitter: float, retry_after: float | None = None) -> float:
+    """Exponential backoff with jitter for the n-th consecutive failure (n >= 1).
+
+    The delay lies in [d/2, d) where d doubles from 5 s up to 5 min; a server's
+    Retry-After is a floor, since retrying earlier only earns another 429.
+    """
+    exponent = max(failures - 1, 0)
+    ceiling = min(BACKOFF_BASE_SECONDS * 2.0**min(exponent, 32), BACKOFF_CAP_SECONDS)
+    delay = ceiling / 2 + ceiling / 2 * jitter
+    if retry_after is not None and retry_after > 0:
+        delay = max(delay, min(retry_after, RETRY_AFTER_CAP_SECONDS))
+    return delay
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def parse_duration(text: str) -> float:
+    """Parse a Kubernetes-style duration such as `15m`, `1h30m` or `90s` into seconds."""
+    position = 0
+    total = 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != position:
+            break
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        position = match.end()
+    if not text or position != len(text):
+        raise ValueError(f"{text!r} is not a duration like 15m, 1h30m or 90s")
+    return total

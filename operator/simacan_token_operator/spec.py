@@ -1,0 +1,143 @@
+"""What a SimacanCredential asks for, as a frozen value, and whether the operator may do it."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from .authapi import PRODUCTION_URL, STAGING_URL
+from .schedule import parse_duration
+
+GROUP = "auth.simacan.com"
+VERSION = "v1alpha1"
+PLURAL = "simacancredentials"
+KIND = "SimacanCredential"
+API_VERSION = f"{GROUP}/{VERSION}"
+REFRESH_REQUESTED_ANNOTATION = f"{GROUP}/refresh-requested-at"
+
+DEFAULT_ALLOWED_HOSTS = (urlsplit(PRODUCTION_URL).hostname or "", urlsplit(STAGING_URL).hostname or "")
+
+
+class SpecError(ValueError):
+    """The spec cannot be acted on; the message tells the user which field to fix."""
+
+    reason = "InvalidSpec"
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class AuthURLNotAllowed(SpecError):
+    """The operator refuses to send a password to this URL."""
+
+    reason = "AuthURLNotAllowed"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Operator-wide rules set by flags, not by users who can only create SimacanCredentials."""
+
+    allowed_hosts: frozenset[str] = frozenset(DEFAULT_ALLOWED_HOSTS)
+    allow_insecure_http: bool = False
+
+    def check_auth_url(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "https" and not (parts.scheme == "http" and self.allow_insecure_http):
+            raise AuthURLNotAllowed(f"spec.authURL must use https:// (got {parts.scheme or 'no'} scheme)")
+        host = (parts.hostname or "").lower()
+        if host not in self.allowed_hosts:
+            allowed = ", ".join(sorted(self.allowed_hosts))
+            raise AuthURLNotAllowed(
+                f"spec.authURL host {host!r} is not allowed by the operator; allowed: {allowed} "
+                "(an operator admin can add hosts with --allowed-auth-host)"
+            )
+        if parts.username or parts.password or parts.query or parts.fragment:
+            raise AuthURLNotAllowed("spec.authURL must not carry user info, a query or a fragment")
+
+
+@dataclass(frozen=True)
+class CredentialSpec:
+    name: str
+    namespace: str
+    credentials_secret: str
+    username_key: str = "username"
+    password_key: str = "password"  # noqa: S105 - a key name, not a password
+    auth_url: str = PRODUCTION_URL
+    secret_name: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    refresh_before: float | None = None
+    suspend: bool = False
+
+    @property
+    def target_secret(self) -> str:
+        return self.secret_name or self.name
+
+
+def _str_map(value: object, where: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise SpecError(f"{where} must map strings to strings")
+    return dict(value)
+
+
+def parse_spec(name: str, namespace: str, spec: Mapping[str, Any]) -> CredentialSpec:
+    """Validate again what the CRD schema already checks: the operator may meet old or unvalidated objects."""
+    ref = spec.get("credentialsSecretRef")
+    if not isinstance(ref, Mapping) or not isinstance(ref.get("name"), str) or not ref["name"]:
+        raise SpecError("spec.credentialsSecretRef.name is required")
+    refresh_before = spec.get("refreshBefore")
+    seconds: float | None = None
+    if refresh_before is not None:
+        try:
+            seconds = parse_duration(str(refresh_before))
+        except ValueError as error:
+            raise SpecError(f"spec.refreshBefore: {error}") from None
+        if seconds <= 0:
+            raise SpecError("spec.refreshBefore must be longer than 0s")
+    template = spec.get("secretTemplate") or {}
+    if not isinstance(template, Mapping):
+        raise SpecError("spec.secretTemplate must be an object")
+    auth_url = spec.get("authURL") or PRODUCTION_URL
+    if not isinstance(auth_url, str):
+        raise SpecError("spec.authURL must be a string")
+    return CredentialSpec(
+        name=name,
+        namespace=namespace,
+        credentials_secret=ref["name"],
+        username_key=str(ref.get("usernameKey") or "username"),
+        password_key=str(ref.get("passwordKey") or "password"),
+        auth_url=auth_url.rstrip("/"),
+        secret_name=str(spec.get("secretName") or ""),
+        labels=_str_map(template.get("labels"), "spec.secretTemplate.labels"),
+        annotations=_str_map(template.get("annotations"), "spec.secretTemplate.annotations"),
+        refresh_before=seconds,
+        suspend=bool(spec.get("suspend", False)),
+    )
+
+
+@dataclass(frozen=True)
+class LoginSource:
+    """Where and as whom to log in. Equal sources share one token (one login per lifetime)."""
+
+    auth_url: str
+    username: str
+    password: str = field(repr=False)
+
+    @property
+    def key(self) -> str:
+        """Identity of the login; a digest so the password is never kept as a dict key in clear."""
+        material = "\0".join((self.auth_url, self.username, self.password)).encode()
+        return hashlib.sha256(material).hexdigest()
+
+    @property
+    def account(self) -> str:
+        """Which account at which Auth API, without the password: stored on the Secret to spot changes."""
+        return hashlib.sha256(f"{self.auth_url}\0{self.username}".encode()).hexdigest()[:16]

@@ -1,0 +1,143 @@
+"""Parse Auth API token responses into plain values.
+
+Pure: no I/O, no kopf, no Kubernetes. Every error message is written here by hand so
+that no token text can ever reach a log line through an exception.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+
+
+class TokenParseError(ValueError):
+    """The Auth API answered 200 with something that is not a usable token pair."""
+
+
+@dataclass(frozen=True)
+class TokenSet:
+    """One access/refresh pair as issued, with the times that drive scheduling.
+
+    The token fields are excluded from repr so that logging a TokenSet is harmless.
+    """
+
+    access_token: str = field(repr=False)
+    refresh_token: str | None = field(repr=False)
+    obtained_at: float
+    expires_at: float
+    refresh_expires_at: float | None = None
+    subject: str | None = None
+
+    @property
+    def lifetime(self) -> float:
+        return self.expires_at - self.obtained_at
+
+    def refreshable_at(self, now: float) -> bool:
+        """A refresh token is worth trying only while it has not expired."""
+        if self.refresh_token is None:
+            return False
+        return self.refresh_expires_at is None or now < self.refresh_expires_at
+
+
+def unverified_claims(token: str) -> dict[str, Any]:
+    """Read a JWT's claims without checking its signature.
+
+    The operator only schedules by `exp`; the Simacan APIs verify the signature.
+    """
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False, "verify_exp": False})
+    except jwt.PyJWTError:
+        raise TokenParseError("access_token is not a JWT") from None
+    if not isinstance(claims, dict):
+        raise TokenParseError("access_token has no JSON claims")
+    return claims
+
+
+def _numeric(value: object) -> float | None:
+    """Accept ints, floats and numeric strings: the Auth API sends expires_in as a string."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def token_expiry(access_token: str, sent_at: float, expires_in: object = None) -> float:
+    """The earlier of the JWT's `exp` and send-time + expires_in; neither is an error."""
+    claims = unverified_claims(access_token)
+    candidates: list[float] = []
+    exp = _numeric(claims.get("exp"))
+    if exp is not None:
+        candidates.append(exp)
+    if expires_in is not None:
+        seconds = _numeric(expires_in)
+        if seconds is None or seconds <= 0:
+            raise TokenParseError("expires_in is not a positive number of seconds")
+        candidates.append(sent_at + seconds)
+    if not candidates:
+        raise TokenParseError("the access token has no exp claim and the response no expires_in")
+    expires_at = min(candidates)
+    if expires_at <= sent_at:
+        raise TokenParseError("the access token had already expired when it arrived (check clocks)")
+    return expires_at
+
+
+def _optional_expiry(token: str) -> float | None:
+    try:
+        return _numeric(unverified_claims(token).get("exp"))
+    except TokenParseError:
+        return None
+
+
+def parse_token_response(payload: object, sent_at: float) -> TokenSet:
+    """Turn a decoded JSON body from /auth/password or /auth/refresh into a TokenSet."""
+    if not isinstance(payload, Mapping):
+        raise TokenParseError("the response body is not a JSON object")
+    access_token = payload.get("access_token")
+    if not isinstance(access_token, str) or not access_token:
+        raise TokenParseError("the response has no access_token")
+    token_type = payload.get("token_type", "bearer")
+    if not isinstance(token_type, str) or token_type.lower() != "bearer":
+        raise TokenParseError("the response's token_type is not bearer")
+    refresh_token = payload.get("refresh_token")
+    if refresh_token is not None and (not isinstance(refresh_token, str) or not refresh_token):
+        raise TokenParseError("the response's refresh_token is not a string")
+    expires_at = token_expiry(access_token, sent_at, payload.get("expires_in"))
+    subject = unverified_claims(access_token).get("preferred_username")
+    return TokenSet(
+        access_token=access_token,
+        refresh_token=refresh_token,
+        obtained_at=sent_at,
+        expires_at=expires_at,
+        refresh_expires_at=_optional_expiry(refresh_token) if refresh_token else None,
+        subject=subject if isinstance(subject, str) else None,
+    )
+
+
+def stored_token(access_token: str, obtained_at: float | None) -> TokenSet:
+    """Rebuild a TokenSet from a token read back from a Secret (no refresh token is stored)."""
+    claims = unverified_claims(access_token)
+    exp = _numeric(claims.get("exp"))
+    if exp is None:
+        raise TokenParseError("the stored token has no exp claim")
+    iat = _numeric(claims.get("iat"))
+    start = obtained_at if obtained_at is not None else iat if iat is not None else exp
+    subject = claims.get("preferred_username")
+    return TokenSet(
+        access_token=access_token,
+        refresh_token=None,
+        obtained_at=min(start, exp),
+        expires_at=exp,
+        subject=subject if isinstance(subject, str) else None,
+    )
