@@ -1,0 +1,330 @@
+"""One token per login source: N credentials cost one Auth API call, and failures are shared too."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import pytest
+
+from simacan_token_operator.authapi import AuthAPI
+from simacan_token_operator.errors import InvalidCredentials, MalformedResponse, TransientAuthError
+from simacan_token_operator.pool import TokenPool
+from simacan_token_operator.spec import LoginSource
+from simacan_token_operator.tokens import TokenSet, stored_token
+from tests.support.fakeauth import DEFAULT_REFRESH_LIFETIME, FakeAuthAPI, Fault
+
+if TYPE_CHECKING:
+    from tests.unit.conftest import FakeClock
+
+
+def any_token(token: TokenSet) -> bool:
+    return True
+
+
+def no_token(token: TokenSet) -> bool:
+    """Forces a new token, as a credential whose refresh time has come does."""
+    return False
+
+
+def wrong_password(source: LoginSource) -> LoginSource:
+    return LoginSource(source.auth_url, source.username, "wrong-password-Lk42Tr")
+
+
+def traceback_depth(error: BaseException) -> int:
+    depth, tb = 0, error.__traceback__
+    while tb is not None:
+        depth, tb = depth + 1, tb.tb_next
+    return depth
+
+
+@pytest.fixture
+def pool(api: AuthAPI, clock: FakeClock) -> TokenPool:
+    return TokenPool(api, clock=clock)
+
+
+async def test_concurrent_credentials_with_one_source_share_one_login(
+    fake_auth: FakeAuthAPI, pool: TokenPool, source: LoginSource
+) -> None:
+    tokens = await asyncio.gather(*(pool.obtain(source, any_token) for _ in range(10)))
+
+    assert fake_auth.count() == 1
+    assert len({token.access_token for token in tokens}) == 1
+    assert pool.cached(source) == tokens[0]
+
+
+async def test_concurrent_credentials_with_a_wrong_password_try_it_once(
+    fake_auth: FakeAuthAPI, pool: TokenPool, source: LoginSource
+) -> None:
+    results = await asyncio.gather(
+        *(pool.obtain(wrong_password(source), any_token) for _ in range(10)), return_exceptions=True
+    )
+
+    assert all(isinstance(result, InvalidCredentials) for result in results)
+    assert fake_auth.count() == 1
+
+
+async def test_different_accounts_get_their_own_tokens(
+    fake_auth: FakeAuthAPI, pool: TokenPool, source: LoginSource
+) -> None:
+    fake_auth.add_user("other-bot@example.com", "other-password-Rt5")
+    other = LoginSource(source.auth_url, "other-bot@example.com", "other-password-Rt5")
+
+    mine, theirs = await asyncio.gather(pool.obtain(source, any_token), pool.obtain(other, any_token))
+
+    assert (mine.subject, theirs.subject) == (source.username, other.username)
+    assert fake_auth.count("password") == 2
+
+
+async def test_usable_cached_token_costs_no_call(
+    fake_auth: FakeAuthAPI, pool: TokenPool, source: LoginSource
+) -> None:
+    first = await pool.obtain(source, any_token)
+
+    again = await pool.obtain(source, lambda token: token.expires_at > first.obtained_at)
+
+    assert again is first
+    assert fake_auth.count() == 1
+
+
+async def test_token_due_for_refresh_is_refreshed_not_logged_in_again(
+    fake_auth: FakeAuthAPI, pool: TokenPool, source: LoginSource
+) -> None:
+    first = await pool.obtain(source, any_token)
+
+    second = await pool.obtain(source, no_token)
+
+    assert second.access_token != first.access_token
+    assert (fake_auth.count("password"), fake_auth.count("refresh", status=200)) == (1, 1)
+    assert pool.cached(source) == second
+
+
+async def test_rejected_refresh_falls_back_to_password_login(
+    fake_auth: FakeAuthAPI, pool: TokenPool, source: LoginSource
+) -> None:
+    await pool.obtain(source, any_token)
+    fake_auth.revoke_refresh_tokens()
+
+    token = await pool.obtain(source, no_token)
+
+    assert token.subject == source.username
+    assert fake_auth.count("refresh", status=400) == 1
+    assert fake_auth.count("password", status=200) == 2
+
+
+async def test_expired_refresh_token_is_not_tried(
+    fake_auth: FakeAuthAPI, pool: TokenPool, source: LoginSource, clock: FakeClock
+) -> None:
+    await pool.obtain(source, any_token)
+    clock.advance(DEFAULT_REFRESH_LIFETIME + 1)
+
+    await pool.obtain(source, no_token)
+
+    assert fake_auth.count("refresh") == 0
+    assert fake_auth.count("password", status=200) == 2
+
+
+async def test_outage_during_refresh_backs_off_without_spending_a_password_login(
+    fake_auth: FakeAuthAPI, pool: TokenPool, source: LoginSource
+) -> None:
+    await pool.obtain(source, any_token)
+    fake_auth.fail_next("refresh", Fault.http_error(503))
+
+    with pytest.raises(TransientAuthError):
+        await pool.obtain(source, no_token)
+
+    assert fake_auth.count("password") == 1
+    assert pool.retry_at(source) is not None
+
+
+async def test_rejected_password_is_remembered_until_forgiven(
+    fake_auth: FakeAuthAPI, pool: TokenPool, source: LoginSource, clock: FakeClock
+) -> None:
+    """Retrying a wrong password on every reconcile could lock the account."""
+    bad = wrong_password(source)
+    with pytest.raises(InvalidCredentials):
+        await pool.obtain(bad, any_token)
+    clock.advance(7 * 86400)
+
+    with pytest.raises(InvalidCredentials):
+        await pool.obtain(bad, any_token)
+    assert fake_auth.count("password") == 1
+
+    pool.forgive(bad)
+    with pytest.raises(InvalidCredentials):
+        await pool.obtain(bad, any_token)
+    assert fake_auth.count("password") == 2
+
+
+async def test_forgiven_source_logs_in_once_the_password_is_fixed(
+    fake_auth: FakeAuthAPI, pool: TokenPool, source: LoginSource
+) -> None:
+    bad = wrong_password(source)
+    with pytest.raises(InvalidCredentials):
+        await pool.obtain(bad, any_token)
+    fake_auth.set_password(source.username, bad.password)
+
+    pool.forgive(bad)
+    token = await pool.obtain(bad, any_token)
+
+    assert token.subject == source.username
+    assert pool.retry_at(bad) is None
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        pytest.param(Fault.http_error(503), id="503"),
+        pytest.param(Fault.drop_connection(), id="connection-dropped"),
+        pytest.param(Fault.html_page(), id="proxy-page"),
+    ],
+)
+async def test_transient_failure_backs_off_for_every_sharer(
+    fake_auth: FakeAuthAPI, pool: TokenPool, source: LoginSource, clock: FakeClock, fault: Fault
+) -> None:
+    fake_auth.fail_next("password", fault)
+    with pytest.raises(TransientAuthError):
+        await pool.obtain(source, any_token)
+    retry_at = pool.retry_at(source)
+    assert retry_at is not None and clock() + 2.5 <= retry_at < clock() + 5
+
+    clock.advance(2.0)
+    with pytest.raises(TransientAuthError):
+        await pool.obtain(source, any_token)
+    assert fake_auth.count() == 1
+
+    clock.advance(retry_at - clock())
+    token = await pool.obtain(source, any_token)
+    assert token.subject == source.username
+    assert fake_auth.count() == 2
+    assert pool.retry_at(source) is None
+
+
+async def test_backoff_grows_with_consecutive_failures(
+    fake_auth: FakeAuthAPI, pool: TokenPool, source: LoginSource, clock: FakeClock
+) -> None:
+    fake_auth.set_fault("password", Fault.http_error(503))
+    waits: list[float] = []
+    for _ in range(4):
+        with pytest.raises(TransientAuthError):
+            await pool.obtain(source, any_token)
+        retry_at = pool.retry_at(source)
+        assert retry_at is not None
+        waits.append(retry_at - clock())
+        clock.advance(waits[-1])
+
+    ceilings = [5.0, 10.0, 20.0, 40.0]
+    assert all(ceiling / 2 <= wait < ceiling for wait, ceiling in zip(waits, ceilings, strict=True)), waits
+    assert fake_auth.count() == 4
+
+
+async def test_retry_after_holds_back_the_next_attempt(
+    fake_auth: FakeAuthAPI, pool: TokenPool, source: LoginSource, clock: FakeClock
+) -> None:
+    fake_auth.fail_next("password", Fault.rate_limited(60))
+    with pytest.raises(TransientAuthError):
+        await pool.obtain(source, any_token)
+
+    clock.advance(59)
+    with pytest.raises(TransientAuthError):
+        await pool.obtain(source, any_token)
+
+    assert pool.retry_at(source) == pytest.approx(clock() + 1)
+    assert fake_auth.count() == 1
+
+
+async def test_remembered_failure_is_the_one_the_api_raised(
+    fake_auth: FakeAuthAPI, pool: TokenPool, source: LoginSource
+) -> None:
+    fake_auth.fail_next("password", Fault.not_json())
+    with pytest.raises(MalformedResponse) as first:
+        await pool.obtain(source, any_token)
+
+    with pytest.raises(MalformedResponse) as second:
+        await pool.obtain(source, any_token)
+
+    assert second.value.message == first.value.message
+
+
+async def test_remembered_failure_does_not_pile_up_tracebacks(pool: TokenPool, source: LoginSource) -> None:
+    depths: list[int] = []
+    for _ in range(5):
+        with pytest.raises(InvalidCredentials) as caught:
+            await pool.obtain(wrong_password(source), any_token)
+        depths.append(traceback_depth(caught.value))
+
+    assert depths[1] == depths[-1]
+
+
+async def test_detaching_the_last_user_drops_the_token(pool: TokenPool, source: LoginSource) -> None:
+    pool.attach(source, "logistics/fleet")
+    pool.attach(source, "logistics/planner")
+    await pool.obtain(source, any_token)
+
+    pool.detach("logistics/fleet")
+    assert pool.cached(source) is not None
+
+    pool.detach("logistics/planner")
+    assert pool.cached(source) is None
+
+
+async def test_attaching_to_a_new_source_leaves_the_old_one(pool: TokenPool, source: LoginSource) -> None:
+    rotated = LoginSource(source.auth_url, source.username, "rotated-password-Vb7")
+    pool.attach(source, "logistics/fleet")
+    await pool.obtain(source, any_token)
+
+    pool.attach(rotated, "logistics/fleet")
+
+    assert pool.cached(source) is None
+
+
+async def test_detaching_forgets_a_remembered_rejection(
+    fake_auth: FakeAuthAPI, pool: TokenPool, source: LoginSource
+) -> None:
+    bad = wrong_password(source)
+    pool.attach(bad, "logistics/fleet")
+    with pytest.raises(InvalidCredentials):
+        await pool.obtain(bad, any_token)
+
+    pool.detach("logistics/fleet")
+
+    assert pool.retry_at(bad) is None
+
+
+async def test_seeded_token_lets_a_sibling_skip_the_login(
+    fake_auth: FakeAuthAPI, api: AuthAPI, pool: TokenPool, source: LoginSource
+) -> None:
+    issued = await api.login(source.auth_url, source.username, source.password)
+    from_secret = stored_token(issued.access_token, issued.obtained_at)
+    fake_auth.reset_counts()
+
+    pool.seed(source, from_secret)
+    token = await pool.obtain(source, lambda token: token.expires_at > from_secret.obtained_at)
+
+    assert token == from_secret
+    assert fake_auth.count() == 0
+
+
+async def test_seeded_token_without_refresh_token_is_renewed_by_login(
+    fake_auth: FakeAuthAPI, api: AuthAPI, pool: TokenPool, source: LoginSource
+) -> None:
+    issued = await api.login(source.auth_url, source.username, source.password)
+    pool.seed(source, stored_token(issued.access_token, issued.obtained_at))
+    fake_auth.reset_counts()
+
+    await pool.obtain(source, no_token)
+
+    assert (fake_auth.count("password"), fake_auth.count("refresh")) == (1, 0)
+
+
+def test_seed_keeps_the_longer_lived_token(pool: TokenPool, source: LoginSource) -> None:
+    longer = TokenSet("longer", None, obtained_at=1000.0, expires_at=5000.0)
+    shorter = TokenSet("shorter", None, obtained_at=2000.0, expires_at=4000.0)
+    newest = TokenSet("newest", None, obtained_at=3000.0, expires_at=6600.0)
+
+    pool.seed(source, longer)
+    pool.seed(source, shorter)
+    assert pool.cached(source) == longer
+
+    pool.seed(source, newest)
+    assert pool.cached(source) == newest
