@@ -84,8 +84,12 @@ class AuthAPI:
                 outcome = str(response.status_code)
                 self._raise_for_status(endpoint, response)
                 body = await self._read_limited(response)
+            tokens = self._parse(body, sent_at)
             outcome = "ok"
-            return self._parse(body, sent_at)
+            return tokens
+        except MalformedResponse:
+            outcome = "malformed"
+            raise
         except AuthError:
             raise
         except httpx.TimeoutException:
@@ -115,9 +119,7 @@ class AuthAPI:
         if status in (408, 425, 429) or status >= 500:
             retry_after = _retry_after(response)
             raise TransientAuthError(f"the Auth API answered HTTP {status}", retry_after=retry_after)
-        raise PermanentAuthError(
-            f"the Auth API answered HTTP {status} to /auth/{endpoint}; check authURL"
-        )
+        raise PermanentAuthError(f"the Auth API answered HTTP {status} to /auth/{endpoint}; check authURL")
 
     @staticmethod
     async def _read_limited(response: httpx.Response) -> bytes:

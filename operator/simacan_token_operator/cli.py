@@ -39,22 +39,47 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "run", help="run the operator against the current kubeconfig or in-cluster config"
     )
     scope = run.add_mutually_exclusive_group()
-    scope.add_argument("--namespace", "-n", action="append", default=[], metavar="NS",
-                       help="watch this namespace (repeatable)")
-    scope.add_argument("--all-namespaces", "-A", action="store_true",
-                       help="watch every namespace (the default when no --namespace is given)")
-    run.add_argument("--allowed-auth-host", action="append", default=[], metavar="HOST",
-                     help="host that spec.authURL may name (repeatable; default: the production and "
-                          f"staging Simacan auth hosts: {', '.join(DEFAULT_ALLOWED_HOSTS)})")
-    run.add_argument("--auth-ca-file", metavar="PATH",
-                     help="extra CA bundle (PEM) to trust for the Auth API, added to the public roots")
-    run.add_argument("--allow-insecure-http", action="store_true",
-                     help="accept http:// auth URLs; for tests against a local fake only")
+    scope.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="watch this namespace (repeatable)",
+    )
+    scope.add_argument(
+        "--all-namespaces",
+        "-A",
+        action="store_true",
+        help="watch every namespace (the default when no --namespace is given)",
+    )
+    run.add_argument(
+        "--allowed-auth-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="host that spec.authURL may name (repeatable; default: the production and "
+        f"staging Simacan auth hosts: {', '.join(DEFAULT_ALLOWED_HOSTS)})",
+    )
+    run.add_argument(
+        "--auth-ca-file",
+        metavar="PATH",
+        help="extra CA bundle (PEM) to trust for the Auth API, added to the public roots",
+    )
+    run.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        help="accept http:// auth URLs; for tests against a local fake only",
+    )
     run.add_argument("--metrics-port", type=int, default=8080, help="port for /metrics (default 8080)")
-    run.add_argument("--health-port", type=int, default=8081,
-                     help="port for /healthz and /readyz (default 8081)")
-    run.add_argument("--bind-address", default="0.0.0.0",  # noqa: S104 - probes and scrapes come from outside the pod
-                     help="address the HTTP endpoints listen on (default 0.0.0.0)")
+    run.add_argument(
+        "--health-port", type=int, default=8081, help="port for /healthz and /readyz (default 8081)"
+    )
+    run.add_argument(
+        "--bind-address",
+        default="0.0.0.0",  # noqa: S104 - probes and scrapes come from outside the pod
+        help="address the HTTP endpoints listen on (default 0.0.0.0)",
+    )
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser.parse_args(argv)
 
@@ -93,11 +118,13 @@ async def run_operator(options: argparse.Namespace) -> None:
         runners = [await serve(app, options.bind_address, options.health_port)]
         if options.metrics_port != options.health_port:
             runners.append(await serve(app, options.bind_address, options.metrics_port))
-        scope = (
-            f"namespaces {', '.join(options.namespace)}" if options.namespace else "all namespaces"
+        scope = f"namespaces {', '.join(options.namespace)}" if options.namespace else "all namespaces"
+        logger.info(
+            "simacan-token-operator %s watching %s; auth hosts allowed: %s",
+            __version__,
+            scope,
+            ", ".join(sorted(policy.allowed_hosts)),
         )
-        logger.info("simacan-token-operator %s watching %s; auth hosts allowed: %s",
-                    __version__, scope, ", ".join(sorted(policy.allowed_hosts)))
         try:
             await kopf.operator(
                 registry=build_registry(controller),

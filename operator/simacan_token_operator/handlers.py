@@ -29,6 +29,12 @@ def build_registry(controller: Controller) -> kopf.OperatorRegistry:
         if namespace is not None:
             controller.secret_changed(namespace, name)
 
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        """A private registry gets none of kopf's default login handlers: in a pod use the
+        ServiceAccount, elsewhere the kubeconfig, like the kubernetes client does."""
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
     @kopf.on.cleanup(registry=registry)
     async def stop_workers(**_: Any) -> None:
         await controller.stop()

@@ -81,7 +81,7 @@ class TokenPool:
             if entry.token is not None and usable(entry.token):
                 return entry.token
             if entry.failure is not None and self._clock() < entry.retry_at:
-                raise entry.failure
+                raise entry.failure.with_traceback(None)  # don't pile up every caller's frames
             try:
                 token = await self._fetch(source, entry.token)
             except TransientAuthError as error:

@@ -226,11 +226,13 @@ class CredentialWorker:
             password_changed=self._source_key is not None and self._source_key != source.key,
             refresh_request=request,
             token_replaced=(
-                self._written_digest is not None and stored is not None
+                self._written_digest is not None
+                and stored is not None
                 and stored.token_digest != self._written_digest
             ),
             in_sync=(
-                stored is None or stored.token is None
+                stored is None
+                or stored.token is None
                 or in_sync(target or {}, render(spec, self._owner(), stored.token, source.account))
             ),
         )
@@ -264,8 +266,13 @@ class CredentialWorker:
         self._written_digest = digest(token.access_token)
         if self._request_seen is not None and token.obtained_at >= self._request_seen[1]:
             self._handled_request = self._request_seen[0]
-        logger.info("%s: wrote Secret %s (%s); valid until %s", self.key, spec.target_secret,
-                    trigger.reason, rfc3339(token.expires_at))
+        logger.info(
+            "%s: wrote Secret %s (%s); valid until %s",
+            self.key,
+            spec.target_secret,
+            trigger.reason,
+            rfc3339(token.expires_at),
+        )
         await self._announce_write(trigger)
         return await self._settle(self._valid(spec, token, next_refresh(token)), spec)
 
@@ -346,8 +353,11 @@ class CredentialWorker:
             rt.metrics.refreshes.labels("retrying").inc()
             retry_at = rt.pool.retry_at(source) or rt.clock() + 5.0
             return Outcome(
-                False, error.reason, f"{error.message}; retrying at {rfc3339(retry_at)}",
-                wake_at=retry_at, failure=True,
+                False,
+                error.reason,
+                f"{error.message}; retrying at {rfc3339(retry_at)}",
+                wake_at=retry_at,
+                failure=True,
             )
         except PermanentAuthError as error:
             rt.metrics.refreshes.labels("rejected").inc()
@@ -384,8 +394,11 @@ class CredentialWorker:
     async def _announce_write(self, trigger: Trigger) -> None:
         recovering = self._last_reason not in (None, TOKEN_VALID, SUSPENDED)
         if recovering:
-            await self._event("Normal", "Recovered", f"{trigger.message}; the previous problem "
-                              f"({self._last_reason}) is resolved")
+            await self._event(
+                "Normal",
+                "Recovered",
+                f"{trigger.message}; the previous problem ({self._last_reason}) is resolved",
+            )
         elif self._last_reason is None:
             await self._event("Normal", "Issued", "issued the first token")
         elif trigger.reason not in ROUTINE_TRIGGERS:
@@ -393,8 +406,13 @@ class CredentialWorker:
 
     async def _event(self, type_: str, reason: str, message: str) -> None:
         meta = self.body["metadata"]
-        ref = ObjectRef(self.namespace, self.name, meta["uid"], str(self.body.get("apiVersion")),
-                        str(self.body.get("kind")))
+        ref = ObjectRef(
+            self.namespace,
+            self.name,
+            meta["uid"],
+            str(self.body.get("apiVersion")),
+            str(self.body.get("kind")),
+        )
         try:
             await self.runtime.kube.post_event(ref, type_, reason, message)
         except KubeError as error:
@@ -466,5 +484,3 @@ def _ready_reason(status: Mapping[str, Any]) -> str | None:
             reason = condition.get("reason")
             return reason if isinstance(reason, str) else None
     return None
-
-

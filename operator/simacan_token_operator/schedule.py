@@ -53,7 +53,7 @@ def backoff_delay(failures: int, jitter: float, retry_after: float | None = None
     Retry-After is a floor, since retrying earlier only earns another 429.
     """
     exponent = max(failures - 1, 0)
-    ceiling = min(BACKOFF_BASE_SECONDS * 2.0**min(exponent, 32), BACKOFF_CAP_SECONDS)
+    ceiling = min(BACKOFF_BASE_SECONDS * 2.0 ** min(exponent, 32), BACKOFF_CAP_SECONDS)
     delay = ceiling / 2 + ceiling / 2 * jitter
     if retry_after is not None and retry_after > 0:
         delay = max(delay, min(retry_after, RETRY_AFTER_CAP_SECONDS))
