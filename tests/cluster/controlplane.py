@@ -1,0 +1,559 @@
+"""A real Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager) as local processes.
+
+The end-to-end tier needs real admission, RBAC, garbage collection and ServiceAccount tokens, which
+mocks cannot give; like controller-runtime's envtest this runs the real binaries on loopback ports,
+without Docker and without kubelets. Every start is a fresh cluster: the etcd data directory is wiped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import ctypes
+import datetime
+import ipaddress
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from kubernetes import client, config
+
+BUILD_SCRIPT = Path(__file__).with_name("build-control-plane.sh")
+INSTALL_DEPS_SCRIPT = Path(__file__).with_name("install-deps.sh")
+SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
+SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+CONTROLLERS = (
+    "garbage-collector-controller",
+    "namespace-controller",
+    "serviceaccount-controller",
+    "serviceaccount-token-controller",
+)
+STARTUP_TIMEOUT_SECONDS = 90.0
+STOP_TIMEOUT_SECONDS = 10.0
+LOG_TAIL_LINES = 40
+
+
+class ControlPlaneError(RuntimeError):
+    """The control plane could not be started or used."""
+
+
+@dataclass(frozen=True)
+class ControlPlane:
+    """How to reach a running control plane; valid only inside `running_control_plane`."""
+
+    server: str
+    ca_file: Path
+    admin_kubeconfig: Path
+    admin_token: str = field(repr=False)
+    work_dir: Path
+    provision_seconds: float
+    pids: dict[str, int]
+
+    def kubeconfig_for_service_account(
+        self, namespace: str, name: str, expiration_seconds: int = 3600
+    ) -> Path:
+        """Write a kubeconfig that acts as the ServiceAccount, so RBAC is exercised exactly as granted.
+
+        The ServiceAccount must already exist; the token comes from the TokenRequest API.
+        """
+        request = client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=expiration_seconds)
+        )
+        with self.admin_api_client() as api:
+            response = client.CoreV1Api(api).create_namespaced_service_account_token(name, namespace, request)
+        if response.status is None or not response.status.token:
+            raise ControlPlaneError(f"TokenRequest for {namespace}/{name} returned no token")
+        path = self.work_dir / "kubeconfigs" / f"sa-{namespace}-{name}.kubeconfig"
+        user = f"system:serviceaccount:{namespace}:{name}"
+        write_kubeconfig(path, self.server, self.ca_file, user, response.status.token)
+        return path
+
+    def admin_api_client(self) -> client.ApiClient:
+        """An ApiClient acting as cluster admin (group system:masters); close it when done."""
+        return api_client_from_kubeconfig(self.admin_kubeconfig)
+
+    def resident_memory_kib(self) -> dict[str, int]:
+        """Resident set size of each process, to keep the cost of the e2e tier visible."""
+        return {name: _rss_kib(pid) for name, pid in self.pids.items()}
+
+
+@contextlib.contextmanager
+def running_control_plane(
+    work_dir: Path, startup_timeout: float = STARTUP_TIMEOUT_SECONDS
+) -> Iterator[ControlPlane]:
+    """Start etcd, kube-apiserver and kube-controller-manager; stop all of them on exit, even on error."""
+    started = time.monotonic()
+    work_dir = work_dir.resolve()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    binaries = find_binaries()
+    pki = _write_pki(work_dir / "pki")
+    admin_token = secrets.token_urlsafe(32)
+    token_file = work_dir / "pki" / "tokens.csv"
+    _write_private(token_file, f'{admin_token},admin,admin-uid,"system:masters"\n')
+    etcd_client, etcd_peer, apiserver_port, kcm_port = _free_ports(4)
+    server = f"https://127.0.0.1:{apiserver_port}"
+    admin_kubeconfig = work_dir / "admin.kubeconfig"
+    write_kubeconfig(admin_kubeconfig, server, pki.ca_cert, "admin", admin_token)
+    deadline = time.monotonic() + startup_timeout
+
+    with _Supervisor(work_dir / "logs") as supervisor:
+        etcd_dir = work_dir / "etcd"
+        shutil.rmtree(etcd_dir, ignore_errors=True)
+        etcd = supervisor.start(
+            "etcd", _etcd_argv(binaries["etcd"], etcd_dir, client_port=etcd_client, peer_port=etcd_peer)
+        )
+        _wait_until(
+            lambda: _http_ok(f"http://127.0.0.1:{etcd_client}/health"), deadline, etcd, "etcd /health"
+        )
+        apiserver = supervisor.start(
+            "kube-apiserver",
+            _apiserver_argv(
+                binaries["kube-apiserver"], pki, token_file, etcd_port=etcd_client, port=apiserver_port
+            ),
+        )
+        ready = _Https(server, pki.ca_cert, admin_token)
+        _wait_until(lambda: ready.ok("/readyz"), deadline, apiserver, "kube-apiserver /readyz")
+        kcm = supervisor.start(
+            "kube-controller-manager",
+            _controller_manager_argv(
+                binaries["kube-controller-manager"],
+                pki,
+                admin_kubeconfig,
+                work_dir / "kcm-certs",
+                port=kcm_port,
+            ),
+        )
+        _wait_until(
+            lambda: ready.ok("/api/v1/namespaces/default/serviceaccounts/default"),
+            deadline,
+            kcm,
+            "ServiceAccount default/default (created by kube-controller-manager)",
+        )
+        yield ControlPlane(
+            server=server,
+            ca_file=pki.ca_cert,
+            admin_kubeconfig=admin_kubeconfig,
+            admin_token=admin_token,
+            work_dir=work_dir,
+            provision_seconds=time.monotonic() - started,
+            pids={"etcd": etcd.pid, "kube-apiserver": apiserver.pid, "kube-controller-manager": kcm.pid},
+        )
+
+
+def _etcd_argv(binary: str, data_dir: Path, client_port: int, peer_port: int) -> list[str]:
+    return [
+        binary,
+        "--name=e2e",
+        f"--data-dir={data_dir}",
+        f"--listen-client-urls=http://127.0.0.1:{client_port}",
+        f"--advertise-client-urls=http://127.0.0.1:{client_port}",
+        f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
+        f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
+        f"--initial-cluster=e2e=http://127.0.0.1:{peer_port}",
+        "--initial-cluster-state=new",
+        "--logger=zap",
+        "--log-level=warn",
+    ]
+
+
+def _apiserver_argv(binary: str, pki: _Pki, token_file: Path, etcd_port: int, port: int) -> list[str]:
+    return [
+        binary,
+        f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+        "--bind-address=127.0.0.1",
+        "--advertise-address=127.0.0.1",
+        f"--secure-port={port}",
+        f"--cert-dir={pki.ca_cert.parent}",
+        f"--tls-cert-file={pki.serving_cert}",
+        f"--tls-private-key-file={pki.serving_key}",
+        f"--client-ca-file={pki.ca_cert}",
+        "--authorization-mode=Node,RBAC",
+        f"--token-auth-file={token_file}",
+        f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+        f"--service-account-key-file={pki.sa_public}",
+        f"--service-account-signing-key-file={pki.sa_private}",
+        f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+        # No kubelets and a single apiserver: nothing to reconcile the kubernetes Service to.
+        "--endpoint-reconciler-type=none",
+    ]
+
+
+def _controller_manager_argv(
+    binary: str, pki: _Pki, kubeconfig: Path, cert_dir: Path, port: int
+) -> list[str]:
+    return [
+        binary,
+        f"--kubeconfig={kubeconfig}",
+        f"--controllers={','.join(CONTROLLERS)}",
+        f"--service-account-private-key-file={pki.sa_private}",
+        f"--root-ca-file={pki.ca_cert}",
+        "--use-service-account-credentials=false",
+        "--leader-elect=false",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={port}",
+        f"--cert-dir={cert_dir}",
+    ]
+
+
+def find_binaries() -> dict[str, str]:
+    """Locate etcd and the cached control-plane binaries, building the latter on first use."""
+    etcd = shutil.which("etcd")
+    if etcd is None:
+        raise ControlPlaneError(f"etcd not found on PATH; run {INSTALL_DEPS_SCRIPT}")
+    bin_dir_env = os.environ.get("SIMACAN_K8S_BIN_DIR")
+    if bin_dir_env:
+        bin_dir = Path(bin_dir_env)
+    else:
+        built = subprocess.run(["bash", str(BUILD_SCRIPT)], check=False, capture_output=True, text=True)
+        if built.returncode != 0:
+            raise ControlPlaneError(f"{BUILD_SCRIPT} failed:\n{_tail(built.stderr)}")
+        bin_dir = Path(built.stdout.strip().splitlines()[-1])
+    found = {"etcd": etcd}
+    for name in ("kube-apiserver", "kube-controller-manager"):
+        path = bin_dir / name
+        if not os.access(path, os.X_OK):
+            raise ControlPlaneError(f"{path} is missing or not executable")
+        found[name] = str(path)
+    return found
+
+
+def api_client_from_kubeconfig(path: Path) -> client.ApiClient:
+    """An ApiClient loaded the way the operator loads its kubeconfig; close it when done."""
+    api: client.ApiClient = config.new_client_from_config(config_file=str(path))  # type: ignore[no-untyped-call]
+    return api
+
+
+def write_kubeconfig(path: Path, server: str, ca_file: Path, user: str, token: str) -> None:
+    """Write a token kubeconfig; JSON is valid YAML, so kubectl and the Python client both read it."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "e2e", "cluster": {"server": server, "certificate-authority": str(ca_file)}}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": user}}],
+        "current-context": "e2e",
+    }
+    _write_private(path, json.dumps(config, indent=2) + "\n")
+
+
+# --- processes -------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Started:
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+_live: dict[int, subprocess.Popen[bytes]] = {}
+_live_lock = threading.Lock()
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Terminate by pid, give it time to flush, then kill."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=STOP_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=STOP_TIMEOUT_SECONDS)
+    with _live_lock:
+        _live.pop(process.pid, None)
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    """Fallback for an interpreter that exits without running the context manager's cleanup."""
+    with _live_lock:
+        leftovers = list(_live.values())
+    for process in reversed(leftovers):
+        _stop(process)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL the child if the parent dies without cleaning up (its data is throwaway)."""
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+class _Supervisor:
+    """Starts processes with logs in files and stops them in reverse order."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self._log_dir = log_dir
+        self._started: list[_Started] = []
+        self._previous_sigterm: Callable[[int, FrameType | None], Any] | int | None = None
+
+    def __enter__(self) -> _Supervisor:
+        self._log_dir.mkdir(parents=True, exist_ok=True)
+        if threading.current_thread() is threading.main_thread():
+            # A SIGTERMed pytest would otherwise exit without unwinding; raising SystemExit unwinds it.
+            current = signal.getsignal(signal.SIGTERM)
+            if current == signal.SIG_DFL:
+                self._previous_sigterm = current
+                signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for started in reversed(self._started):
+            _stop(started.process)
+        if self._previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+
+    def start(self, name: str, argv: Sequence[str]) -> _Started:
+        log = self._log_dir / f"{name}.log"
+        # PR_SET_PDEATHSIG fires when the *thread* that forked exits, so only use it from the main thread.
+        preexec = _die_with_parent if threading.current_thread() is threading.main_thread() else None
+        with log.open("wb") as sink:
+            process = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                preexec_fn=preexec,
+                # Own session: a terminal's Ctrl-C reaches only us, and we stop the children in order.
+                start_new_session=True,
+            )
+        with _live_lock:
+            _live[process.pid] = process
+        started = _Started(name, process, log)
+        self._started.append(started)
+        return started
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _wait_until(check: Callable[[], bool], deadline: float, process: _Started, what: str) -> None:
+    """Poll until `check` passes; fail fast with the log tail if the process dies or time runs out."""
+    delay = 0.05
+    while True:
+        if process.process.poll() is not None:
+            raise ControlPlaneError(
+                f"{process.name} exited with {process.process.returncode} while waiting for {what}; "
+                f"{process.log}:\n{_tail(process.log.read_text(errors='replace'))}"
+            )
+        if check():
+            return
+        if time.monotonic() > deadline:
+            log_tail = _tail(process.log.read_text(errors="replace"))
+            raise ControlPlaneError(f"timed out waiting for {what}; {process.log}:\n{log_tail}")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.5)
+
+
+def _tail(text: str) -> str:
+    return "\n".join(text.splitlines()[-LOG_TAIL_LINES:])
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+# --- network ---------------------------------------------------------------------------------------
+
+
+def _free_ports(count: int) -> list[int]:
+    """Ask the kernel for distinct free loopback ports (held open together so they differ)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [
+            stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)
+        ]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+class _Https:
+    """Minimal authenticated GETs against the apiserver, so waiting needs no client library."""
+
+    def __init__(self, server: str, ca_file: Path, token: str) -> None:
+        self._server = server
+        self._context = ssl.create_default_context(cafile=str(ca_file))
+        self._headers = {"Authorization": f"Bearer {token}"}
+
+    def ok(self, path: str) -> bool:
+        request = urllib.request.Request(self._server + path, headers=self._headers)
+        try:
+            with urllib.request.urlopen(request, timeout=2, context=self._context) as response:
+                return bool(response.status == 200)
+        except (OSError, urllib.error.URLError):
+            return False
+
+
+# --- PKI -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Pki:
+    ca_cert: Path
+    serving_cert: Path
+    serving_key: Path
+    sa_public: Path
+    sa_private: Path
+
+
+def _write_pki(directory: Path) -> _Pki:
+    """A throwaway CA, an apiserver serving certificate and a ServiceAccount signing key pair."""
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    validity = datetime.timedelta(days=1)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "simacan-e2e-ca")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + validity)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    serving_key = ec.generate_private_key(ec.SECP256R1())
+    first_service_ip = next(ipaddress.IPv4Network(SERVICE_CLUSTER_IP_RANGE).hosts())
+    names: list[x509.GeneralName] = [
+        x509.DNSName(dns)
+        for dns in (
+            "localhost",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+        )
+    ]
+    names += [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.IPAddress(first_service_ip)]
+    serving_cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
+        .issuer_name(ca_name)
+        .public_key(serving_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + validity)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+    pki = _Pki(
+        ca_cert=directory / "ca.crt",
+        serving_cert=directory / "apiserver.crt",
+        serving_key=directory / "apiserver.key",
+        sa_public=directory / "sa.pub",
+        sa_private=directory / "sa.key",
+    )
+    pki.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    pki.serving_cert.write_bytes(serving_cert.public_bytes(serialization.Encoding.PEM))
+    _write_private(pki.serving_key, _private_pem(serving_key))
+    _write_private(pki.sa_private, _private_pem(sa_key))
+    pki.sa_public.write_bytes(
+        sa_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return pki
+
+
+def _private_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+def _write_private(path: Path, content: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(content)
+
+
+# --- CLI -------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`up --dir DIR`: run a control plane in the foreground for manual work; Ctrl-C or SIGTERM stops it."""
+    parser = argparse.ArgumentParser(prog="python -m tests.cluster.controlplane")
+    commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser("up", help="start a control plane and keep it running")
+    up.add_argument("--dir", type=Path, required=True, help="work directory for certificates, data and logs")
+    args = parser.parse_args(argv)
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
+    signal.signal(signal.SIGINT, lambda _signum, _frame: stop.set())
+    with running_control_plane(args.dir) as plane:
+        print(plane.admin_kubeconfig, flush=True)
+        print(
+            f"ready in {plane.provision_seconds:.1f}s at {plane.server}; logs in {plane.work_dir / 'logs'}; "
+            "Ctrl-C to stop",
+            file=sys.stderr,
+            flush=True,
+        )
+        while not stop.wait(1.0):
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
