@@ -8,8 +8,10 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 import kopf
 from kubernetes import client, config
@@ -20,6 +22,7 @@ from .controller import Controller
 from .handlers import build_registry, operator_settings
 from .health import build_app, serve
 from .kube import Kube
+from .leader import LeaderElector
 from .metrics import Metrics
 from .pool import TokenPool
 from .reconciler import Runtime
@@ -80,6 +83,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default="0.0.0.0",  # noqa: S104 - probes and scrapes come from outside the pod
         help="address the HTTP endpoints listen on (default 0.0.0.0)",
     )
+    run.add_argument(
+        "--leader-election-namespace",
+        metavar="NS",
+        help="run as one of several replicas: only the holder of a Lease in NS works",
+    )
+    run.add_argument(
+        "--leader-election-id",
+        default="simacan-token-operator",
+        metavar="NAME",
+        help="name of that Lease; give each shard of a sharded install its own",
+    )
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser.parse_args(argv)
 
@@ -94,13 +108,19 @@ def load_kube_config() -> client.ApiClient:
     return client.ApiClient(configuration)
 
 
-async def run_operator(options: argparse.Namespace) -> None:
+async def run_operator(options: argparse.Namespace) -> int:
+    """Run until SIGTERM (exit 0) or until leadership is lost (exit 1, so the pod restarts clean)."""
     policy = Policy(
         allowed_hosts=frozenset(h.lower() for h in options.allowed_auth_host) or Policy().allowed_hosts,
         allow_insecure_http=options.allow_insecure_http,
     )
     metrics = Metrics()
     api_client = load_kube_config()
+    elector = (
+        LeaderElector(api_client, options.leader_election_namespace, options.leader_election_id, _identity())
+        if options.leader_election_namespace
+        else None
+    )
     async with http_client(options.auth_ca_file) as http:
         runtime = Runtime(
             kube=Kube(api_client),
@@ -109,38 +129,70 @@ async def run_operator(options: argparse.Namespace) -> None:
             metrics=metrics,
         )
         controller = Controller(runtime)
-        ready = asyncio.Event()
+        kopf_ready = asyncio.Event()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
+
+        def ready() -> bool:
+            """A healthy standby is ready too: it keeps the Deployment's rollout moving."""
+            return kopf_ready.is_set() or (elector is not None and elector.connected.is_set() and not leading)
+
+        leading = False
+        lost: asyncio.Task[None] | None = None
         app = build_app(controller, metrics, ready)
         runners = [await serve(app, options.bind_address, options.health_port)]
         if options.metrics_port != options.health_port:
             runners.append(await serve(app, options.bind_address, options.metrics_port))
         scope = f"namespaces {', '.join(options.namespace)}" if options.namespace else "all namespaces"
         logger.info(
-            "simacan-token-operator %s watching %s; auth hosts allowed: %s",
+            "simacan-token-operator %s for %s; auth hosts allowed: %s",
             __version__,
             scope,
             ", ".join(sorted(policy.allowed_hosts)),
         )
         try:
+            if elector is not None:
+                if not await _first_of(elector.acquire(), stop.wait()):
+                    return 0
+                leading = True
+                lost = asyncio.create_task(elector.hold())
+                lost.add_done_callback(lambda _: stop.set())
             await kopf.operator(
                 registry=build_registry(controller),
                 settings=operator_settings(),
                 standalone=True,
                 clusterwide=not options.namespace,
                 namespaces=options.namespace,
-                ready_flag=ready,
+                ready_flag=kopf_ready,
                 stop_flag=stop,
             )
+            return 1 if lost is not None and lost.done() else 0
         finally:
             await controller.stop()
+            if lost is not None and not lost.done():
+                lost.cancel()
+                if elector is not None:
+                    await elector.release()
             for runner in runners:
                 await runner.cleanup()
             with contextlib.suppress(Exception):
                 api_client.close()  # type: ignore[no-untyped-call]
+
+
+async def _first_of(wanted: Coroutine[Any, Any, None], other: Coroutine[Any, Any, Any]) -> bool:
+    """Run both; True if `wanted` finished first. The loser is cancelled."""
+    first, second = asyncio.ensure_future(wanted), asyncio.ensure_future(other)
+    done, _ = await asyncio.wait({first, second}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (first, second):
+        task.cancel()
+    return first in done
+
+
+def _identity() -> str:
+    """POD_NAME in a pod; elsewhere host name and PID, unique enough among replicas."""
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -153,5 +205,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     if options.log_level != "debug":
         # kopf and its HTTP stack are chatty at INFO about every watch (re)connect.
         logging.getLogger("kopf").setLevel(logging.WARNING)
-    asyncio.run(run_operator(options))
-    return 0
+    return asyncio.run(run_operator(options))

@@ -46,6 +46,9 @@ def operator_settings() -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
     # We post our own Events, each worded for the user; kopf's would echo handler errors.
     settings.posting.enabled = False
+    # The namespaces come from flags and the CRD is installed before the operator starts, so
+    # kopf needs no cluster-wide list/watch of namespaces and CRDs: least privilege.
+    settings.scanning.disabled = True
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     return settings

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 
@@ -19,7 +18,7 @@ OVERDUE_MARGIN_SECONDS = 120.0
 def build_app(
     controller: Controller,
     metrics: Metrics,
-    ready: asyncio.Event,
+    ready: Callable[[], bool],
     clock: Callable[[], float] = time.time,
 ) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
@@ -30,8 +29,8 @@ def build_app(
         return web.Response(text="ok\n")
 
     async def readyz(_: web.Request) -> web.Response:
-        if not ready.is_set():
-            return web.Response(status=503, text="not watching yet\n")
+        if not ready():
+            return web.Response(status=503, text="not connected yet\n")
         return web.Response(text="ok\n")
 
     async def serve_metrics(_: web.Request) -> web.Response:

@@ -1,0 +1,72 @@
+"""Fixtures shared by both operator tiers; each tier's conftest provides the `cluster` fixture."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests.support.cluster import ClusterHandle
+from tests.support.fakeauth import FakeAuthAPI
+from tests.support.k8s import Namespace, api_client
+from tests.support.operator_process import OperatorProcess
+
+USERNAME = "api-user@example.com"
+PASSWORD = "correct-horse-battery-staple-7f3a"
+
+
+@pytest.fixture(scope="session")
+def signing_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture
+def auth(signing_key: rsa.RSAPrivateKey) -> Iterator[FakeAuthAPI]:
+    """A real HTTP Auth API on 127.0.0.1 issuing RS256 JWTs that live a few seconds."""
+    with FakeAuthAPI({USERNAME: PASSWORD}, access_lifetime=60, signing_key=signing_key) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def admin_api(cluster: ClusterHandle) -> Any:
+    return api_client(cluster.kubeconfig)
+
+
+@pytest.fixture
+def ns(admin_api: Any) -> Namespace:
+    return Namespace.create(admin_api)
+
+
+@pytest.fixture
+def start_operator(
+    cluster: ClusterHandle, ns: Namespace, tmp_path: Path
+) -> Iterator[Callable[..., OperatorProcess]]:
+    """Start the operator as a process watching this test's namespace; stopped at teardown."""
+    started: list[OperatorProcess] = []
+
+    def start(*extra_args: str, allowed_host: str = "127.0.0.1", insecure: bool = True) -> OperatorProcess:
+        args = [
+            "--allowed-auth-host",
+            allowed_host,
+            *(["--allow-insecure-http"] if insecure else []),
+            *extra_args,
+        ]
+        operator = OperatorProcess(
+            cluster.operator_kubeconfig, ns.name, tmp_path / f"operator-{len(started)}.log", args
+        )
+        started.append(operator)
+        return operator.start()
+
+    yield start
+    for operator in started:
+        if operator.process is not None:
+            operator.stop()
+        # pytest shows this only when the test fails: the operator's side of the story.
+        print(f"----- {operator.log_path.name} (last 12000 chars)\n{operator.logs()[-12000:]}")
+
+
+def credential_spec(auth: FakeAuthAPI, secret: str = "login", **extra: Any) -> dict[str, Any]:
+    return {"credentialsSecretRef": {"name": secret}, "authURL": auth.base_url, **extra}

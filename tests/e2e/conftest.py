@@ -1,0 +1,88 @@
+"""End-to-end tier: the operator against a real kube-apiserver, etcd and kube-controller-manager.
+
+`manifests/` is applied as is (CRD, namespace, RBAC, Deployment). Pods do not run (there is no
+kubelet); the operator runs as a local process with a token of the ServiceAccount the manifests
+create, so it has exactly the permissions the manifests grant.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from tests.cluster.controlplane import ControlPlane, running_control_plane
+from tests.support.cluster import ClusterHandle
+from tests.support.k8s import api_client
+from tests.support.polling import eventually
+
+REPO = Path(__file__).resolve().parents[2]
+OPERATOR_NAMESPACE = "simacan-token-operator"
+OPERATOR_ACCOUNT = "simacan-token-operator"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if Path(str(item.fspath)).is_relative_to(Path(__file__).parent):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    with running_control_plane(Path(tmp_path_factory.mktemp("control-plane"))) as plane:
+        print(f"control plane provisioned in {plane.provision_seconds:.1f}s")
+        yield plane
+
+
+def kubectl(plane: ControlPlane, *args: str) -> str:
+    binary = shutil.which("kubectl")
+    assert binary, "kubectl is required: run tests/cluster/install-deps.sh"
+    result = subprocess.run(
+        [binary, "--kubeconfig", str(plane.admin_kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, f"kubectl {' '.join(args)} failed:\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture(scope="session")
+def installed(control_plane: ControlPlane) -> ControlPlane:
+    """`kubectl apply -k manifests/` exactly as a user installs the operator."""
+    kubectl(control_plane, "apply", "-k", str(REPO / "manifests"))
+    api = api_client(control_plane.admin_kubeconfig)
+    extensions = client.ApiextensionsV1Api(api)
+
+    def established() -> bool:
+        crd = extensions.read_custom_resource_definition("simacancredentials.auth.simacan.com")
+        return any(c.type == "Established" and c.status == "True" for c in crd.status.conditions or [])
+
+    eventually(established, timeout=30, what="CRD Established")
+    core = client.CoreV1Api(api)
+    eventually(
+        lambda: core.read_namespaced_service_account(OPERATOR_ACCOUNT, OPERATOR_NAMESPACE),
+        timeout=30,
+        what="operator ServiceAccount",
+    )
+    return control_plane
+
+
+@pytest.fixture(scope="session")
+def cluster(installed: ControlPlane) -> ClusterHandle:
+    started = time.monotonic()
+    operator_kubeconfig = installed.kubeconfig_for_service_account(OPERATOR_NAMESPACE, OPERATOR_ACCOUNT)
+    print(f"operator kubeconfig in {time.monotonic() - started:.1f}s")
+    return ClusterHandle(
+        name="real",
+        server=installed.server,
+        kubeconfig=installed.admin_kubeconfig,
+        operator_kubeconfig=operator_kubeconfig,
+        supports_garbage_collection=True,
+    )

@@ -1,0 +1,142 @@
+"""Failure behaviour: a valid token is never lost, the Auth API is never hammered, errors are readable."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+import pytest
+
+from tests.conftest import PASSWORD, USERNAME, credential_spec
+from tests.integration.test_issuing import ready_token
+from tests.support.fakeauth import FakeAuthAPI, Fault
+from tests.support.k8s import Namespace
+from tests.support.operator_process import OperatorProcess
+from tests.support.polling import eventually, stays
+
+StartOperator = Callable[..., OperatorProcess]
+
+
+def test_wrong_password_is_reported_and_not_retried_until_the_secret_changes(
+    ns: Namespace, auth: FakeAuthAPI, start_operator: StartOperator
+) -> None:
+    ns.create_login_secret("login", USERNAME, "wrong-password-3b7d")
+    ns.create_credential("fleet-api", credential_spec(auth))
+    ns.create_credential("fleet-api-2", credential_spec(auth))
+    start_operator()
+
+    for name in ("fleet-api", "fleet-api-2"):
+        eventually(lambda: ns.ready_reason(name) == ("False", "InvalidCredentials"), what="401")  # noqa: B023
+        assert "InvalidCredentials" in ns.event_reasons(name)
+    assert "credentials Secret" in ns.ready("fleet-api")["message"]  # type: ignore[index]
+    stays(lambda: auth.count() == 1, 6, what="one attempt in all: retrying a 401 could lock the account")
+
+    ns.set_secret_data("login", password=PASSWORD)
+    ready_token(ns, "fleet-api")
+    ready_token(ns, "fleet-api-2")
+
+
+def test_outage_backs_off_keeps_the_valid_token_and_recovers(
+    ns: Namespace, auth: FakeAuthAPI, start_operator: StartOperator
+) -> None:
+    auth.access_lifetime = 6
+    ns.create_login_secret("login", USERNAME, PASSWORD)
+    ns.create_credential("fleet-api", credential_spec(auth))
+    start_operator()
+    token = ready_token(ns, "fleet-api")
+    auth.set_fault("refresh", Fault.http_error(503))
+
+    eventually(
+        lambda: ns.ready_reason("fleet-api") == ("True", "AuthUnavailable"),
+        timeout=8,
+        what="Ready stays True while the token is valid",
+    )
+    assert "stays valid until" in ns.ready("fleet-api")["message"]  # type: ignore[index]
+    eventually(
+        lambda: ns.ready_reason("fleet-api") == ("False", "AuthUnavailable"),
+        timeout=8,
+        what="Ready=False once the token expired",
+    )
+    assert ns.secret_text("fleet-api", "token") == token, "a failed refresh never blanks the Secret"
+    failures = [c.at for c in auth.wait_for_calls(3, endpoint="refresh", status=503, timeout=20)]
+    gaps = [b - a for a, b in itertools.pairwise(failures)]
+    assert gaps and all(gap >= 2.4 for gap in gaps), f"retries must back off, saw gaps {gaps}"
+
+    auth.set_fault("refresh", None)
+    eventually(lambda: ns.ready_reason("fleet-api") == ("True", "TokenValid"), timeout=15, what="recovery")
+    assert ns.secret_text("fleet-api", "token") != token
+    assert "Recovered" in ns.event_reasons("fleet-api")
+    assert "AuthUnavailable" in ns.event_reasons("fleet-api")
+
+
+def test_retry_after_is_honoured(ns: Namespace, auth: FakeAuthAPI, start_operator: StartOperator) -> None:
+    auth.fail_next("password", Fault.rate_limited(retry_after=4))
+    ns.create_login_secret("login", USERNAME, PASSWORD)
+    ns.create_credential("fleet-api", credential_spec(auth))
+    start_operator()
+    ready_token(ns, "fleet-api")
+    first, second = auth.calls[:2]
+    assert first.status == 429 and second.status == 200
+    assert second.at - first.at >= 3.9
+
+
+@pytest.mark.parametrize(
+    ("fault", "words"),
+    [
+        (Fault.not_json(), "not JSON"),
+        (Fault.html_page(), "not JSON"),
+        (Fault.missing_fields("access_token"), "no access_token"),
+        (Fault.access_token_not_jwt(), "not a JWT"),
+        (Fault.no_expiry(), "no exp claim"),
+        (Fault.huge_body(), "larger than"),
+    ],
+    ids=["not-json", "html-page", "missing-field", "not-a-jwt", "no-expiry", "huge-body"],
+)
+def test_malformed_responses_give_a_clear_status_not_a_traceback(
+    ns: Namespace, auth: FakeAuthAPI, start_operator: StartOperator, fault: Fault, words: str
+) -> None:
+    auth.set_fault("password", fault)
+    ns.create_login_secret("login", USERNAME, PASSWORD)
+    ns.create_credential("fleet-api", credential_spec(auth))
+    operator = start_operator()
+    eventually(
+        lambda: ns.ready_reason("fleet-api") == ("False", "MalformedResponse"), what="MalformedResponse"
+    )
+    assert words in ns.ready("fleet-api")["message"]  # type: ignore[index]
+    assert "Traceback" not in operator.logs()
+    auth.set_fault("password", None)
+    ready_token(ns, "fleet-api")
+
+
+def test_auth_url_outside_the_allow_list_gets_no_password(
+    ns: Namespace, auth: FakeAuthAPI, start_operator: StartOperator
+) -> None:
+    ns.create_login_secret("login", USERNAME, PASSWORD)
+    ns.create_credential("fleet-api", credential_spec(auth))
+    start_operator(allowed_host="auth-service.services.simacan.com")
+    eventually(lambda: ns.ready_reason("fleet-api") == ("False", "AuthURLNotAllowed"), what="refused")
+    assert "--allowed-auth-host" in ns.ready("fleet-api")["message"]  # type: ignore[index]
+    assert "AuthURLNotAllowed" in ns.event_reasons("fleet-api")
+    assert auth.count() == 0
+
+
+def test_plain_http_needs_the_explicit_operator_flag(
+    ns: Namespace, auth: FakeAuthAPI, start_operator: StartOperator
+) -> None:
+    ns.create_login_secret("login", USERNAME, PASSWORD)
+    ns.create_credential("fleet-api", credential_spec(auth))
+    start_operator(insecure=False)
+    eventually(lambda: ns.ready_reason("fleet-api") == ("False", "AuthURLNotAllowed"), what="refused")
+    assert "https://" in ns.ready("fleet-api")["message"]  # type: ignore[index]
+    assert auth.count() == 0
+
+
+def test_https_auth_api_with_an_extra_ca_bundle(
+    ns: Namespace, start_operator: StartOperator, signing_key: object
+) -> None:
+    with FakeAuthAPI({USERNAME: PASSWORD}, tls=True, signing_key=signing_key) as tls_auth:  # type: ignore[arg-type]
+        ns.create_login_secret("login", USERNAME, PASSWORD)
+        ns.create_credential("fleet-api", credential_spec(tls_auth))
+        start_operator("--auth-ca-file", str(tls_auth.ca_file), insecure=False)
+        ready_token(ns, "fleet-api")
+        assert tls_auth.base_url.startswith("https://")

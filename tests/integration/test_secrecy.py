@@ -1,0 +1,58 @@
+"""Passwords and tokens never appear in logs, Events or status, at any log level."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from tests.conftest import PASSWORD, USERNAME, credential_spec
+from tests.integration.test_issuing import ready_token
+from tests.support.fakeauth import FakeAuthAPI, Fault
+from tests.support.k8s import Namespace
+from tests.support.operator_process import OperatorProcess
+from tests.support.polling import eventually
+
+StartOperator = Callable[..., OperatorProcess]
+
+
+def test_no_secret_material_in_logs_events_or_status_through_a_full_cycle(
+    ns: Namespace, auth: FakeAuthAPI, start_operator: StartOperator
+) -> None:
+    auth.access_lifetime = 3
+    ns.create_login_secret("login", USERNAME, PASSWORD)
+    ns.create_credential("fleet-api", credential_spec(auth))
+    operator = start_operator()  # runs at --log-level debug
+    ready_token(ns, "fleet-api")
+    auth.wait_for_calls(1, endpoint="refresh", status=200, timeout=10)
+
+    # Failures of every kind, each of which produces log lines, Events and status messages.
+    auth.fail_next("refresh", Fault.http_error(500))
+    auth.wait_for_calls(1, endpoint="refresh", status=500, timeout=10)
+    auth.revoke_refresh_tokens()
+    auth.wait_for_calls(2, endpoint="password", status=200, timeout=15)
+    auth.set_password(USERNAME, "second-password-e81f")
+    ns.set_secret_data("login", password="wrong-password-5c0a")
+    eventually(
+        lambda: (
+            ns.ready_reason("fleet-api") in {("True", "InvalidCredentials"), ("False", "InvalidCredentials")}
+        ),
+        what="401",
+    )
+    auth.set_fault("password", Fault.access_token_not_jwt())
+    ns.set_secret_data("login", password="second-password-e81f")
+    eventually(lambda: (ns.ready_reason("fleet-api") or ("", ""))[1] == "MalformedResponse", what="malformed")
+    auth.set_fault("password", None)
+    ns.patch_credential(
+        "fleet-api", {"metadata": {"annotations": {"auth.simacan.com/refresh-requested-at": "now"}}}
+    )
+    eventually(lambda: ns.ready_reason("fleet-api") == ("True", "TokenValid"), timeout=20, what="recovered")
+    operator.stop()
+
+    secrets = auth.secret_strings() | {PASSWORD, "wrong-password-5c0a", "second-password-e81f"}
+    assert len([s for s in secrets if s.count(".") == 2]) >= 6, "the cycle issued several JWT pairs"
+    logs = operator.logs()
+    assert "DEBUG" in logs, "the operator ran at debug level"
+    published = json.dumps([ns.events(), ns.credential("fleet-api").get("status")])
+    for secret in secrets:
+        assert secret not in logs, "secret material in the operator's logs"
+        assert secret not in published, "secret material in Events or status"

@@ -1,0 +1,29 @@
+"""Finds the external linters these tests drive, and says how to install one that is missing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def require_tool(name: str, env_var: str, install: str) -> str:
+    """$<env_var> first, then PATH, then beside this interpreter (a venv that was not activated).
+
+    A missing tool fails the test rather than skipping it: CI installs every one of them.
+    """
+    explicit = os.environ.get(env_var)
+    if explicit:
+        if not os.access(explicit, os.X_OK):
+            pytest.fail(f"{env_var}={explicit} is not an executable file")
+        return explicit
+    candidates = [shutil.which(name), shutil.which(name, path=str(Path(sys.executable).parent))]
+    for found in candidates:
+        if found:
+            return found
+    pytest.fail(f"{name} not found on PATH, beside {sys.executable}, or in ${env_var}; install it: {install}")
