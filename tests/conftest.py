@@ -14,6 +14,9 @@ from tests.support.fakeauth import FakeAuthAPI
 from tests.support.k8s import Namespace, api_client
 from tests.support.operator_process import OperatorProcess
 
+SUMMARY: list[str] = []
+"""Figures a tier wants shown at the end of the run (e.g. control-plane provisioning time)."""
+
 USERNAME = "api-user@example.com"
 PASSWORD = "correct-horse-battery-staple-7f3a"
 
@@ -70,3 +73,8 @@ def start_operator(
 
 def credential_spec(auth: FakeAuthAPI, secret: str = "login", **extra: Any) -> dict[str, Any]:
     return {"credentialsSecretRef": {"name": secret}, "authURL": auth.base_url, **extra}
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for line in SUMMARY:
+        terminalreporter.write_line(line)

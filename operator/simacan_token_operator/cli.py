@@ -160,7 +160,7 @@ async def run_operator(options: argparse.Namespace) -> int:
                 lost = asyncio.create_task(elector.hold())
                 lost.add_done_callback(lambda _: stop.set())
             await kopf.operator(
-                registry=build_registry(controller),
+                registry=build_registry(controller, stop),
                 settings=operator_settings(),
                 standalone=True,
                 clusterwide=not options.namespace,

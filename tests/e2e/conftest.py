@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 from kubernetes import client
 
 from tests.cluster.controlplane import ControlPlane, running_control_plane
+from tests.conftest import SUMMARY
 from tests.support.cluster import ClusterHandle
 from tests.support.k8s import api_client
 from tests.support.polling import eventually
@@ -35,7 +35,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     with running_control_plane(Path(tmp_path_factory.mktemp("control-plane"))) as plane:
-        print(f"control plane provisioned in {plane.provision_seconds:.1f}s")
+        SUMMARY.append(
+            f"e2e: control plane (etcd, kube-apiserver, kube-controller-manager) "
+            f"provisioned in {plane.provision_seconds:.1f}s"
+        )
         yield plane
 
 
@@ -62,7 +65,8 @@ def installed(control_plane: ControlPlane) -> ControlPlane:
 
     def established() -> bool:
         crd = extensions.read_custom_resource_definition("simacancredentials.auth.simacan.com")
-        return any(c.type == "Established" and c.status == "True" for c in crd.status.conditions or [])
+        conditions = (crd.status.conditions if crd.status else None) or []
+        return any(c.type == "Established" and c.status == "True" for c in conditions)
 
     eventually(established, timeout=30, what="CRD Established")
     core = client.CoreV1Api(api)
@@ -76,9 +80,7 @@ def installed(control_plane: ControlPlane) -> ControlPlane:
 
 @pytest.fixture(scope="session")
 def cluster(installed: ControlPlane) -> ClusterHandle:
-    started = time.monotonic()
     operator_kubeconfig = installed.kubeconfig_for_service_account(OPERATOR_NAMESPACE, OPERATOR_ACCOUNT)
-    print(f"operator kubeconfig in {time.monotonic() - started:.1f}s")
     return ClusterHandle(
         name="real",
         server=installed.server,

@@ -84,6 +84,18 @@ class OperatorProcess:
         self.process = None
         return code
 
+    def kill(self) -> None:
+        """SIGKILL: a crashed pod or a lost node, with no chance to clean up."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+        self.process = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
     def restart(self) -> OperatorProcess:
         self.stop()
         return self.start()
