@@ -63,7 +63,8 @@ def test_outage_backs_off_keeps_the_valid_token_and_recovers(
     assert gaps and all(gap >= 2.4 for gap in gaps), f"retries must back off, saw gaps {gaps}"
 
     auth.set_fault("refresh", None)
-    eventually(lambda: ns.ready_reason("fleet-api") == ("True", "TokenValid"), timeout=15, what="recovery")
+    # The next retry is up to 20 s away after three failures (backoff 5 s doubling, with jitter).
+    eventually(lambda: ns.ready_reason("fleet-api") == ("True", "TokenValid"), timeout=30, what="recovery")
     assert ns.secret_text("fleet-api", "token") != token
     assert "Recovered" in ns.event_reasons("fleet-api")
     assert "AuthUnavailable" in ns.event_reasons("fleet-api")

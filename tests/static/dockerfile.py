@@ -28,15 +28,21 @@ class Stage:
         return [i for i in self.instructions if i.keyword == keyword]
 
     def env(self) -> dict[str, str]:
-        """The stage's ENV values; only the `KEY=value` form, which is all this project writes."""
         values: dict[str, str] = {}
         for instruction in self.all("ENV"):
-            for item in shlex.split(instruction.arguments):
-                key, sep, value = item.partition("=")
-                if not sep:
-                    raise ValueError(f"line {instruction.line}: write ENV as KEY=value, not {item!r}")
-                values[key] = value
+            values.update(env_assignments(instruction))
         return values
+
+
+def env_assignments(instruction: Instruction) -> dict[str, str]:
+    """One ENV's values; only the `KEY=value` form, which is all this project writes."""
+    values: dict[str, str] = {}
+    for item in shlex.split(instruction.arguments):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"line {instruction.line}: write ENV as KEY=value, not {item!r}")
+        values[key] = value
+    return values
 
 
 def parse(text: str) -> list[Instruction]:

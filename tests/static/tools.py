@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -27,3 +28,13 @@ def require_tool(name: str, env_var: str, install: str) -> str:
         if found:
             return found
     pytest.fail(f"{name} not found on PATH, beside {sys.executable}, or in ${env_var}; install it: {install}")
+
+
+def kustomize(directory: Path) -> str:
+    """What `kubectl apply -k <directory>` would send, as YAML; default load restrictor, like apply."""
+    kubectl = require_tool("kubectl", "KUBECTL_BIN", "bash tests/cluster/install-deps.sh")
+    result = subprocess.run(
+        [kubectl, "kustomize", str(directory)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, f"kubectl kustomize {directory} failed:\n{result.stderr}"
+    return result.stdout

@@ -1,0 +1,31 @@
+"""The rendered install variants, built once per session."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.static.tools import REPO_ROOT, kustomize
+
+Manifest = dict[str, Any]
+
+
+def load_all(text: str) -> list[Manifest]:
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+@pytest.fixture(scope="session")
+def install_yaml() -> str:
+    return kustomize(REPO_ROOT / "manifests")
+
+
+@pytest.fixture(scope="session")
+def namespaced_yaml() -> str:
+    return kustomize(REPO_ROOT / "manifests" / "namespaced")
+
+
+@pytest.fixture(scope="session")
+def crds_yaml() -> str:
+    return kustomize(REPO_ROOT / "crds")
