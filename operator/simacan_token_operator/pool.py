@@ -68,7 +68,10 @@ class TokenPool:
     def seed(self, source: LoginSource, token: TokenSet) -> None:
         """Share a token read back from a Secret after a restart, so siblings need no login either."""
         entry = self._entries.setdefault(source.key, _Entry())
-        if entry.token is None or entry.token.expires_at < token.expires_at:
+        # Never displace a token we obtained ourselves: only it carries the refresh token.
+        if entry.token is None or (
+            entry.token.refresh_token is None and entry.token.expires_at < token.expires_at
+        ):
             entry.token = token
 
     async def obtain(self, source: LoginSource, usable: Usable) -> TokenSet:

@@ -125,12 +125,18 @@ def parse_token_response(payload: object, sent_at: float) -> TokenSet:
     )
 
 
-def stored_token(access_token: str, obtained_at: float | None) -> TokenSet:
-    """Rebuild a TokenSet from a token read back from a Secret (no refresh token is stored)."""
+def stored_token(access_token: str, obtained_at: float | None, expires_at: float | None = None) -> TokenSet:
+    """Rebuild a TokenSet from a token read back from a Secret (no refresh token is stored).
+
+    `expires_at` is the expiry computed when the token arrived (it may be earlier than `exp`,
+    from expires_in); it can only shorten the JWT's own expiry, never extend it.
+    """
     claims = unverified_claims(access_token)
     exp = _numeric(claims.get("exp"))
     if exp is None:
         raise TokenParseError("the stored token has no exp claim")
+    if expires_at is not None:
+        exp = min(exp, expires_at)
     iat = _numeric(claims.get("iat"))
     start = obtained_at if obtained_at is not None else iat if iat is not None else exp
     subject = claims.get("preferred_username")

@@ -26,7 +26,14 @@ EXPIRES_AT_KEY = "expires_at"
 
 
 def rfc3339(timestamp: float) -> str:
+    """Whole seconds, rounded down: a displayed expiry is never later than the real one."""
     return datetime.datetime.fromtimestamp(int(timestamp), datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def rfc3339_precise(timestamp: float) -> str:
+    """Milliseconds, for annotations the operator reads back to schedule exactly as before a restart."""
+    moment = datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def parse_rfc3339(text: object) -> float | None:
@@ -78,7 +85,11 @@ def read_stored(secret: Mapping[str, Any]) -> StoredSecret:
     token: TokenSet | None = None
     if raw:
         try:
-            token = stored_token(raw, parse_rfc3339(annotations.get(REFRESHED_AT_ANNOTATION)))
+            token = stored_token(
+                raw,
+                obtained_at=parse_rfc3339(annotations.get(REFRESHED_AT_ANNOTATION)),
+                expires_at=parse_rfc3339(annotations.get(EXPIRES_AT_ANNOTATION)),
+            )
         except TokenParseError:
             token = None
     return StoredSecret(
@@ -94,8 +105,8 @@ def render(spec: CredentialSpec, owner: Mapping[str, str], token: TokenSet, acco
     labels = {**spec.labels, MANAGED_BY_LABEL: MANAGED_BY}
     annotations = {
         **spec.annotations,
-        EXPIRES_AT_ANNOTATION: rfc3339(token.expires_at),
-        REFRESHED_AT_ANNOTATION: rfc3339(token.obtained_at),
+        EXPIRES_AT_ANNOTATION: rfc3339_precise(token.expires_at),
+        REFRESHED_AT_ANNOTATION: rfc3339_precise(token.obtained_at),
         ACCOUNT_ANNOTATION: account,
     }
     return {

@@ -14,7 +14,7 @@ class Timeout(AssertionError):
 
 
 def eventually(
-    probe: Callable[[], T | None], timeout: float = 15.0, interval: float = 0.1, what: str = "condition"
+    probe: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.1, what: str = "condition"
 ) -> T:
     """Call `probe` until it returns something truthy; fail with the last value seen."""
     deadline = time.monotonic() + timeout

@@ -328,3 +328,21 @@ def test_seed_keeps_the_longer_lived_token(pool: TokenPool, source: LoginSource)
 
     pool.seed(source, newest)
     assert pool.cached(source) == newest
+
+
+async def test_seeding_a_stored_copy_never_displaces_the_refresh_token(
+    fake_auth: FakeAuthAPI, pool: TokenPool, source: LoginSource
+) -> None:
+    """A Secret's copy can look a little longer-lived (JWT exp vs send time + expires_in); the
+    pool must keep its own token, the only one with a refresh token, or refreshes turn into logins."""
+    issued = await pool.obtain(source, no_token)
+    copy = TokenSet(
+        issued.access_token, None, obtained_at=issued.obtained_at, expires_at=issued.expires_at + 0.5
+    )
+    fake_auth.reset_counts()
+
+    pool.seed(source, copy)
+    await pool.obtain(source, no_token)
+
+    assert pool.cached(source) is not None and pool.cached(source) != copy
+    assert (fake_auth.count("password"), fake_auth.count("refresh")) == (0, 1)

@@ -101,8 +101,8 @@ def test_template_cannot_take_the_managed_by_label(token: TokenSet) -> None:
 def test_annotations_show_expiry_refresh_time_and_account(desired: dict[str, Any]) -> None:
     assert desired["metadata"]["annotations"] == {
         "owner": "ops",
-        "auth.simacan.com/expires-at": utc(EXPIRES),
-        "auth.simacan.com/refreshed-at": utc(OBTAINED),
+        "auth.simacan.com/expires-at": utc(EXPIRES).replace("Z", ".000Z"),
+        "auth.simacan.com/refreshed-at": utc(OBTAINED).replace("Z", ".000Z"),
         "auth.simacan.com/account": ACCOUNT,
     }
 
@@ -269,3 +269,17 @@ def test_refreshed_at_annotation_is_what_a_restart_reads(desired: dict[str, Any]
     assert stored.token is not None
     assert stored.token.obtained_at == OBTAINED + 60
     assert restarted["metadata"]["annotations"][ACCOUNT_ANNOTATION] == stored.account
+
+
+def test_annotations_keep_milliseconds_so_a_restart_schedules_the_same_refresh(token: TokenSet) -> None:
+    precise = TokenSet(
+        access_token=token.access_token,
+        refresh_token=None,
+        obtained_at=OBTAINED + 0.25,
+        expires_at=EXPIRES - 0.5,
+    )
+    stored = read_stored(render(credential(), OWNER, precise, ACCOUNT))
+
+    assert stored.token is not None
+    assert stored.token.obtained_at == pytest.approx(OBTAINED + 0.25)
+    assert stored.token.expires_at == pytest.approx(EXPIRES - 0.5), "earlier than the JWT's exp, as computed"
