@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,29 @@ def start_operator(
 
 def credential_spec(auth: FakeAuthAPI, secret: str = "login", **extra: Any) -> dict[str, Any]:
     return {"credentialsSecretRef": {"name": secret}, "authURL": auth.base_url, **extra}
+
+
+@dataclass(frozen=True)
+class Issued:
+    operator: OperatorProcess
+    token: str
+
+
+Issue = Callable[..., Issued]
+
+
+@pytest.fixture
+def issue(ns: Namespace, auth: FakeAuthAPI, start_operator: Callable[..., OperatorProcess]) -> Issue:
+    """The common start of a scenario: login Secret, SimacanCredential `fleet-api`, a running
+    operator, and its first token in the Secret."""
+
+    def issue(*operator_args: str, **spec: Any) -> Issued:
+        ns.create_login_secret("login", USERNAME, PASSWORD)
+        ns.create_credential("fleet-api", credential_spec(auth, **spec))
+        operator = start_operator(*operator_args)
+        return Issued(operator, ns.ready_token("fleet-api"))
+
+    return issue
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -11,7 +11,6 @@ from kubernetes import client
 
 from tests.conftest import PASSWORD, USERNAME, credential_spec
 from tests.e2e.conftest import OPERATOR_NAMESPACE
-from tests.integration.test_issuing import ready_token
 from tests.support.fakeauth import FakeAuthAPI
 from tests.support.k8s import Namespace
 from tests.support.operator_process import OperatorProcess
@@ -41,7 +40,7 @@ def test_standby_takes_over_and_keeps_refreshing(
 
     ns.create_login_secret("login", USERNAME, PASSWORD)
     ns.create_credential("fleet-api", credential_spec(auth))
-    ready_token(ns, "fleet-api")
+    ns.ready_token("fleet-api")
     calls_before = auth.count()
 
     stopped_at = time.monotonic()
@@ -58,5 +57,5 @@ def test_standby_takes_over_and_keeps_refreshing(
     # The new leader keeps refreshing: two more tokens after the takeover.
     after = auth.count()
     eventually(lambda: auth.count(status=200) >= after + 2, timeout=20, what="refreshes by the new leader")
-    ready_token(ns, "fleet-api")
+    ns.ready_token("fleet-api")
     assert auth.count() > calls_before

@@ -7,8 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.conftest import PASSWORD, USERNAME, credential_spec
-from tests.integration.test_issuing import ready_token
+from tests.conftest import PASSWORD, USERNAME, Issue, credential_spec
 from tests.support.fakeauth import FakeAuthAPI, Fault
 from tests.support.k8s import Namespace
 from tests.support.operator_process import OperatorProcess
@@ -32,18 +31,15 @@ def test_wrong_password_is_reported_and_not_retried_until_the_secret_changes(
     stays(lambda: auth.count() == 1, 6, what="one attempt in all: retrying a 401 could lock the account")
 
     ns.set_secret_data("login", password=PASSWORD)
-    ready_token(ns, "fleet-api")
-    ready_token(ns, "fleet-api-2")
+    ns.ready_token("fleet-api")
+    ns.ready_token("fleet-api-2")
 
 
 def test_outage_backs_off_keeps_the_valid_token_and_recovers(
-    ns: Namespace, auth: FakeAuthAPI, start_operator: StartOperator
+    ns: Namespace, auth: FakeAuthAPI, issue: Issue
 ) -> None:
     auth.access_lifetime = 6
-    ns.create_login_secret("login", USERNAME, PASSWORD)
-    ns.create_credential("fleet-api", credential_spec(auth))
-    start_operator()
-    token = ready_token(ns, "fleet-api")
+    token = issue().token
     auth.set_fault("refresh", Fault.http_error(503))
 
     eventually(
@@ -70,12 +66,9 @@ def test_outage_backs_off_keeps_the_valid_token_and_recovers(
     assert "AuthUnavailable" in ns.event_reasons("fleet-api")
 
 
-def test_retry_after_is_honoured(ns: Namespace, auth: FakeAuthAPI, start_operator: StartOperator) -> None:
+def test_retry_after_is_honoured(ns: Namespace, auth: FakeAuthAPI, issue: Issue) -> None:
     auth.fail_next("password", Fault.rate_limited(retry_after=4))
-    ns.create_login_secret("login", USERNAME, PASSWORD)
-    ns.create_credential("fleet-api", credential_spec(auth))
-    start_operator()
-    ready_token(ns, "fleet-api")
+    issue()
     first, second = auth.calls[:2]
     assert first.status == 429 and second.status == 200
     assert second.at - first.at >= 3.9
@@ -106,7 +99,7 @@ def test_malformed_responses_give_a_clear_status_not_a_traceback(
     assert words in ns.ready("fleet-api")["message"]  # type: ignore[index]
     assert "Traceback" not in operator.logs()
     auth.set_fault("password", None)
-    ready_token(ns, "fleet-api")
+    ns.ready_token("fleet-api")
 
 
 def test_auth_url_outside_the_allow_list_gets_no_password(
@@ -139,5 +132,5 @@ def test_https_auth_api_with_an_extra_ca_bundle(
         ns.create_login_secret("login", USERNAME, PASSWORD)
         ns.create_credential("fleet-api", credential_spec(tls_auth))
         start_operator("--auth-ca-file", str(tls_auth.ca_file), insecure=False)
-        ready_token(ns, "fleet-api")
+        ns.ready_token("fleet-api")
         assert tls_auth.base_url.startswith("https://")

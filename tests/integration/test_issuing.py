@@ -8,21 +8,13 @@ from collections.abc import Callable
 
 import jwt
 
-from tests.conftest import PASSWORD, USERNAME, credential_spec
+from tests.conftest import PASSWORD, USERNAME, Issue, credential_spec
 from tests.support.fakeauth import FakeAuthAPI
 from tests.support.k8s import Namespace
 from tests.support.operator_process import OperatorProcess
 from tests.support.polling import eventually, stays
 
 StartOperator = Callable[..., OperatorProcess]
-
-
-def ready_token(ns: Namespace, name: str) -> str:
-    """The token once the credential is Ready, failing with the status seen so far."""
-    eventually(lambda: ns.ready_reason(name) == ("True", "TokenValid"), what=f"{name} Ready")
-    token = ns.secret_text(name, "token")
-    assert token
-    return token
 
 
 def test_creates_token_secret_that_a_workload_can_read(
@@ -37,7 +29,7 @@ def test_creates_token_secret_that_a_workload_can_read(
     )
     start_operator()
 
-    token = ready_token(ns, "fleet-api")
+    token = ns.ready_token("fleet-api")
     secret = ns.secret("fleet-api")
     assert secret is not None
     assert secret["type"] == "Opaque"
@@ -74,15 +66,10 @@ def test_creates_token_secret_that_a_workload_can_read(
     assert "Issued" in ns.event_reasons("fleet-api")
 
 
-def test_refreshes_before_expiry_again_and_again(
-    ns: Namespace, auth: FakeAuthAPI, start_operator: StartOperator
-) -> None:
+def test_refreshes_before_expiry_again_and_again(ns: Namespace, auth: FakeAuthAPI, issue: Issue) -> None:
     """With 4 s tokens, a reader polling the Secret never sees an expired token across several refreshes."""
     auth.access_lifetime = 4
-    ns.create_login_secret("login", USERNAME, PASSWORD)
-    ns.create_credential("fleet-api", credential_spec(auth))
-    start_operator()
-    ready_token(ns, "fleet-api")
+    issue()
 
     seen: set[str] = set()
     deadline = time.monotonic() + 30
@@ -99,13 +86,10 @@ def test_refreshes_before_expiry_again_and_again(
 
 
 def test_falls_back_to_password_login_when_refresh_is_rejected(
-    ns: Namespace, auth: FakeAuthAPI, start_operator: StartOperator
+    ns: Namespace, auth: FakeAuthAPI, issue: Issue
 ) -> None:
     auth.access_lifetime = 3
-    ns.create_login_secret("login", USERNAME, PASSWORD)
-    ns.create_credential("fleet-api", credential_spec(auth))
-    start_operator()
-    first = ready_token(ns, "fleet-api")
+    first = issue().token
     auth.revoke_refresh_tokens()
 
     auth.wait_for_calls(1, endpoint="refresh", status=400, timeout=10)
@@ -122,7 +106,7 @@ def test_restart_makes_no_login_while_token_valid(
         ns.create_login_secret(f"login-{i}", f"user-{i}@example.com", PASSWORD)
         auth.add_user(f"user-{i}@example.com", PASSWORD)
     operator = start_operator()
-    before = {f"cred-{i}": ready_token(ns, f"cred-{i}") for i in range(3)}
+    before = {f"cred-{i}": ns.ready_token(f"cred-{i}") for i in range(3)}
     versions = {name: ns.secret(name)["metadata"]["resourceVersion"] for name in before}  # type: ignore[index]
     status_before = {name: ns.credential(name)["status"] for name in before}
     auth.reset_counts()
@@ -142,19 +126,14 @@ def test_restart_makes_no_login_while_token_valid(
         assert ns.credential(name)["status"]["nextRefreshAt"] == status_before[name]["nextRefreshAt"]
 
 
-def test_restart_refreshes_from_the_stored_expiry(
-    ns: Namespace, auth: FakeAuthAPI, start_operator: StartOperator
-) -> None:
+def test_restart_refreshes_from_the_stored_expiry(ns: Namespace, auth: FakeAuthAPI, issue: Issue) -> None:
     """After a restart the refresh token is gone from memory: the next refresh is one password login."""
     auth.access_lifetime = 4
-    ns.create_login_secret("login", USERNAME, PASSWORD)
-    ns.create_credential("fleet-api", credential_spec(auth))
-    operator = start_operator()
-    first = ready_token(ns, "fleet-api")
-    operator.restart()
+    issued = issue()
+    issued.operator.restart()
     auth.reset_counts()
     eventually(
-        lambda: ns.secret_text("fleet-api", "token") != first, timeout=10, what="refresh after restart"
+        lambda: ns.secret_text("fleet-api", "token") != issued.token, timeout=10, what="refresh after restart"
     )
     assert auth.count("password") == 1
     assert auth.count("refresh") == 0
@@ -170,7 +149,7 @@ def test_equal_credentials_share_one_login(
     for i, name in enumerate(names):
         ns.create_credential(name, credential_spec(auth, secret="login" if i % 2 else "login-copy"))
     start_operator()
-    tokens = {name: ready_token(ns, name) for name in names}
+    tokens = {name: ns.ready_token(name) for name in names}
     assert len(set(tokens.values())) == 1
     assert auth.count("password") == 1
 
@@ -187,13 +166,10 @@ def test_equal_credentials_share_one_login(
 
 
 def test_deleting_the_credential_stops_its_refreshes_and_metrics(
-    ns: Namespace, auth: FakeAuthAPI, start_operator: StartOperator
+    ns: Namespace, auth: FakeAuthAPI, issue: Issue
 ) -> None:
     auth.access_lifetime = 3
-    ns.create_login_secret("login", USERNAME, PASSWORD)
-    ns.create_credential("fleet-api", credential_spec(auth))
-    operator = start_operator()
-    ready_token(ns, "fleet-api")
+    operator = issue().operator
     assert operator.metric("simacan_token_expiry_timestamp_seconds", namespace=ns.name, name="fleet-api")
 
     ns.delete_credential("fleet-api")

@@ -5,8 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from tests.conftest import PASSWORD, USERNAME, credential_spec
-from tests.integration.test_issuing import ready_token
+from tests.conftest import PASSWORD, USERNAME, Issue, credential_spec
 from tests.support.fakeauth import FakeAuthAPI
 from tests.support.k8s import Namespace
 from tests.support.operator_process import OperatorProcess
@@ -33,16 +32,13 @@ def test_foreign_secret_with_the_target_name_is_never_modified(
     assert auth.count() == 0, "no login while there is nowhere to put the token"
 
     ns.delete_secret("fleet-api")
-    ready_token(ns, "fleet-api")
+    ns.ready_token("fleet-api")
 
 
 def test_password_rotation_logs_in_again_within_seconds(
-    ns: Namespace, auth: FakeAuthAPI, start_operator: StartOperator
+    ns: Namespace, auth: FakeAuthAPI, issue: Issue
 ) -> None:
-    ns.create_login_secret("login", USERNAME, PASSWORD)
-    ns.create_credential("fleet-api", credential_spec(auth))
-    start_operator()
-    first = ready_token(ns, "fleet-api")
+    first = issue().token
 
     auth.set_password(USERNAME, "rotated-password-91c2")
     ns.set_secret_data("login", password="rotated-password-91c2")
@@ -70,7 +66,7 @@ def test_missing_credentials_secret_is_named_and_picked_up_when_created(
     assert "'password'" in message and "passwordKey" in message
 
     ns.set_secret_data("login", password=PASSWORD)
-    ready_token(ns, "fleet-api")
+    ns.ready_token("fleet-api")
     assert "Recovered" in ns.event_reasons("fleet-api")
 
 
@@ -84,16 +80,13 @@ def test_custom_secret_keys_are_read(ns: Namespace, auth: FakeAuthAPI, start_ope
         },
     )
     start_operator()
-    ready_token(ns, "fleet-api")
+    ns.ready_token("fleet-api")
 
 
 def test_deleted_or_edited_token_secret_is_restored_without_a_login(
-    ns: Namespace, auth: FakeAuthAPI, start_operator: StartOperator
+    ns: Namespace, auth: FakeAuthAPI, issue: Issue
 ) -> None:
-    ns.create_login_secret("login", USERNAME, PASSWORD)
-    ns.create_credential("fleet-api", credential_spec(auth))
-    start_operator()
-    token = ready_token(ns, "fleet-api")
+    token = issue().token
 
     ns.delete_secret("fleet-api")
     eventually(lambda: ns.secret_text("fleet-api", "token") == token, timeout=5, what="Secret re-created")
@@ -122,13 +115,8 @@ def test_deleted_or_edited_token_secret_is_restored_without_a_login(
     assert auth.count() == 1, "restoring the Secret reuses the token held in memory"
 
 
-def test_spec_changes_take_effect_immediately(
-    ns: Namespace, auth: FakeAuthAPI, start_operator: StartOperator
-) -> None:
-    ns.create_login_secret("login", USERNAME, PASSWORD)
-    ns.create_credential("fleet-api", credential_spec(auth))
-    start_operator()
-    token = ready_token(ns, "fleet-api")
+def test_spec_changes_take_effect_immediately(ns: Namespace, issue: Issue) -> None:
+    token = issue().token
 
     ns.patch_credential(
         "fleet-api", {"spec": {"secretName": "renamed", "secretTemplate": {"labels": {"tier": "gold"}}}}
@@ -143,13 +131,10 @@ def test_spec_changes_take_effect_immediately(
 
 
 def test_suspend_stops_refreshing_and_keeps_the_secret(
-    ns: Namespace, auth: FakeAuthAPI, start_operator: StartOperator
+    ns: Namespace, auth: FakeAuthAPI, issue: Issue
 ) -> None:
     auth.access_lifetime = 3
-    ns.create_login_secret("login", USERNAME, PASSWORD)
-    ns.create_credential("fleet-api", credential_spec(auth))
-    start_operator()
-    ready_token(ns, "fleet-api")
+    issue()
 
     ns.patch_credential("fleet-api", {"spec": {"suspend": True}})
     eventually(lambda: (ns.ready_reason("fleet-api") or ("", ""))[1] == "Suspended", what="Suspended")
@@ -168,12 +153,9 @@ def test_suspend_stops_refreshing_and_keeps_the_secret(
 
 
 def test_refresh_requested_annotation_forces_a_new_token(
-    ns: Namespace, auth: FakeAuthAPI, start_operator: StartOperator
+    ns: Namespace, auth: FakeAuthAPI, issue: Issue
 ) -> None:
-    ns.create_login_secret("login", USERNAME, PASSWORD)
-    ns.create_credential("fleet-api", credential_spec(auth))
-    start_operator()
-    first = ready_token(ns, "fleet-api")
+    first = issue().token
 
     stamp = "2026-11-28T10:00:00Z"
     ns.patch_credential(

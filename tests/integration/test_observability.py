@@ -6,7 +6,6 @@ import time
 from collections.abc import Callable
 
 from tests.conftest import PASSWORD, USERNAME, credential_spec
-from tests.integration.test_issuing import ready_token
 from tests.support.fakeauth import FakeAuthAPI
 from tests.support.k8s import Namespace
 from tests.support.operator_process import OperatorProcess
@@ -21,7 +20,7 @@ def test_metrics_expose_expiry_next_refresh_readiness_and_auth_api_calls(
     ns.create_credential("fleet-api", credential_spec(auth))
     ns.create_credential("broken", credential_spec(auth, secret="missing"))
     operator = start_operator()
-    ready_token(ns, "fleet-api")
+    ns.ready_token("fleet-api")
     auth.wait_for_calls(1, endpoint="refresh", status=200, timeout=10)
     labels = {"namespace": ns.name, "name": "fleet-api"}
 

@@ -6,7 +6,6 @@ import json
 from collections.abc import Callable
 
 from tests.conftest import PASSWORD, USERNAME, credential_spec
-from tests.integration.test_issuing import ready_token
 from tests.support.fakeauth import FakeAuthAPI, Fault
 from tests.support.k8s import Namespace
 from tests.support.operator_process import OperatorProcess
@@ -22,7 +21,7 @@ def test_no_secret_material_in_logs_events_or_status_through_a_full_cycle(
     ns.create_login_secret("login", USERNAME, PASSWORD)
     ns.create_credential("fleet-api", credential_spec(auth))
     operator = start_operator()  # runs at --log-level debug
-    ready_token(ns, "fleet-api")
+    ns.ready_token("fleet-api")
     auth.wait_for_calls(1, endpoint="refresh", status=200, timeout=10)
 
     # Failures of every kind, each of which produces log lines, Events and status messages.

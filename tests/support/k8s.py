@@ -12,6 +12,8 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from tests.support.polling import eventually
+
 GROUP, VERSION, PLURAL = "auth.simacan.com", "v1alpha1", "simacancredentials"
 
 
@@ -106,6 +108,13 @@ class Namespace:
             if condition.get("type") == "Ready":
                 return dict(condition)
         return None
+
+    def ready_token(self, name: str) -> str:
+        """The token once the credential is Ready, failing with the status seen so far."""
+        eventually(lambda: self.ready_reason(name) == ("True", "TokenValid"), what=f"{name} Ready")
+        token = self.secret_text(name, "token")
+        assert token
+        return token
 
     def ready_reason(self, name: str) -> tuple[str, str] | None:
         condition = self.ready(name)
