@@ -32,11 +32,16 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from kubernetes import client, config
+
+from tests.support.pki import (
+    ServingCertificate,
+    write_private_file,
+    write_private_key,
+    write_serving_certificate,
+)
 
 BUILD_SCRIPT = Path(__file__).with_name("build-control-plane.sh")
 INSTALL_DEPS_SCRIPT = Path(__file__).with_name("install-deps.sh")
@@ -109,11 +114,11 @@ def running_control_plane(
     pki = _write_pki(work_dir / "pki")
     admin_token = secrets.token_urlsafe(32)
     token_file = work_dir / "pki" / "tokens.csv"
-    _write_private(token_file, f'{admin_token},admin,admin-uid,"system:masters"\n')
+    write_private_file(token_file, f'{admin_token},admin,admin-uid,"system:masters"\n')
     etcd_client, etcd_peer, apiserver_port, kcm_port = _free_ports(4)
     server = f"https://127.0.0.1:{apiserver_port}"
     admin_kubeconfig = work_dir / "admin.kubeconfig"
-    write_kubeconfig(admin_kubeconfig, server, pki.ca_cert, "admin", admin_token)
+    write_kubeconfig(admin_kubeconfig, server, pki.tls.ca_file, "admin", admin_token)
     deadline = time.monotonic() + startup_timeout
 
     with _Supervisor(work_dir / "logs") as supervisor:
@@ -131,7 +136,7 @@ def running_control_plane(
                 binaries["kube-apiserver"], pki, token_file, etcd_port=etcd_client, port=apiserver_port
             ),
         )
-        ready = _Https(server, pki.ca_cert, admin_token)
+        ready = _Https(server, pki.tls.ca_file, admin_token)
         _wait_until(lambda: ready.ok("/readyz"), deadline, apiserver, "kube-apiserver /readyz")
         kcm = supervisor.start(
             "kube-controller-manager",
@@ -151,7 +156,7 @@ def running_control_plane(
         )
         yield ControlPlane(
             server=server,
-            ca_file=pki.ca_cert,
+            ca_file=pki.tls.ca_file,
             admin_kubeconfig=admin_kubeconfig,
             admin_token=admin_token,
             work_dir=work_dir,
@@ -183,10 +188,10 @@ def _apiserver_argv(binary: str, pki: _Pki, token_file: Path, etcd_port: int, po
         "--bind-address=127.0.0.1",
         "--advertise-address=127.0.0.1",
         f"--secure-port={port}",
-        f"--cert-dir={pki.ca_cert.parent}",
-        f"--tls-cert-file={pki.serving_cert}",
-        f"--tls-private-key-file={pki.serving_key}",
-        f"--client-ca-file={pki.ca_cert}",
+        f"--cert-dir={pki.tls.ca_file.parent}",
+        f"--tls-cert-file={pki.tls.cert_file}",
+        f"--tls-private-key-file={pki.tls.key_file}",
+        f"--client-ca-file={pki.tls.ca_file}",
         "--authorization-mode=Node,RBAC",
         f"--token-auth-file={token_file}",
         f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
@@ -206,7 +211,7 @@ def _controller_manager_argv(
         f"--kubeconfig={kubeconfig}",
         f"--controllers={','.join(CONTROLLERS)}",
         f"--service-account-private-key-file={pki.sa_private}",
-        f"--root-ca-file={pki.ca_cert}",
+        f"--root-ca-file={pki.tls.ca_file}",
         "--use-service-account-credentials=false",
         "--leader-elect=false",
         "--bind-address=127.0.0.1",
@@ -253,7 +258,7 @@ def write_kubeconfig(path: Path, server: str, ca_file: Path, user: str, token: s
         "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": user}}],
         "current-context": "e2e",
     }
-    _write_private(path, json.dumps(config, indent=2) + "\n")
+    write_private_file(path, json.dumps(config, indent=2) + "\n")
 
 
 # --- processes -------------------------------------------------------------------------------------
@@ -425,107 +430,38 @@ class _Https:
 
 @dataclass(frozen=True)
 class _Pki:
-    ca_cert: Path
-    serving_cert: Path
-    serving_key: Path
+    tls: ServingCertificate
     sa_public: Path
     sa_private: Path
 
 
 def _write_pki(directory: Path) -> _Pki:
     """A throwaway CA, an apiserver serving certificate and a ServiceAccount signing key pair."""
-    directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC)
-    validity = datetime.timedelta(days=1)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "simacan-e2e-ca")])
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + validity)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    serving_key = ec.generate_private_key(ec.SECP256R1())
     first_service_ip = next(ipaddress.IPv4Network(SERVICE_CLUSTER_IP_RANGE).hosts())
-    names: list[x509.GeneralName] = [
-        x509.DNSName(dns)
-        for dns in (
+    tls = write_serving_certificate(
+        directory,
+        ca_name="simacan-e2e-ca",
+        common_name="kube-apiserver",
+        dns_names=(
             "localhost",
             "kubernetes",
             "kubernetes.default",
             "kubernetes.default.svc",
             "kubernetes.default.svc.cluster.local",
-        )
-    ]
-    names += [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.IPAddress(first_service_ip)]
-    serving_cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
-        .issuer_name(ca_name)
-        .public_key(serving_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + validity)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
+        ),
+        ip_addresses=("127.0.0.1", str(first_service_ip)),
+        validity=datetime.timedelta(days=1),
+        file_stem="apiserver",
     )
+    pki = _Pki(tls=tls, sa_public=directory / "sa.pub", sa_private=directory / "sa.key")
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-    pki = _Pki(
-        ca_cert=directory / "ca.crt",
-        serving_cert=directory / "apiserver.crt",
-        serving_key=directory / "apiserver.key",
-        sa_public=directory / "sa.pub",
-        sa_private=directory / "sa.key",
-    )
-    pki.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    pki.serving_cert.write_bytes(serving_cert.public_bytes(serialization.Encoding.PEM))
-    _write_private(pki.serving_key, _private_pem(serving_key))
-    _write_private(pki.sa_private, _private_pem(sa_key))
+    write_private_key(pki.sa_private, sa_key)
     pki.sa_public.write_bytes(
         sa_key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     )
     return pki
-
-
-def _private_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> str:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-
-
-def _write_private(path: Path, content: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(content)
 
 
 # --- CLI -------------------------------------------------------------------------------------------

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import datetime
 import enum
-import ipaddress
 import json
 import logging
 import shutil
@@ -43,10 +42,10 @@ from types import TracebackType
 from typing import Any, Final, Literal, cast, get_args
 
 import jwt
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests.support.pki import ServingCertificate, write_serving_certificate
 
 log = logging.getLogger(__name__)
 
@@ -226,14 +225,6 @@ def _lifetime_number(seconds: float) -> int | float:
 # --------------------------------------------------------------------------------------------- the fake
 
 
-@dataclass
-class _TlsFiles:
-    directory: Path
-    ca_file: Path
-    cert_file: Path
-    key_file: Path
-
-
 class FakeAuthAPI:
     """The fake itself; thread-safe, usable from sync and async tests."""
 
@@ -277,7 +268,7 @@ class FakeAuthAPI:
 
         self._signing_key = signing_key
         self._kid = uuid.uuid4().hex
-        self._tls_files: _TlsFiles | None = None
+        self._tls_files: ServingCertificate | None = None
         self._tls_cleanup: weakref.finalize[Any, Any] | None = None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -657,9 +648,15 @@ class FakeAuthAPI:
 
     def _server_tls_context(self) -> ssl.SSLContext:
         if self._tls_files is None:
-            self._tls_files = _write_tls_files(Path(tempfile.mkdtemp(prefix="fakeauth-tls-")))
-            self._tls_cleanup = weakref.finalize(
-                self, shutil.rmtree, str(self._tls_files.directory), ignore_errors=True
+            directory = Path(tempfile.mkdtemp(prefix="fakeauth-tls-"))
+            self._tls_cleanup = weakref.finalize(self, shutil.rmtree, str(directory), ignore_errors=True)
+            self._tls_files = write_serving_certificate(
+                directory,
+                ca_name="fakeauth test CA",
+                common_name="localhost",
+                dns_names=["localhost"],
+                ip_addresses=["127.0.0.1"],
+                validity=datetime.timedelta(days=7),
             )
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -670,82 +667,6 @@ class FakeAuthAPI:
 def _check_endpoint(endpoint: str) -> None:
     if endpoint not in ENDPOINTS:
         raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {ENDPOINTS}")
-
-
-def _write_tls_files(directory: Path) -> _TlsFiles:
-    """A throwaway CA and a server certificate for 127.0.0.1 and localhost, valid for a week."""
-    now = datetime.datetime.now(datetime.UTC)
-    not_before, not_after = now - datetime.timedelta(hours=1), now + datetime.timedelta(days=7)
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fakeauth test CA")])
-    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_key_usage(cert_sign=True), critical=True)
-        .add_extension(ca_ski, critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    server_cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name)
-        .public_key(server_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(cert_sign=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(server_key.public_key()), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-
-    files = _TlsFiles(
-        directory=directory,
-        ca_file=directory / "ca.pem",
-        cert_file=directory / "server.pem",
-        key_file=directory / "server-key.pem",
-    )
-    files.ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    files.cert_file.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
-    files.key_file.write_bytes(
-        server_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    files.key_file.chmod(0o600)
-    return files
-
-
-def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=not cert_sign,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=cert_sign,
-        crl_sign=cert_sign,
-        encipher_only=False,
-        decipher_only=False,
-    )
 
 
 # --------------------------------------------------------------------------------------------- HTTP layer
