@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import AuthError, PermanentAuthError, TransientAuthError
+from .errors import PermanentAuthError, TransientAuthError
 from .kube import Kube, KubeError, ObjectRef
 from .metrics import Metrics
 from .pool import TokenPool
@@ -27,6 +27,7 @@ from .spec import (
     SpecError,
     parse_spec,
 )
+from .status import SUSPENDED, TOKEN_VALID, Outcome, present, ready_reason, render_status
 from .tokens import TokenSet
 from .tokensecret import (
     decoded_value,
@@ -42,9 +43,6 @@ from .triggers import Observed, Trigger, why_reissue
 
 logger = logging.getLogger(__name__)
 
-READY = "Ready"
-TOKEN_VALID = "TokenValid"  # noqa: S105 - a condition reason, not a secret
-SUSPENDED = "Suspended"
 ROUTINE_TRIGGERS = frozenset({"Expiring"})
 CONFLICT_RETRY_SECONDS = 0.5
 
@@ -58,17 +56,6 @@ class Runtime:
     policy: Policy
     metrics: Metrics
     clock: Callable[[], float] = time.time
-
-
-@dataclass(frozen=True)
-class Outcome:
-    ready: bool
-    reason: str
-    message: str
-    token: TokenSet | None = None
-    next_refresh: float | None = None
-    wake_at: float | None = None
-    failure: bool = False
 
 
 class CredentialProblem(Exception):
@@ -113,7 +100,7 @@ class CredentialWorker:
         status = self.body.get("status") or {}
         self._status = dict(status) if status else None
         self._handled_request = status.get("lastRefreshRequest")
-        self._last_reason = _ready_reason(status)
+        self._last_reason = ready_reason(status)
 
     @property
     def key(self) -> str:
@@ -362,8 +349,6 @@ class CredentialWorker:
         except PermanentAuthError as error:
             rt.metrics.refreshes.labels("rejected").inc()
             return Outcome(False, error.reason, error.message, failure=True)
-        except AuthError as error:  # pragma: no cover - every subclass is handled above
-            return Outcome(False, error.reason, error.message, failure=True)
 
     # -- reporting ------------------------------------------------------------------------------
 
@@ -424,8 +409,15 @@ class CredentialWorker:
         if outcome.failure and outcome.reason != self._last_reason:
             await self._event("Warning", outcome.reason, outcome.message)
         self._last_reason = outcome.reason
-        status = self._status_for(outcome, spec)
-        if _present(status) != _present(self._status or {}):
+        status = render_status(
+            outcome,
+            secret_name=spec.target_secret if spec else None,
+            generation=self.body["metadata"].get("generation"),
+            handled_request=self._handled_request,
+            previous=self._status or {},
+            now=rt.clock(),
+        )
+        if present(status) != present(self._status or {}):
             try:
                 await rt.kube.patch_status(self.namespace, self.name, status)
             except KubeError as error:
@@ -439,48 +431,3 @@ class CredentialWorker:
         if outcome.next_refresh is not None:
             rt.metrics.next_refresh.labels(*labels).set(outcome.next_refresh)
         return outcome.wake_at
-
-    def _status_for(self, outcome: Outcome, spec: CredentialSpec | None) -> dict[str, Any]:
-        generation = self.body["metadata"].get("generation")
-        previous = next(
-            (c for c in (self._status or {}).get("conditions") or [] if c.get("type") == READY), None
-        )
-        state = "True" if outcome.ready else "False"
-        transition = (
-            previous["lastTransitionTime"]
-            if previous and previous.get("status") == state and previous.get("lastTransitionTime")
-            else rfc3339(self.runtime.clock())
-        )
-        token = outcome.token
-        return {
-            "observedGeneration": generation,
-            "secretName": spec.target_secret if spec else None,
-            "expiresAt": rfc3339(token.expires_at) if token else None,
-            "refreshedAt": rfc3339(token.obtained_at) if token else None,
-            "nextRefreshAt": rfc3339(outcome.next_refresh) if outcome.next_refresh else None,
-            "subject": token.subject if token else None,
-            "lastRefreshRequest": self._handled_request,
-            "conditions": [
-                {
-                    "type": READY,
-                    "status": state,
-                    "reason": outcome.reason,
-                    "message": outcome.message,
-                    "observedGeneration": generation,
-                    "lastTransitionTime": transition,
-                }
-            ],
-        }
-
-
-def _present(status: Mapping[str, Any]) -> dict[str, Any]:
-    """Status as the server stores it: a merge patch deletes keys whose value is null."""
-    return {key: value for key, value in status.items() if value is not None}
-
-
-def _ready_reason(status: Mapping[str, Any]) -> str | None:
-    for condition in status.get("conditions") or []:
-        if isinstance(condition, Mapping) and condition.get("type") == READY:
-            reason = condition.get("reason")
-            return reason if isinstance(reason, str) else None
-    return None

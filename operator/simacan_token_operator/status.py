@@ -1,0 +1,82 @@
+"""The status a user reads: one Ready condition plus the token's times, derived from an Outcome.
+
+Pure: the reconciler decides what happened; this module only says how it looks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .tokens import TokenSet
+from .tokensecret import rfc3339
+
+READY = "Ready"
+TOKEN_VALID = "TokenValid"  # noqa: S105 - a condition reason, not a secret
+SUSPENDED = "Suspended"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one reconcile pass concluded: the Ready condition, the token in the Secret, when to look again."""
+
+    ready: bool
+    reason: str
+    message: str
+    token: TokenSet | None = None
+    next_refresh: float | None = None
+    wake_at: float | None = None
+    failure: bool = False
+
+
+def render_status(
+    outcome: Outcome,
+    *,
+    secret_name: str | None,
+    generation: int | None,
+    handled_request: str | None,
+    previous: Mapping[str, Any],
+    now: float,
+) -> dict[str, Any]:
+    """None values are deliberate: in a merge patch they delete fields that no longer apply."""
+    condition = next((c for c in previous.get("conditions") or [] if c.get("type") == READY), None)
+    state = "True" if outcome.ready else "False"
+    transition = (
+        condition["lastTransitionTime"]
+        if condition and condition.get("status") == state and condition.get("lastTransitionTime")
+        else rfc3339(now)
+    )
+    token = outcome.token
+    return {
+        "observedGeneration": generation,
+        "secretName": secret_name,
+        "expiresAt": rfc3339(token.expires_at) if token else None,
+        "refreshedAt": rfc3339(token.obtained_at) if token else None,
+        "nextRefreshAt": rfc3339(outcome.next_refresh) if outcome.next_refresh else None,
+        "subject": token.subject if token else None,
+        "lastRefreshRequest": handled_request,
+        "conditions": [
+            {
+                "type": READY,
+                "status": state,
+                "reason": outcome.reason,
+                "message": outcome.message,
+                "observedGeneration": generation,
+                "lastTransitionTime": transition,
+            }
+        ],
+    }
+
+
+def present(status: Mapping[str, Any]) -> dict[str, Any]:
+    """Status as the server stores it: a merge patch deletes keys whose value is null."""
+    return {key: value for key, value in status.items() if value is not None}
+
+
+def ready_reason(status: Mapping[str, Any]) -> str | None:
+    for condition in status.get("conditions") or []:
+        if isinstance(condition, Mapping) and condition.get("type") == READY:
+            reason = condition.get("reason")
+            return reason if isinstance(reason, str) else None
+    return None

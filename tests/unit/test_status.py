@@ -1,0 +1,46 @@
+"""The Ready condition's transitions, as `kubectl describe` shows them."""
+
+from __future__ import annotations
+
+from simacan_token_operator.status import Outcome, present, ready_reason, render_status
+from simacan_token_operator.tokens import TokenSet
+
+T0 = 1_800_000_000.0
+TOKEN = TokenSet("header.claims.signature", None, obtained_at=T0, expires_at=T0 + 3600, subject="api-user")
+
+
+def render(outcome: Outcome, previous: dict[str, object] | None = None, now: float = T0) -> dict[str, object]:
+    return render_status(
+        outcome, secret_name="fleet-api", generation=3, handled_request=None, previous=previous or {}, now=now
+    )
+
+
+def test_valid_token_is_described_without_the_token_itself() -> None:
+    status = render(Outcome(True, "TokenValid", "ok", token=TOKEN, next_refresh=T0 + 2400))
+    assert status["expiresAt"] == "2027-01-15T09:00:00Z"
+    assert status["refreshedAt"] == "2027-01-15T08:00:00Z"
+    assert status["nextRefreshAt"] == "2027-01-15T08:40:00Z"
+    assert status["subject"] == "api-user"
+    assert status["observedGeneration"] == 3
+    assert TOKEN.access_token not in repr(status)
+    assert ready_reason(status) == "TokenValid"
+
+
+def test_transition_time_moves_only_when_ready_flips() -> None:
+    first = render(Outcome(True, "TokenValid", "ok", token=TOKEN))
+    same_state = render(
+        Outcome(True, "AuthUnavailable", "retrying", token=TOKEN), previous=first, now=T0 + 60
+    )
+    flipped = render(Outcome(False, "AuthUnavailable", "expired"), previous=same_state, now=T0 + 3600)
+
+    def transition(status: dict[str, object]) -> object:
+        return status["conditions"][0]["lastTransitionTime"]  # type: ignore[index]
+
+    assert transition(same_state) == transition(first) == "2027-01-15T08:00:00Z"
+    assert transition(flipped) == "2027-01-15T09:00:00Z"
+
+
+def test_fields_that_no_longer_apply_are_deleted_by_the_merge_patch() -> None:
+    status = render(Outcome(False, "CredentialsSecretNotFound", "create it"))
+    assert status["expiresAt"] is None and status["subject"] is None
+    assert "expiresAt" not in present(status)
