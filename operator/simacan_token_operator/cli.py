@@ -26,6 +26,7 @@ from .leader import LeaderElector
 from .metrics import Metrics
 from .pool import TokenPool
 from .reconciler import Runtime
+from .secretwatch import SecretWatch
 from .spec import DEFAULT_ALLOWED_HOSTS, Policy
 
 logger = logging.getLogger("simacan_token_operator")
@@ -105,6 +106,8 @@ def load_kube_config() -> client.ApiClient:
         config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     else:
         config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    # Room for the thread pool's calls and the Secret watch, so no connection is thrown away.
+    configuration.connection_pool_maxsize = 32
     return client.ApiClient(configuration)
 
 
@@ -141,6 +144,7 @@ async def run_operator(options: argparse.Namespace) -> int:
 
         leading = False
         lost: asyncio.Task[None] | None = None
+        secrets: SecretWatch | None = None
         app = build_app(controller, metrics, ready)
         runners = [await serve(app, options.bind_address, options.health_port)]
         if options.metrics_port != options.health_port:
@@ -159,6 +163,8 @@ async def run_operator(options: argparse.Namespace) -> int:
                 leading = True
                 lost = asyncio.create_task(elector.hold())
                 lost.add_done_callback(lambda _: stop.set())
+            secrets = SecretWatch(api_client, options.namespace, controller.secret_changed, controller.resync)
+            secrets.start()
             await kopf.operator(
                 registry=build_registry(controller, stop),
                 settings=operator_settings(),
@@ -170,6 +176,8 @@ async def run_operator(options: argparse.Namespace) -> int:
             )
             return 1 if lost is not None and lost.done() else 0
         finally:
+            if secrets is not None:
+                await secrets.stop()
             await controller.stop()
             if lost is not None and not lost.done():
                 lost.cancel()

@@ -10,6 +10,28 @@ from .reconciler import CredentialWorker, Runtime
 from .spec import REFRESH_REQUESTED_ANNOTATION
 
 
+def _snapshot(body: Mapping[str, Any], with_status: bool) -> dict[str, Any]:
+    """Only what a worker reads, not the whole object with its managedFields: kept per credential."""
+    meta = body["metadata"]
+    annotations = meta.get("annotations") or {}
+    request = annotations.get(REFRESH_REQUESTED_ANNOTATION)
+    snapshot: dict[str, Any] = {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": {
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta.get("uid"),
+            "generation": meta.get("generation"),
+            "annotations": {REFRESH_REQUESTED_ANNOTATION: request} if request is not None else {},
+        },
+        "spec": body.get("spec"),
+    }
+    if with_status:  # read once, when a worker starts (e.g. after a restart)
+        snapshot["status"] = body.get("status")
+    return snapshot
+
+
 def _relevant(body: Mapping[str, Any]) -> tuple[Any, ...]:
     """What can change a worker's decision; status writes (our own echo) are not in it."""
     meta = body.get("metadata") or {}
@@ -38,11 +60,13 @@ class Controller:
             worker = None
         if worker is not None:
             changed = _relevant(worker.body) != _relevant(body)
-            worker.body = body
+            worker.body = _snapshot(body, with_status=False)
             if changed:
                 worker.nudge()
         else:
-            worker = CredentialWorker(key[0], key[1], self.runtime, body, on_watch=self._index)
+            worker = CredentialWorker(
+                key[0], key[1], self.runtime, _snapshot(body, with_status=True), on_watch=self._index
+            )
             self.workers[key] = worker
             worker.start()
 
@@ -57,6 +81,11 @@ class Controller:
             worker = self.workers.get(key)
             if worker is not None:
                 worker.nudge()
+
+    def resync(self) -> None:
+        """The Secret watch may have missed events: let every worker look again."""
+        for worker in self.workers.values():
+            worker.nudge()
 
     def overdue(self, now: float, margin: float) -> list[str]:
         """Workers whose planned run is more than `margin` seconds late: a sign of a stuck operator."""

@@ -24,12 +24,6 @@ def build_registry(controller: Controller, stop: asyncio.Event) -> kopf.Operator
         else:
             await controller.observe(event["object"])
 
-    # Async on purpose: kopf runs sync handlers in threads, and workers' asyncio.Events are not thread-safe.
-    @kopf.on.event("v1", "secrets", registry=registry)
-    async def secret_event(namespace: str | None, name: str, **_: Any) -> None:
-        if namespace is not None:
-            controller.secret_changed(namespace, name)
-
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         """A private registry gets none of kopf's default login handlers: in a pod use the

@@ -1,8 +1,8 @@
 """Kubernetes I/O for the reconciler: Secrets, the status subresource and Events.
 
 The official client is synchronous; every call runs in the default thread pool so the
-event loop never blocks. Bodies are plain dicts (raw JSON), which keeps memory small and
-avoids the client's model classes. Nothing here logs a body: Secrets pass through.
+event loop never blocks. Bodies are plain dicts (raw JSON). Nothing here logs a body:
+Secrets pass through.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from .spec import GROUP, PLURAL, VERSION
@@ -44,36 +43,70 @@ class ObjectRef:
     kind: str
 
 
-def _raw(response: Any) -> Body:
-    decoded = json.loads(response.data)
-    if not isinstance(decoded, dict):
-        raise KubeError("decoding a response", 0, "not a JSON object")
-    return decoded
-
-
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+class RawApi:
+    """The official client's transport (kubeconfig or ServiceAccount auth, TLS, token refresh)
+    without its generated API classes: those validate every call through pydantic and load
+    hundreds of model classes, some 20 MiB the operator has no use for. Bodies are dicts."""
+
+    def __init__(self, api_client: Any) -> None:
+        self._client = api_client
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, Any] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        accept: str = "application/json",
+    ) -> Any:
+        """Send one request; returns the client's RESTResponse, raises ApiException on non-2xx."""
+        headers = {"Accept": accept}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        params = self._client.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=[(k, v) for k, v in (query or {}).items() if v is not None],
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self._client.call_api(*params)
+        if not 200 <= response.status <= 299:
+            response.read()
+            raise ApiException.from_response(http_resp=response, body=None, data=None)
+        return response
+
+    def json(self, method: str, path: str, **kwargs: Any) -> Body:
+        response = self.request(method, path, **kwargs)
+        decoded = json.loads(response.read())
+        if not isinstance(decoded, dict):
+            raise ValueError("the API server answered with something other than a JSON object")
+        return decoded
+
+
 class Kube:
     def __init__(self, api_client: Any) -> None:
-        self._core = client.CoreV1Api(api_client)
-        self._custom = client.CustomObjectsApi(api_client)
+        self._api = RawApi(api_client)
 
-    async def _call(self, action: str, fn: Any, *args: Any, **kwargs: Any) -> Body:
+    async def _call(self, action: str, method: str, path: str, **kwargs: Any) -> Body:
         try:
-            response = await asyncio.to_thread(fn, *args, _preload_content=False, **kwargs)
+            return await asyncio.to_thread(self._api.json, method, path, **kwargs)
         except ApiException as error:
-            reason = _status_reason(error)
-            raise KubeError(action, int(error.status or 0), reason) from None
-        except OSError as error:  # urllib3 connection errors derive from OSError
+            raise KubeError(action, int(error.status or 0), _status_reason(error)) from None
+        except (OSError, ValueError) as error:  # urllib3 connection errors derive from OSError
             raise KubeError(action, 0, type(error).__name__) from None
-        return _raw(response)
 
     async def read_secret(self, namespace: str, name: str) -> Body | None:
         try:
             return await self._call(
-                f"reading Secret {namespace}/{name}", self._core.read_namespaced_secret, name, namespace
+                f"reading Secret {namespace}/{name}", "GET", f"/api/v1/namespaces/{namespace}/secrets/{name}"
             )
         except KubeError as error:
             if error.status == 404:
@@ -83,7 +116,10 @@ class Kube:
     async def create_secret(self, namespace: str, body: Body) -> Body:
         name = body["metadata"]["name"]
         return await self._call(
-            f"creating Secret {namespace}/{name}", self._core.create_namespaced_secret, namespace, body
+            f"creating Secret {namespace}/{name}",
+            "POST",
+            f"/api/v1/namespaces/{namespace}/secrets",
+            body=body,
         )
 
     async def replace_secret(self, namespace: str, body: Body) -> Body:
@@ -91,22 +127,18 @@ class Kube:
         name = body["metadata"]["name"]
         return await self._call(
             f"replacing Secret {namespace}/{name}",
-            self._core.replace_namespaced_secret,
-            name,
-            namespace,
-            body,
+            "PUT",
+            f"/api/v1/namespaces/{namespace}/secrets/{name}",
+            body=body,
         )
 
     async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> Body:
         return await self._call(
             f"updating the status of {namespace}/{name}",
-            self._custom.patch_namespaced_custom_object_status,
-            GROUP,
-            VERSION,
-            namespace,
-            PLURAL,
-            name,
-            {"status": dict(status)},
+            "PATCH",
+            f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status",
+            body={"status": dict(status)},
+            content_type="application/merge-patch+json",
         )
 
     async def post_event(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None:
@@ -135,9 +167,9 @@ class Kube:
         }
         await self._call(
             f"posting an Event for {ref.namespace}/{ref.name}",
-            self._core.create_namespaced_event,
-            ref.namespace,
-            body,
+            "POST",
+            f"/api/v1/namespaces/{ref.namespace}/events",
+            body=body,
         )
 
 

@@ -15,8 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+
+from .kube import RawApi
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +31,8 @@ class LeaseTimings:
     retry_period: float = 2.0
 
 
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
+def _micro_time() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class LeaderElector:
@@ -44,7 +45,7 @@ class LeaderElector:
         timings: LeaseTimings = LeaseTimings(),
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._api = client.CoordinationV1Api(api_client)
+        self._api = RawApi(api_client)
         self.namespace, self.name, self.identity = namespace, name, identity
         self.timings = timings
         self._monotonic = monotonic
@@ -53,6 +54,10 @@ class LeaderElector:
         self._last_renewed = 0.0
         self.connected = asyncio.Event()
         """Set after the first successful API round trip: the standby is healthy and ready."""
+
+    @property
+    def _path(self) -> str:
+        return f"/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases/{self.name}"
 
     async def acquire(self) -> None:
         """Return once this process holds the Lease."""
@@ -76,16 +81,19 @@ class LeaderElector:
     async def release(self) -> None:
         """Hand over at once on a clean shutdown instead of making the standby wait out the Lease."""
         try:
-            lease = await asyncio.to_thread(self._api.read_namespaced_lease, self.name, self.namespace)
-            spec = lease.spec
-            if spec is None or spec.holder_identity != self.identity:
+            lease = await asyncio.to_thread(self._api.json, "GET", self._path)
+            spec = lease.get("spec") or {}
+            if spec.get("holderIdentity") != self.identity:
                 return
-            spec.holder_identity = None
-            spec.lease_duration_seconds = 1
-            spec.renew_time = _now()
-            await asyncio.to_thread(self._api.replace_namespaced_lease, self.name, self.namespace, lease)
+            lease["spec"] = {
+                **spec,
+                "holderIdentity": None,
+                "leaseDurationSeconds": 1,
+                "renewTime": _micro_time(),
+            }
+            await asyncio.to_thread(self._api.json, "PUT", self._path, body=lease)
             logger.info("released the Lease %s/%s", self.namespace, self.name)
-        except (ApiException, OSError) as error:
+        except (ApiException, OSError, ValueError) as error:
             logger.warning("could not release the Lease: %s", type(error).__name__)
 
     async def _try_acquire_or_renew(self) -> bool:
@@ -96,51 +104,57 @@ class LeaderElector:
                 return False
             logger.warning("Lease %s/%s: HTTP %s %s", self.namespace, self.name, error.status, error.reason)
             return False
-        except OSError as error:
+        except (OSError, ValueError) as error:
             logger.warning("Lease %s/%s: %s", self.namespace, self.name, type(error).__name__)
             return False
 
     def _attempt(self) -> bool:
         now = self._monotonic()
         try:
-            lease = self._api.read_namespaced_lease(self.name, self.namespace)
+            lease = self._api.json("GET", self._path)
         except ApiException as error:
             if error.status != 404:
                 raise
-            lease = client.V1Lease(
-                metadata=client.V1ObjectMeta(name=self.name, namespace=self.namespace),
-                spec=self._spec(acquire=True, transitions=0),
-            )
-            self._api.create_namespaced_lease(self.namespace, lease)
+            body = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": self.name, "namespace": self.namespace},
+                "spec": self._spec(acquire_time=None, transitions=0),
+            }
+            collection = self._path.rsplit("/", 1)[0]
+            self._api.json("POST", collection, body=body)
             self._won(now)
             return True
         self.connected.set()
-        spec = lease.spec or client.V1LeaseSpec()
-        record = (spec.holder_identity, spec.renew_time, spec.lease_duration_seconds, spec.lease_transitions)
+        spec = lease.get("spec") or {}
+        holder = spec.get("holderIdentity")
+        record = (
+            holder,
+            spec.get("renewTime"),
+            spec.get("leaseDurationSeconds"),
+            spec.get("leaseTransitions"),
+        )
         if record != self._observed:
             self._observed, self._observed_at = record, now
-        holder = spec.holder_identity
-        duration = spec.lease_duration_seconds or self.timings.duration
+        duration = spec.get("leaseDurationSeconds") or self.timings.duration
         if holder and holder != self.identity and now < self._observed_at + duration:
             return False
-        transitions = (spec.lease_transitions or 0) + (0 if holder == self.identity else 1)
-        renewed = self._spec(acquire=holder != self.identity, transitions=transitions)
-        if holder == self.identity:
-            renewed.acquire_time = spec.acquire_time
-        lease.spec = renewed
-        self._api.replace_namespaced_lease(self.name, self.namespace, lease)
+        transitions = (spec.get("leaseTransitions") or 0) + (0 if holder == self.identity else 1)
+        keep = spec.get("acquireTime") if holder == self.identity else None
+        lease["spec"] = self._spec(acquire_time=keep, transitions=transitions)
+        self._api.json("PUT", self._path, body=lease)
         self._won(now)
         return True
 
-    def _spec(self, acquire: bool, transitions: int) -> Any:
-        now = _now()
-        return client.V1LeaseSpec(
-            holder_identity=self.identity,
-            lease_duration_seconds=int(self.timings.duration),
-            renew_time=now,
-            acquire_time=now if acquire else None,
-            lease_transitions=transitions,
-        )
+    def _spec(self, acquire_time: str | None, transitions: int) -> dict[str, Any]:
+        now = _micro_time()
+        return {
+            "holderIdentity": self.identity,
+            "leaseDurationSeconds": int(self.timings.duration),
+            "acquireTime": acquire_time or now,
+            "renewTime": now,
+            "leaseTransitions": transitions,
+        }
 
     def _won(self, now: float) -> None:
         self.connected.set()

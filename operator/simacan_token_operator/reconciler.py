@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -45,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 ROUTINE_TRIGGERS = frozenset({"Expiring"})
 CONFLICT_RETRY_SECONDS = 0.5
+RECONCILE_CONCURRENCY = 16
 
 
 @dataclass
@@ -56,6 +58,9 @@ class Runtime:
     policy: Policy
     metrics: Metrics
     clock: Callable[[], float] = time.time
+    gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(RECONCILE_CONCURRENCY))
+    """Bounds concurrent reconciles: a start with thousands of credentials stays a steady trickle
+    of API calls instead of a burst that inflates memory for good."""
 
 
 class CredentialProblem(Exception):
@@ -107,7 +112,11 @@ class CredentialWorker:
         return f"{self.namespace}/{self.name}"
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"credential:{self.key}")
+        # A fresh context: started from a kopf handler, the task would otherwise inherit kopf's
+        # context variables and keep that event's body, cause and logger alive for good.
+        self._task = asyncio.create_task(
+            self._run(), name=f"credential:{self.key}", context=contextvars.Context()
+        )
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -129,25 +138,37 @@ class CredentialWorker:
         self._wake.set()
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             self._wake.clear()
-            try:
-                wake_at = await self.reconcile()
-                self._errors = 0
-            except KubeError as error:
-                self._errors += 1
-                delay = backoff_delay(self._errors, jitter_fraction(f"{self.key}:{self._errors}"))
-                logger.warning("%s: %s; retrying in %.0fs", self.key, error, delay)
-                wake_at = self.runtime.clock() + delay
-            except Exception:
-                self._errors += 1
-                delay = backoff_delay(self._errors, jitter_fraction(f"{self.key}:{self._errors}"))
-                logger.exception("%s: unexpected error; retrying in %.0fs", self.key, delay)
-                wake_at = self.runtime.clock() + delay
+            async with self.runtime.gate:
+                wake_at = await self._reconcile_or_back_off()
             self.due_at = wake_at
-            timeout = None if wake_at is None else max(wake_at - self.runtime.clock(), 0.0)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            # A timer handle rather than asyncio.wait_for: no extra Task per sleep, per credential.
+            timer = None
+            if wake_at is not None:
+                timer = loop.call_later(max(wake_at - self.runtime.clock(), 0.0), self._wake.set)
+            try:
+                await self._wake.wait()
+            finally:
+                if timer is not None:
+                    timer.cancel()
+
+    async def _reconcile_or_back_off(self) -> float | None:
+        try:
+            wake_at = await self.reconcile()
+        except KubeError as error:
+            self._errors += 1
+            delay = backoff_delay(self._errors, jitter_fraction(f"{self.key}:{self._errors}"))
+            logger.warning("%s: %s; retrying in %.0fs", self.key, error, delay)
+            return self.runtime.clock() + delay
+        except Exception:
+            self._errors += 1
+            delay = backoff_delay(self._errors, jitter_fraction(f"{self.key}:{self._errors}"))
+            logger.exception("%s: unexpected error; retrying in %.0fs", self.key, delay)
+            return self.runtime.clock() + delay
+        self._errors = 0
+        return wake_at
 
     # -- one pass -------------------------------------------------------------------------------
 

@@ -13,5 +13,7 @@ def test_deleting_the_credential_garbage_collects_its_secret_but_not_the_login(
     issue()
 
     ns.delete_credential("fleet-api")
-    eventually(lambda: ns.secret("fleet-api") is None, timeout=30, what="token Secret garbage-collected")
+    # The garbage collector picks up a new CRD's objects at its next discovery resync (every
+    # 30 s), so right after installation this can take most of a minute.
+    eventually(lambda: ns.secret("fleet-api") is None, timeout=120, what="token Secret garbage-collected")
     assert ns.secret("login") is not None, "the user's credentials Secret is not ours to delete"
