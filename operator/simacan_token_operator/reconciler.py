@@ -28,7 +28,7 @@ from .spec import (
     SpecError,
     parse_spec,
 )
-from .status import SUSPENDED, TOKEN_VALID, Outcome, present, ready_reason, render_status
+from .status import SUSPENDED, TOKEN_VALID, Outcome, fingerprint, ready_reason, ready_since, render_status
 from .tokens import TokenSet
 from .tokensecret import (
     decoded_value,
@@ -93,7 +93,8 @@ class CredentialWorker:
     _inputs: tuple[Any, ...] | None = None
     _handled_request: str | None = None
     _request_seen: tuple[str, float] | None = None
-    _status: dict[str, Any] | None = None
+    _status_fingerprint: str | None = None
+    _ready_since: dict[str, Any] = field(default_factory=dict)
     _last_reason: str | None = None
     _errors: int = 0
     _credentials_version: str | None = None
@@ -103,9 +104,11 @@ class CredentialWorker:
 
     def __post_init__(self) -> None:
         status = self.body.get("status") or {}
-        self._status = dict(status) if status else None
+        self._status_fingerprint = fingerprint(status) if status else None
+        self._ready_since = ready_since(status)
         self._handled_request = status.get("lastRefreshRequest")
         self._last_reason = ready_reason(status)
+        self.body = {k: v for k, v in self.body.items() if k != "status"}
 
     @property
     def key(self) -> str:
@@ -435,16 +438,16 @@ class CredentialWorker:
             secret_name=spec.target_secret if spec else None,
             generation=self.body["metadata"].get("generation"),
             handled_request=self._handled_request,
-            previous=self._status or {},
+            previous=self._ready_since,
             now=rt.clock(),
         )
-        if present(status) != present(self._status or {}):
+        if fingerprint(status) != self._status_fingerprint:
             try:
                 await rt.kube.patch_status(self.namespace, self.name, status)
             except KubeError as error:
                 if error.status != 404:  # 404: deleted meanwhile; the watch will stop us
                     raise
-            self._status = status
+            self._status_fingerprint, self._ready_since = fingerprint(status), ready_since(status)
         labels = (self.namespace, self.name)
         rt.metrics.ready.labels(*labels).set(1 if outcome.ready else 0)
         if outcome.token is not None:

@@ -5,6 +5,8 @@ Pure: the reconciler decides what happened; this module only says how it looks.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -80,3 +82,16 @@ def ready_reason(status: Mapping[str, Any]) -> str | None:
             reason = condition.get("reason")
             return reason if isinstance(reason, str) else None
     return None
+
+
+def fingerprint(status: Mapping[str, Any]) -> str:
+    """What a worker remembers of the status it wrote: a digest, not thousands of dicts."""
+    return hashlib.sha256(json.dumps(present(status), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def ready_since(status: Mapping[str, Any]) -> dict[str, Any]:
+    """Just enough of the previous status to keep the Ready condition's lastTransitionTime."""
+    for condition in status.get("conditions") or []:
+        if isinstance(condition, Mapping) and condition.get("type") == READY:
+            return {"conditions": [{k: condition.get(k) for k in ("type", "status", "lastTransitionTime")}]}
+    return {}

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from simacan_token_operator.status import Outcome, present, ready_reason, render_status
+from simacan_token_operator.status import (
+    Outcome,
+    fingerprint,
+    present,
+    ready_reason,
+    ready_since,
+    render_status,
+)
 from simacan_token_operator.tokens import TokenSet
 
 T0 = 1_800_000_000.0
@@ -44,3 +51,14 @@ def test_fields_that_no_longer_apply_are_deleted_by_the_merge_patch() -> None:
     status = render(Outcome(False, "CredentialsSecretNotFound", "create it"))
     assert status["expiresAt"] is None and status["subject"] is None
     assert "expiresAt" not in present(status)
+
+
+def test_a_restarted_worker_recognises_the_status_it_wrote_before() -> None:
+    written = render(Outcome(True, "TokenValid", "ok", token=TOKEN, next_refresh=T0 + 2400))
+    as_stored = present(written)  # what the API server keeps after the merge patch
+    again = render(
+        Outcome(True, "TokenValid", "ok", token=TOKEN, next_refresh=T0 + 2400),
+        previous=ready_since(as_stored),
+        now=T0 + 900,
+    )
+    assert fingerprint(again) == fingerprint(as_stored)
