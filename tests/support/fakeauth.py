@@ -16,7 +16,6 @@ Run ``python -m tests.support.fakeauth --port 8080 --user u:p --lifetime 60`` to
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import datetime
 import enum
@@ -458,17 +457,6 @@ class FakeAuthAPI:
                 what = f"endpoint={endpoint!r} username={username!r} status={status!r}"
                 raise TimeoutError(f"expected {n} calls ({what}) within {timeout}s, saw {seen}")
             return self._matching(endpoint, username, status)
-
-    async def await_calls(
-        self,
-        n: int,
-        endpoint: Endpoint | None = None,
-        username: str | None = None,
-        status: int | None = None,
-        timeout: float = 5.0,
-    ) -> list[Call]:
-        """wait_for_calls() without blocking the event loop."""
-        return await asyncio.to_thread(self.wait_for_calls, n, endpoint, username, status, timeout)
 
     def _matching(self, endpoint: Endpoint | None, username: str | None, status: int | None) -> list[Call]:
         return [

@@ -474,12 +474,12 @@ def test_wait_for_calls_raises_timeout_error_at_the_deadline(fake: FakeAuthAPI) 
     assert time.monotonic() - started < 1
 
 
-async def test_async_clients_and_await_calls_work(fake: FakeAuthAPI) -> None:
+async def test_async_clients_are_served(fake: FakeAuthAPI) -> None:
     async with httpx.AsyncClient() as http:
         response = await http.post(
             f"{fake.base_url}/auth/password", data={"username": USER, "password": PASSWORD}
         )
-    calls = await fake.await_calls(1, username=USER, timeout=2)
+    calls = fake.wait_for_calls(1, username=USER, timeout=2)
 
     assert response.status_code == 200
     assert calls[0].endpoint == "password"
