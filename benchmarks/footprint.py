@@ -343,7 +343,7 @@ def measure_floor(
     plane: ControlPlane, work_dir: Path, credentials: int, options: argparse.Namespace
 ) -> FloorResult:
     seen_file = work_dir / "idle-kopf-seen"
-    argv = [sys.executable, "-m", "kopf", "run", "--standalone", "--namespace", NAMESPACE, str(IDLE_OPERATOR)]
+    argv = [options.python, "-m", "kopf", "run", "--standalone", "--namespace", NAMESPACE, str(IDLE_OPERATOR)]
     env = child_env(plane.admin_kubeconfig, **{SEEN_FILE_ENV: str(seen_file)})
     with Child("idle kopf", argv, env, work_dir / "idle-kopf.log") as kopf_child:
 
@@ -410,10 +410,10 @@ class OperatorResult:
 class Operator:
     """The real operator process, started the way a user runs it, watching only `bench`."""
 
-    def __init__(self, plane: ControlPlane, log: Path) -> None:
+    def __init__(self, plane: ControlPlane, log: Path, python: str) -> None:
         self.health_port, self.metrics_port = free_port(), free_port()
         argv = [
-            sys.executable,
+            python,
             "-m",
             "simacan_token_operator",
             "run",
@@ -502,11 +502,11 @@ def measure_operator(
     plane: ControlPlane, fake: FakeAuthAPI, work_dir: Path, credentials: int, options: argparse.Namespace
 ) -> OperatorResult:
     log = work_dir / "operator.log"
-    first_operator = Operator(plane, log)
+    first_operator = Operator(plane, log, options.python)
     with first_operator.child:
         first = measure_run(plane, fake, first_operator, credentials, options)
         exit_code, stop_seconds = first_operator.child.stop()
-    second_operator = Operator(plane, log)
+    second_operator = Operator(plane, log, options.python)
     with second_operator.child:
         restart = measure_run(plane, fake, second_operator, credentials, options)
         window = measure_window(fake, second_operator, options.cpu_window) if options.cpu_window > 0 else None
@@ -691,6 +691,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=float,
         default=None,
         help="deadline per wait in s (default 120 + 0.3 s per credential)",
+    )
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="interpreter for the idle kopf floor and the operator (default: this one). To measure what"
+        " the image ships, use a venv holding only the runtime dependencies: python -m venv /tmp/rt &&"
+        " /tmp/rt/bin/pip install -r requirements.lock && /tmp/rt/bin/pip install --no-deps .",
     )
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     parser.add_argument(
