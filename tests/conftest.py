@@ -34,8 +34,10 @@ def auth(signing_key: rsa.RSAPrivateKey) -> Iterator[FakeAuthAPI]:
         yield fake
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def admin_api(cluster: ClusterHandle) -> Any:
+    """Per test: a session-wide client would keep talking to whichever tier's cluster came
+    first when one pytest worker runs tests of both tiers."""
     return api_client(cluster.kubeconfig)
 
 
