@@ -67,8 +67,8 @@ def test_creates_token_secret_that_a_workload_can_read(
 
 
 def test_refreshes_before_expiry_again_and_again(ns: Namespace, auth: FakeAuthAPI, issue: Issue) -> None:
-    """With 4 s tokens, a reader polling the Secret never sees an expired token across several refreshes."""
-    auth.access_lifetime = 4
+    """With 6 s tokens, a reader polling the Secret never sees an expired token across several refreshes."""
+    auth.access_lifetime = 6
     issue()
 
     seen: set[str] = set()
