@@ -160,15 +160,13 @@ class CredentialWorker:
     async def _reconcile_or_back_off(self) -> float | None:
         try:
             wake_at = await self.reconcile()
-        except KubeError as error:
+        except Exception as error:
             self._errors += 1
             delay = backoff_delay(self._errors, jitter_fraction(f"{self.key}:{self._errors}"))
-            logger.warning("%s: %s; retrying in %.0fs", self.key, error, delay)
-            return self.runtime.clock() + delay
-        except Exception:
-            self._errors += 1
-            delay = backoff_delay(self._errors, jitter_fraction(f"{self.key}:{self._errors}"))
-            logger.exception("%s: unexpected error; retrying in %.0fs", self.key, delay)
+            if isinstance(error, KubeError):  # expected: the message names the call and the status
+                logger.warning("%s: %s; retrying in %.0fs", self.key, error, delay)
+            else:
+                logger.exception("%s: unexpected error; retrying in %.0fs", self.key, delay)
             return self.runtime.clock() + delay
         self._errors = 0
         return wake_at
@@ -441,13 +439,14 @@ class CredentialWorker:
             previous=self._ready_since,
             now=rt.clock(),
         )
-        if fingerprint(status) != self._status_fingerprint:
+        written = fingerprint(status)
+        if written != self._status_fingerprint:
             try:
                 await rt.kube.patch_status(self.namespace, self.name, status)
             except KubeError as error:
                 if error.status != 404:  # 404: deleted meanwhile; the watch will stop us
                     raise
-            self._status_fingerprint, self._ready_since = fingerprint(status), ready_since(status)
+            self._status_fingerprint, self._ready_since = written, ready_since(status)
         labels = (self.namespace, self.name)
         rt.metrics.ready.labels(*labels).set(1 if outcome.ready else 0)
         if outcome.token is not None:

@@ -42,7 +42,7 @@ def render_status(
     now: float,
 ) -> dict[str, Any]:
     """None values are deliberate: in a merge patch they delete fields that no longer apply."""
-    condition = next((c for c in previous.get("conditions") or [] if c.get("type") == READY), None)
+    condition = ready_condition(previous)
     state = "True" if outcome.ready else "False"
     transition = (
         condition["lastTransitionTime"]
@@ -76,12 +76,16 @@ def present(status: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in status.items() if value is not None}
 
 
-def ready_reason(status: Mapping[str, Any]) -> str | None:
+def ready_condition(status: Mapping[str, Any]) -> Mapping[str, Any] | None:
     for condition in status.get("conditions") or []:
         if isinstance(condition, Mapping) and condition.get("type") == READY:
-            reason = condition.get("reason")
-            return reason if isinstance(reason, str) else None
+            return condition
     return None
+
+
+def ready_reason(status: Mapping[str, Any]) -> str | None:
+    reason = (ready_condition(status) or {}).get("reason")
+    return reason if isinstance(reason, str) else None
 
 
 def fingerprint(status: Mapping[str, Any]) -> str:
@@ -91,7 +95,7 @@ def fingerprint(status: Mapping[str, Any]) -> str:
 
 def ready_since(status: Mapping[str, Any]) -> dict[str, Any]:
     """Just enough of the previous status to keep the Ready condition's lastTransitionTime."""
-    for condition in status.get("conditions") or []:
-        if isinstance(condition, Mapping) and condition.get("type") == READY:
-            return {"conditions": [{k: condition.get(k) for k in ("type", "status", "lastTransitionTime")}]}
-    return {}
+    condition = ready_condition(status)
+    if condition is None:
+        return {}
+    return {"conditions": [{k: condition.get(k) for k in ("type", "status", "lastTransitionTime")}]}
