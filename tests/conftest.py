@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from localenv.auth_standin import FakeAuthAPI
 from tests.support.cluster import ClusterHandle
-from tests.support.fakeauth import FakeAuthAPI
 from tests.support.k8s import Namespace, api_client
 from tests.support.operator_process import OperatorProcess
 

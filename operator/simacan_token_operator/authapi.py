@@ -21,9 +21,6 @@ from .errors import (
 )
 from .tokens import TokenParseError, TokenSet, parse_token_response
 
-PRODUCTION_URL = "https://auth-service.services.simacan.com/api/v1"
-STAGING_URL = "https://auth-service-stg.services.simacan.com/api/v1"
-
 MAX_BODY_BYTES = 256 * 1024
 """A token pair is a few KiB; anything far larger is an error page or an attack."""
 

@@ -27,7 +27,7 @@ from .metrics import Metrics
 from .pool import TokenPool
 from .reconciler import Runtime
 from .secretwatch import SecretWatch
-from .spec import DEFAULT_ALLOWED_HOSTS, Policy
+from .spec import DEFAULT_ALLOWED_HOSTS, AuthURLPolicy
 
 logger = logging.getLogger("simacan_token_operator")
 
@@ -113,8 +113,9 @@ def load_kube_config() -> client.ApiClient:
 
 async def run_operator(options: argparse.Namespace) -> int:
     """Run until SIGTERM (exit 0) or until leadership is lost (exit 1, so the pod restarts clean)."""
-    policy = Policy(
-        allowed_hosts=frozenset(h.lower() for h in options.allowed_auth_host) or Policy().allowed_hosts,
+    policy = AuthURLPolicy(
+        allowed_hosts=frozenset(h.lower() for h in options.allowed_auth_host)
+        or AuthURLPolicy().allowed_hosts,
         allow_insecure_http=options.allow_insecure_http,
     )
     metrics = Metrics()

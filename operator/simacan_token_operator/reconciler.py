@@ -22,9 +22,9 @@ from .pool import TokenPool
 from .schedule import backoff_delay, jitter_fraction, refresh_time
 from .spec import (
     REFRESH_REQUESTED_ANNOTATION,
+    AuthURLPolicy,
     CredentialSpec,
     LoginSource,
-    Policy,
     SpecError,
     parse_spec,
 )
@@ -55,7 +55,7 @@ class Runtime:
 
     kube: Kube
     pool: TokenPool
-    policy: Policy
+    policy: AuthURLPolicy
     metrics: Metrics
     clock: Callable[[], float] = time.time
     gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(RECONCILE_CONCURRENCY))

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from .authapi import PRODUCTION_URL, STAGING_URL
 from .schedule import parse_duration
 
 GROUP = "auth.simacan.com"
@@ -17,6 +16,10 @@ PLURAL = "simacancredentials"
 KIND = "SimacanCredential"
 API_VERSION = f"{GROUP}/{VERSION}"
 REFRESH_REQUESTED_ANNOTATION = f"{GROUP}/refresh-requested-at"
+
+PRODUCTION_URL = "https://auth-service.services.simacan.com/api/v1"
+STAGING_URL = "https://auth-service-stg.services.simacan.com/api/v1"
+HTTPS_PORT = 443
 
 DEFAULT_ALLOWED_HOSTS = (urlsplit(PRODUCTION_URL).hostname or "", urlsplit(STAGING_URL).hostname or "")
 
@@ -38,25 +41,42 @@ class AuthURLNotAllowed(SpecError):
 
 
 @dataclass(frozen=True)
-class Policy:
-    """Operator-wide rules set by flags, not by users who can only create SimacanCredentials."""
+class AuthURLPolicy:
+    """Which Auth API URLs may receive a password: set by operator flags, not by the users who
+    can only create SimacanCredentials.
+
+    An allow-list entry is a host (port 443 only) or `host:port` (that port only).
+    """
 
     allowed_hosts: frozenset[str] = frozenset(DEFAULT_ALLOWED_HOSTS)
     allow_insecure_http: bool = False
 
     def check_auth_url(self, url: str) -> None:
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+            host = (parts.hostname or "").lower()
+            port = parts.port
+        except ValueError:
+            raise SpecError(
+                "spec.authURL is not a valid URL; expected https://HOST[:PORT]/PATH, e.g. " + PRODUCTION_URL
+            ) from None
         if parts.scheme != "https" and not (parts.scheme == "http" and self.allow_insecure_http):
             raise AuthURLNotAllowed(f"spec.authURL must use https:// (got {parts.scheme or 'no'} scheme)")
-        host = (parts.hostname or "").lower()
-        if host not in self.allowed_hosts:
-            allowed = ", ".join(sorted(self.allowed_hosts))
-            raise AuthURLNotAllowed(
-                f"spec.authURL host {host!r} is not allowed by the operator; allowed: {allowed} "
-                "(an operator admin can add hosts with --allowed-auth-host)"
-            )
-        if parts.username or parts.password or parts.query or parts.fragment:
+        if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
             raise AuthURLNotAllowed("spec.authURL must not carry user info, a query or a fragment")
+        if not host:
+            raise SpecError("spec.authURL has no valid host name")
+        effective_port = port if port is not None else HTTPS_PORT if parts.scheme == "https" else 80
+        if f"{host}:{effective_port}" in self.allowed_hosts:
+            return
+        if host in self.allowed_hosts and (effective_port == HTTPS_PORT or parts.scheme == "http"):
+            return
+        allowed = ", ".join(sorted(self.allowed_hosts))
+        where = host if effective_port == HTTPS_PORT else f"{host}:{effective_port}"
+        raise AuthURLNotAllowed(
+            f"spec.authURL {where!r} is not allowed by the operator; allowed: {allowed} (a bare host "
+            "allows port 443 only; an operator admin can add HOST or HOST:PORT with --allowed-auth-host)"
+        )
 
 
 @dataclass(frozen=True)

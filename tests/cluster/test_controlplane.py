@@ -13,7 +13,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client import ApiException
 
-from tests.cluster.controlplane import (
+from localenv.controlplane import (
     ControlPlane,
     ControlPlaneError,
     api_client_from_kubeconfig,

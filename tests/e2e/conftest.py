@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from tests.cluster.controlplane import ControlPlane, running_control_plane
+from localenv.controlplane import ControlPlane, running_control_plane
 from tests.conftest import SUMMARY
 from tests.support.cluster import ClusterHandle
 from tests.support.k8s import api_client
@@ -44,7 +44,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
 
 def kubectl(plane: ControlPlane, *args: str) -> str:
     binary = shutil.which("kubectl")
-    assert binary, "kubectl is required: run tests/cluster/install-deps.sh"
+    assert binary, "kubectl is required: run localenv/install-deps.sh"
     result = subprocess.run(
         [binary, "--kubeconfig", str(plane.admin_kubeconfig), *args],
         capture_output=True,

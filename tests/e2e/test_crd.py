@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from tests.cluster.controlplane import ControlPlane
+from localenv.controlplane import ControlPlane
 from tests.e2e.conftest import kubectl
 from tests.support.k8s import GROUP, PLURAL, VERSION, Namespace
 

@@ -9,9 +9,9 @@ from collections.abc import Callable
 import pytest
 from kubernetes import client
 
+from localenv.auth_standin import FakeAuthAPI
 from tests.conftest import PASSWORD, USERNAME, credential_spec
 from tests.e2e.conftest import OPERATOR_NAMESPACE
-from tests.support.fakeauth import FakeAuthAPI
 from tests.support.k8s import Namespace
 from tests.support.operator_process import OperatorProcess
 from tests.support.polling import eventually

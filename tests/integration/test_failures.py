@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
+from localenv.auth_standin import FakeAuthAPI, Fault
 from tests.conftest import PASSWORD, USERNAME, Issue, credential_spec
-from tests.support.fakeauth import FakeAuthAPI, Fault
 from tests.support.k8s import Namespace
 from tests.support.operator_process import OperatorProcess
 from tests.support.polling import eventually, stays

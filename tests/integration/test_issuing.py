@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import jwt
 
+from localenv.auth_standin import FakeAuthAPI
 from tests.conftest import PASSWORD, USERNAME, Issue, credential_spec
-from tests.support.fakeauth import FakeAuthAPI
 from tests.support.k8s import Namespace
 from tests.support.operator_process import OperatorProcess
 from tests.support.polling import eventually, stays

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from localenv.auth_standin import FakeAuthAPI
 from tests.conftest import PASSWORD, USERNAME, credential_spec
-from tests.support.fakeauth import FakeAuthAPI
 from tests.support.k8s import Namespace
 from tests.support.operator_process import OperatorProcess
 from tests.support.polling import eventually

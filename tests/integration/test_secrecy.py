@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+from localenv.auth_standin import FakeAuthAPI, Fault
 from tests.conftest import PASSWORD, USERNAME, credential_spec
-from tests.support.fakeauth import FakeAuthAPI, Fault
 from tests.support.k8s import Namespace
 from tests.support.operator_process import OperatorProcess
 from tests.support.polling import eventually

@@ -32,7 +32,7 @@ def require_tool(name: str, env_var: str, install: str) -> str:
 
 def kustomize(directory: Path) -> str:
     """What `kubectl apply -k <directory>` would send, as YAML; default load restrictor, like apply."""
-    kubectl = require_tool("kubectl", "KUBECTL_BIN", "bash tests/cluster/install-deps.sh")
+    kubectl = require_tool("kubectl", "KUBECTL_BIN", "bash localenv/install-deps.sh")
     result = subprocess.run(
         [kubectl, "kustomize", str(directory)], capture_output=True, text=True, timeout=60
     )

@@ -11,9 +11,9 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from localenv.auth_standin import FakeAuthAPI
 from simacan_token_operator.authapi import AuthAPI
 from simacan_token_operator.spec import LoginSource
-from tests.support.fakeauth import FakeAuthAPI
 
 USERNAME = "route-planner-bot@example.com"
 PASSWORD = "unit-test-password-Hq83vZk2"

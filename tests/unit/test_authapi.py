@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from localenv.auth_standin import ExpiresInStyle, FakeAuthAPI, Fault
 from simacan_token_operator.authapi import AuthAPI, http_client
 from simacan_token_operator.errors import (
     AuthError,
@@ -20,7 +21,6 @@ from simacan_token_operator.errors import (
 )
 from simacan_token_operator.spec import LoginSource
 from simacan_token_operator.tokens import TokenSet
-from tests.support.fakeauth import ExpiresInStyle, FakeAuthAPI, Fault
 
 if TYPE_CHECKING:
     from tests.unit.conftest import Observation

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.pki import ServingCertificate, write_private_file, write_serving_certificate
+from localenv.pki import ServingCertificate, write_private_file, write_serving_certificate
 
 COMMON_NAME = "test-server"
 DNS_NAMES = ("localhost", "kubernetes.default.svc")

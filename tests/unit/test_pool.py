@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from localenv.auth_standin import DEFAULT_REFRESH_LIFETIME, FakeAuthAPI, Fault
 from simacan_token_operator.authapi import AuthAPI
 from simacan_token_operator.errors import InvalidCredentials, MalformedResponse, TransientAuthError
 from simacan_token_operator.pool import TokenPool
 from simacan_token_operator.spec import LoginSource
 from simacan_token_operator.tokens import TokenSet, stored_token
-from tests.support.fakeauth import DEFAULT_REFRESH_LIFETIME, FakeAuthAPI, Fault
 
 if TYPE_CHECKING:
     from tests.unit.conftest import FakeClock

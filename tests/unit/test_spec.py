@@ -6,8 +6,15 @@ from typing import Any
 
 import pytest
 
-from simacan_token_operator.authapi import PRODUCTION_URL, STAGING_URL
-from simacan_token_operator.spec import AuthURLNotAllowed, LoginSource, Policy, SpecError, parse_spec
+from simacan_token_operator.spec import (
+    PRODUCTION_URL,
+    STAGING_URL,
+    AuthURLNotAllowed,
+    AuthURLPolicy,
+    LoginSource,
+    SpecError,
+    parse_spec,
+)
 
 PROD_HOST = "auth-service.services.simacan.com"
 STAGING_HOST = "auth-service-stg.services.simacan.com"
@@ -33,14 +40,18 @@ def test_minimal_spec_gets_the_documented_defaults() -> None:
 
 
 def test_spec_fields_override_the_defaults() -> None:
-    parsed = parse_spec("fleet", "logistics", {
-        "credentialsSecretRef": {"name": "login", "usernameKey": "user", "passwordKey": "pass"},
-        "authURL": STAGING_URL,
-        "secretName": "fleet-token",
-        "secretTemplate": {"labels": {"team": "routing"}, "annotations": {"owner": "ops"}},
-        "refreshBefore": "15m",
-        "suspend": True,
-    })
+    parsed = parse_spec(
+        "fleet",
+        "logistics",
+        {
+            "credentialsSecretRef": {"name": "login", "usernameKey": "user", "passwordKey": "pass"},
+            "authURL": STAGING_URL,
+            "secretName": "fleet-token",
+            "secretTemplate": {"labels": {"team": "routing"}, "annotations": {"owner": "ops"}},
+            "refreshBefore": "15m",
+            "suspend": True,
+        },
+    )
 
     assert (parsed.username_key, parsed.password_key) == ("user", "pass")
     assert parsed.auth_url == STAGING_URL
@@ -81,7 +92,8 @@ def test_bad_refresh_before_is_an_error_naming_the_field(refresh_before: object)
             {"secretTemplate": {"labels": {"a": 1}}}, "spec.secretTemplate.labels", id="label-not-string"
         ),
         pytest.param(
-            {"secretTemplate": {"annotations": "x"}}, "spec.secretTemplate.annotations",
+            {"secretTemplate": {"annotations": "x"}},
+            "spec.secretTemplate.annotations",
             id="annotations-not-map",
         ),
         pytest.param({"authURL": 42}, "spec.authURL", id="auth-url-not-string"),
@@ -98,48 +110,59 @@ def test_invalid_spec_errors_name_the_field(fields: dict[str, Any], field_name: 
 @pytest.mark.parametrize(
     ("policy", "url"),
     [
-        pytest.param(Policy(), PRODUCTION_URL, id="production"),
-        pytest.param(Policy(), STAGING_URL, id="staging"),
-        pytest.param(Policy(), "https://AUTH-SERVICE.Services.Simacan.COM/api/v1", id="host-any-case"),
-        pytest.param(Policy(), f"HTTPS://{PROD_HOST}/api/v1", id="scheme-case-insensitive"),
-        pytest.param(Policy(), f"https://{PROD_HOST}:443/api/v1", id="explicit-port"),
+        pytest.param(AuthURLPolicy(), PRODUCTION_URL, id="production"),
+        pytest.param(AuthURLPolicy(), STAGING_URL, id="staging"),
+        pytest.param(AuthURLPolicy(), "https://AUTH-SERVICE.Services.Simacan.COM/api/v1", id="host-any-case"),
+        pytest.param(AuthURLPolicy(), f"HTTPS://{PROD_HOST}/api/v1", id="scheme-case-insensitive"),
+        pytest.param(AuthURLPolicy(), f"https://{PROD_HOST}:443/api/v1", id="explicit-port"),
         pytest.param(
-            Policy(frozenset({"127.0.0.1"}), allow_insecure_http=True), "http://127.0.0.1:8080/api/v1",
+            AuthURLPolicy(frozenset({"127.0.0.1"}), allow_insecure_http=True),
+            "http://127.0.0.1:8080/api/v1",
             id="http-when-allowed",
         ),
         pytest.param(
-            Policy(frozenset({"auth.example.com"})), "https://auth.example.com/api/v1", id="added-host",
+            AuthURLPolicy(frozenset({"auth.example.com"})),
+            "https://auth.example.com/api/v1",
+            id="added-host",
         ),
     ],
 )
-def test_auth_url_accepted(policy: Policy, url: str) -> None:
+def test_auth_url_accepted(policy: AuthURLPolicy, url: str) -> None:
     policy.check_auth_url(url)
 
 
 @pytest.mark.parametrize(
     ("policy", "url", "complaint"),
     [
-        pytest.param(Policy(), f"http://{PROD_HOST}/api/v1", "https://", id="http-not-allowed"),
-        pytest.param(Policy(), f"ftp://{PROD_HOST}/api/v1", "https://", id="ftp"),
-        pytest.param(Policy(), f"{PROD_HOST}/api/v1", "https://", id="no-scheme"),
+        pytest.param(AuthURLPolicy(), f"http://{PROD_HOST}/api/v1", "https://", id="http-not-allowed"),
+        pytest.param(AuthURLPolicy(), f"ftp://{PROD_HOST}/api/v1", "https://", id="ftp"),
+        pytest.param(AuthURLPolicy(), f"{PROD_HOST}/api/v1", "https://", id="no-scheme"),
         pytest.param(
-            Policy(frozenset({"127.0.0.1"}), allow_insecure_http=True), "ftp://127.0.0.1/api/v1", "https://",
+            AuthURLPolicy(frozenset({"127.0.0.1"}), allow_insecure_http=True),
+            "ftp://127.0.0.1/api/v1",
+            "https://",
             id="insecure-allows-only-http",
         ),
-        pytest.param(Policy(), "https://auth.evil.example/api/v1", "not allowed", id="foreign-host"),
-        pytest.param(Policy(), f"https://{PROD_HOST}.evil.example/api/v1", "not allowed", id="suffix-trick"),
-        pytest.param(Policy(), f"https://{PROD_HOST}@evil.example/api/v1", "not allowed", id="at-trick"),
+        pytest.param(AuthURLPolicy(), "https://auth.evil.example/api/v1", "not allowed", id="foreign-host"),
         pytest.param(
-            Policy(frozenset({"127.0.0.1"}), allow_insecure_http=True), f"http://{PROD_HOST}/api/v1",
-            "not allowed", id="insecure-keeps-host-list",
+            AuthURLPolicy(), f"https://{PROD_HOST}.evil.example/api/v1", "not allowed", id="suffix-trick"
         ),
-        pytest.param(Policy(), f"https://bot:hunter2@{PROD_HOST}/api/v1", "user info", id="userinfo"),
-        pytest.param(Policy(), f"https://bot@{PROD_HOST}/api/v1", "user info", id="username-only"),
-        pytest.param(Policy(), f"https://{PROD_HOST}/api/v1?next=x", "query", id="query"),
-        pytest.param(Policy(), f"https://{PROD_HOST}/api/v1#frag", "fragment", id="fragment"),
+        pytest.param(
+            AuthURLPolicy(), f"https://{PROD_HOST}@evil.example/api/v1", "user info", id="at-trick"
+        ),
+        pytest.param(
+            AuthURLPolicy(frozenset({"127.0.0.1"}), allow_insecure_http=True),
+            f"http://{PROD_HOST}/api/v1",
+            "not allowed",
+            id="insecure-keeps-host-list",
+        ),
+        pytest.param(AuthURLPolicy(), f"https://bot:hunter2@{PROD_HOST}/api/v1", "user info", id="userinfo"),
+        pytest.param(AuthURLPolicy(), f"https://bot@{PROD_HOST}/api/v1", "user info", id="username-only"),
+        pytest.param(AuthURLPolicy(), f"https://{PROD_HOST}/api/v1?next=x", "query", id="query"),
+        pytest.param(AuthURLPolicy(), f"https://{PROD_HOST}/api/v1#frag", "fragment", id="fragment"),
     ],
 )
-def test_auth_url_refused(policy: Policy, url: str, complaint: str) -> None:
+def test_auth_url_refused(policy: AuthURLPolicy, url: str, complaint: str) -> None:
     with pytest.raises(AuthURLNotAllowed, match=complaint) as caught:
         policy.check_auth_url(url)
 
@@ -150,7 +173,7 @@ def test_auth_url_refused(policy: Policy, url: str, complaint: str) -> None:
 
 def test_refused_host_error_names_the_allowed_hosts_and_the_flag() -> None:
     with pytest.raises(AuthURLNotAllowed) as caught:
-        Policy().check_auth_url("https://auth.evil.example/api/v1")
+        AuthURLPolicy().check_auth_url("https://auth.evil.example/api/v1")
 
     message = caught.value.message
     assert "auth.evil.example" in message
@@ -159,8 +182,8 @@ def test_refused_host_error_names_the_allowed_hosts_and_the_flag() -> None:
 
 
 def test_default_policy_allows_exactly_production_and_staging() -> None:
-    assert Policy().allowed_hosts == {PROD_HOST, STAGING_HOST}
-    assert Policy().allow_insecure_http is False
+    assert AuthURLPolicy().allowed_hosts == {PROD_HOST, STAGING_HOST}
+    assert AuthURLPolicy().allow_insecure_http is False
 
 
 def test_login_source_key_changes_when_the_password_changes() -> None:
@@ -199,3 +222,43 @@ def test_login_source_never_shows_the_password() -> None:
     assert "s3cret-Xy9" not in repr(source) + str(source)
     assert "s3cret-Xy9" not in source.key + source.account
     assert "bot@example.com" in repr(source)
+
+
+@pytest.mark.parametrize(
+    ("policy", "url", "allowed"),
+    [
+        pytest.param(
+            AuthURLPolicy(), f"https://{PROD_HOST}:9/api/v1", False, id="other-port-on-allowed-host"
+        ),
+        pytest.param(AuthURLPolicy(), f"https://{PROD_HOST}:443/api/v1", True, id="explicit-443"),
+        pytest.param(
+            AuthURLPolicy(frozenset({"127.0.0.1:8443"})), "https://127.0.0.1:8443/a", True, id="host-port"
+        ),
+        pytest.param(
+            AuthURLPolicy(frozenset({"127.0.0.1:8443"})), "https://127.0.0.1:9443/a", False, id="other-port"
+        ),
+        pytest.param(
+            AuthURLPolicy(frozenset({"127.0.0.1:8443"})), "https://127.0.0.1/a", False, id="443-not-named"
+        ),
+    ],
+)
+def test_auth_url_port_must_be_443_or_named(policy: AuthURLPolicy, url: str, allowed: bool) -> None:
+    if allowed:
+        policy.check_auth_url(url)
+    else:
+        with pytest.raises(AuthURLNotAllowed, match="not allowed"):
+            policy.check_auth_url(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param(f"https://[{PROD_HOST}]/api/v1", id="bracketed-name"),
+        pytest.param(f"https://{PROD_HOST}:443:evil.example/", id="two-ports"),
+        pytest.param("https:///api/v1", id="no-host"),
+    ],
+)
+def test_unparsable_auth_url_is_invalid_spec_not_a_crash(url: str) -> None:
+    with pytest.raises(SpecError, match="authURL") as raised:
+        AuthURLPolicy().check_auth_url(url)
+    assert raised.value.reason == "InvalidSpec"

@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from kubernetes import client, config
 
-from tests.support.pki import (
+from localenv.pki import (
     ServingCertificate,
     write_private_file,
     write_private_key,
@@ -469,7 +469,7 @@ def _write_pki(directory: Path) -> _Pki:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`up --dir DIR`: run a control plane in the foreground for manual work; Ctrl-C or SIGTERM stops it."""
-    parser = argparse.ArgumentParser(prog="python -m tests.cluster.controlplane")
+    parser = argparse.ArgumentParser(prog="python -m localenv.controlplane")
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="start a control plane and keep it running")
     up.add_argument("--dir", type=Path, required=True, help="work directory for certificates, data and logs")
