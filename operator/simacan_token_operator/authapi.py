@@ -61,9 +61,16 @@ def _retry_after(response: httpx.Response) -> float | None:
 class AuthAPI:
     """Log in and refresh. Raises the typed errors of `errors`; never returns a partial result."""
 
-    def __init__(self, client: httpx.AsyncClient, observe: Observer | None = None) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        observe: Observer | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """`clock` gives the send time that a token's expiry counts from; tests pass a fake one."""
         self._client = client
         self._observe = observe
+        self._clock = clock
 
     async def login(self, base_url: str, username: str, password: str) -> TokenSet:
         return await self._post(base_url, "password", {"username": username, "password": password})
@@ -73,7 +80,7 @@ class AuthAPI:
 
     async def _post(self, base_url: str, endpoint: str, form: dict[str, str]) -> TokenSet:
         url = f"{base_url.rstrip('/')}/auth/{endpoint}"
-        sent_at = time.time()
+        sent_at = self._clock()
         started = time.monotonic()
         outcome = "error"
         try:
