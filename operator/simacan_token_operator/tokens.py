@@ -14,6 +14,11 @@ from typing import Any
 import jwt
 
 
+MAX_TOKEN_LIFETIME_SECONDS = 24 * 3600.0
+"""Simacan access tokens live one hour; a token claiming more than a day is a lie or an attack,
+whether it comes from the Auth API or is read back from a Secret."""
+
+
 class TokenParseError(ValueError):
     """The Auth API answered 200 with something that is not a usable token pair."""
 
