@@ -98,6 +98,11 @@ def token_expiry(access_token: str, sent_at: float, expires_in: object = None) -
     return expires_at
 
 
+def jwt_exp(token: str) -> float | None:
+    """The `exp` claim as a number, or None when the token has none."""
+    return _numeric(unverified_claims(token).get("exp"))
+
+
 def _optional_expiry(token: str) -> float | None:
     try:
         return _numeric(unverified_claims(token).get("exp"))
