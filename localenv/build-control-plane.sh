@@ -5,6 +5,7 @@
 #
 #   build-control-plane.sh                 kube-apiserver, kube-controller-manager
 #   build-control-plane.sh --with-kubectl  the same plus kubectl of the same version
+#   build-control-plane.sh --with-kubelet  the same plus kubelet (the e2e tier's node)
 #
 # k8s.io/kubernetes replaces its staging modules (k8s.io/api, k8s.io/client-go, ...) with
 # local paths, which `go build` of a dependency ignores; a small wrapper module pins each
@@ -19,12 +20,13 @@ BIN_DIR="$CACHE_DIR/k8s-$K8S_VERSION/bin"
 RECIPE="2"
 
 targets=(kube-apiserver kube-controller-manager)
-if [[ "${1:-}" == "--with-kubectl" ]]; then
-    targets+=(kubectl)
-elif [[ $# -gt 0 ]]; then
-    echo "usage: $0 [--with-kubectl]" >&2
-    exit 2
-fi
+for arg in "$@"; do
+    case "$arg" in
+        --with-kubectl) targets+=(kubectl) ;;
+        --with-kubelet) targets+=(kubelet) ;;
+        *) echo "usage: $0 [--with-kubectl] [--with-kubelet]" >&2; exit 2 ;;
+    esac
+done
 
 built() {
     local target

@@ -53,6 +53,8 @@ CONTROLLERS = (
     "serviceaccount-controller",
     "serviceaccount-token-controller",
 )
+NODE_NAME = "e2e-node"
+"""The one kubelet a control plane admits (localenv/node.py), as system:node:<NODE_NAME>."""
 STARTUP_TIMEOUT_SECONDS = 90.0
 STOP_TIMEOUT_SECONDS = 10.0
 LOG_TAIL_LINES = 40
@@ -69,6 +71,7 @@ class ControlPlane:
     server: str
     ca_file: Path
     admin_kubeconfig: Path
+    node_kubeconfig: Path
     admin_token: str = field(repr=False)
     work_dir: Path
     provision_seconds: float
@@ -114,11 +117,18 @@ def running_control_plane(
     pki = _write_pki(work_dir / "pki")
     admin_token = secrets.token_urlsafe(32)
     token_file = work_dir / "pki" / "tokens.csv"
-    write_private_file(token_file, f'{admin_token},admin,admin-uid,"system:masters"\n')
+    node_token = secrets.token_urlsafe(32)
+    write_private_file(
+        token_file,
+        f'{admin_token},admin,admin-uid,"system:masters"\n'
+        f'{node_token},system:node:{NODE_NAME},node-uid,"system:nodes"\n',
+    )
     etcd_client, etcd_peer, apiserver_port, kcm_port = _free_ports(4)
     server = f"https://127.0.0.1:{apiserver_port}"
     admin_kubeconfig = work_dir / "admin.kubeconfig"
     write_kubeconfig(admin_kubeconfig, server, pki.tls.ca_file, "admin", admin_token)
+    node_kubeconfig = work_dir / "node.kubeconfig"
+    write_kubeconfig(node_kubeconfig, server, pki.tls.ca_file, f"system:node:{NODE_NAME}", node_token)
     deadline = time.monotonic() + startup_timeout
 
     with _Supervisor(work_dir / "logs") as supervisor:
@@ -158,6 +168,7 @@ def running_control_plane(
             server=server,
             ca_file=pki.tls.ca_file,
             admin_kubeconfig=admin_kubeconfig,
+            node_kubeconfig=node_kubeconfig,
             admin_token=admin_token,
             work_dir=work_dir,
             provision_seconds=time.monotonic() - started,
