@@ -19,6 +19,7 @@ from kubernetes import client, config
 from . import __version__
 from .authapi import AuthAPI, http_client
 from .controller import Controller
+from .deadlines import keepalive_socket_options
 from .handlers import build_registry, operator_settings
 from .health import build_app, serve
 from .kube import Kube
@@ -108,6 +109,7 @@ def load_kube_config() -> client.ApiClient:
         config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     # Room for the thread pool's calls and the Secret watch, so no connection is thrown away.
     configuration.connection_pool_maxsize = 32
+    configuration.socket_options = keepalive_socket_options()  # a dead peer is dropped in ~25 s
     return client.ApiClient(configuration)
 
 
@@ -121,13 +123,19 @@ async def run_operator(options: argparse.Namespace) -> int:
     metrics = Metrics()
     api_client = load_kube_config()
     elector = (
-        LeaderElector(api_client, options.leader_election_namespace, options.leader_election_id, _identity())
+        LeaderElector(
+            api_client,
+            options.leader_election_namespace,
+            options.leader_election_id,
+            _identity(),
+            on_leading=lambda leading: metrics.leader.set(1 if leading else 0),
+        )
         if options.leader_election_namespace
         else None
     )
     async with http_client(options.auth_ca_file) as http:
         runtime = Runtime(
-            kube=Kube(api_client),
+            kube=Kube(api_client, fence=elector),  # a replica that is not the leader writes nothing
             pool=TokenPool(AuthAPI(http, metrics.observe_request)),
             policy=policy,
             metrics=metrics,
@@ -164,6 +172,8 @@ async def run_operator(options: argparse.Namespace) -> int:
                 leading = True
                 lost = asyncio.create_task(elector.hold())
                 lost.add_done_callback(lambda _: stop.set())
+            else:
+                metrics.leader.set(1)
             secrets = SecretWatch(api_client, options.namespace, controller.secret_changed, controller.resync)
             secrets.start()
             await kopf.operator(

@@ -5,10 +5,22 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import aiohttp
 import kopf
 
 from .controller import Controller
+from .deadlines import (
+    CONNECT_TIMEOUT,
+    READ_TIMEOUT,
+    WATCH_READ_TIMEOUT,
+    WATCH_SERVER_TIMEOUT,
+    keepalive_socket,
+)
 from .spec import GROUP, PLURAL, VERSION
+
+LIST_TIMEOUT = 60.0
+"""kopf's short requests are lists of every credential at start: a total deadline, generous
+enough for thousands of objects, far shorter than aiohttp's five minutes."""
 
 
 def build_registry(controller: Controller, stop: asyncio.Event) -> kopf.OperatorRegistry:
@@ -25,10 +37,11 @@ def build_registry(controller: Controller, stop: asyncio.Event) -> kopf.Operator
             await controller.observe(event["object"])
 
     @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    async def login(**kwargs: Any) -> kopf.AiohttpSession | None:
         """A private registry gets none of kopf's default login handlers: in a pod use the
         ServiceAccount, elsewhere the kubeconfig, like the kubernetes client does."""
-        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+        info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+        return None if info is None else keepalive_session(info)
 
     @kopf.on.cleanup(registry=registry)
     async def stop_workers(**_: Any) -> None:
@@ -40,6 +53,24 @@ def build_registry(controller: Controller, stop: asyncio.Event) -> kopf.Operator
     return registry
 
 
+def keepalive_session(info: kopf.ConnectionInfo) -> kopf.AiohttpSession:
+    """kopf's own session, but on sockets with TCP keepalive (deadlines.py): kopf offers no
+    setting for it, and without it a watch on a dead connection waits for the kernel."""
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, ssl=info.as_ssl_context(), socket_factory=keepalive_socket),
+        headers=info.as_http_headers(),
+        proxy=info.proxy_url,
+        trust_env=info.trust_env,
+    )
+    return kopf.AiohttpSession(
+        aiohttp_session=session,
+        server=info.server,
+        default_namespace=info.default_namespace,
+        priority=info.priority,
+        expiration=info.expiration,
+    )
+
+
 def operator_settings() -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
     # We post our own Events, each worded for the user; kopf's would echo handler errors.
@@ -47,6 +78,12 @@ def operator_settings() -> kopf.OperatorSettings:
     # The namespaces come from flags and the CRD is installed before the operator starts, so
     # kopf needs no cluster-wide list/watch of namespaces and CRDs: least privilege.
     settings.scanning.disabled = True
-    settings.watching.server_timeout = 300
-    settings.watching.client_timeout = 330
+    # Deadlines (deadlines.py): the server ends each watch; the client gives it a little longer;
+    # a watch silent for longer than the bookmark interval allows is dead and is reopened.
+    settings.watching.server_timeout = WATCH_SERVER_TIMEOUT
+    settings.watching.client_timeout = WATCH_SERVER_TIMEOUT + 30
+    settings.watching.connect_timeout = CONNECT_TIMEOUT
+    settings.watching.inactivity_timeout = WATCH_READ_TIMEOUT
+    settings.networking.connect_timeout = CONNECT_TIMEOUT
+    settings.networking.request_timeout = max(LIST_TIMEOUT, CONNECT_TIMEOUT + READ_TIMEOUT)
     return settings

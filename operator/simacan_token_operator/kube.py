@@ -2,7 +2,9 @@
 
 The official client is synchronous; every call runs in the default thread pool so the
 event loop never blocks. Bodies are plain dicts (raw JSON). Nothing here logs a body:
-Secrets pass through.
+Secrets pass through. Every call has connect and read timeouts (deadlines.py), every write
+first asks the fence whether this replica may still write, and names are validated and
+quoted before they become part of a path.
 """
 
 from __future__ import annotations
@@ -10,13 +12,17 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import re
 import secrets
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from kubernetes.client.exceptions import ApiException
 
+from .deadlines import CONNECT_TIMEOUT, READ_TIMEOUT
+from .events import EventKey, EventMemory
 from .spec import GROUP, PLURAL, VERSION
 
 COMPONENT = "simacan-token-operator"
@@ -30,6 +36,39 @@ class KubeError(Exception):
     def __init__(self, action: str, status: int, reason: str) -> None:
         super().__init__(f"{action} failed: HTTP {status} {reason}".strip())
         self.status = status
+
+
+class InvalidName(KubeError, ValueError):
+    """A name that is not a valid DNS-1123 subdomain never reaches the API server as a path
+    (`../../other-ns/secrets/x` would otherwise address another namespace's Secret). A
+    KubeError with the 422 the API server gives invalid names, so callers need no new case."""
+
+    def __init__(self, what: str, name: str) -> None:
+        shown = name if len(name) <= 80 else name[:80] + "..."
+        super().__init__(f"using {what} {shown!r}", 422, "not a valid DNS-1123 subdomain name")
+
+
+class NotLeader(KubeError):
+    """This replica lost (or never held) the Lease: it must not write."""
+
+    def __init__(self, action: str) -> None:
+        super().__init__(action, 0, "refused: this replica is not the leader")
+
+
+class Fence(Protocol):
+    def write_budget(self) -> float | None:
+        """Seconds a write may take from now; None when this replica must not write at all."""
+
+
+_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def checked_name(what: str, name: str) -> str:
+    """`name` quoted for a URL path, after checking it is a DNS-1123 subdomain (as Kubernetes
+    requires of Secret, namespace and custom object names)."""
+    if not isinstance(name, str) or len(name) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(name):
+        raise InvalidName(what, str(name))
+    return urllib.parse.quote(name, safe="")
 
 
 @dataclass(frozen=True)
@@ -64,8 +103,11 @@ class RawApi:
         body: Any = None,
         content_type: str = "application/json",
         accept: str = "application/json",
+        timeout: tuple[float, float] = (CONNECT_TIMEOUT, READ_TIMEOUT),
     ) -> Any:
-        """Send one request; returns the client's RESTResponse, raises ApiException on non-2xx."""
+        """Send one request; returns the client's RESTResponse, raises ApiException on non-2xx.
+
+        `timeout` is (connect, read) in seconds: no call waits forever on a dead connection."""
         headers = {"Accept": accept}
         if body is not None:
             headers["Content-Type"] = content_type
@@ -77,7 +119,7 @@ class RawApi:
             body=body,
             auth_settings=["BearerToken"],
         )
-        response = self._client.call_api(*params)
+        response = self._client.call_api(*params, _request_timeout=timeout)
         if not 200 <= response.status <= 299:
             response.read()
             raise ApiException.from_response(http_resp=response, body=None, data=None)
@@ -92,8 +134,10 @@ class RawApi:
 
 
 class Kube:
-    def __init__(self, api_client: Any) -> None:
+    def __init__(self, api_client: Any, fence: Fence | None = None) -> None:
         self._api = RawApi(api_client)
+        self._fence = fence
+        self._events = EventMemory()
 
     async def _call(self, action: str, method: str, path: str, **kwargs: Any) -> Body:
         try:
@@ -103,10 +147,26 @@ class Kube:
         except (OSError, ValueError) as error:  # urllib3 connection errors derive from OSError
             raise KubeError(action, 0, type(error).__name__) from None
 
+    async def _write(self, action: str, method: str, path: str, **kwargs: Any) -> Body:
+        """A write, only while the fence allows it and never outliving the time it grants.
+
+        The check is made right before the request leaves; a request already sent when
+        leadership ends is cut off by its timeout, which the fence keeps shorter than the time
+        before a standby may take over. Replaces carry a resourceVersion, so a late one fails."""
+        budget = READ_TIMEOUT if self._fence is None else self._fence.write_budget()
+        if budget is None:
+            raise NotLeader(action)
+        budget = min(budget, READ_TIMEOUT)
+        timeout = (min(CONNECT_TIMEOUT, budget), budget)
+        try:
+            return await asyncio.wait_for(self._call(action, method, path, timeout=timeout, **kwargs), budget)
+        except TimeoutError:
+            raise KubeError(action, 0, "TimeoutError") from None
+
     async def read_secret(self, namespace: str, name: str) -> Body | None:
         try:
             return await self._call(
-                f"reading Secret {namespace}/{name}", "GET", f"/api/v1/namespaces/{namespace}/secrets/{name}"
+                f"reading Secret {namespace}/{name}", "GET", _secret_path(namespace, name)
             )
         except KubeError as error:
             if error.status == 404:
@@ -115,39 +175,69 @@ class Kube:
 
     async def create_secret(self, namespace: str, body: Body) -> Body:
         name = body["metadata"]["name"]
-        return await self._call(
+        checked_name("Secret", name)
+        return await self._write(
             f"creating Secret {namespace}/{name}",
             "POST",
-            f"/api/v1/namespaces/{namespace}/secrets",
+            f"/api/v1/namespaces/{checked_name('namespace', namespace)}/secrets",
             body=body,
         )
 
     async def replace_secret(self, namespace: str, body: Body) -> Body:
         """Replace with the resourceVersion in `body`: a concurrent edit makes this fail with 409."""
         name = body["metadata"]["name"]
-        return await self._call(
+        if not body["metadata"].get("resourceVersion"):
+            raise ValueError("a Secret is replaced only with the resourceVersion it was read at")
+        return await self._write(
             f"replacing Secret {namespace}/{name}",
             "PUT",
-            f"/api/v1/namespaces/{namespace}/secrets/{name}",
+            _secret_path(namespace, name),
             body=body,
         )
 
     async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> Body:
-        return await self._call(
+        path = (
+            f"/apis/{GROUP}/{VERSION}/namespaces/{checked_name('namespace', namespace)}/{PLURAL}/"
+            f"{checked_name('SimacanCredential', name)}/status"
+        )
+        return await self._write(
             f"updating the status of {namespace}/{name}",
             "PATCH",
-            f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status",
+            path,
             body={"status": dict(status)},
             content_type="application/merge-patch+json",
         )
 
     async def post_event(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None:
-        """Record an Event on the SimacanCredential, as `kubectl describe` shows it."""
-        now = _now()
+        """Record an Event on the SimacanCredential, as `kubectl describe` shows it.
+
+        A repeat of a recent Event increments its count instead (events.py)."""
+        message = message[:1024]
+        key: EventKey = (ref.uid, type_, reason, message)
+        events = f"/api/v1/namespaces/{checked_name('namespace', ref.namespace)}/events"
+        action = f"posting an Event for {ref.namespace}/{ref.name}"
+        now = _now()[:19] + "Z"
+        repeat = self._events.repeat_of(key)
+        if repeat is not None:
+            try:
+                await self._write(
+                    action,
+                    "PATCH",
+                    f"{events}/{checked_name('Event', repeat.name)}",
+                    body={"count": repeat.count + 1, "lastTimestamp": now},
+                    content_type="application/merge-patch+json",
+                )
+                self._events.incremented(key, repeat.count + 1)
+                return
+            except KubeError as error:
+                if error.status != 404:
+                    raise
+                self._events.forget(key)  # expired on the server meanwhile: post afresh
+        name = f"{ref.name}.{secrets.token_hex(8)}"
         body: Body = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"name": f"{ref.name}.{secrets.token_hex(8)}", "namespace": ref.namespace},
+            "metadata": {"name": name, "namespace": ref.namespace},
             "involvedObject": {
                 "apiVersion": ref.api_version,
                 "kind": ref.kind,
@@ -157,20 +247,20 @@ class Kube:
             },
             "type": type_,
             "reason": reason,
-            "message": message[:1024],
+            "message": message,
             "source": {"component": COMPONENT},
             "reportingComponent": COMPONENT,
             "reportingInstance": COMPONENT,
-            "firstTimestamp": now[:19] + "Z",
-            "lastTimestamp": now[:19] + "Z",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
             "count": 1,
         }
-        await self._call(
-            f"posting an Event for {ref.namespace}/{ref.name}",
-            "POST",
-            f"/api/v1/namespaces/{ref.namespace}/events",
-            body=body,
-        )
+        await self._write(action, "POST", events, body=body)
+        self._events.posted(key, name)
+
+
+def _secret_path(namespace: str, name: str) -> str:
+    return f"/api/v1/namespaces/{checked_name('namespace', namespace)}/secrets/{checked_name('Secret', name)}"
 
 
 def _status_reason(error: ApiException) -> str:

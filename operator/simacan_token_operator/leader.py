@@ -3,11 +3,18 @@
 The standby only competes for the Lease; it starts kopf once it holds it. Like client-go,
 expiry is judged by when this process last saw the Lease change (a monotonic clock), not by
 the holder's timestamps, so clock skew between nodes cannot cause two leaders.
+
+A leader that cannot renew within `renew_deadline` stops writing at once, strictly before
+a standby may take over (`duration`): a timer ends leadership at the deadline even while a
+renewal hangs on a dead connection, every renewal request times out before the deadline,
+and the elector is the fence every write asks first (kube.Fence), granting a write no more
+time than remains before a standby could take over.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
 import time
@@ -17,9 +24,13 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+from .deadlines import CONNECT_TIMEOUT, READ_TIMEOUT
 from .kube import RawApi
 
 logger = logging.getLogger(__name__)
+
+WRITE_MARGIN = 1.0
+"""A write must end this long before a standby may take over (allows for clock rate and latency)."""
 
 
 @dataclass(frozen=True)
@@ -43,15 +54,18 @@ class LeaderElector:
         name: str,
         identity: str,
         timings: LeaseTimings = LeaseTimings(),
-        monotonic: Callable[[], float] = time.monotonic,
+        on_leading: Callable[[bool], None] | None = None,
     ) -> None:
         self._api = RawApi(api_client)
         self.namespace, self.name, self.identity = namespace, name, identity
         self.timings = timings
-        self._monotonic = monotonic
+        self._on_leading = on_leading
         self._observed: tuple[Any, ...] | None = None
         self._observed_at = 0.0
         self._last_renewed = 0.0
+        self._leading = False
+        self._lost: asyncio.Event | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self.connected = asyncio.Event()
         """Set after the first successful API round trip: the standby is healthy and ready."""
 
@@ -59,29 +73,71 @@ class LeaderElector:
     def _path(self) -> str:
         return f"/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases/{self.name}"
 
+    @property
+    def leading(self) -> bool:
+        """True from winning the Lease until the renew deadline passes without a renewal."""
+        return self._leading and time.monotonic() < self._last_renewed + self.timings.renew_deadline
+
+    def write_budget(self) -> float | None:
+        """kube.Fence: None unless leading; else the seconds left before a standby may take over."""
+        if not self.leading:
+            return None
+        return self._last_renewed + self.timings.duration - WRITE_MARGIN - time.monotonic()
+
     async def acquire(self) -> None:
         """Return once this process holds the Lease."""
         logger.info("waiting to become leader on Lease %s/%s as %s", self.namespace, self.name, self.identity)
         while True:
-            if await self._try_acquire_or_renew():
+            if await self._try_acquire_or_renew(self.timings.retry_period + READ_TIMEOUT):
                 break
             await asyncio.sleep(self.timings.retry_period)
+        self._set_leading(True)
         logger.info("became leader on Lease %s/%s", self.namespace, self.name)
 
     async def hold(self) -> None:
-        """Keep renewing; return when leadership is lost (renewals failed past the deadline)."""
+        """Keep renewing; return the moment the renew deadline passes without a renewal.
+
+        A timer watches the deadline, so this returns on time even while a renewal hangs."""
+        loop = asyncio.get_running_loop()
+        self._lost = asyncio.Event()
+        self._timer = loop.call_at(self._deadline(), self._lost.set)
+        renewing = asyncio.create_task(self._renew_loop())
+        try:
+            lost = asyncio.ensure_future(self._lost.wait())
+            await asyncio.wait({lost, renewing}, return_when=asyncio.FIRST_COMPLETED)
+            lost.cancel()
+            if renewing.done():  # it only ends by cancellation; anything else is a bug to show
+                renewing.result()
+        finally:
+            self._timer.cancel()
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
+            self._set_leading(False)
+        logger.error(
+            "could not renew the Lease %s/%s within its renew deadline (%.0fs): stopped writing; stopping",
+            self.namespace,
+            self.name,
+            self.timings.renew_deadline,
+        )
+
+    def _deadline(self) -> float:
+        # time.monotonic() is the event loop's clock (asyncio's BaseEventLoop.time)
+        return self._last_renewed + self.timings.renew_deadline
+
+    async def _renew_loop(self) -> None:
         while True:
             await asyncio.sleep(self.timings.retry_period)
-            if await self._try_acquire_or_renew():
-                continue
-            if self._monotonic() - self._last_renewed > self.timings.renew_deadline:
-                logger.error("lost the Lease %s/%s; stopping", self.namespace, self.name)
-                return
+            remaining = self._deadline() - time.monotonic()
+            if remaining > 0:
+                await self._try_acquire_or_renew(remaining)
 
     async def release(self) -> None:
         """Hand over at once on a clean shutdown instead of making the standby wait out the Lease."""
+        self._set_leading(False)
+        timeout = (CONNECT_TIMEOUT, READ_TIMEOUT / 3)
         try:
-            lease = await asyncio.to_thread(self._api.json, "GET", self._path)
+            lease = await asyncio.to_thread(self._api.json, "GET", self._path, timeout=timeout)
             spec = lease.get("spec") or {}
             if spec.get("holderIdentity") != self.identity:
                 return
@@ -91,14 +147,20 @@ class LeaderElector:
                 "leaseDurationSeconds": 1,
                 "renewTime": _micro_time(),
             }
-            await asyncio.to_thread(self._api.json, "PUT", self._path, body=lease)
+            await asyncio.to_thread(self._api.json, "PUT", self._path, body=lease, timeout=timeout)
             logger.info("released the Lease %s/%s", self.namespace, self.name)
         except (ApiException, OSError, ValueError) as error:
             logger.warning("could not release the Lease: %s", type(error).__name__)
 
-    async def _try_acquire_or_renew(self) -> bool:
+    async def _try_acquire_or_renew(self, within: float) -> bool:
+        """One attempt, given up after `within` seconds (each request gets at most half of it)."""
+        per_request = max(min(READ_TIMEOUT, within / 2), 0.1)
+        timeout = (min(CONNECT_TIMEOUT, per_request), per_request)
         try:
-            return await asyncio.to_thread(self._attempt)
+            won_at = await asyncio.wait_for(asyncio.to_thread(self._attempt, timeout), within)
+        except TimeoutError:
+            logger.warning("Lease %s/%s: no answer within %.1fs", self.namespace, self.name, within)
+            return False
         except ApiException as error:
             if error.status == 409:  # someone else wrote the Lease first
                 return False
@@ -107,11 +169,19 @@ class LeaderElector:
         except (OSError, ValueError) as error:
             logger.warning("Lease %s/%s: %s", self.namespace, self.name, type(error).__name__)
             return False
+        self.connected.set()
+        if won_at is None:
+            return False
+        self._won(won_at)
+        return True
 
-    def _attempt(self) -> bool:
-        now = self._monotonic()
+    def _attempt(self, timeout: tuple[float, float]) -> float | None:
+        """In a thread: one read and, if the Lease is ours to take or keep, one write.
+
+        Returns when the winning attempt started (the renewal counts from then), else None."""
+        now = time.monotonic()  # before the request: the renewal counts from when it was sent
         try:
-            lease = self._api.json("GET", self._path)
+            lease = self._api.json("GET", self._path, timeout=timeout)
         except ApiException as error:
             if error.status != 404:
                 raise
@@ -122,10 +192,8 @@ class LeaderElector:
                 "spec": self._spec(acquire_time=None, transitions=0),
             }
             collection = self._path.rsplit("/", 1)[0]
-            self._api.json("POST", collection, body=body)
-            self._won(now)
-            return True
-        self.connected.set()
+            self._api.json("POST", collection, body=body, timeout=timeout)
+            return now
         spec = lease.get("spec") or {}
         holder = spec.get("holderIdentity")
         record = (
@@ -138,13 +206,12 @@ class LeaderElector:
             self._observed, self._observed_at = record, now
         duration = spec.get("leaseDurationSeconds") or self.timings.duration
         if holder and holder != self.identity and now < self._observed_at + duration:
-            return False
+            return None
         transitions = (spec.get("leaseTransitions") or 0) + (0 if holder == self.identity else 1)
         keep = spec.get("acquireTime") if holder == self.identity else None
         lease["spec"] = self._spec(acquire_time=keep, transitions=transitions)
-        self._api.json("PUT", self._path, body=lease)
-        self._won(now)
-        return True
+        self._api.json("PUT", self._path, body=lease, timeout=timeout)  # carries resourceVersion
+        return now
 
     def _spec(self, acquire_time: str | None, transitions: int) -> dict[str, Any]:
         now = _micro_time()
@@ -156,6 +223,14 @@ class LeaderElector:
             "leaseTransitions": transitions,
         }
 
-    def _won(self, now: float) -> None:
-        self.connected.set()
-        self._last_renewed = now
+    def _won(self, started: float) -> None:
+        self._last_renewed = max(self._last_renewed, started)
+        if self._timer is not None and self._lost is not None and not self._lost.is_set():
+            self._timer.cancel()
+            self._timer = asyncio.get_running_loop().call_at(self._deadline(), self._lost.set)
+
+    def _set_leading(self, leading: bool) -> None:
+        if leading != self._leading:
+            self._leading = leading
+            if self._on_leading is not None:
+                self._on_leading(leading)

@@ -40,6 +40,11 @@ class Metrics:
             ("result",),
             registry=r,
         )
+        self.leader = Gauge(
+            "simacan_leader",
+            "1 on the replica that is active (holds the Lease, or runs without leader election), else 0.",
+            registry=r,
+        )
         self.requests = Histogram(
             "simacan_auth_api_request_duration_seconds",
             "Auth API request duration by endpoint and outcome (HTTP status, timeout, unreachable).",

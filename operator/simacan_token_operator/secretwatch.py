@@ -4,7 +4,9 @@ kopf keeps a memory per watched object, so watching every Secret of a cluster th
 would cost memory per Secret and stream every Secret's data into this process. This watch
 asks the API server for metadata only (PartialObjectMetadata) and keeps nothing but a
 resourceVersion. A thread per watched namespace (one in all for --all-namespaces) reads the
-stream; events go to the event loop as (namespace, name).
+stream; events go to the event loop as (namespace, name). A watch that stays silent past the
+read timeout (deadlines.py) is treated as dead: the thread lists again and every worker
+looks again, since events may have been missed.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
+from .deadlines import CONNECT_TIMEOUT, WATCH_READ_TIMEOUT, WATCH_SERVER_TIMEOUT
 from .kube import RawApi
 
 logger = logging.getLogger(__name__)
@@ -26,8 +29,8 @@ logger = logging.getLogger(__name__)
 METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 """For watch events; a list needs the List kind (the API server answers 406 otherwise)."""
 METADATA_ONLY_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
-WATCH_TIMEOUT_SECONDS = 300
-RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
+RETRY_SECONDS = (0.5, 1.0, 2.0)
+"""Short: the resync after an API server outage waits for this, and a list is cheap."""
 
 
 class _Gone(Exception):
@@ -71,22 +74,24 @@ class SecretWatch:
     def _run(self, namespace: str | None) -> None:
         failures = 0
         version: str | None = None
+        missed = False
         while not self._stopping.is_set():
             try:
                 if version is None:
                     version = self._current_version(namespace)
-                    if failures:  # events may have been missed while we were away
+                    if missed:  # events may have been missed while we were away
+                        missed = False
                         self._post(self._on_resync)
                 version = self._follow(namespace, version)
                 failures = 0
             except _Gone:
-                version = None
+                version, missed = None, True
             except (ApiException, HTTPError, OSError, ValueError) as error:
                 if self._stopping.is_set():
                     return
                 delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
                 failures += 1
-                version = None
+                version, missed = None, True
                 logger.warning(
                     "watching Secrets in %s failed (%s); retrying in %.0fs",
                     namespace or "all namespaces",
@@ -112,9 +117,11 @@ class SecretWatch:
                 "watch": "true",
                 "resourceVersion": version,
                 "allowWatchBookmarks": "true",
-                "timeoutSeconds": WATCH_TIMEOUT_SECONDS,
+                "timeoutSeconds": WATCH_SERVER_TIMEOUT,
             },
             accept=METADATA_ONLY,
+            # Bookmarks arrive at least once a minute: a longer silence is a dead connection.
+            timeout=(CONNECT_TIMEOUT, WATCH_READ_TIMEOUT),
         ).response
         self._responses[namespace] = response
         try:

@@ -1,0 +1,144 @@
+"""The Kube seam: names never become paths unchecked, repeated Events fold into one, the fence holds."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import threading
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import pytest
+from kubernetes import client
+
+from simacan_token_operator.kube import InvalidName, Kube, KubeError, NotLeader, ObjectRef, checked_name
+from tests.unit.kubeapi import api_client_for, emulated_api
+
+
+@pytest.fixture
+def api() -> Iterator[client.ApiClient]:
+    with emulated_api() as url:
+        api = api_client_for(url)
+        yield api
+        api.close()  # type: ignore[no-untyped-call]
+
+
+def _namespace(api: client.ApiClient, name: str) -> str:
+    body: Any = {"metadata": {"name": name}}
+    client.CoreV1Api(api).create_namespace(body)
+    return name
+
+
+def _events(api: client.ApiClient, namespace: str) -> list[Any]:
+    return list(client.CoreV1Api(api).list_namespaced_event(namespace).items)
+
+
+REF = ObjectRef(
+    "ns-a",
+    "fleet-api",
+    "0b5e3c5e-0000-4000-8000-000000000001",
+    "auth.simacan.com/v1alpha1",
+    "SimacanCredential",
+)
+
+
+@pytest.mark.parametrize(
+    "name", ["../../other-ns/secrets/x", "a/b", "UPPER", "", "x" * 254, "-leading", "with space", "%2e%2e"]
+)
+def test_a_name_that_is_not_a_dns_subdomain_never_becomes_a_path(name: str) -> None:
+    with pytest.raises(InvalidName) as raised:
+        checked_name("Secret", name)
+    assert isinstance(raised.value, KubeError) and isinstance(raised.value, ValueError)
+    assert raised.value.status == 422
+
+
+def test_valid_names_pass_unchanged() -> None:
+    assert checked_name("Secret", "fleet-api.token-1") == "fleet-api.token-1"
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    paths: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        self.paths.append(self.path)
+        self.send_response(404)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_a_traversal_name_from_a_spec_reaches_no_server() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        kube = Kube(api_client_for(f"http://127.0.0.1:{server.server_address[1]}"))
+        with pytest.raises(InvalidName):
+            asyncio.run(kube.read_secret("team-a", "../../other-ns/secrets/x"))
+        assert asyncio.run(kube.read_secret("team-a", "fine")) is None  # the server does get valid names
+        assert _Recorder.paths == ["/api/v1/namespaces/team-a/secrets/fine"]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_repeated_events_increase_the_count_of_one_event(api: client.ApiClient) -> None:
+    namespace = _namespace(api, "ns-a")
+    kube = Kube(api)
+
+    async def post(reason: str, message: str) -> None:
+        await kube.post_event(REF, "Warning", reason, message)
+
+    async def scenario() -> None:
+        for _ in range(3):
+            await post("AuthUnavailable", "the Auth API answered HTTP 503")
+        await post("AuthUnavailable", "the Auth API timed out")  # another message: another Event
+        await post("InvalidCredentials", "the Auth API answered HTTP 401")
+
+    asyncio.run(scenario())
+    events = _events(api, namespace)
+    counts = sorted((e.reason, e.message, e.count) for e in events)
+    assert counts == [
+        ("AuthUnavailable", "the Auth API answered HTTP 503", 3),
+        ("AuthUnavailable", "the Auth API timed out", 1),
+        ("InvalidCredentials", "the Auth API answered HTTP 401", 1),
+    ]
+    repeated = next(e for e in events if e.count == 3)
+    assert repeated.last_timestamp >= repeated.first_timestamp
+
+
+def test_an_event_deleted_on_the_server_is_posted_afresh(api: client.ApiClient) -> None:
+    namespace = _namespace(api, "ns-a")
+    kube = Kube(api)
+    asyncio.run(kube.post_event(REF, "Warning", "AuthUnavailable", "down"))
+    (first,) = _events(api, namespace)
+    client.CoreV1Api(api).delete_namespaced_event(first.metadata.name, namespace)  # as the event TTL does
+    asyncio.run(kube.post_event(REF, "Warning", "AuthUnavailable", "down"))
+    (second,) = _events(api, namespace)
+    assert second.metadata.name != first.metadata.name and second.count == 1
+
+
+class _Closed:
+    def write_budget(self) -> float | None:
+        return None
+
+
+def test_a_replica_that_is_not_the_leader_writes_nothing(api: client.ApiClient) -> None:
+    namespace = _namespace(api, "ns-a")
+    kube = Kube(api, fence=_Closed())
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "fleet-api"}, "type": "Opaque"}
+    with pytest.raises(NotLeader):
+        asyncio.run(kube.create_secret(namespace, secret))
+    with pytest.raises(NotLeader):
+        asyncio.run(kube.post_event(REF, "Normal", "Issued", "first token"))
+    assert asyncio.run(kube.read_secret(namespace, "fleet-api")) is None  # reads still work
+    assert _events(api, namespace) == []
+
+
+def test_a_replace_without_resource_version_is_refused_before_sending(api: client.ApiClient) -> None:
+    namespace = _namespace(api, "ns-a")
+    kube = Kube(api)
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "fleet-api"}, "type": "Opaque"}
+    asyncio.run(kube.create_secret(namespace, secret))
+    with pytest.raises(ValueError, match="resourceVersion"):
+        asyncio.run(kube.replace_secret(namespace, secret))

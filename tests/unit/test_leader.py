@@ -1,0 +1,70 @@
+"""Leader election: a leader whose renewals hang stops writing at its renew deadline, strictly
+before a standby may take over. The leader reaches the API through a proxy that black-holes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from localenv.tcpproxy import TcpProxy
+from simacan_token_operator.leader import LeaderElector, LeaseTimings
+from tests.unit.kubeapi import api_client_for, emulated_api
+
+TIMINGS = LeaseTimings(duration=3.0, renew_deadline=2.0, retry_period=0.3)
+
+
+@pytest.fixture
+def api() -> Iterator[tuple[str, TcpProxy]]:
+    """The URL of an emulated API server, and a proxy in front of it."""
+    with emulated_api() as url, TcpProxy("127.0.0.1", int(url.rsplit(":", 1)[1])) as proxy:
+        yield url, proxy
+
+
+def _elector(url: str, identity: str, changes: list[bool] | None = None) -> LeaderElector:
+    return LeaderElector(
+        api_client_for(url),
+        "default",
+        "unit-lease",
+        identity,
+        TIMINGS,
+        on_leading=None if changes is None else changes.append,
+    )
+
+
+def test_a_black_holed_leader_stops_writing_before_the_standby_takes_over(api: tuple[str, TcpProxy]) -> None:
+    direct, proxy = api
+    proxied = f"http://127.0.0.1:{proxy.port}"
+    changes: list[bool] = []
+
+    async def scenario() -> tuple[float, float, float]:
+        leader = _elector(proxied, "leader", changes)
+        standby = _elector(direct, "standby")
+        await leader.acquire()
+        holding = asyncio.create_task(leader.hold())
+        await asyncio.sleep(TIMINGS.retry_period * 3)  # a few good renewals
+        assert leader.write_budget() is not None and not holding.done()
+
+        proxy.blackhole()
+        blackholed = time.monotonic()
+        taking_over = asyncio.create_task(standby.acquire())
+        # The fence closes by the clock, whether or not the loop got to run the timer yet.
+        while leader.write_budget() is not None:
+            await asyncio.sleep(0.01)
+        fenced = time.monotonic()
+        await asyncio.wait_for(holding, TIMINGS.renew_deadline)  # returns without the hung renewal
+        await asyncio.wait_for(taking_over, TIMINGS.duration * 3)
+        return blackholed, fenced, time.monotonic()
+
+    blackholed, fenced, standby_won = asyncio.run(scenario())
+    assert fenced - blackholed <= TIMINGS.renew_deadline + 0.2
+    assert fenced < standby_won
+    # The standby may only win a full lease duration after the last renewal it saw.
+    assert standby_won - fenced >= TIMINGS.duration - TIMINGS.renew_deadline - 0.2
+    assert changes == [True, False]
+    print(
+        f"fence closed {fenced - blackholed:.2f}s after the black hole; "
+        f"standby led {standby_won - fenced:.2f}s later"
+    )
