@@ -22,6 +22,7 @@ NEEDED = {
     ("", "secrets", "create"),
     ("", "secrets", "update"),
     ("", "events", "create"),
+    ("", "events", "patch"),
 }
 LEADER_ELECTION = {
     ("coordination.k8s.io", "leases", "get"),
