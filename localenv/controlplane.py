@@ -76,6 +76,8 @@ class ControlPlane:
     work_dir: Path
     provision_seconds: float
     pids: dict[str, int]
+    processes: _Processes | None = field(default=None, repr=False, compare=False)
+    """Fault injection for the fault tests: kill, stop and start etcd or kube-apiserver again."""
 
     def kubeconfig_for_service_account(
         self, namespace: str, name: str, expiration_seconds: int = 3600
@@ -148,6 +150,10 @@ def running_control_plane(
         )
         ready = _Https(server, pki.tls.ca_file, admin_token)
         _wait_until(lambda: ready.ok("/readyz"), deadline, apiserver, "kube-apiserver /readyz")
+        restartable = {
+            "etcd": (etcd.argv, lambda: _http_ok(f"http://127.0.0.1:{etcd_client}/health"), "etcd /health"),
+            "kube-apiserver": (apiserver.argv, lambda: ready.ok("/readyz"), "kube-apiserver /readyz"),
+        }
         kcm = supervisor.start(
             "kube-controller-manager",
             _controller_manager_argv(
@@ -173,6 +179,7 @@ def running_control_plane(
             work_dir=work_dir,
             provision_seconds=time.monotonic() - started,
             pids={"etcd": etcd.pid, "kube-apiserver": apiserver.pid, "kube-controller-manager": kcm.pid},
+            processes=_Processes(supervisor, restartable),
         )
 
 
@@ -280,6 +287,7 @@ class _Started:
     name: str
     process: subprocess.Popen[bytes]
     log: Path
+    argv: list[str] = field(default_factory=list)
 
     @property
     def pid(self) -> int:
@@ -343,8 +351,8 @@ class _Supervisor:
         if self._previous_sigterm is not None:
             signal.signal(signal.SIGTERM, self._previous_sigterm)
 
-    def start(self, name: str, argv: Sequence[str]) -> _Started:
-        log = self._log_dir / f"{name}.log"
+    def start(self, name: str, argv: Sequence[str], log_name: str | None = None) -> _Started:
+        log = self._log_dir / f"{log_name or name}.log"
         # PR_SET_PDEATHSIG fires when the *thread* that forked exits, so only use it from the main thread.
         preexec = _die_with_parent if threading.current_thread() is threading.main_thread() else None
         with log.open("wb") as sink:
@@ -359,9 +367,44 @@ class _Supervisor:
             )
         with _live_lock:
             _live[process.pid] = process
-        started = _Started(name, process, log)
+        started = _Started(name, process, log, list(argv))
         self._started.append(started)
         return started
+
+    def latest(self, name: str) -> _Started:
+        return next(s for s in reversed(self._started) if s.name == name)
+
+
+class _Processes:
+    """Kill, stop and restart etcd or kube-apiserver with the same arguments and data, as an
+    outage or a crash would, so tests can watch the operator recover without restarting."""
+
+    def __init__(
+        self, supervisor: _Supervisor, restartable: dict[str, tuple[list[str], Callable[[], bool], str]]
+    ) -> None:
+        self._supervisor = supervisor
+        self._restartable = restartable
+
+    def kill(self, name: str, signum: int = signal.SIGKILL) -> None:
+        """Send `signum` (default SIGKILL: no cleanup) and wait until the process is gone."""
+        process = self._supervisor.latest(name).process
+        if process.poll() is None:
+            process.send_signal(signum)
+            try:
+                process.wait(timeout=STOP_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=STOP_TIMEOUT_SECONDS)
+        with _live_lock:
+            _live.pop(process.pid, None)
+
+    def start(self, name: str, timeout: float = STARTUP_TIMEOUT_SECONDS) -> int:
+        """Start `name` again (same flags, same data) and wait until it is healthy; returns its pid."""
+        argv, healthy, what = self._restartable[name]
+        restarts = sum(1 for s in self._supervisor._started if s.name == name)
+        started = self._supervisor.start(name, argv, log_name=f"{name}.{restarts}")
+        _wait_until(healthy, time.monotonic() + timeout, started, what)
+        return started.pid
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
