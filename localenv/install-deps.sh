@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the e2e control plane needs and is not in the repository: etcd (Debian's
-# etcd-server), kubectl, and the cached kube-apiserver/kube-controller-manager build.
+# Installs what the e2e tier needs and is not in the repository: etcd (Debian's etcd-server),
+# kubectl, the cached kube-apiserver/kube-controller-manager/kubelet build, and for the node
+# (localenv/node.py) Debian's containerd, runc and busybox-static.
 # Idempotent: with everything present it only checks, and never runs apt-get update.
 set -euo pipefail
 
@@ -8,14 +9,20 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 as_root=()
 [[ $(id -u) -eq 0 ]] || as_root=(sudo)
 
-if ! command -v etcd >/dev/null; then
-    echo "installing etcd-server from Debian" >&2
+missing=()
+command -v etcd >/dev/null || missing+=(etcd-server)
+command -v containerd >/dev/null && command -v ctr >/dev/null || missing+=(containerd)
+command -v runc >/dev/null || missing+=(runc)
+[[ -x /bin/busybox ]] && /bin/busybox --list >/dev/null 2>&1 || missing+=(busybox-static)
+
+if [[ ${#missing[@]} -gt 0 ]]; then
+    echo "installing ${missing[*]} from Debian" >&2
     export DEBIAN_FRONTEND=noninteractive
     "${as_root[@]}" apt-get update -qq >&2
-    "${as_root[@]}" apt-get install -y -qq --no-install-recommends etcd-server >&2
-    # The package enables a system etcd on :2379; the tests start their own on free ports.
+    "${as_root[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+    # The packages enable a system etcd on :2379 and a system containerd; the tests start their own.
     if [[ -d /run/systemd/system ]]; then
-        "${as_root[@]}" systemctl disable --now etcd >/dev/null 2>&1 || true
+        "${as_root[@]}" systemctl disable --now etcd containerd >/dev/null 2>&1 || true
     fi
 fi
 
@@ -27,5 +34,6 @@ if ! command -v kubectl >/dev/null; then
     "${as_root[@]}" ln -sf "$bin_dir/kubectl" /usr/local/bin/kubectl
 fi
 
-"$here/build-control-plane.sh" >/dev/null
-echo "etcd: $(command -v etcd), kubectl: $(command -v kubectl), control plane: $("$here/build-control-plane.sh")" >&2
+bin_dir="$("$here/build-control-plane.sh" --with-kubelet)"
+echo "etcd: $(command -v etcd), kubectl: $(command -v kubectl), containerd: $(command -v containerd)," \
+    "control plane and kubelet: $bin_dir" >&2
