@@ -6,8 +6,8 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
-from .reconciler import CredentialWorker, Runtime
-from .spec import REFRESH_REQUESTED_ANNOTATION
+from .spec import REFRESH_REQUESTED_ANNOTATION, watched_secrets
+from .worker import CredentialWorker, Runtime
 
 
 def _snapshot(body: Mapping[str, Any], with_status: bool) -> dict[str, Any]:
@@ -48,32 +48,31 @@ class Controller:
         self.runtime = runtime
         self.workers: dict[tuple[str, str], CredentialWorker] = {}
         self._by_secret: defaultdict[tuple[str, str], set[tuple[str, str]]] = defaultdict(set)
-        self._indexed: dict[tuple[str, str], set[str]] = {}
+        self._watched: dict[tuple[str, str], frozenset[str]] = {}
 
     async def observe(self, body: Mapping[str, Any]) -> None:
         """A SimacanCredential was listed, added or modified."""
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
         worker = self.workers.get(key)
-        if worker is not None and worker.body["metadata"].get("uid") != meta.get("uid"):
+        if worker is not None and worker.credential["metadata"].get("uid") != meta.get("uid"):
             await self.forget(*key)  # deleted and re-created between two events: start afresh
             worker = None
+        self._index(key, watched_secrets(meta["name"], meta["namespace"], body.get("spec") or {}))
         if worker is not None:
-            changed = _relevant(worker.body) != _relevant(body)
-            worker.body = _snapshot(body, with_status=False)
+            changed = _relevant(worker.credential) != _relevant(body)
+            worker.update(_snapshot(body, with_status=False))
             if changed:
                 worker.nudge()
         else:
-            worker = CredentialWorker(
-                key[0], key[1], self.runtime, _snapshot(body, with_status=True), on_watch=self._index
-            )
+            worker = CredentialWorker(_snapshot(body, with_status=True), self.runtime)
             self.workers[key] = worker
             worker.start()
 
     async def forget(self, namespace: str, name: str) -> None:
         worker = self.workers.pop((namespace, name), None)
+        self._index((namespace, name), frozenset())
         if worker is not None:
-            self._unindex(worker)
             await worker.stop()
 
     def secret_changed(self, namespace: str, name: str) -> None:
@@ -95,19 +94,16 @@ class Controller:
         for key in list(self.workers):
             await self.forget(*key)
 
-    def _index(self, worker: CredentialWorker) -> None:
-        self._unindex(worker)
-        key = (worker.namespace, worker.name)
-        names = {n for n in (worker.watched.credentials, worker.watched.target) if n}
-        for secret in names:
-            self._by_secret[(worker.namespace, secret)].add(key)
-        self._indexed[key] = names
-
-    def _unindex(self, worker: CredentialWorker) -> None:
-        key = (worker.namespace, worker.name)
-        for secret in self._indexed.pop(key, set()):
-            users = self._by_secret.get((worker.namespace, secret))
+    def _index(self, key: tuple[str, str], secrets: frozenset[str]) -> None:
+        """Route events of these Secrets (in the credential's namespace) to the credential's worker."""
+        namespace = key[0]
+        for secret in self._watched.pop(key, frozenset()) - secrets:
+            users = self._by_secret.get((namespace, secret))
             if users is not None:
                 users.discard(key)
                 if not users:
-                    del self._by_secret[(worker.namespace, secret)]
+                    del self._by_secret[(namespace, secret)]
+        for secret in secrets:
+            self._by_secret[(namespace, secret)].add(key)
+        if secrets:
+            self._watched[key] = secrets

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from . import reasons
 from .authapi import AuthAPI
 from .errors import AuthError, PermanentAuthError, RefreshRejected, TransientAuthError
 from .schedule import backoff_delay, jitter_fraction
@@ -20,6 +21,19 @@ from .spec import LoginSource
 from .tokens import TokenSet
 
 Usable = Callable[[TokenSet], bool]
+
+MIN_FETCH_SPACING_SECONDS = 1.0
+"""At most one request per login source this often while its tokens are short-lived: a token
+that lives a second must not become a login every few milliseconds. Below the shortest
+lifetime the tests use (3 s, refreshed after 2 s), so it never delays a normal refresh."""
+SHORT_LIFETIME_SECONDS = 60.0
+"""Tokens living less than this are short-lived; real Simacan tokens live an hour."""
+
+
+class TokenLifetimeTooShort(TransientAuthError):
+    """The spacing held back a request; the credential keeps its token until it is allowed."""
+
+    reason = reasons.TOKEN_LIFETIME_TOO_SHORT
 
 
 @dataclass
@@ -29,6 +43,7 @@ class _Entry:
     failure: AuthError | None = None
     failures: int = 0
     retry_at: float = 0.0
+    fetched_at: float = float("-inf")
     users: set[str] = field(default_factory=set)
 
 
@@ -65,15 +80,6 @@ class TokenPool:
         if entry is not None:
             entry.failure, entry.failures, entry.retry_at = None, 0, 0.0
 
-    def seed(self, source: LoginSource, token: TokenSet) -> None:
-        """Share a token read back from a Secret after a restart, so siblings need no login either."""
-        entry = self._entries.setdefault(source.key, _Entry())
-        # Never displace a token we obtained ourselves: only it carries the refresh token.
-        if entry.token is None or (
-            entry.token.refresh_token is None and entry.token.expires_at < token.expires_at
-        ):
-            entry.token = token
-
     async def obtain(self, source: LoginSource, usable: Usable) -> TokenSet:
         """A token that satisfies `usable`: the shared one if it does, else a refresh or login.
 
@@ -85,6 +91,8 @@ class TokenPool:
                 return entry.token
             if entry.failure is not None and self._clock() < entry.retry_at:
                 raise entry.failure.with_traceback(None)  # don't pile up every caller's frames
+            self._check_spacing(entry)
+            entry.fetched_at = self._clock()
             try:
                 token = await self._fetch(source, entry.token)
             except TransientAuthError as error:
@@ -100,6 +108,15 @@ class TokenPool:
                 raise
             entry.token, entry.failure, entry.failures, entry.retry_at = token, None, 0, 0.0
             return token
+
+    def _check_spacing(self, entry: _Entry) -> None:
+        wait = entry.fetched_at + MIN_FETCH_SPACING_SECONDS - self._clock()
+        if wait > 0 and entry.token is not None and entry.token.lifetime < SHORT_LIFETIME_SECONDS:
+            raise TokenLifetimeTooShort(
+                f"the Auth API's tokens live only {max(entry.token.lifetime, 0):.1f}s; the operator asks "
+                f"for a new one at most every {MIN_FETCH_SPACING_SECONDS:.0f}s per account",
+                retry_after=wait,
+            )
 
     def retry_at(self, source: LoginSource) -> float | None:
         entry = self._entries.get(source.key)

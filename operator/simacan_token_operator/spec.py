@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from . import reasons
 from .schedule import parse_duration
 
 GROUP = "auth.simacan.com"
@@ -27,7 +29,7 @@ DEFAULT_ALLOWED_HOSTS = (urlsplit(PRODUCTION_URL).hostname or "", urlsplit(STAGI
 class SpecError(ValueError):
     """The spec cannot be acted on; the message tells the user which field to fix."""
 
-    reason = "InvalidSpec"
+    reason = reasons.INVALID_SPEC
 
     @property
     def message(self) -> str:
@@ -37,7 +39,7 @@ class SpecError(ValueError):
 class AuthURLNotAllowed(SpecError):
     """The operator refuses to send a password to this URL."""
 
-    reason = "AuthURLNotAllowed"
+    reason = reasons.AUTH_URL_NOT_ALLOWED
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,6 @@ class AuthURLPolicy:
     """
 
     allowed_hosts: frozenset[str] = frozenset(DEFAULT_ALLOWED_HOSTS)
-    allow_insecure_http: bool = False
 
     def check_auth_url(self, url: str) -> None:
         try:
@@ -60,16 +61,16 @@ class AuthURLPolicy:
             raise SpecError(
                 "spec.authURL is not a valid URL; expected https://HOST[:PORT]/PATH, e.g. " + PRODUCTION_URL
             ) from None
-        if parts.scheme != "https" and not (parts.scheme == "http" and self.allow_insecure_http):
+        if parts.scheme != "https":
             raise AuthURLNotAllowed(f"spec.authURL must use https:// (got {parts.scheme or 'no'} scheme)")
         if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
             raise AuthURLNotAllowed("spec.authURL must not carry user info, a query or a fragment")
         if not host:
             raise SpecError("spec.authURL has no valid host name")
-        effective_port = port if port is not None else HTTPS_PORT if parts.scheme == "https" else 80
+        effective_port = port if port is not None else HTTPS_PORT
         if f"{host}:{effective_port}" in self.allowed_hosts:
             return
-        if host in self.allowed_hosts and (effective_port == HTTPS_PORT or parts.scheme == "http"):
+        if host in self.allowed_hosts and effective_port == HTTPS_PORT:
             return
         allowed = ", ".join(sorted(self.allowed_hosts))
         where = host if effective_port == HTTPS_PORT else f"{host}:{effective_port}"
@@ -98,6 +99,27 @@ class CredentialSpec:
         return self.secret_name or self.name
 
 
+def watched_secrets(name: str, namespace: str, spec: Mapping[str, Any]) -> frozenset[str]:
+    """The Secrets whose changes concern a credential: its credentials Secret and its token Secret."""
+    try:
+        parsed = parse_spec(name, namespace, spec)
+    except SpecError:
+        return frozenset()
+    return frozenset({parsed.credentials_secret, parsed.target_secret})
+
+
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def _secret_name(value: object, where: str) -> str:
+    """A Secret name ends up in an API path: only a DNS-1123 subdomain may get that far."""
+    if not isinstance(value, str) or len(value) > 253 or not _DNS_SUBDOMAIN.fullmatch(value):
+        raise SpecError(
+            f"{where} must be a Secret name: lower-case letters, digits, '-' and '.' (got {value!r:.80})"
+        )
+    return value
+
+
 def _str_map(value: object, where: str) -> dict[str, str]:
     if value is None:
         return {}
@@ -113,6 +135,8 @@ def parse_spec(name: str, namespace: str, spec: Mapping[str, Any]) -> Credential
     ref = spec.get("credentialsSecretRef")
     if not isinstance(ref, Mapping) or not isinstance(ref.get("name"), str) or not ref["name"]:
         raise SpecError("spec.credentialsSecretRef.name is required")
+    credentials_secret = _secret_name(ref["name"], "spec.credentialsSecretRef.name")
+    secret_name = _secret_name(spec.get("secretName") or name, "spec.secretName")
     refresh_before = spec.get("refreshBefore")
     seconds: float | None = None
     if refresh_before is not None:
@@ -131,11 +155,11 @@ def parse_spec(name: str, namespace: str, spec: Mapping[str, Any]) -> Credential
     return CredentialSpec(
         name=name,
         namespace=namespace,
-        credentials_secret=ref["name"],
+        credentials_secret=credentials_secret,
         username_key=str(ref.get("usernameKey") or "username"),
         password_key=str(ref.get("passwordKey") or "password"),
         auth_url=auth_url.rstrip("/"),
-        secret_name=str(spec.get("secretName") or ""),
+        secret_name=secret_name,
         labels=_str_map(template.get("labels"), "spec.secretTemplate.labels"),
         annotations=_str_map(template.get("annotations"), "spec.secretTemplate.annotations"),
         refresh_before=seconds,

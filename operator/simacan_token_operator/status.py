@@ -15,8 +15,14 @@ from .tokens import TokenSet
 from .tokensecret import rfc3339
 
 READY = "Ready"
-TOKEN_VALID = "TokenValid"  # noqa: S105 - a condition reason, not a secret
-SUSPENDED = "Suspended"
+
+
+@dataclass(frozen=True)
+class ReadyState:
+    """What the previous status said of Ready: enough to keep lastTransitionTime when it stays."""
+
+    status: str
+    since: str
 
 
 @dataclass(frozen=True)
@@ -38,17 +44,12 @@ def render_status(
     secret_name: str | None,
     generation: int | None,
     handled_request: str | None,
-    previous: Mapping[str, Any],
+    previous: ReadyState | None,
     now: float,
 ) -> dict[str, Any]:
     """None values are deliberate: in a merge patch they delete fields that no longer apply."""
-    condition = ready_condition(previous)
     state = "True" if outcome.ready else "False"
-    transition = (
-        condition["lastTransitionTime"]
-        if condition and condition.get("status") == state and condition.get("lastTransitionTime")
-        else rfc3339(now)
-    )
+    transition = previous.since if previous is not None and previous.status == state else rfc3339(now)
     token = outcome.token
     return {
         "observedGeneration": generation,
@@ -94,14 +95,16 @@ def ready_reason(status: Mapping[str, Any]) -> str | None:
     return reason if isinstance(reason, str) else None
 
 
-def fingerprint(status: Mapping[str, Any]) -> str:
+def status_digest(status: Mapping[str, Any]) -> str:
     """What a worker remembers of the status it wrote: a digest, not thousands of dicts."""
     return hashlib.sha256(json.dumps(present(status), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def ready_since(status: Mapping[str, Any]) -> dict[str, Any]:
-    """Just enough of the previous status to keep the Ready condition's lastTransitionTime."""
+def ready_state(status: Mapping[str, Any]) -> ReadyState | None:
     condition = ready_condition(status)
     if condition is None:
-        return {}
-    return {"conditions": [{k: condition.get(k) for k in ("type", "status", "lastTransitionTime")}]}
+        return None
+    state, since = condition.get("status"), condition.get("lastTransitionTime")
+    if not isinstance(state, str) or not isinstance(since, str):
+        return None
+    return ReadyState(state, since)

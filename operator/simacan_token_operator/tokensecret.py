@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .spec import GROUP, CredentialSpec
-from .tokens import TokenParseError, TokenSet, stored_token
+from .tokens import TokenParseError, TokenSet, jwt_exp, stored_token
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "simacan-token-operator"
@@ -41,7 +41,7 @@ def parse_rfc3339(text: object) -> float | None:
         return None
     try:
         return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
+    except (ValueError, OverflowError):
         return None
 
 
@@ -75,28 +75,35 @@ class StoredSecret:
     token: TokenSet | None
     account: str | None
     token_digest: str | None
-    body: Mapping[str, Any]
+    jwt_expiry: float | None = None
+    """The token's own `exp` claim."""
+    annotated_expiry: float | None = None
+    """The expiry annotation written beside it; never later than `exp` for a token we wrote."""
 
 
 def read_stored(secret: Mapping[str, Any]) -> StoredSecret:
     metadata = secret.get("metadata") or {}
     annotations = metadata.get("annotations") or {}
     raw = decoded_value(secret.get("data") or {}, TOKEN_KEY)
+    annotated_expiry = parse_rfc3339(annotations.get(EXPIRES_AT_ANNOTATION))
     token: TokenSet | None = None
+    jwt_expiry: float | None = None
     if raw:
         try:
             token = stored_token(
                 raw,
                 obtained_at=parse_rfc3339(annotations.get(REFRESHED_AT_ANNOTATION)),
-                expires_at=parse_rfc3339(annotations.get(EXPIRES_AT_ANNOTATION)),
+                expires_at=annotated_expiry,
             )
+            jwt_expiry = jwt_exp(raw)
         except TokenParseError:
             token = None
     return StoredSecret(
         token=token,
         account=annotations.get(ACCOUNT_ANNOTATION),
         token_digest=digest(raw) if raw else None,
-        body=secret,
+        jwt_expiry=jwt_expiry,
+        annotated_expiry=annotated_expiry,
     )
 
 

@@ -1,7 +1,9 @@
-"""Why a credential needs a new token now: one named reason per case, decided by pure functions.
+"""Why a credential needs a new token now: every reason, decided by pure functions in one place.
 
-Like cert-manager's renewal policies: each policy looks at the observed state and returns a
-Trigger (reason and message, shown in status and Events) or None; the first one wins.
+Like cert-manager's renewal policies, each policy looks at the gathered state (`Observed`) and
+returns a Trigger (a named reason and a message, shown in status and Events) or None; the first
+one wins. What counts as "the password changed" or "someone replaced the token" is decided here
+from the raw facts, not computed by the caller.
 """
 
 from __future__ import annotations
@@ -9,7 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .tokens import TokenSet
+from . import reasons
+from .tokens import MAX_TOKEN_LIFETIME_SECONDS
+from .tokensecret import StoredSecret
+
+CLOCK_SKEW_SECONDS = 60.0
+"""How far in the future a stored refreshed-at may lie before the token is distrusted."""
 
 
 @dataclass(frozen=True)
@@ -22,76 +29,105 @@ class Trigger:
 
 @dataclass(frozen=True)
 class Observed:
+    """All one decision needs: the Secrets, the memory of earlier passes, the clock."""
+
     now: float
     secret_name: str
-    secret_exists: bool
-    stored: TokenSet | None
-    stored_account: str | None
+    stored: StoredSecret | None
+    """The owned token Secret as read back; None when it does not exist."""
     account: str
+    """Digest of auth URL and username the spec names now."""
+    login_key: str
+    """Digest of auth URL, username and password read now."""
+    last_login_key: str | None
+    """The login the previous pass used; None after a start."""
+    written_digest: str | None
+    """Digest of the token this process last wrote or adopted; None after a start."""
     refresh_at: float | None
-    password_changed: bool = False
+    """When the stored token is due, by its times and the spec's refreshBefore."""
     refresh_request: str | None = None
-    """The annotation's value when it differs from the last request handled."""
-    token_replaced: bool = False
-    """The Secret's token differs from the one this process last wrote."""
+    """The refresh-requested-at annotation's value when it differs from the last request handled."""
     in_sync: bool = True
+    """Whether the Secret's data, type, our labels, annotations and owner are as we would write them."""
 
 
 Policy = Callable[[Observed], Trigger | None]
 
 
 def secret_missing(o: Observed) -> Trigger | None:
-    if not o.secret_exists:
-        return Trigger("SecretMissing", f"Secret {o.secret_name} does not exist; issuing a token")
+    if o.stored is None:
+        return Trigger(reasons.SECRET_MISSING, f"Secret {o.secret_name} does not exist; issuing a token")
     return None
 
 
 def token_unreadable(o: Observed) -> Trigger | None:
-    if o.stored is None:
-        return Trigger("SecretInvalid", f"Secret {o.secret_name} holds no readable token; issuing a new one")
+    if o.stored is not None and o.stored.token is None:
+        return Trigger(
+            reasons.SECRET_INVALID, f"Secret {o.secret_name} holds no readable token; issuing a new one"
+        )
     return None
 
 
 def account_changed(o: Observed) -> Trigger | None:
-    if o.stored_account != o.account:
-        return Trigger("AccountChanged", "authURL or username changed; logging in as the new account")
+    if o.stored is not None and o.stored.account != o.account:
+        return Trigger(reasons.ACCOUNT_CHANGED, "authURL or username changed; logging in as the new account")
     return None
 
 
 def password_changed(o: Observed) -> Trigger | None:
-    if o.password_changed:
-        return Trigger("PasswordChanged", "the credentials Secret changed; logging in with the new password")
+    if o.last_login_key is not None and o.last_login_key != o.login_key:
+        return Trigger(
+            reasons.PASSWORD_CHANGED, "the credentials Secret changed; logging in with the new password"
+        )
     return None
+
+
+def token_untrusted(o: Observed) -> Trigger | None:
+    """A token is adopted only if its annotations tell a story it could have been issued with.
+
+    Its expiry annotation may not claim more than the JWT's own `exp`, its lifetime must be
+    sane, and it cannot have been obtained in the future. Another writer's token that passes
+    (a second operator, an earlier run of this one) is adopted instead of replaced: writers
+    converge instead of fighting.
+    """
+    stored = o.stored
+    if stored is None or stored.token is None or stored.token_digest == o.written_digest:
+        return None
+    token = stored.token
+    plausible = (
+        stored.annotated_expiry is not None
+        and stored.jwt_expiry is not None
+        and stored.annotated_expiry <= stored.jwt_expiry + 0.001
+        and token.lifetime <= MAX_TOKEN_LIFETIME_SECONDS
+        and token.obtained_at <= o.now + CLOCK_SKEW_SECONDS
+    )
+    if plausible:
+        return None
+    return Trigger(reasons.SECRET_MODIFIED, f"the token in Secret {o.secret_name} was replaced; restoring it")
 
 
 def refresh_requested(o: Observed) -> Trigger | None:
     if o.refresh_request is not None:
-        return Trigger("RefreshRequested", f"refresh requested at {o.refresh_request}")
+        return Trigger(reasons.REFRESH_REQUESTED, f"refresh requested at {o.refresh_request}")
     return None
 
 
 def expired(o: Observed) -> Trigger | None:
-    if o.stored is not None and o.now >= o.stored.expires_at:
-        return Trigger("Expired", "the token in the Secret has expired")
+    if o.stored is not None and o.stored.token is not None and o.now >= o.stored.token.expires_at:
+        return Trigger(reasons.EXPIRED, "the token in the Secret has expired")
     return None
 
 
 def expiring(o: Observed) -> Trigger | None:
     if o.refresh_at is not None and o.now >= o.refresh_at:
-        return Trigger("Expiring", "the token is due for refresh")
-    return None
-
-
-def token_replaced(o: Observed) -> Trigger | None:
-    if o.token_replaced:
-        return Trigger("SecretModified", f"the token in Secret {o.secret_name} was replaced; restoring it")
+        return Trigger(reasons.EXPIRING, "the token is due for refresh")
     return None
 
 
 def out_of_sync(o: Observed) -> Trigger | None:
     if not o.in_sync:
         return Trigger(
-            "SecretModified", f"Secret {o.secret_name} was edited; restoring it", needs_new_token=False
+            reasons.SECRET_MODIFIED, f"Secret {o.secret_name} was edited; restoring it", needs_new_token=False
         )
     return None
 
@@ -101,10 +137,10 @@ POLICIES: Sequence[Policy] = (
     token_unreadable,
     account_changed,
     password_changed,
+    token_untrusted,
     refresh_requested,
     expired,
     expiring,
-    token_replaced,
     out_of_sync,
 )
 

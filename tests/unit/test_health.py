@@ -10,17 +10,17 @@ from aiohttp.test_utils import TestServer
 from simacan_token_operator.controller import Controller
 from simacan_token_operator.health import OVERDUE_MARGIN_SECONDS, build_app
 from simacan_token_operator.metrics import Metrics
-from simacan_token_operator.reconciler import CredentialWorker, Runtime
+from simacan_token_operator.worker import CredentialWorker, Runtime
 
 NOW = 1_800_000_000.0
 
 
 def controller_with_due_times(*due: float | None) -> Controller:
-    runtime: Any = Runtime(kube=None, pool=None, policy=None, metrics=Metrics(), clock=lambda: NOW)  # type: ignore[arg-type]
+    runtime: Any = Runtime(kube=None, pool=None, auth_policy=None, metrics=Metrics(), clock=lambda: NOW)  # type: ignore[arg-type]
     controller = Controller(runtime)
     for i, due_at in enumerate(due):
         body = {"metadata": {"name": f"c{i}", "namespace": "ns", "uid": f"u{i}"}}
-        worker = CredentialWorker("ns", f"c{i}", runtime, body)
+        worker = CredentialWorker(body, runtime)
         worker.due_at = due_at
         controller.workers[("ns", f"c{i}")] = worker
     return controller

@@ -10,9 +10,9 @@ import pytest
 from localenv.auth_standin import DEFAULT_REFRESH_LIFETIME, FakeAuthAPI, Fault
 from simacan_token_operator.authapi import AuthAPI
 from simacan_token_operator.errors import InvalidCredentials, MalformedResponse, TransientAuthError
-from simacan_token_operator.pool import TokenPool
+from simacan_token_operator.pool import MIN_FETCH_SPACING_SECONDS, TokenLifetimeTooShort, TokenPool
 from simacan_token_operator.spec import LoginSource
-from simacan_token_operator.tokens import TokenSet, stored_token
+from simacan_token_operator.tokens import TokenSet
 
 if TYPE_CHECKING:
     from tests.unit.conftest import FakeClock
@@ -291,58 +291,28 @@ async def test_detaching_forgets_a_remembered_rejection(
     assert pool.retry_at(bad) is None
 
 
-async def test_seeded_token_lets_a_sibling_skip_the_login(
-    fake_auth: FakeAuthAPI, api: AuthAPI, pool: TokenPool, source: LoginSource
+async def test_short_lived_tokens_are_fetched_at_most_once_per_spacing(
+    fake_auth: FakeAuthAPI, pool: TokenPool, source: LoginSource, clock: FakeClock
 ) -> None:
-    issued = await api.login(source.auth_url, source.username, source.password)
-    from_secret = stored_token(issued.access_token, issued.obtained_at)
-    fake_auth.reset_counts()
-
-    pool.seed(source, from_secret)
-    token = await pool.obtain(source, lambda token: token.expires_at > from_secret.obtained_at)
-
-    assert token == from_secret
-    assert fake_auth.count() == 0
-
-
-async def test_seeded_token_without_refresh_token_is_renewed_by_login(
-    fake_auth: FakeAuthAPI, api: AuthAPI, pool: TokenPool, source: LoginSource
-) -> None:
-    issued = await api.login(source.auth_url, source.username, source.password)
-    pool.seed(source, stored_token(issued.access_token, issued.obtained_at))
-    fake_auth.reset_counts()
-
+    fake_auth.access_lifetime = 1
     await pool.obtain(source, no_token)
 
-    assert (fake_auth.count("password"), fake_auth.count("refresh")) == (1, 0)
+    with pytest.raises(TokenLifetimeTooShort) as raised:
+        await pool.obtain(source, no_token)
+    assert raised.value.reason == "TokenLifetimeTooShort"
+    assert raised.value.retry_after is not None and 0 < raised.value.retry_after <= MIN_FETCH_SPACING_SECONDS
+    assert fake_auth.count() == 1
+    assert pool.retry_at(source) is None, "the spacing is not a failure: no backoff builds up"
+
+    clock.advance(MIN_FETCH_SPACING_SECONDS)
+    await pool.obtain(source, no_token)
+    assert fake_auth.count() == 2
 
 
-def test_seed_keeps_the_longer_lived_token(pool: TokenPool, source: LoginSource) -> None:
-    longer = TokenSet("longer", None, obtained_at=1000.0, expires_at=5000.0)
-    shorter = TokenSet("shorter", None, obtained_at=2000.0, expires_at=4000.0)
-    newest = TokenSet("newest", None, obtained_at=3000.0, expires_at=6600.0)
-
-    pool.seed(source, longer)
-    pool.seed(source, shorter)
-    assert pool.cached(source) == longer
-
-    pool.seed(source, newest)
-    assert pool.cached(source) == newest
-
-
-async def test_seeding_a_stored_copy_never_displaces_the_refresh_token(
+async def test_spacing_never_delays_a_normal_token(
     fake_auth: FakeAuthAPI, pool: TokenPool, source: LoginSource
 ) -> None:
-    """A Secret's copy can look a little longer-lived (JWT exp vs send time + expires_in); the
-    pool must keep its own token, the only one with a refresh token, or refreshes turn into logins."""
-    issued = await pool.obtain(source, no_token)
-    copy = TokenSet(
-        issued.access_token, None, obtained_at=issued.obtained_at, expires_at=issued.expires_at + 0.5
-    )
-    fake_auth.reset_counts()
-
-    pool.seed(source, copy)
     await pool.obtain(source, no_token)
+    await pool.obtain(source, no_token)  # e.g. a password change right after a refresh
 
-    assert pool.cached(source) is not None and pool.cached(source) != copy
-    assert (fake_auth.count("password"), fake_auth.count("refresh")) == (0, 1)
+    assert fake_auth.count() == 2

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from simacan_token_operator.status import (
     Outcome,
-    fingerprint,
     present,
     ready_reason,
-    ready_since,
+    ready_state,
     render_status,
+    status_digest,
 )
 from simacan_token_operator.tokens import TokenSet
 
@@ -18,7 +18,12 @@ TOKEN = TokenSet("header.claims.signature", None, obtained_at=T0, expires_at=T0 
 
 def render(outcome: Outcome, previous: dict[str, object] | None = None, now: float = T0) -> dict[str, object]:
     return render_status(
-        outcome, secret_name="fleet-api", generation=3, handled_request=None, previous=previous or {}, now=now
+        outcome,
+        secret_name="fleet-api",
+        generation=3,
+        handled_request=None,
+        previous=ready_state(previous or {}),
+        now=now,
     )
 
 
@@ -58,7 +63,7 @@ def test_a_restarted_worker_recognises_the_status_it_wrote_before() -> None:
     as_stored = present(written)  # what the API server keeps after the merge patch
     again = render(
         Outcome(True, "TokenValid", "ok", token=TOKEN, next_refresh=T0 + 2400),
-        previous=ready_since(as_stored),
+        previous=as_stored,
         now=T0 + 900,
     )
-    assert fingerprint(again) == fingerprint(as_stored)
+    assert status_digest(again) == status_digest(as_stored)

@@ -12,41 +12,62 @@ from typing import Any
 import pytest
 
 from simacan_token_operator.tokens import TokenSet
+from simacan_token_operator.tokensecret import StoredSecret
 from simacan_token_operator.triggers import POLICIES, Observed, Policy, Trigger, why_reissue
 
 OBTAINED = 1_700_000_000.0
 EXPIRES = OBTAINED + 3600
 REFRESH_AT = OBTAINED + 2400
 ACCOUNT = "3f2a9c0d11e8b7a4"
+LOGIN = "login-digest-1"
+OURS = "digest-of-the-token-we-wrote"
+OTHER = "digest-of-a-token-someone-else-wrote"
+REQUEST = "2024-05-01T10:00:00Z"
 
 
-def token(expires_at: float = EXPIRES) -> TokenSet:
-    return TokenSet(access_token="header.payload.sig", refresh_token=None, obtained_at=OBTAINED,
-                    expires_at=expires_at)
+def stored(
+    *,
+    digest: str = OURS,
+    account: str | None = ACCOUNT,
+    obtained_at: float = OBTAINED,
+    jwt_expiry: float | None = EXPIRES,
+    annotated_expiry: float | None = EXPIRES,
+    readable: bool = True,
+) -> StoredSecret:
+    expires_at = min(e for e in (jwt_expiry, annotated_expiry, EXPIRES) if e is not None)
+    token = TokenSet("header.payload.sig", None, obtained_at=obtained_at, expires_at=expires_at)
+    return StoredSecret(
+        token=token if readable else None,
+        account=account,
+        token_digest=digest,
+        jwt_expiry=jwt_expiry,
+        annotated_expiry=annotated_expiry,
+    )
 
 
 def healthy(**changes: Any) -> Observed:
-    """A credential whose Secret holds a fresh token, halfway to its refresh."""
+    """A credential whose Secret holds the fresh token this process wrote, halfway to its refresh."""
     base = Observed(
         now=OBTAINED + 1200,
         secret_name="fleet-token",
-        secret_exists=True,
-        stored=token(),
-        stored_account=ACCOUNT,
+        stored=stored(),
         account=ACCOUNT,
+        login_key=LOGIN,
+        last_login_key=LOGIN,
+        written_digest=OURS,
         refresh_at=REFRESH_AT,
     )
     return replace(base, **changes)
 
 
 EVERYTHING_WRONG: dict[str, Any] = {
-    "stored_account": "someone-else",
-    "password_changed": True,
-    "refresh_request": "2024-05-01T10:00:00Z",
+    "stored": stored(account="someone-else", digest=OTHER, annotated_expiry=EXPIRES + 60),
+    "last_login_key": "login-digest-0",
+    "refresh_request": REQUEST,
     "now": EXPIRES + 60,
-    "token_replaced": True,
     "in_sync": False,
 }
+FORGED = stored(digest=OTHER, jwt_expiry=EXPIRES, annotated_expiry=EXPIRES + 3600)
 
 
 @pytest.mark.parametrize(
@@ -55,42 +76,82 @@ EVERYTHING_WRONG: dict[str, Any] = {
         pytest.param(healthy(), None, None, id="fresh-token-nothing-to-do"),
         pytest.param(healthy(now=REFRESH_AT - 1), None, None, id="just-before-refresh-time"),
         pytest.param(healthy(refresh_at=None), None, None, id="no-refresh-time-planned"),
-        pytest.param(healthy(secret_exists=False, stored=None), "SecretMissing", True, id="secret-missing"),
+        pytest.param(healthy(last_login_key=None, written_digest=None), None, None, id="after-a-restart"),
         pytest.param(
-            healthy(secret_exists=False, stored=None, **EVERYTHING_WRONG), "SecretMissing", True,
+            healthy(stored=stored(digest=OTHER)), None, None, id="another-writers-valid-token-is-adopted"
+        ),
+        pytest.param(
+            healthy(stored=stored(digest=OTHER, annotated_expiry=EXPIRES - 5)),
+            None,
+            None,
+            id="expiry-annotation-earlier-than-exp-is-plausible",
+        ),
+        pytest.param(healthy(stored=None), "SecretMissing", True, id="secret-missing"),
+        pytest.param(
+            healthy(**{**EVERYTHING_WRONG, "stored": None}),
+            "SecretMissing",
+            True,
             id="secret-missing-beats-everything",
         ),
-        pytest.param(healthy(stored=None), "SecretInvalid", True, id="secret-holds-no-readable-token"),
+        pytest.param(healthy(stored=stored(readable=False)), "SecretInvalid", True, id="no-readable-token"),
         pytest.param(
-            healthy(stored=None, **EVERYTHING_WRONG), "SecretInvalid", True, id="unreadable-beats-the-rest"
+            healthy(**{**EVERYTHING_WRONG, "stored": stored(readable=False)}),
+            "SecretInvalid",
+            True,
+            id="unreadable-beats-the-rest",
         ),
-        pytest.param(healthy(stored_account="someone-else"), "AccountChanged", True, id="account-changed"),
-        pytest.param(healthy(stored_account=None), "AccountChanged", True, id="secret-names-no-account"),
+        pytest.param(healthy(stored=stored(account="someone-else")), "AccountChanged", True, id="account"),
+        pytest.param(
+            healthy(stored=stored(account=None)), "AccountChanged", True, id="secret-names-no-account"
+        ),
         pytest.param(healthy(**EVERYTHING_WRONG), "AccountChanged", True, id="account-beats-password"),
-        pytest.param(healthy(password_changed=True), "PasswordChanged", True, id="password-changed"),
         pytest.param(
-            healthy(password_changed=True, refresh_request="2024-05-01T10:00:00Z", now=EXPIRES),
-            "PasswordChanged", True, id="password-beats-request-and-expiry",
+            healthy(last_login_key="login-digest-0"), "PasswordChanged", True, id="password-changed"
         ),
         pytest.param(
-            healthy(refresh_request="2024-05-01T10:00:00Z"), "RefreshRequested", True, id="refresh-requested"
+            healthy(last_login_key="login-digest-0", refresh_request=REQUEST, now=EXPIRES),
+            "PasswordChanged",
+            True,
+            id="password-beats-request-and-expiry",
+        ),
+        pytest.param(healthy(stored=FORGED), "SecretModified", True, id="expiry-annotation-beyond-exp"),
+        pytest.param(
+            healthy(stored=FORGED, written_digest=None), "SecretModified", True, id="forged-after-a-restart"
         ),
         pytest.param(
-            healthy(refresh_request="2024-05-01T10:00:00Z", now=EXPIRES), "RefreshRequested", True,
-            id="request-beats-expiry",
+            healthy(stored=stored(digest=OTHER, annotated_expiry=None)),
+            "SecretModified",
+            True,
+            id="no-expiry-annotation",
+        ),
+        pytest.param(
+            healthy(stored=stored(digest=OTHER, obtained_at=OBTAINED - 2 * 86400, jwt_expiry=EXPIRES)),
+            "SecretModified",
+            True,
+            id="lifetime-beyond-the-sane-bound",
+        ),
+        pytest.param(
+            healthy(stored=stored(digest=OTHER, obtained_at=OBTAINED + 1200 + 3600)),
+            "SecretModified",
+            True,
+            id="obtained-in-the-future",
+        ),
+        pytest.param(
+            healthy(stored=FORGED, now=REFRESH_AT, in_sync=False),
+            "SecretModified",
+            True,
+            id="untrusted-beats-expiring",
+        ),
+        pytest.param(healthy(refresh_request=REQUEST), "RefreshRequested", True, id="refresh-requested"),
+        pytest.param(
+            healthy(refresh_request=REQUEST, now=EXPIRES), "RefreshRequested", True, id="request-beats-expiry"
         ),
         pytest.param(healthy(now=EXPIRES), "Expired", True, id="expired-at-exp"),
         pytest.param(healthy(now=EXPIRES + 3600), "Expired", True, id="expired-beats-expiring"),
         pytest.param(healthy(now=REFRESH_AT), "Expiring", True, id="expiring-at-refresh-time"),
         pytest.param(healthy(now=EXPIRES - 1), "Expiring", True, id="expiring-just-before-exp"),
         pytest.param(
-            healthy(now=REFRESH_AT, token_replaced=True, in_sync=False), "Expiring", True,
-            id="expiring-beats-tampering",
-        ),
-        pytest.param(healthy(token_replaced=True), "SecretModified", True, id="token-replaced-by-someone"),
-        pytest.param(
-            healthy(token_replaced=True, in_sync=False), "SecretModified", True,
-            id="token-replaced-beats-out-of-sync",
+            healthy(now=REFRESH_AT, in_sync=False), "Expiring", True, id="expiring-beats-an-edited-secret"
         ),
         pytest.param(healthy(in_sync=False), "SecretModified", False, id="out-of-sync-rewrites-same-token"),
     ],
@@ -109,9 +170,9 @@ def test_why_reissue(observed: Observed, reason: str | None, needs_new_token: bo
 @pytest.mark.parametrize(
     "observed",
     [
-        pytest.param(healthy(secret_exists=False, stored=None), id="missing"),
-        pytest.param(healthy(stored=None), id="unreadable"),
-        pytest.param(healthy(token_replaced=True), id="replaced"),
+        pytest.param(healthy(stored=None), id="missing"),
+        pytest.param(healthy(stored=stored(readable=False)), id="unreadable"),
+        pytest.param(healthy(stored=FORGED), id="replaced"),
         pytest.param(healthy(in_sync=False), id="edited"),
     ],
 )
@@ -123,10 +184,10 @@ def test_messages_about_the_secret_name_it(observed: Observed) -> None:
 
 
 def test_refresh_request_message_shows_the_requested_time() -> None:
-    trigger = why_reissue(healthy(refresh_request="2024-05-01T10:00:00Z"))
+    trigger = why_reissue(healthy(refresh_request=REQUEST))
 
     assert trigger is not None
-    assert "2024-05-01T10:00:00Z" in trigger.message
+    assert REQUEST in trigger.message
 
 
 def test_every_policy_is_quiet_for_a_healthy_credential() -> None:
@@ -134,7 +195,7 @@ def test_every_policy_is_quiet_for_a_healthy_credential() -> None:
 
 
 def test_only_an_edited_secret_is_restored_without_a_new_token() -> None:
-    everything_wrong = healthy(secret_exists=False, stored=None, **EVERYTHING_WRONG)
+    everything_wrong = healthy(**{**EVERYTHING_WRONG, "stored": FORGED})
 
     keeping_the_token = [
         policy.__name__

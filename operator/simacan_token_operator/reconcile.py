@@ -1,0 +1,395 @@
+"""One reconcile pass: from what was gathered to what to write, what to report and when to look again.
+
+controller-runtime's shape (`Reconcile(request) -> Result{RequeueAfter}`): the pass does no
+Kubernetes I/O. The worker (worker.py) gathers the objects before it and performs the result
+after it; the pass may only ask the token pool for a token. So a pass can be table-tested in
+process with plain dicts, a fake clock and the stand-in Auth API.
+
+Why a credential gets a new token is decided in triggers.py; what the user reads is rendered
+by status.py and report.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from . import credentials, reasons, report, tokensecret
+from .errors import AuthError, PermanentAuthError, TransientAuthError
+from .pool import TokenPool
+from .schedule import BACKOFF_BASE_SECONDS, jitter_fraction, refresh_time
+from .spec import (
+    REFRESH_REQUESTED_ANNOTATION,
+    AuthURLPolicy,
+    CredentialSpec,
+    LoginSource,
+    SpecError,
+    parse_spec,
+)
+from .status import Outcome, ReadyState, ready_reason, ready_state, render_status, status_digest
+from .tokens import TokenSet
+from .tokensecret import rfc3339
+from .triggers import Observed, Trigger, why_reissue
+
+Body = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Memory:
+    """All a worker remembers between passes; everything else is read afresh each time.
+
+    A fresh process starts from the credential's status (`from_status`), which is why a
+    restart neither logs in nor rewrites anything while the stored token is fine.
+    """
+
+    login_key: str | None = None
+    """Digest of auth URL, username and password the last pass used: a new one means a new password."""
+    written_digest: str | None = None
+    """Digest of the token last written or adopted: a different one in the Secret came from elsewhere."""
+    user_inputs: tuple[Any, ...] | None = None
+    """Generation, credentials Secret version and refresh annotation: when they change, a remembered
+    rejection of the login is forgiven."""
+    handled_request: str | None = None
+    """The last refresh-requested-at value that a new token satisfied."""
+    pending_request: tuple[str, float] | None = None
+    """A refresh request not yet satisfied, and when it was first seen."""
+    status_digest: str | None = None
+    """Digest of the status last written: an unchanged status is not patched again."""
+    ready: ReadyState | None = None
+    """The Ready condition last written, to keep its lastTransitionTime."""
+    last_reason: str | None = None
+    """The Ready reason last written: Events fire when it changes, not on every pass."""
+
+    @classmethod
+    def from_status(cls, status: Mapping[str, Any] | None) -> Memory:
+        if not status:
+            return cls()
+        request = status.get("lastRefreshRequest")
+        return cls(
+            handled_request=request if isinstance(request, str) else None,
+            status_digest=status_digest(status),
+            ready=ready_state(status),
+            last_reason=ready_reason(status),
+        )
+
+
+@dataclass(frozen=True)
+class Gathered:
+    """The complete input of one pass, as read just before it."""
+
+    credential: Mapping[str, Any]
+    """The SimacanCredential: apiVersion, kind, metadata (name, namespace, uid, generation,
+    annotations) and spec."""
+    target: Mapping[str, Any] | None
+    """The token Secret, or None if it does not exist."""
+    credentials: Mapping[str, Any] | None
+    """The credentials Secret, or None if it does not exist (or the spec names none)."""
+    memory: Memory
+    now: float
+
+
+@dataclass(frozen=True)
+class Services:
+    """What a pass may use besides its input: the shared token pool and the operator's rules."""
+
+    pool: TokenPool
+    auth_policy: AuthURLPolicy
+    clock: Callable[[], float]
+
+
+@dataclass(frozen=True)
+class SecretWrite:
+    body: Body
+    create: bool
+    """POST a new Secret; otherwise PUT with the resourceVersion read, so a concurrent edit gets 409."""
+    reason: str
+    """The trigger that made the write, for the log."""
+
+
+@dataclass(frozen=True)
+class Result:
+    """What to do after a pass, in order: write the Secret, post the Events, patch the status."""
+
+    outcome: Outcome
+    memory: Memory
+    """To keep once everything was written; a failed write discards it."""
+    write: SecretWrite | None = None
+    events: tuple[report.Note, ...] = ()
+    status: Body | None = None
+    """The status to patch; None when it is what was written last time."""
+    attempt: str | None = None
+    """How obtaining a token went, for the attempts counter: success, retrying, rejected."""
+
+    @property
+    def requeue_at(self) -> float | None:
+        return self.outcome.wake_at
+
+
+async def reconcile(gathered: Gathered, services: Services) -> Result:
+    """Bring the token Secret and the status in line with the spec and the token's schedule."""
+    meta = gathered.credential["metadata"]
+    try:
+        spec = parse_spec(meta["name"], meta["namespace"], gathered.credential.get("spec") or {})
+    except SpecError as error:
+        return _conclude(gathered, None, _failure(error), gathered.memory)
+
+    target = gathered.target
+    if target is not None and not tokensecret.owned_by(target, meta["uid"]):
+        message = (
+            f"Secret {spec.target_secret} already exists and is not owned by this SimacanCredential; "
+            "it is left untouched. Delete that Secret or set spec.secretName to a free name."
+        )
+        return _conclude(gathered, spec, Outcome(False, reasons.SECRET_CONFLICT, message, failure=True))
+
+    stored = tokensecret.read_stored(target) if target is not None else None
+    held = stored.token if stored and stored.token and gathered.now < stored.token.expires_at else None
+    try:
+        services.auth_policy.check_auth_url(spec.auth_url)
+        if spec.suspend:
+            suspended = Outcome(False, reasons.SUSPENDED, "refreshing is suspended (spec.suspend)")
+            return _conclude(gathered, spec, _with_held(suspended, held))
+        source = credentials.login_source(spec, gathered.credentials)
+    except SpecError as error:
+        return _conclude(gathered, spec, _with_held(_failure(error), held))
+
+    key = f"{meta['namespace']}/{meta['name']}"
+    services.pool.attach(source, key)
+    memory = _note_user_inputs(gathered, services.pool, source)
+    request, pending = _refresh_request(gathered, memory)
+    memory = dataclasses.replace(memory, pending_request=pending)
+
+    def next_refresh(token: TokenSet) -> float:
+        return refresh_time(
+            token.obtained_at, token.expires_at, spec.refresh_before, jitter_fraction(meta["uid"])
+        )
+
+    owner = _owner(gathered.credential)
+    as_stored = (
+        tokensecret.render(spec, owner, stored.token, source.account) if stored and stored.token else None
+    )
+    observed = Observed(
+        now=gathered.now,
+        secret_name=spec.target_secret,
+        stored=stored,
+        account=source.account,
+        login_key=source.key,
+        last_login_key=memory.login_key,
+        written_digest=memory.written_digest,
+        refresh_at=next_refresh(stored.token) if stored and stored.token else None,
+        refresh_request=request,
+        in_sync=as_stored is None or tokensecret.in_sync(target or {}, as_stored),
+    )
+    trigger = why_reissue(observed)
+    if trigger is None:  # the Secret is as it should be: adopt its token, whoever wrote it
+        assert stored is not None and stored.token is not None
+        memory = dataclasses.replace(memory, login_key=source.key, written_digest=stored.token_digest)
+        return _conclude(gathered, spec, _valid(spec, stored.token, next_refresh(stored.token)), memory)
+
+    if not trigger.needs_new_token and stored is not None and stored.token and as_stored is not None:
+        token, desired = stored.token, as_stored
+    else:
+        try:
+            token = await _obtain(services, source, trigger, memory, next_refresh, held)
+        except AuthError as error:
+            attempt = "rejected" if isinstance(error, PermanentAuthError) else "retrying"
+            outcome = _auth_failure(error, services, source)
+            return _conclude(gathered, spec, _with_held(outcome, held), memory, attempt=attempt)
+        except TimeoutError:
+            message = (
+                "the token in the Secret has expired while a request to the Auth API is still under way; "
+                "the Secret is updated as soon as it answers"
+            )
+            outcome = Outcome(
+                False, reasons.TOKEN_EXPIRED, message, wake_at=services.clock() + 1, failure=True
+            )
+            return _conclude(gathered, spec, outcome, memory, attempt="retrying")
+        desired = tokensecret.render(spec, owner, token, source.account)
+
+    write = SecretWrite(
+        body=desired if target is None else tokensecret.merged_for_replace(target, desired),
+        create=target is None,
+        reason=trigger.reason,
+    )
+    memory = dataclasses.replace(
+        memory,
+        login_key=source.key,
+        written_digest=tokensecret.digest(token.access_token),
+        handled_request=(
+            pending[0] if pending is not None and token.obtained_at >= pending[1] else memory.handled_request
+        ),
+    )
+    return _conclude(
+        gathered,
+        spec,
+        _valid(spec, token, next_refresh(token)),
+        memory,
+        write=write,
+        events=report.write_events(trigger, gathered.memory.last_reason),
+        attempt="success" if trigger.needs_new_token else None,
+    )
+
+
+# -- inputs -------------------------------------------------------------------------------------
+
+
+def _annotation(credential: Mapping[str, Any]) -> str | None:
+    value = (credential["metadata"].get("annotations") or {}).get(REFRESH_REQUESTED_ANNOTATION)
+    return value if isinstance(value, str) and value else None
+
+
+def _note_user_inputs(gathered: Gathered, pool: TokenPool, source: LoginSource) -> Memory:
+    """A remembered rejection holds until the user changes the spec, the Secret, or asks again."""
+    inputs = (
+        gathered.credential["metadata"].get("generation"),
+        credentials.version(gathered.credentials),
+        _annotation(gathered.credential),
+    )
+    if gathered.memory.user_inputs is not None and inputs != gathered.memory.user_inputs:
+        pool.forgive(source)
+    return dataclasses.replace(gathered.memory, user_inputs=inputs)
+
+
+def _refresh_request(gathered: Gathered, memory: Memory) -> tuple[str | None, tuple[str, float] | None]:
+    """The annotation's value if it asks for a refresh not yet handled, and since when it asks."""
+    value = _annotation(gathered.credential)
+    if value is None or value == memory.handled_request:
+        return None, memory.pending_request
+    pending = memory.pending_request
+    if pending is None or pending[0] != value:
+        pending = (value, gathered.now)
+    return value, pending
+
+
+def _owner(credential: Mapping[str, Any]) -> dict[str, str]:
+    meta = credential["metadata"]
+    return {
+        "apiVersion": str(credential.get("apiVersion")),
+        "kind": str(credential.get("kind")),
+        "name": meta["name"],
+        "uid": meta["uid"],
+    }
+
+
+# -- tokens -------------------------------------------------------------------------------------
+
+
+async def _obtain(
+    services: Services,
+    source: LoginSource,
+    trigger: Trigger,
+    memory: Memory,
+    next_refresh: Callable[[TokenSet], float],
+    held: TokenSet | None,
+) -> TokenSet:
+    """A token from the pool; raises TimeoutError if the held token expires while waiting.
+
+    The request itself goes on in the pool (single flight) and a later pass picks up its token.
+    """
+    clock = services.clock
+    if trigger.reason == reasons.REFRESH_REQUESTED and memory.pending_request is not None:
+        requested_at = memory.pending_request[1]
+
+        def usable(token: TokenSet) -> bool:
+            return token.obtained_at >= requested_at
+    else:
+
+        def usable(token: TokenSet) -> bool:
+            return clock() < next_refresh(token)
+
+    if held is None:
+        return await services.pool.obtain(source, usable)
+    request = asyncio.ensure_future(services.pool.obtain(source, usable))
+    try:
+        return await asyncio.wait_for(asyncio.shield(request), max(held.expires_at - clock(), 0.0))
+    except TimeoutError:
+        request.add_done_callback(_consume)
+        raise
+    except asyncio.CancelledError:
+        request.cancel()
+        raise
+
+
+def _consume(task: asyncio.Future[TokenSet]) -> None:
+    """A request that outlived its pass: its failure is the pool's to remember, not an unread error."""
+    if not task.cancelled():
+        with contextlib.suppress(Exception):
+            task.exception()
+
+
+# -- outcomes -----------------------------------------------------------------------------------
+
+
+def _failure(error: SpecError) -> Outcome:
+    return Outcome(False, error.reason, error.message, failure=True)
+
+
+def _auth_failure(error: AuthError, services: Services, source: LoginSource) -> Outcome:
+    if isinstance(error, TransientAuthError):
+        delay = error.retry_after or BACKOFF_BASE_SECONDS
+        retry_at = services.pool.retry_at(source) or services.clock() + delay
+        message = f"{error.message}; retrying at {rfc3339(retry_at)}"
+        return Outcome(False, error.reason, message, wake_at=retry_at, failure=True)
+    return Outcome(False, error.reason, error.message, failure=True)
+
+
+def _valid(spec: CredentialSpec, token: TokenSet, refresh_at: float) -> Outcome:
+    message = (
+        f"Secret {spec.target_secret} holds a token valid until {rfc3339(token.expires_at)}; "
+        f"next refresh at {rfc3339(refresh_at)}"
+    )
+    return Outcome(
+        True, reasons.TOKEN_VALID, message, token=token, next_refresh=refresh_at, wake_at=refresh_at
+    )
+
+
+def _with_held(outcome: Outcome, held: TokenSet | None) -> Outcome:
+    """A failure never hides a token that still works: Ready stays True until it expires."""
+    if held is None:
+        return outcome
+    wake = held.expires_at if outcome.wake_at is None else min(outcome.wake_at, held.expires_at)
+    return dataclasses.replace(
+        outcome,
+        ready=True,
+        message=f"{outcome.message}; the current token stays valid until {rfc3339(held.expires_at)}",
+        token=held,
+        wake_at=wake,
+    )
+
+
+def _conclude(
+    gathered: Gathered,
+    spec: CredentialSpec | None,
+    outcome: Outcome,
+    memory: Memory | None = None,
+    *,
+    write: SecretWrite | None = None,
+    events: tuple[report.Note, ...] = (),
+    attempt: str | None = None,
+) -> Result:
+    """Render the status and the Events for an outcome, and what to remember of them."""
+    memory = memory or gathered.memory
+    events = (*events, *report.problem_events(outcome, gathered.memory.last_reason))
+    status = render_status(
+        outcome,
+        secret_name=spec.target_secret if spec else None,
+        generation=gathered.credential["metadata"].get("generation"),
+        handled_request=memory.handled_request,
+        previous=memory.ready,
+        now=gathered.now,
+    )
+    digest = status_digest(status)
+    memory = dataclasses.replace(
+        memory, status_digest=digest, ready=ready_state(status), last_reason=outcome.reason
+    )
+    return Result(
+        outcome=outcome,
+        memory=memory,
+        write=write,
+        events=events,
+        status=None if digest == gathered.memory.status_digest else status,
+        attempt=attempt,
+    )

@@ -1,0 +1,204 @@
+"""The loop around one SimacanCredential: gather, run a pass, perform its result, sleep.
+
+Each credential gets one asyncio task that sleeps until its next refresh, a retry, or a
+nudge from a watch event. Sleeping tasks cost a few KiB, unlike a kopf daemon per object.
+The pass itself (reconcile.py) does no Kubernetes I/O; this module does all of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from . import report
+from .kube import KubeError, ObjectRef
+from .metrics import Metrics
+from .pool import TokenPool
+from .reconcile import Gathered, Memory, Result, Services, reconcile
+from .schedule import backoff_delay, jitter_fraction
+from .spec import AuthURLPolicy, SpecError, parse_spec
+from .tokensecret import rfc3339
+
+logger = logging.getLogger(__name__)
+
+CONFLICT_RETRY_SECONDS = 0.5
+"""After a 404 or 409 on a write another writer was quicker: read again shortly."""
+KUBE_CONCURRENCY = 16
+
+
+class KubeSeam(Protocol):
+    """The Kubernetes calls a worker makes; kube.Kube implements them over HTTP, tests over a dict."""
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def create_secret(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]: ...
+    async def replace_secret(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]: ...
+    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]: ...
+    async def post_event(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None: ...
+
+
+@dataclass
+class Runtime:
+    """What every worker shares."""
+
+    kube: KubeSeam
+    pool: TokenPool
+    auth_policy: AuthURLPolicy
+    metrics: Metrics
+    clock: Callable[[], float] = time.time
+    kube_gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(KUBE_CONCURRENCY))
+    """Bounds concurrent Kubernetes calls: a start with thousands of credentials stays a steady
+    trickle instead of a burst that inflates memory for good. Never held while waiting for the
+    Auth API, so a slow login source cannot hold up anyone else."""
+
+    @property
+    def services(self) -> Services:
+        return Services(self.pool, self.auth_policy, self.clock)
+
+
+class CredentialWorker:
+    def __init__(self, credential: Mapping[str, Any], runtime: Runtime) -> None:
+        """`credential` is the SimacanCredential as first seen, status included (after a restart
+        the status is what this process remembers)."""
+        meta = credential["metadata"]
+        self.namespace: str = meta["namespace"]
+        self.name: str = meta["name"]
+        self.runtime = runtime
+        self.memory = Memory.from_status(credential.get("status"))
+        self.credential: Mapping[str, Any] = {k: v for k, v in credential.items() if k != "status"}
+        self.due_at: float | None = None
+        """When this worker should next run; health checks flag it if it is long overdue."""
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._failures = 0
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def start(self) -> None:
+        # A fresh context: started from a kopf handler, the task would otherwise inherit kopf's
+        # context variables and keep that event's body, cause and logger alive for good.
+        self._task = asyncio.create_task(
+            self._run(), name=f"credential:{self.key}", context=contextvars.Context()
+        )
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.runtime.pool.detach(self.key)
+        self.runtime.metrics.forget(self.namespace, self.name)
+
+    def update(self, credential: Mapping[str, Any]) -> None:
+        """A newer version of the SimacanCredential; the next pass uses it."""
+        self.credential = credential
+
+    def nudge(self) -> None:
+        self._wake.set()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._wake.clear()
+            wake_at = await self._pass_or_back_off()
+            self.due_at = wake_at
+            # A timer handle rather than asyncio.wait_for: no extra Task per sleep, per credential.
+            timer = None
+            if wake_at is not None:
+                timer = loop.call_later(max(wake_at - self.runtime.clock(), 0.0), self._wake.set)
+            try:
+                await self._wake.wait()
+            finally:
+                if timer is not None:
+                    timer.cancel()
+
+    async def _pass_or_back_off(self) -> float | None:
+        try:
+            wake_at = await self.run_once()
+        except Exception as error:
+            self._failures += 1
+            delay = backoff_delay(self._failures, jitter_fraction(f"{self.key}:{self._failures}"))
+            if isinstance(error, KubeError):  # expected: the message names the call and the status
+                logger.warning("%s: %s; retrying in %.0fs", self.key, error, delay)
+            else:
+                logger.exception("%s: unexpected error; retrying in %.0fs", self.key, delay)
+            return self.runtime.clock() + delay
+        self._failures = 0
+        return wake_at
+
+    async def run_once(self) -> float | None:
+        """Gather, decide, act; returns when to look again (None: on events only)."""
+        runtime = self.runtime
+        async with runtime.kube_gate:
+            gathered = await self._gather()
+        result = await reconcile(gathered, runtime.services)
+        async with runtime.kube_gate:
+            if not await self._perform(result):
+                return runtime.clock() + CONFLICT_RETRY_SECONDS
+        self.memory = result.memory
+        report.publish(runtime.metrics, self.namespace, self.name, result.outcome, result.attempt)
+        return result.requeue_at
+
+    async def _gather(self) -> Gathered:
+        credential, kube = self.credential, self.runtime.kube
+        try:
+            spec = parse_spec(self.name, self.namespace, credential.get("spec") or {})
+        except SpecError:
+            target = credentials = None  # the pass reports the spec; nothing to read
+        else:
+            target = await kube.read_secret(self.namespace, spec.target_secret)
+            credentials = await kube.read_secret(self.namespace, spec.credentials_secret)
+        return Gathered(credential, target, credentials, self.memory, self.runtime.clock())
+
+    async def _perform(self, result: Result) -> bool:
+        """Write, announce, record; False if another writer got to the Secret first."""
+        kube = self.runtime.kube
+        write = result.write
+        if write is not None:
+            try:
+                if write.create:
+                    await kube.create_secret(self.namespace, write.body)
+                else:
+                    await kube.replace_secret(self.namespace, write.body)
+            except KubeError as error:
+                if error.status in (404, 409):
+                    return False
+                raise
+            token = result.outcome.token
+            logger.info(
+                "%s: wrote Secret %s (%s); valid until %s",
+                self.key,
+                write.body["metadata"]["name"],
+                write.reason,
+                rfc3339(token.expires_at) if token else "?",
+            )
+        for note in result.events:
+            await self._post(note)
+        if result.status is not None:
+            try:
+                await kube.patch_status(self.namespace, self.name, result.status)
+            except KubeError as error:
+                if error.status != 404:  # 404: deleted meanwhile; the watch will stop us
+                    raise
+        return True
+
+    async def _post(self, note: report.Note) -> None:
+        meta = self.credential["metadata"]
+        ref = ObjectRef(
+            self.namespace,
+            self.name,
+            meta["uid"],
+            str(self.credential.get("apiVersion")),
+            str(self.credential.get("kind")),
+        )
+        try:
+            await self.runtime.kube.post_event(ref, note.type, note.reason, note.message)
+        except KubeError as error:
+            logger.warning("%s: could not post Event %s: %s", self.key, note.reason, error)

@@ -1,0 +1,93 @@
+"""A dict-backed stand-in for the worker's Kubernetes seam (worker.KubeSeam), for in-process passes.
+
+It keeps what the API server would: resourceVersions (a stale replace gets 409), 404 for
+missing objects, the merge-patch semantics of the status subresource, and every Event. It also
+counts writes, which is what the table tests assert on.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from simacan_token_operator.kube import KubeError, ObjectRef
+
+Body = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    namespace: str
+    name: str
+    type: str
+    reason: str
+    message: str
+
+
+@dataclass
+class FakeKube:
+    secrets: dict[tuple[str, str], Body] = field(default_factory=dict)
+    statuses: dict[tuple[str, str], Body] = field(default_factory=dict)
+    events: list[RecordedEvent] = field(default_factory=list)
+    secret_writes: list[tuple[str, str]] = field(default_factory=list)
+    """(verb, name) of every successful create or replace."""
+    status_patches: int = 0
+    _version: int = 0
+
+    def _next_version(self) -> str:
+        self._version += 1
+        return str(self._version)
+
+    # -- what a user or another writer does ---------------------------------------------------
+
+    def put_secret(self, namespace: str, body: Mapping[str, Any]) -> Body:
+        stored = copy.deepcopy(dict(body))
+        stored["metadata"] = {**stored["metadata"], "namespace": namespace}
+        stored["metadata"]["resourceVersion"] = self._next_version()
+        self.secrets[(namespace, stored["metadata"]["name"])] = stored
+        return copy.deepcopy(stored)
+
+    def delete_secret(self, namespace: str, name: str) -> None:
+        del self.secrets[(namespace, name)]
+
+    def event_reasons(self, name: str | None = None) -> list[str]:
+        return [e.reason for e in self.events if name is None or e.name == name]
+
+    # -- the seam -----------------------------------------------------------------------------
+
+    async def read_secret(self, namespace: str, name: str) -> Body | None:
+        secret = self.secrets.get((namespace, name))
+        return copy.deepcopy(secret) if secret is not None else None
+
+    async def create_secret(self, namespace: str, body: Body) -> Body:
+        name = body["metadata"]["name"]
+        if (namespace, name) in self.secrets:
+            raise KubeError(f"creating Secret {namespace}/{name}", 409, "AlreadyExists")
+        self.secret_writes.append(("create", name))
+        return self.put_secret(namespace, body)
+
+    async def replace_secret(self, namespace: str, body: Body) -> Body:
+        name = body["metadata"]["name"]
+        current = self.secrets.get((namespace, name))
+        if current is None:
+            raise KubeError(f"replacing Secret {namespace}/{name}", 404, "NotFound")
+        if body["metadata"].get("resourceVersion") != current["metadata"]["resourceVersion"]:
+            raise KubeError(f"replacing Secret {namespace}/{name}", 409, "Conflict")
+        self.secret_writes.append(("replace", name))
+        return self.put_secret(namespace, body)
+
+    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> Body:
+        merged = dict(self.statuses.get((namespace, name), {}))
+        for key, value in status.items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = copy.deepcopy(value)
+        self.statuses[(namespace, name)] = merged
+        self.status_patches += 1
+        return {"status": merged}
+
+    async def post_event(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None:
+        self.events.append(RecordedEvent(ref.namespace, ref.name, type_, reason, message))

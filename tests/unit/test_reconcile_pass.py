@@ -1,0 +1,560 @@
+"""Reconcile passes in process: a dict-backed Kubernetes, a hand-moved clock, the stand-in Auth API.
+
+Each test gives Secrets, spec and status, runs passes of a worker, and asserts what a user
+sees: Secret writes, the status, the Events and the Auth API calls. The same scenarios run
+again as a process against the emulator (tests/integration) and a real API server (tests/e2e);
+here they take milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from localenv.auth_standin import FakeAuthAPI, Fault
+from simacan_token_operator.authapi import AuthAPI, http_client
+from simacan_token_operator.metrics import Metrics
+from simacan_token_operator.pool import MIN_FETCH_SPACING_SECONDS, TokenPool
+from simacan_token_operator.spec import AuthURLPolicy
+from simacan_token_operator.tokensecret import ACCOUNT_ANNOTATION, EXPIRES_AT_ANNOTATION, parse_rfc3339
+from simacan_token_operator.worker import CredentialWorker, Runtime
+from tests.unit.conftest import PASSWORD, USERNAME, FakeClock
+from tests.unit.fakekube import FakeKube
+
+NS = "logistics"
+OTHER_NS = "planning"
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+@dataclass
+class World:
+    """One operator process (pool, workers) over a Kubernetes that outlives it."""
+
+    kube: FakeKube
+    clock: FakeClock
+    auth: FakeAuthAPI
+    api: AuthAPI
+    credentials: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    workers: dict[tuple[str, str], CredentialWorker] = field(default_factory=dict)
+    runtime: Runtime | None = None
+
+    def __post_init__(self) -> None:
+        self.restart()
+
+    def restart(self) -> None:
+        """A new process: nothing in memory but what it reads back from the API."""
+        self.runtime = Runtime(
+            kube=self.kube,
+            pool=TokenPool(self.api, clock=self.clock),
+            auth_policy=AuthURLPolicy(frozenset({f"127.0.0.1:{self.auth.port}"})),
+            metrics=Metrics(),
+            clock=self.clock,
+        )
+        self.workers = {}
+
+    def login_secret(self, name: str = "login", namespace: str = NS, **data: str) -> None:
+        data = data or {"username": USERNAME, "password": PASSWORD}
+        self.kube.put_secret(
+            namespace, {"metadata": {"name": name}, "data": {k: b64(v) for k, v in data.items()}}
+        )
+
+    def credential(self, name: str = "fleet-api", namespace: str = NS, **spec: Any) -> dict[str, Any]:
+        body = {
+            "apiVersion": "auth.simacan.com/v1alpha1",
+            "kind": "SimacanCredential",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "uid": str(uuid.uuid4()),
+                "generation": 1,
+                "annotations": {},
+            },
+            "spec": {"credentialsSecretRef": {"name": "login"}, "authURL": self.auth.base_url, **spec},
+        }
+        self.credentials[(namespace, name)] = body
+        return body
+
+    def edit(self, name: str = "fleet-api", namespace: str = NS, **spec: Any) -> None:
+        body = self.credentials[(namespace, name)]
+        body["spec"] = {**body["spec"], **spec}
+        body["metadata"]["generation"] += 1
+
+    def annotate(self, value: str, name: str = "fleet-api", namespace: str = NS) -> None:
+        self.credentials[(namespace, name)]["metadata"]["annotations"] = {
+            "auth.simacan.com/refresh-requested-at": value
+        }
+
+    async def run(self, name: str = "fleet-api", namespace: str = NS) -> float | None:
+        """One pass of the credential's worker, started as a new process would start it."""
+        key = (namespace, name)
+        worker = self.workers.get(key)
+        body = self.credentials[key]
+        if worker is None:
+            assert self.runtime is not None
+            worker = CredentialWorker({**body, "status": self.kube.statuses.get(key)}, self.runtime)
+            self.workers[key] = worker
+        else:
+            worker.update(body)
+        return await worker.run_once()
+
+    def status(self, name: str = "fleet-api", namespace: str = NS) -> dict[str, Any]:
+        return self.kube.statuses.get((namespace, name), {})
+
+    def ready(self, name: str = "fleet-api", namespace: str = NS) -> tuple[str, str]:
+        condition = self.status(name, namespace)["conditions"][0]
+        return condition["status"], condition["reason"]
+
+    def token(self, name: str = "fleet-api", namespace: str = NS) -> str:
+        secret = self.kube.secrets[(namespace, name)]
+        return base64.b64decode(secret["data"]["token"]).decode()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def auth(signing_key: rsa.RSAPrivateKey, clock: FakeClock) -> Any:
+    with FakeAuthAPI({USERNAME: PASSWORD}, tls=True, clock=clock, signing_key=signing_key) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def world(auth: FakeAuthAPI, clock: FakeClock) -> AsyncIterator[World]:
+    async with http_client(str(auth.ca_file)) as http:
+        yield World(FakeKube(), clock, auth, AuthAPI(http, clock=clock))
+
+
+async def issued(world: World, **spec: Any) -> str:
+    """The common start: a login Secret, a credential, one pass that issues the first token."""
+    world.login_secret()
+    world.credential(**spec)
+    await world.run()
+    assert world.ready() == ("True", "TokenValid")
+    return world.token()
+
+
+def refresh_due(world: World) -> float:
+    due = parse_rfc3339(world.status()["nextRefreshAt"])
+    assert due is not None
+    return due + 1
+
+
+# -- the first pass, one row per input --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    ready: tuple[str, str]
+    events: list[str]
+    calls: int
+    writes: int
+
+
+async def first_pass(world: World, setup: str) -> None:
+    """Build the inputs a row names, then run one pass."""
+    login = {"username": USERNAME, "password": PASSWORD}
+    spec: dict[str, Any] = {}
+    if setup == "foreign-secret":
+        world.kube.put_secret(NS, {"metadata": {"name": "fleet-api"}, "data": {"token": b64("theirs")}})
+    if setup == "credentials-missing":
+        login = {}
+    if setup == "password-key-missing":
+        login = {"username": USERNAME}
+    if setup == "custom-keys":
+        login = {"user": USERNAME, "pass": PASSWORD}
+        spec["credentialsSecretRef"] = {"name": "login", "usernameKey": "user", "passwordKey": "pass"}
+    if setup == "wrong-password":
+        login["password"] = "not-the-password"
+    if setup == "password-with-final-newline":
+        login["password"] = PASSWORD + "\n"
+    if setup == "password-with-final-crlf":
+        login["password"] = PASSWORD + "\r\n"
+    if setup == "password-with-spaces-is-kept":
+        world.auth.set_password(USERNAME, "  spaced out  ")
+        login["password"] = "  spaced out  "
+    if setup == "password-with-two-newlines":
+        login["password"] = PASSWORD + "\n\n"
+    if setup == "host-not-allowed":
+        spec["authURL"] = "https://auth.evil.example/api/v1"
+    if setup == "port-not-allowed":
+        spec["authURL"] = f"https://127.0.0.1:{world.auth.port + 1}/api/v1"
+    if setup == "bad-refresh-before":
+        spec["refreshBefore"] = "soon"
+    if setup == "path-in-secret-name":
+        spec["secretName"] = "../../kube-system/secrets/x"
+    if setup == "suspended":
+        spec["suspend"] = True
+    if setup == "not-json":
+        world.auth.fail_next("password", Fault.not_json())
+    if setup == "outage":
+        world.auth.fail_next("password", Fault.http_error(503))
+    if login:
+        world.login_secret(**login)
+    world.credential(**spec)
+    await world.run()
+
+
+@pytest.mark.parametrize(
+    ("setup", "row"),
+    [
+        pytest.param("ok", Row(("True", "TokenValid"), ["Issued"], 1, 1), id="ok"),
+        pytest.param("custom-keys", Row(("True", "TokenValid"), ["Issued"], 1, 1), id="custom-keys"),
+        pytest.param(
+            "password-with-final-newline", Row(("True", "TokenValid"), ["Issued"], 1, 1), id="final-newline"
+        ),
+        pytest.param("password-with-final-crlf", Row(("True", "TokenValid"), ["Issued"], 1, 1), id="crlf"),
+        pytest.param(
+            "password-with-spaces-is-kept", Row(("True", "TokenValid"), ["Issued"], 1, 1), id="spaces"
+        ),
+        pytest.param(
+            "password-with-two-newlines",
+            Row(("False", "InvalidCredentials"), ["InvalidCredentials"], 1, 0),
+            id="only-one-newline-is-stripped",
+        ),
+        pytest.param(
+            "foreign-secret", Row(("False", "SecretConflict"), ["SecretConflict"], 0, 0), id="foreign-secret"
+        ),
+        pytest.param(
+            "credentials-missing",
+            Row(("False", "CredentialsSecretNotFound"), ["CredentialsSecretNotFound"], 0, 0),
+            id="credentials-missing",
+        ),
+        pytest.param(
+            "password-key-missing",
+            Row(("False", "CredentialsKeyMissing"), ["CredentialsKeyMissing"], 0, 0),
+            id="password-key-missing",
+        ),
+        pytest.param(
+            "wrong-password",
+            Row(("False", "InvalidCredentials"), ["InvalidCredentials"], 1, 0),
+            id="wrong-pw",
+        ),
+        pytest.param(
+            "host-not-allowed",
+            Row(("False", "AuthURLNotAllowed"), ["AuthURLNotAllowed"], 0, 0),
+            id="host-not-allowed",
+        ),
+        pytest.param(
+            "port-not-allowed",
+            Row(("False", "AuthURLNotAllowed"), ["AuthURLNotAllowed"], 0, 0),
+            id="port-not-allowed",
+        ),
+        pytest.param(
+            "bad-refresh-before",
+            Row(("False", "InvalidSpec"), ["InvalidSpec"], 0, 0),
+            id="bad-refresh-before",
+        ),
+        pytest.param(
+            "path-in-secret-name", Row(("False", "InvalidSpec"), ["InvalidSpec"], 0, 0), id="path-in-name"
+        ),
+        pytest.param("suspended", Row(("False", "Suspended"), [], 0, 0), id="suspended"),
+        pytest.param(
+            "not-json", Row(("False", "MalformedResponse"), ["MalformedResponse"], 1, 0), id="not-json"
+        ),
+        pytest.param("outage", Row(("False", "AuthUnavailable"), ["AuthUnavailable"], 1, 0), id="outage"),
+    ],
+)
+async def test_first_pass(world: World, setup: str, row: Row) -> None:
+    await first_pass(world, setup)
+
+    assert world.ready() == row.ready
+    assert world.kube.event_reasons() == row.events
+    assert world.auth.count() == row.calls
+    assert len(world.kube.secret_writes) == row.writes
+    assert world.ready()[1] in world.status()["conditions"][0]["reason"]
+    if row.ready[0] == "False":
+        assert world.status()["conditions"][0]["message"], "a problem always says what to do"
+
+
+async def test_a_problem_is_announced_once_not_on_every_retry(world: World) -> None:
+    world.login_secret(username=USERNAME, password="wrong")
+    world.credential()
+    for _ in range(3):
+        await world.run()
+        world.clock.advance(600)
+
+    assert world.kube.event_reasons() == ["InvalidCredentials"]
+    assert world.auth.count() == 1, "a rejected password is not tried again until something changes"
+
+
+# -- lifecycles ---------------------------------------------------------------------------------
+
+
+async def test_first_token_is_written_with_its_expiry_and_owner(world: World) -> None:
+    token = await issued(world)
+
+    secret = world.kube.secrets[(NS, "fleet-api")]
+    owner = secret["metadata"]["ownerReferences"][0]
+    assert owner["uid"] == world.credentials[(NS, "fleet-api")]["metadata"]["uid"] and owner["controller"]
+    assert base64.b64decode(secret["data"]["token_type"]) == b"Bearer"
+    assert world.status()["expiresAt"] == base64.b64decode(secret["data"]["expires_at"]).decode()
+    assert world.status()["tokenFingerprint"] and world.status()["tokenFingerprint"] not in token
+
+
+async def test_refreshes_at_the_planned_time_quietly(world: World) -> None:
+    first = await issued(world)
+    wake_at = await world.run()
+    assert world.auth.count() == 1 and len(world.kube.secret_writes) == 1, "nothing due: nothing done"
+    assert wake_at is not None
+
+    world.clock.now = wake_at + 1
+    await world.run()
+
+    assert world.token() != first
+    assert (world.auth.count("password"), world.auth.count("refresh")) == (1, 1)
+    assert world.kube.event_reasons() == ["Issued"], "a routine refresh posts no Event"
+
+
+async def test_rejected_refresh_falls_back_to_the_password(world: World) -> None:
+    await issued(world)
+    world.auth.fail_next("refresh", Fault.http_error(403))
+    world.clock.now = refresh_due(world)
+    await world.run()
+
+    assert world.ready() == ("True", "TokenValid")
+    assert (world.auth.count("password", status=200), world.auth.count("refresh")) == (2, 1)
+
+
+async def test_restart_makes_no_call_and_no_write_while_the_token_is_valid(world: World) -> None:
+    await issued(world)
+    patches = world.kube.status_patches
+
+    world.restart()
+    await world.run()
+
+    assert world.auth.count() == 1
+    assert len(world.kube.secret_writes) == 1
+    assert world.kube.status_patches == patches
+
+
+async def test_restart_refreshes_at_the_stored_time_with_a_login(world: World) -> None:
+    await issued(world)
+    world.restart()
+    world.clock.now = refresh_due(world)
+    await world.run()
+
+    assert (world.auth.count("password"), world.auth.count("refresh")) == (2, 0), "no refresh token is stored"
+
+
+async def test_equal_credentials_share_one_login(world: World) -> None:
+    world.login_secret()
+    for name in ("a", "b", "c"):
+        world.credential(name)
+    await asyncio.gather(*(world.run(name) for name in ("a", "b", "c")))
+
+    assert world.auth.count() == 1
+    assert len({world.token(name) for name in ("a", "b", "c")}) == 1
+
+
+async def test_password_rotation_logs_in_again(world: World) -> None:
+    first = await issued(world)
+    world.auth.set_password(USERNAME, "rotated-Pw-81")
+    world.login_secret(username=USERNAME, password="rotated-Pw-81")
+    await world.run()
+
+    assert world.token() != first
+    assert world.kube.event_reasons() == ["Issued", "PasswordChanged"]
+
+
+async def test_wrong_password_is_retried_once_the_secret_changes(world: World) -> None:
+    world.login_secret(username=USERNAME, password="wrong")
+    world.credential()
+    await world.run()
+    world.login_secret()
+    await world.run()
+
+    assert world.ready() == ("True", "TokenValid")
+    assert world.kube.event_reasons() == ["InvalidCredentials", "Recovered"]
+
+
+async def test_deleted_or_edited_secret_is_restored_without_a_login(world: World) -> None:
+    token = await issued(world)
+
+    world.kube.delete_secret(NS, "fleet-api")
+    await world.run()
+    assert world.token() == token
+
+    secret = world.kube.secrets[(NS, "fleet-api")]
+    world.kube.put_secret(NS, {**secret, "data": {**secret["data"], "token": b64("garbage")}})
+    await world.run()
+    assert world.token() == token
+
+    secret = world.kube.secrets[(NS, "fleet-api")]
+    world.kube.put_secret(NS, {**secret, "data": {**secret["data"], "token_type": b64("Basic")}})
+    await world.run()
+    assert base64.b64decode(world.kube.secrets[(NS, "fleet-api")]["data"]["token_type"]) == b"Bearer"
+
+    assert world.auth.count() == 1
+    assert world.kube.event_reasons() == ["Issued", "SecretMissing", "SecretInvalid", "SecretModified"]
+
+
+async def test_spec_change_writes_the_new_secret(world: World) -> None:
+    token = await issued(world)
+    world.edit(secretName="renamed", secretTemplate={"labels": {"tier": "gold"}})
+    await world.run()
+
+    assert world.token("renamed") == token
+    assert world.kube.secrets[(NS, "renamed")]["metadata"]["labels"]["tier"] == "gold"
+    assert world.status()["secretName"] == "renamed" and world.status()["observedGeneration"] == 2
+
+
+async def test_suspend_keeps_the_token_until_it_expires(world: World) -> None:
+    await issued(world)
+    world.edit(suspend=True)
+    await world.run()
+    assert world.ready() == ("True", "Suspended")
+
+    world.clock.advance(3601)
+    await world.run()
+    assert world.ready() == ("False", "Suspended")
+    assert world.auth.count() == 1
+
+
+async def test_refresh_request_is_handled_once(world: World) -> None:
+    first = await issued(world)
+    world.clock.advance(1)
+    world.annotate("2026-11-28T10:00:00Z")
+    await world.run()
+    await world.run()
+
+    assert world.token() != first
+    assert world.auth.count() == 2
+    assert world.status()["lastRefreshRequest"] == "2026-11-28T10:00:00Z"
+    assert world.kube.event_reasons() == ["Issued", "RefreshRequested"]
+
+
+async def test_outage_keeps_the_valid_token_then_recovers(world: World) -> None:
+    token = await issued(world)
+    world.auth.set_fault("refresh", Fault.http_error(503))
+    world.auth.set_fault("password", Fault.http_error(503))
+    world.clock.now = refresh_due(world)
+    wake_at = await world.run()
+
+    assert world.ready() == ("True", "AuthUnavailable"), "a valid token keeps Ready True"
+    assert world.token() == token
+    assert wake_at is not None and wake_at > world.clock.now
+
+    world.clock.advance(3600)
+    await world.run()
+    assert world.ready() == ("False", "AuthUnavailable")
+    assert world.token() == token, "a failed refresh never removes the token"
+
+    world.auth.clear_faults()
+    world.clock.advance(600)
+    await world.run()
+    assert world.ready() == ("True", "TokenValid")
+    assert world.kube.event_reasons() == ["Issued", "AuthUnavailable", "Recovered"]
+
+
+async def test_retry_after_sets_the_next_attempt(world: World) -> None:
+    world.login_secret()
+    world.credential()
+    world.auth.fail_next("password", Fault.rate_limited(120))
+    wake_at = await world.run()
+
+    assert wake_at is not None and wake_at >= world.clock.now + 120
+
+
+async def test_ready_turns_false_when_the_token_expires_during_a_slow_request(world: World) -> None:
+    await issued(world)
+    annotations = world.kube.secrets[(NS, "fleet-api")]["metadata"]["annotations"]
+    world.clock.now = parse_rfc3339(annotations[EXPIRES_AT_ANNOTATION]) - 0.3  # type: ignore[operator]
+    world.auth.fail_next("refresh", Fault.slow(3))
+
+    started = asyncio.get_running_loop().time()
+    await world.run()
+
+    assert asyncio.get_running_loop().time() - started < 2, "the pass does not wait out the slow request"
+    assert world.ready() == ("False", "TokenExpired")
+    assert world.token(), "the Secret keeps what it had"
+
+
+async def test_short_lived_tokens_are_spaced_and_say_so(world: World) -> None:
+    world.clock.now = float(int(world.clock.now))  # whole seconds: `exp` makes these tokens live 1 s
+    world.auth.access_lifetime = 1.5
+    await issued(world)
+    world.clock.advance(1.1)  # due after 2/3 s, and the last request was 1.1 s ago: allowed
+    await world.run()
+    world.clock.advance(0.7)  # due again, but only 0.7 s after the last request: held back
+    await world.run()
+
+    assert world.auth.count() == 2
+    assert world.ready()[1] == "TokenLifetimeTooShort"
+    assert "TokenLifetimeTooShort" in world.kube.event_reasons()
+    world.clock.advance(MIN_FETCH_SPACING_SECONDS)
+    await world.run()
+    assert world.auth.count() == 3
+
+
+# -- several writers and several namespaces ----------------------------------------------------
+
+
+async def test_a_second_operator_adopts_the_first_ones_token(world: World, auth: FakeAuthAPI) -> None:
+    token = await issued(world)
+    first_operator = world.workers
+    world.restart()  # a second process, with a pool of its own, running beside the first
+    second_operator = world.workers
+    await world.run()
+    assert world.token() == token and len(world.kube.secret_writes) == 1
+
+    # Both refresh when due; each writes at most once and then adopts the other's token.
+    world.clock.now = refresh_due(world)
+    for _ in range(3):
+        world.workers = first_operator
+        await world.run()
+        world.workers = second_operator
+        await world.run()
+
+    assert len(world.kube.secret_writes) <= 3, world.kube.secret_writes
+    assert auth.count() <= 3
+    assert world.kube.event_reasons() == ["Issued"]
+
+
+async def test_a_forged_token_in_one_namespace_never_reaches_another(world: World) -> None:
+    await issued(world)
+    secret = world.kube.secrets[(NS, "fleet-api")]
+    forged = (
+        "eyJhbGciOiJub25lIn0." + base64.urlsafe_b64encode(b'{"exp": 4102444800}').decode().rstrip("=") + "."
+    )
+    annotations = {**secret["metadata"]["annotations"], EXPIRES_AT_ANNOTATION: "2100-01-01T00:00:00.000Z"}
+    world.kube.put_secret(
+        NS,
+        {
+            **secret,
+            "metadata": {**secret["metadata"], "annotations": annotations},
+            "data": {"token": b64(forged)},
+        },
+    )
+    world.restart()
+    await world.run()
+    assert world.token() != forged, "an implausible token is replaced, even after a restart"
+
+    world.login_secret(namespace=OTHER_NS)
+    world.credential(namespace=OTHER_NS)
+    await world.run(namespace=OTHER_NS)
+    assert world.token(namespace=OTHER_NS) != forged
+    assert world.kube.secrets[(OTHER_NS, "fleet-api")]["metadata"]["annotations"][ACCOUNT_ANNOTATION]
+
+
+async def test_statuses_and_events_never_carry_secrets(world: World) -> None:
+    await issued(world)
+    world.auth.fail_next("refresh", Fault.http_error(500))
+    world.clock.now = refresh_due(world)
+    await world.run()
+    text = repr(world.kube.statuses) + repr(world.kube.events)
+
+    assert PASSWORD not in text
+    for token in world.auth.issued_tokens:
+        assert token.token not in text
