@@ -6,11 +6,13 @@ happened and what to do, and never carry a password or a token.
 
 from __future__ import annotations
 
+from . import reasons
+
 
 class AuthError(Exception):
     """Base of every failure to obtain a token."""
 
-    reason = "AuthFailed"
+    reason = reasons.AUTH_FAILED
     """CamelCase reason for status conditions and Events."""
 
     def __init__(self, message: str) -> None:
@@ -21,7 +23,7 @@ class AuthError(Exception):
 class TransientAuthError(AuthError):
     """Worth retrying with backoff: the same request may succeed later."""
 
-    reason = "AuthUnavailable"
+    reason = reasons.AUTH_UNAVAILABLE
 
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -31,22 +33,22 @@ class TransientAuthError(AuthError):
 class MalformedResponse(TransientAuthError):
     """The Auth API answered, but not with a usable token pair (often a proxy error page)."""
 
-    reason = "MalformedResponse"
+    reason = reasons.MALFORMED_RESPONSE
 
 
 class PermanentAuthError(AuthError):
     """Retrying the same request cannot help; wait for the user to change something."""
 
-    reason = "AuthRequestRejected"
+    reason = reasons.AUTH_REQUEST_REJECTED
 
 
 class InvalidCredentials(PermanentAuthError):
     """The password login answered 401. Retrying could lock the account."""
 
-    reason = "InvalidCredentials"
+    reason = reasons.INVALID_CREDENTIALS
 
 
 class RefreshRejected(AuthError):
     """The refresh token was refused; the caller falls back to a password login."""
 
-    reason = "RefreshRejected"
+    reason = reasons.REFRESH_REJECTED

@@ -70,10 +70,6 @@ class TokenPool:
         if not entry.users and not entry.lock.locked():
             del self._entries[key]
 
-    def cached(self, source: LoginSource) -> TokenSet | None:
-        entry = self._entries.get(source.key)
-        return entry.token if entry else None
-
     def forgive(self, source: LoginSource) -> None:
         """Something the user controls changed: a remembered rejection or backoff no longer holds."""
         entry = self._entries.get(source.key)

@@ -35,6 +35,14 @@ TOKEN_EXPIRED = "TokenExpired"
 TOKEN_LIFETIME_TOO_SHORT = "TokenLifetimeTooShort"
 """The Auth API's tokens live so briefly that refreshing them would exceed the minimum spacing."""
 
+# -- the Auth API's answers: errors.py ----------------------------------------------------------
+AUTH_FAILED = "AuthFailed"
+AUTH_UNAVAILABLE = "AuthUnavailable"
+MALFORMED_RESPONSE = "MalformedResponse"
+AUTH_REQUEST_REJECTED = "AuthRequestRejected"
+INVALID_CREDENTIALS = "InvalidCredentials"
+REFRESH_REJECTED = "RefreshRejected"
+
 # -- Events only -------------------------------------------------------------------------------
 ISSUED = "Issued"
 RECOVERED = "Recovered"

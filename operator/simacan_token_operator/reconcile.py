@@ -151,10 +151,10 @@ async def reconcile(gathered: Gathered, services: Services) -> Result:
         services.auth_policy.check_auth_url(spec.auth_url)
         if spec.suspend:
             suspended = Outcome(False, reasons.SUSPENDED, "refreshing is suspended (spec.suspend)")
-            return _conclude(gathered, spec, _with_held(suspended, held))
+            return _conclude(gathered, spec, _keeping_valid_token(suspended, held))
         source = credentials.login_source(spec, gathered.credentials)
     except SpecError as error:
-        return _conclude(gathered, spec, _with_held(_failure(error), held))
+        return _conclude(gathered, spec, _keeping_valid_token(_failure(error), held))
 
     key = f"{meta['namespace']}/{meta['name']}"
     services.pool.attach(source, key)
@@ -197,7 +197,7 @@ async def reconcile(gathered: Gathered, services: Services) -> Result:
         except AuthError as error:
             attempt = "rejected" if isinstance(error, PermanentAuthError) else "retrying"
             outcome = _auth_failure(error, services, source)
-            return _conclude(gathered, spec, _with_held(outcome, held), memory, attempt=attempt)
+            return _conclude(gathered, spec, _keeping_valid_token(outcome, held), memory, attempt=attempt)
         except TimeoutError:
             message = (
                 "the token in the Secret has expired while a request to the Auth API is still under way; "
@@ -346,7 +346,7 @@ def _valid(spec: CredentialSpec, token: TokenSet, refresh_at: float) -> Outcome:
     )
 
 
-def _with_held(outcome: Outcome, held: TokenSet | None) -> Outcome:
+def _keeping_valid_token(outcome: Outcome, held: TokenSet | None) -> Outcome:
     """A failure never hides a token that still works: Ready stays True until it expires."""
     if held is None:
         return outcome

@@ -50,7 +50,8 @@ async def test_concurrent_credentials_with_one_source_share_one_login(
 
     assert fake_auth.count() == 1
     assert len({token.access_token for token in tokens}) == 1
-    assert pool.cached(source) == tokens[0]
+    assert await pool.obtain(source, any_token) == tokens[0]
+    assert fake_auth.count() == 1
 
 
 async def test_concurrent_credentials_with_a_wrong_password_try_it_once(
@@ -96,7 +97,7 @@ async def test_token_due_for_refresh_is_refreshed_not_logged_in_again(
 
     assert second.access_token != first.access_token
     assert (fake_auth.count("password"), fake_auth.count("refresh", status=200)) == (1, 1)
-    assert pool.cached(source) == second
+    assert await pool.obtain(source, any_token) == second
 
 
 async def test_rejected_refresh_falls_back_to_password_login(
@@ -256,26 +257,33 @@ async def test_remembered_failure_does_not_pile_up_tracebacks(pool: TokenPool, s
     assert depths[1] == depths[-1]
 
 
-async def test_detaching_the_last_user_drops_the_token(pool: TokenPool, source: LoginSource) -> None:
+async def test_detaching_the_last_user_drops_the_token(
+    fake_auth: FakeAuthAPI, pool: TokenPool, source: LoginSource
+) -> None:
     pool.attach(source, "logistics/fleet")
     pool.attach(source, "logistics/planner")
     await pool.obtain(source, any_token)
 
     pool.detach("logistics/fleet")
-    assert pool.cached(source) is not None
+    await pool.obtain(source, any_token)
+    assert fake_auth.count() == 1, "one user left: the token is kept"
 
     pool.detach("logistics/planner")
-    assert pool.cached(source) is None
+    await pool.obtain(source, any_token)
+    assert fake_auth.count() == 2, "no user left: the token was dropped"
 
 
-async def test_attaching_to_a_new_source_leaves_the_old_one(pool: TokenPool, source: LoginSource) -> None:
+async def test_attaching_to_a_new_source_leaves_the_old_one(
+    fake_auth: FakeAuthAPI, pool: TokenPool, source: LoginSource
+) -> None:
     rotated = LoginSource(source.auth_url, source.username, "rotated-password-Vb7")
     pool.attach(source, "logistics/fleet")
     await pool.obtain(source, any_token)
 
     pool.attach(rotated, "logistics/fleet")
 
-    assert pool.cached(source) is None
+    await pool.obtain(source, any_token)
+    assert fake_auth.count() == 2, "the old source's token was dropped with its last user"
 
 
 async def test_detaching_forgets_a_remembered_rejection(
