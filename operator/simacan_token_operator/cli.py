@@ -16,7 +16,7 @@ from typing import Any
 import kopf
 from kubernetes import client, config
 
-from . import __version__
+from . import __version__, statusview
 from .authapi import AuthAPI, http_client
 from .controller import Controller
 from .deadlines import keepalive_socket_options
@@ -97,6 +97,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="name of that Lease; give each shard of a sharded install its own",
     )
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    status = commands.add_parser(
+        "status",
+        help="show Ready, expiry, next refresh and recent Events of credentials; "
+        "exit 1 if any shown is not Ready, 2 if they cannot be read",
+    )
+    status_scope = status.add_mutually_exclusive_group()
+    status_scope.add_argument("--namespace", "-n", metavar="NS", help="default: the kubeconfig context's")
+    status_scope.add_argument("--all-namespaces", "-A", action="store_true", help="every namespace")
+    status.add_argument("name", nargs="?", metavar="NAME", help="one SimacanCredential (default: all)")
     return parser.parse_args(argv)
 
 
@@ -216,6 +225,8 @@ def _identity() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(argv)
+    if options.command == "status":
+        return statusview.command(load_kube_config, options.namespace, options.all_namespaces, options.name)
     logging.basicConfig(
         level=getattr(logging, options.log_level.upper()),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",

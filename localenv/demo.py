@@ -1,0 +1,541 @@
+"""`scripts/demo`: the operator at work on this machine, in one command.
+
+It installs what it needs (scripts/setup), starts a local control plane and a local stand-in for
+the Simacan Auth API over HTTPS with 60 s tokens (or uses a real Auth API with --auth-url),
+applies the CRD and examples/, runs the operator and shows every second what its status says.
+Ctrl-C stops everything it started, by PID, and removes its temporary files.
+
+`--for SECONDS` runs headless for that long after the operator started and exits 0 only if every
+credential got a token and at least one was refreshed: CI runs it that way.
+
+Only the standard library is imported at the top: the first phase runs on the system Python,
+installs .venv, and then re-runs this module in .venv, where the rest is imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import getpass
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+from urllib.parse import urlsplit
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_PYTHON = REPO / ".venv" / "bin" / "python"
+SETUP = REPO / "scripts" / "setup"
+EXAMPLES = REPO / "examples"
+CRD_FILE = REPO / "crds" / "simacancredentials.auth.simacan.com.yaml"
+NAMESPACE = "simacan-demo"
+STARTED_ENV = "SIMACAN_DEMO_STARTED"
+USERNAME_ENV, PASSWORD_ENV = "SIMACAN_USERNAME", "SIMACAN_PASSWORD"
+HEARTBEAT_SECONDS = 20.0
+COLD_BUILD_ESTIMATE = "about 8 minutes on 2 cores"
+"""The cold install (etcd, the Go build of kube-apiserver and kube-controller-manager) measured
+by scripts/setup on a 2-core machine: 473 s; later runs find the binaries cached."""
+FIELD_MANAGER = "simacan-demo"
+OPERATOR_STOP_SECONDS = 20.0
+STARTUP_SECONDS = 60.0
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="scripts/demo",
+        description="Run the operator against a local control plane and a local stand-in for the "
+        "Simacan Auth API, with a live view. Ctrl-C stops everything.",
+    )
+    parser.add_argument(
+        "--for",
+        dest="seconds",
+        type=float,
+        metavar="SECONDS",
+        help="run headless for this long after the operator started; exit 0 only if every "
+        "credential got a token and at least one refresh happened",
+    )
+    parser.add_argument(
+        "--auth-url",
+        metavar="URL",
+        help="use this real Simacan Auth API (https) instead of the local stand-in, e.g. "
+        f"https://auth-service-stg.services.simacan.com/api/v1; username and password from "
+        f"${USERNAME_ENV} and ${PASSWORD_ENV}, else asked for (the password is not echoed)",
+    )
+    parser.add_argument(
+        "--token-lifetime",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="lifetime of the stand-in's access tokens (default 60)",
+    )
+    options = parser.parse_args(argv)
+    if options.auth_url and urlsplit(options.auth_url).scheme != "https":
+        parser.error("--auth-url must be https://: the password never travels over plain http")
+    if options.seconds is not None and options.seconds <= 0:
+        parser.error("--for must be a positive number of seconds")
+    if options.token_lifetime < 3:
+        parser.error("--token-lifetime must be at least 3 seconds")
+    return options
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    options = parse_args(args)
+    if Path(sys.prefix).resolve() != VENV_PYTHON.parent.parent.resolve():
+        os.environ.setdefault(STARTED_ENV, str(time.time()))
+        code = install()
+        if code != 0:
+            print(f"scripts/setup failed with exit code {code}", file=sys.stderr)
+            return code
+        os.execv(VENV_PYTHON, [str(VENV_PYTHON), "-m", "localenv.demo", *args])
+    return run(options)
+
+
+# --------------------------------------------------------------------------------------------- install
+
+
+def install() -> int:
+    """Run scripts/setup, passing its progress on, with a heartbeat while the cold build is quiet."""
+    say("installing what the demo needs (scripts/setup; seconds when already installed)")
+    started = time.monotonic()
+    process = subprocess.Popen([str(SETUP)], stderr=subprocess.PIPE, text=True, cwd=REPO)
+    building = threading.Event()
+    assert process.stderr is not None
+    relay = threading.Thread(target=_relay, args=(process.stderr, building), daemon=True)
+    relay.start()
+    while True:
+        try:
+            code = process.wait(timeout=HEARTBEAT_SECONDS)
+            break
+        except subprocess.TimeoutExpired:
+            elapsed = _minutes(time.monotonic() - started)
+            if building.is_set():
+                say(f"  ... still building the control plane: {elapsed} so far ({COLD_BUILD_ESTIMATE})")
+            else:
+                say(f"  ... still installing: {elapsed} so far")
+    relay.join(timeout=5)
+    say(f"installed in {_minutes(time.monotonic() - started)}")
+    return code
+
+
+def _relay(stream: IO[str], building: threading.Event) -> None:
+    for line in stream:
+        if line.startswith("building "):
+            building.set()
+        sys.stderr.write(line)
+        sys.stderr.flush()
+
+
+def _minutes(seconds: float) -> str:
+    whole = int(seconds)
+    return f"{whole // 60}m{whole % 60:02d}s" if whole >= 60 else f"{whole}s"
+
+
+def say(text: str) -> None:
+    print(f"demo: {text}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------- run
+
+
+@dataclass(frozen=True)
+class Login:
+    """Where the operator logs in and with what; the password never leaves this process but to the API."""
+
+    auth_url: str
+    username: str
+    password: str
+    allowed_host: str
+    ca_file: Path | None
+
+
+def run(options: argparse.Namespace) -> int:
+    """Start everything, show the view, stop everything (in reverse order) however it ends."""
+    started = float(os.environ.get(STARTED_ENV) or time.time())
+    real = _real_login(options.auth_url) if options.auth_url else None
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _exit_on_signal)
+    work = Path(tempfile.mkdtemp(prefix="simacan-demo-"))
+    stack = contextlib.ExitStack()
+    stack.callback(say, f"stopped everything it started and removed {work}")
+    stack.callback(shutil.rmtree, work, ignore_errors=True)
+    try:
+        return _run(options, started, real, work, stack)
+    except KeyboardInterrupt:
+        print()
+        say("Ctrl-C: stopping the operator, the Auth API stand-in and the control plane")
+        return 130
+    finally:
+        # A second Ctrl-C must not cut the cleanup short and leave processes behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        stack.close()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _run(
+    options: argparse.Namespace, started: float, real: Login | None, work: Path, stack: contextlib.ExitStack
+) -> int:
+    # Imported here: these need .venv, which the first phase installed.
+    from localenv.auth_standin import FakeAuthAPI
+    from localenv.controlplane import running_control_plane
+
+    say("starting the local control plane (etcd, kube-apiserver, kube-controller-manager)")
+    plane = stack.enter_context(running_control_plane(work / "cluster"))
+    say(f"control plane ready in {plane.provision_seconds:.1f}s at {plane.server}")
+    fake = None
+    if real is None:
+        user, password = _example_login()
+        fake = FakeAuthAPI({user: password}, access_lifetime=options.token_lifetime, tls=True)
+        stack.enter_context(fake)
+        login = Login(fake.base_url, user, password, f"127.0.0.1:{fake.port}", fake.ca_file)
+        say(f"local Auth API stand-in at {fake.base_url} ({options.token_lifetime:g} s tokens, own CA)")
+    else:
+        login = real
+    api = stack.enter_context(contextlib.closing(_api_client(plane.admin_kubeconfig)))
+    _apply_all(api, login)
+    operator = stack.enter_context(_operator(work, plane.admin_kubeconfig, login))
+    say(f"operator started (pid {operator.process.pid}); log: {operator.log}")
+    view = _View(options, plane.admin_kubeconfig, login, fake, operator, started)
+    return view.loop(api)
+
+
+def _real_login(auth_url: str) -> Login:
+    """The user's own account: from the environment, else asked for without echoing the password."""
+    username = os.environ.get(USERNAME_ENV, "")
+    password = os.environ.get(PASSWORD_ENV, "")
+    if not (username and password) and not sys.stdin.isatty():
+        raise SystemExit(f"demo: set {USERNAME_ENV} and {PASSWORD_ENV} (no terminal to ask on)")
+    username = username or input("Simacan username: ").strip()
+    password = password or getpass.getpass("Simacan password (not echoed): ")
+    parts = urlsplit(auth_url)
+    host = (parts.hostname or "").lower()
+    allowed = host if parts.port in (None, 443) else f"{host}:{parts.port}"
+    return Login(auth_url.rstrip("/"), username, password, allowed, None)
+
+
+def _example_login() -> tuple[str, str]:
+    """The stand-in accepts exactly the account in examples/credentials-secret.yaml."""
+    secret = _load_examples("credentials-secret.yaml")[0]
+    data = secret["stringData"]
+    return str(data["username"]), str(data["password"])
+
+
+def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+# --------------------------------------------------------------------------------------------- apply
+
+
+def _api_client(kubeconfig: Path) -> Any:
+    from localenv.controlplane import api_client_from_kubeconfig
+
+    return api_client_from_kubeconfig(kubeconfig)
+
+
+def _load_examples(name: str) -> list[dict[str, Any]]:
+    import yaml
+
+    return [doc for doc in yaml.safe_load_all((EXAMPLES / name).read_text()) if doc]
+
+
+_PATHS = {
+    "Namespace": ("/api/v1", "namespaces", False),
+    "Secret": ("/api/v1", "secrets", True),
+    "CustomResourceDefinition": ("/apis/apiextensions.k8s.io/v1", "customresourcedefinitions", False),
+    "SimacanCredential": ("/apis/auth.simacan.com/v1alpha1", "simacancredentials", True),
+    "Deployment": ("/apis/apps/v1", "deployments", True),
+}
+
+
+def apply(api: Any, obj: dict[str, Any], namespace: str | None = None) -> None:
+    """Server-side apply, as `kubectl apply --server-side` does; no kubectl of any version needed."""
+    from simacan_token_operator.kube import RawApi
+
+    prefix, plural, namespaced = _PATHS[obj["kind"]]
+    where = f"/namespaces/{namespace}" if namespaced and namespace else ""
+    path = f"{prefix}{where}/{plural}/{obj['metadata']['name']}"
+    RawApi(api).json(
+        "PATCH",
+        path,
+        query={"fieldManager": FIELD_MANAGER, "force": "true"},
+        body=obj,
+        content_type="application/apply-patch+yaml",
+    )
+
+
+def _apply_all(api: Any, login: Login) -> None:
+    import yaml
+
+    from simacan_token_operator.kube import RawApi
+
+    raw = RawApi(api)
+    apply(api, yaml.safe_load(CRD_FILE.read_text()))
+    _wait("the CRD to be established", lambda: _established(raw))
+    apply(api, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+    secret = _load_examples("credentials-secret.yaml")[0]
+    secret["stringData"] = {"username": login.username, "password": login.password}
+    apply(api, secret, NAMESPACE)
+    credentials = _load_examples("simacancredentials.yaml")
+    for credential in credentials:
+        credential["spec"]["authURL"] = login.auth_url
+        apply(api, credential, NAMESPACE)
+    say(
+        f"applied crds/ and examples/ in namespace {NAMESPACE}: Secret simacan-login, "
+        + ", ".join(f"SimacanCredential {c['metadata']['name']}" for c in credentials)
+    )
+    if _has_ready_node(raw):
+        for workload in _load_examples("workload.yaml"):
+            apply(api, workload, NAMESPACE)
+        say("applied examples/workload.yaml (it mounts the token Secret fleet-api)")
+    else:
+        say("examples/workload.yaml not applied: this control plane has no node to run it on")
+
+
+def _established(raw: Any) -> bool:
+    crd = raw.json("GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/" + CRD_FILE.stem)
+    conditions = (crd.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
+
+
+def _has_ready_node(raw: Any) -> bool:
+    for node in raw.json("GET", "/api/v1/nodes").get("items") or []:
+        for condition in (node.get("status") or {}).get("conditions") or []:
+            if condition.get("type") == "Ready" and condition.get("status") == "True":
+                return True
+    return False
+
+
+def _wait(what: str, check: Any, timeout: float = STARTUP_SECONDS) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"demo: timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.2)
+
+
+# --------------------------------------------------------------------------------------------- operator
+
+
+@dataclass(frozen=True)
+class _Operator:
+    process: subprocess.Popen[bytes]
+    log: Path
+    metrics_port: int
+    started: float  # time.time() when it was started: `--for` counts from here
+
+
+def _free_ports(count: int) -> list[int]:
+    """Distinct free loopback ports (held open together so that they differ)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+
+
+@contextlib.contextmanager
+def _operator(work: Path, kubeconfig: Path, login: Login) -> Iterator[_Operator]:
+    """The operator as a process, as a user runs it; stopped by PID (SIGTERM, then SIGKILL)."""
+    health_port, metrics_port = _free_ports(2)
+    argv = [
+        sys.executable,
+        "-m",
+        "simacan_token_operator",
+        "run",
+        "--namespace",
+        NAMESPACE,
+        "--allowed-auth-host",
+        login.allowed_host,
+        *(["--auth-ca-file", str(login.ca_file)] if login.ca_file else []),
+        "--bind-address",
+        "127.0.0.1",
+        "--health-port",
+        str(health_port),
+        "--metrics-port",
+        str(metrics_port),
+    ]
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    env.pop(PASSWORD_ENV, None)
+    log = work / "operator.log"
+    started = time.time()
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    try:
+        yield _Operator(process, log, metrics_port, started)
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=OPERATOR_STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _metric_calls(port: int) -> Any:
+    """Auth API calls as the operator's own metrics count them (for a real Auth API, which we cannot ask)."""
+    from localenv.demoview import AuthCalls
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    counts = {"password": 0, "refresh": 0, "failed": 0}
+    for line in text.splitlines():
+        if not line.startswith("simacan_auth_api_request_duration_seconds_count{"):
+            continue
+        labels, _, value = line.rpartition(" ")
+        endpoint = "password" if 'endpoint="password"' in labels else "refresh"
+        counts[endpoint] += int(float(value))
+        if 'status="ok"' not in labels:
+            counts["failed"] += int(float(value))
+    return AuthCalls(counts["password"], counts["refresh"], counts["failed"])
+
+
+# --------------------------------------------------------------------------------------------- view
+
+
+class _View:
+    """Every second: read the credentials and Events, draw them (or print them, headless)."""
+
+    def __init__(
+        self,
+        options: argparse.Namespace,
+        kubeconfig: Path,
+        login: Login,
+        fake: Any,
+        operator: _Operator,
+        started: float,
+    ) -> None:
+        self._seconds: float | None = options.seconds
+        self._interactive = self._seconds is None and sys.stdout.isatty()
+        self._fake = fake
+        self._operator = operator
+        self._started = started
+        self._header = [
+            f"simacan-token-operator demo: namespace {NAMESPACE}; Auth API: "
+            + (f"local stand-in {login.auth_url}" if fake else login.auth_url),
+            f"operator pid {operator.process.pid}, log {operator.log}",
+        ]
+        self._footer = _suggestions(kubeconfig, fake is not None)
+
+    def loop(self, api: Any) -> int:
+        from localenv.demoview import Progress, render_plain, render_screen, verdict
+        from simacan_token_operator.statusview import StatusError, fetch
+
+        progress = Progress()
+        operator_started = self._operator.started
+        deadline = None if self._seconds is None else operator_started + self._seconds
+        if not self._interactive:
+            print("\n".join([*self._header, *self._footer]), flush=True)
+        snapshot = None
+        tick = time.monotonic()
+        while deadline is None or time.time() < deadline:
+            if self._operator.process.poll() is not None:
+                print(f"the operator exited with {self._operator.process.returncode}; last lines of its log:")
+                print("\n".join(self._operator.log.read_text(errors="replace").splitlines()[-30:]))
+                return 1
+            now = time.time()
+            try:
+                snapshot = fetch(api, NAMESPACE)
+            except StatusError as error:
+                print(f"demo: {error}", file=sys.stderr)
+                tick = self._sleep(tick)
+                continue
+            had_token = progress.first_token_at is not None
+            progress.observe(snapshot.credentials, now)
+            calls = self._calls()
+            if self._interactive:
+                header = [*self._header, self._first_token(progress)]
+                screen = render_screen(header, snapshot, calls, self._footer, now)
+                sys.stdout.write("\x1b[H" + "".join(f"{line}\x1b[K\n" for line in screen) + "\x1b[J")
+            else:
+                fresh = progress.new_events(snapshot.events)
+                print("\n".join(render_plain(now - operator_started, snapshot, calls, fresh, now)))
+                if not had_token and progress.first_token_at is not None:
+                    print(self._first_token(progress))
+            sys.stdout.flush()
+            tick = self._sleep(tick)
+        if snapshot is None:
+            print("FAIL: the credentials could never be read")
+            return 1
+        ok, summary = verdict(progress, snapshot.credentials)
+        print(self._first_token(progress))
+        print(("PASS: " if ok else "FAIL: ") + summary, flush=True)
+        return 0 if ok else 1
+
+    def _first_token(self, progress: Any) -> str:
+        first = progress.first_token_at
+        if first is None:
+            return "time to first token: (no token yet)"
+        return (
+            f"time to first token: {first - self._started:.1f}s since scripts/demo started, "
+            f"{first - self._operator.started:.1f}s since the operator started"
+        )
+
+    def _calls(self) -> Any:
+        from localenv.demoview import AuthCalls
+
+        if self._fake is None:
+            return _metric_calls(self._operator.metrics_port)
+        logins, refreshes = self._fake.count("password"), self._fake.count("refresh")
+        ok = self._fake.count(status=200)
+        return AuthCalls(logins, refreshes, logins + refreshes - ok)
+
+    @staticmethod
+    def _sleep(tick: float) -> float:
+        """Keep a steady one-second beat, however long reading took."""
+        tick += 1.0
+        time.sleep(max(0.0, tick - time.monotonic()))
+        return max(tick, time.monotonic() - 1.0)
+
+
+def _suggestions(kubeconfig: Path, stand_in: bool) -> list[str]:
+    ns = f"-n {NAMESPACE}"
+    lines = [
+        "Look from another terminal:",
+        f"  KUBECONFIG={kubeconfig} kubectl get simacancredentials -A",
+        f"  KUBECONFIG={kubeconfig} {REPO / '.venv/bin/simacan-token-operator'} status {ns}",
+        f"Things to try there after export KUBECONFIG={kubeconfig} (this view shows what happens):",
+        f"  force a refresh:   kubectl {ns} annotate simacancredential fleet-api "
+        'auth.simacan.com/refresh-requested-at="$(date -u +%FT%TZ)" --overwrite',
+        f"  break the password: kubectl {ns} patch secret simacan-login -p "
+        """'{"stringData":{"password":"wrong"}}'""",
+    ]
+    if stand_in:
+        _, password = _example_login()
+        lines.append(
+            f"  ...and mend it:     kubectl {ns} patch secret simacan-login -p "
+            f"""'{json.dumps({"stringData": {"password": password}}, separators=(",", ":"))}'"""
+        )
+    lines += [
+        f"  delete a token Secret: kubectl {ns} delete secret fleet-api",
+        "Ctrl-C stops everything the demo started.",
+    ]
+    return lines
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
