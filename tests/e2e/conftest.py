@@ -1,8 +1,9 @@
 """End-to-end tier: the operator against a real kube-apiserver, etcd and kube-controller-manager.
 
-`manifests/` is applied as is (CRD, namespace, RBAC, Deployment). Pods do not run (there is no
-kubelet); the operator runs as a local process with a token of the ServiceAccount the manifests
-create, so it has exactly the permissions the manifests grant.
+`manifests/` is applied as is (CRD, namespace, RBAC, Deployment). Pods run only for tests that ask
+for the `node` fixture (a real kubelet, localenv/node.py); the operator runs as a local process
+with a token of the ServiceAccount the manifests create, so it has exactly the permissions the
+manifests grant.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pytest
 from kubernetes import client
 
 from localenv.controlplane import ControlPlane, running_control_plane
+from localenv.node import Node, running_node
 from tests.conftest import SUMMARY
 from tests.support.cluster import ClusterHandle
 from tests.support.k8s import api_client
@@ -40,6 +42,14 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
             f"provisioned in {plane.provision_seconds:.1f}s"
         )
         yield plane
+
+
+@pytest.fixture(scope="module")
+def node(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    """A real kubelet with containerd for the tests of one module (kubelet syncFrequency 10 s)."""
+    with running_node(control_plane, Path(tmp_path_factory.mktemp("node"))) as started:
+        SUMMARY.append(f"e2e: node (containerd, kubelet) provisioned in {started.provision_seconds:.1f}s")
+        yield started
 
 
 def kubectl(plane: ControlPlane, *args: str) -> str:
