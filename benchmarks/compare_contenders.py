@@ -1,0 +1,304 @@
+"""The contenders: what each needs in the cluster, and how each is started as a local process.
+
+- ours: SimacanCredentials, and `python -m simacan_token_operator run`.
+- eso: External Secrets Operator v0.16.2 as its documentation shows it: a `Webhook` generator per
+  account posting the form login, an `ExternalSecret` per token Secret with `refreshInterval` set to
+  the token lifetime (the obvious choice) or to two thirds of it, and a template that keeps only
+  `access_token` (without it the refresh token lands in the Secret too). Built by compare_build_eso.sh.
+- cron: compare_cron.py, the fixed-interval loop.
+
+Every contender writes token Secrets token-00000, token-00001, ... holding the JWT under key `token`,
+so the reader judges them all the same way.
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import subprocess
+import sys
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmarks.compare_kube import KubeClient
+from benchmarks.footprint import BenchmarkError, Child, child_env, free_port
+from localenv.controlplane import ControlPlane
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+OUR_CRD = REPO_ROOT / "crds" / "simacancredentials.auth.simacan.com.yaml"
+ESO_BUILD_SCRIPT = BENCH_DIR / "compare_build_eso.sh"
+CRON_SCRIPT = BENCH_DIR / "compare_cron.py"
+CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+ESO_GENERATOR_API = "generators.external-secrets.io/v1alpha1"
+# The Webhook generator's body template: the form login, from the login Secret named "login" below.
+LOGIN_FORM = "username={{ .login.username | urlquery }}&password={{ .login.password | urlquery }}"
+
+
+@dataclass(frozen=True)
+class Load:
+    """N token Secrets whose credentials point round-robin at `logins` accounts."""
+
+    credentials: int
+    logins: int
+
+    @property
+    def key(self) -> str:
+        return f"n{self.credentials}-{'shared' if self.logins == 1 else f'{self.logins}-accounts'}"
+
+    @property
+    def label(self) -> str:
+        if self.logins == 1:
+            return f"{self.credentials} sharing one account"
+        if self.logins == self.credentials:
+            return f"{self.credentials}, each its own account"
+        return f"{self.credentials} over {self.logins} accounts"
+
+
+def secret_names(load: Load) -> list[str]:
+    return [f"token-{index:05d}" for index in range(load.credentials)]
+
+
+@dataclass(frozen=True)
+class Arena:
+    """What every contender is handed: the cluster, the Auth API, the load and where to log."""
+
+    plane: ControlPlane
+    kube: KubeClient
+    namespace: str
+    auth_url: str
+    auth_port: int
+    auth_ca_file: Path
+    lifetime: float
+    load: Load
+    log_dir: Path
+
+
+class Contender(ABC):
+    name: str
+
+    @abstractmethod
+    def install(self, arena: Arena) -> None:
+        """CRDs and the objects that describe the load (created before the process starts)."""
+
+    @abstractmethod
+    def start(self, arena: Arena) -> Child:
+        """Start the process; the clock for 'time until all Secrets exist' starts here."""
+
+    def notes(self, arena: Arena) -> str:
+        return ""
+
+
+def apply_crds(kube: KubeClient, documents: Sequence[Mapping[str, Any]], timeout: float = 60.0) -> None:
+    """Server-side apply (the ESO bundle is too large for client-side apply's annotation), then wait."""
+    names = []
+    for document in documents:
+        kube.apply(f"{CRD_PATH}/{document['metadata']['name']}", document)
+        names.append(document["metadata"]["name"])
+    for name in names:
+        wait_established(kube, name, timeout)
+
+
+def wait_established(kube: KubeClient, name: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        conditions = (kube.get(f"{CRD_PATH}/{name}").get("status") or {}).get("conditions") or []
+        if any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions):
+            return
+        if time.monotonic() > deadline:
+            raise BenchmarkError(f"CRD {name} not Established after {timeout:.0f}s")
+        time.sleep(0.1)
+
+
+def create_all(kube: KubeClient, path: str, bodies: Sequence[Mapping[str, Any]]) -> None:
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda body: kube.create(path, body), bodies))  # list() re-raises a failure
+
+
+# --- ours ------------------------------------------------------------------------------------------
+
+
+class Ours(Contender):
+    name = "ours"
+
+    def install(self, arena: Arena) -> None:
+        apply_crds(arena.kube, [yaml.safe_load(OUR_CRD.read_text())])
+        path = f"/apis/auth.simacan.com/v1alpha1/namespaces/{arena.namespace}/simacancredentials"
+        bodies = [
+            {
+                "apiVersion": "auth.simacan.com/v1alpha1",
+                "kind": "SimacanCredential",
+                "metadata": {"name": name},
+                "spec": {
+                    "credentialsSecretRef": {"name": f"login-{index % arena.load.logins}"},
+                    "authURL": arena.auth_url,
+                },
+            }
+            for index, name in enumerate(secret_names(arena.load))
+        ]
+        create_all(arena.kube, path, bodies)
+
+    def start(self, arena: Arena) -> Child:
+        argv = [
+            sys.executable,
+            "-m",
+            "simacan_token_operator",
+            "run",
+            "--namespace",
+            arena.namespace,
+            "--allowed-auth-host",
+            f"127.0.0.1:{arena.auth_port}",
+            "--auth-ca-file",
+            str(arena.auth_ca_file),
+            "--bind-address",
+            "127.0.0.1",
+            "--metrics-port",
+            str(free_port()),
+            "--health-port",
+            str(free_port()),
+        ]
+        env = child_env(arena.plane.admin_kubeconfig)
+        return Child(self.name, argv, env, arena.log_dir / f"{self.name}.log")
+
+
+# --- External Secrets Operator ---------------------------------------------------------------------
+
+
+def build_eso() -> Path:
+    """The cached ESO build dir (binary and CRD bundle); builds it the first time (several minutes)."""
+    done = subprocess.run(  # noqa: S603 - our own script
+        ["/bin/bash", str(ESO_BUILD_SCRIPT)], check=False, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.splitlines()[-30:])
+        raise BenchmarkError(f"{ESO_BUILD_SCRIPT} failed with exit code {done.returncode}:\n{tail}")
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+class ExternalSecrets(Contender):
+    """ESO with a Webhook generator; `refresh_fraction` of the token lifetime as refreshInterval."""
+
+    def __init__(self, build_dir: Path, refresh_fraction: float, name: str) -> None:
+        self.build_dir = build_dir
+        self.refresh_fraction = refresh_fraction
+        self.name = name
+
+    def install(self, arena: Arena) -> None:
+        bundle = [doc for doc in yaml.safe_load_all((self.build_dir / "bundle.yaml").read_text()) if doc]
+        apply_crds(arena.kube, bundle, timeout=120.0)
+        ca_bundle = base64.b64encode(arena.auth_ca_file.read_bytes()).decode()
+        generators = [
+            {
+                "apiVersion": ESO_GENERATOR_API,
+                "kind": "Webhook",
+                "metadata": {"name": f"login-{index}"},
+                "spec": {
+                    "url": f"{arena.auth_url}/auth/password",
+                    "method": "POST",
+                    "headers": {"Content-Type": "application/x-www-form-urlencoded"},
+                    "body": LOGIN_FORM,
+                    "result": {"jsonPath": "$"},
+                    "caBundle": ca_bundle,
+                    "timeout": "30s",
+                    "secrets": [{"name": "login", "secretRef": {"name": f"login-{index}"}}],
+                },
+            }
+            for index in range(arena.load.logins)
+        ]
+        create_all(
+            arena.kube,
+            f"/apis/{ESO_GENERATOR_API}/namespaces/{arena.namespace}/webhooks",
+            generators,
+        )
+        interval = f"{arena.lifetime * self.refresh_fraction:.0f}s"
+        external_secrets = [
+            {
+                "apiVersion": "external-secrets.io/v1",
+                "kind": "ExternalSecret",
+                "metadata": {"name": name},
+                "spec": {
+                    "refreshInterval": interval,
+                    "target": {
+                        "name": name,
+                        "template": {"engineVersion": "v2", "data": {"token": "{{ .access_token }}"}},
+                    },
+                    "dataFrom": [
+                        {
+                            "sourceRef": {
+                                "generatorRef": {
+                                    "apiVersion": ESO_GENERATOR_API,
+                                    "kind": "Webhook",
+                                    "name": f"login-{index % arena.load.logins}",
+                                }
+                            }
+                        }
+                    ],
+                },
+            }
+            for index, name in enumerate(secret_names(arena.load))
+        ]
+        create_all(
+            arena.kube,
+            f"/apis/external-secrets.io/v1/namespaces/{arena.namespace}/externalsecrets",
+            external_secrets,
+        )
+
+    def start(self, arena: Arena) -> Child:
+        argv = [
+            str(self.build_dir / "external-secrets"),
+            f"--namespace={arena.namespace}",
+            f"--metrics-addr=127.0.0.1:{free_port()}",
+            "--enable-leader-election=false",
+        ]
+        env = child_env(arena.plane.admin_kubeconfig)
+        return Child(self.name, argv, env, arena.log_dir / f"{self.name}.log")
+
+    def notes(self, arena: Arena) -> str:
+        return f"refreshInterval {arena.lifetime * self.refresh_fraction:.0f}s, --concurrent 1 (default)"
+
+
+# --- the cron loop ---------------------------------------------------------------------------------
+
+
+class CronLoop(Contender):
+    """compare_cron.py every `interval_fraction` of the token lifetime."""
+
+    def __init__(self, interval_fraction: float) -> None:
+        self.name = "cron"
+        self.interval_fraction = interval_fraction
+
+    def install(self, arena: Arena) -> None:
+        return None  # it needs only the login Secrets, which every contender gets
+
+    def start(self, arena: Arena) -> Child:
+        argv = [
+            sys.executable,
+            str(CRON_SCRIPT),
+            "--server",
+            arena.plane.server,
+            "--ca-file",
+            str(arena.plane.ca_file),
+            "--namespace",
+            arena.namespace,
+            "--credentials",
+            str(arena.load.credentials),
+            "--logins",
+            str(arena.load.logins),
+            "--auth-url",
+            arena.auth_url,
+            "--auth-ca-file",
+            str(arena.auth_ca_file),
+            "--interval",
+            f"{arena.lifetime * self.interval_fraction:g}",
+        ]
+        env = child_env(arena.plane.admin_kubeconfig, KUBE_TOKEN=arena.plane.admin_token)
+        return Child(self.name, argv, env, arena.log_dir / f"{self.name}.log")
+
+    def notes(self, arena: Arena) -> str:
+        return f"every {arena.lifetime * self.interval_fraction:g}s, 8 jobs at a time"
