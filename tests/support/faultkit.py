@@ -1,0 +1,370 @@
+"""What the fault tests and the fault report observe, from outside the operator.
+
+The operator's own account is never trusted for these figures: Secret writes and token
+validity come from a watch on the API server, Auth API calls from the fake Auth API, Events
+from the API server, leadership from each replica's `simacan_leader` metric polled by the test.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+from kubernetes import client
+
+from localenv.auth_standin import FakeAuthAPI
+from localenv.controlplane import ControlPlane
+from simacan_token_operator.kube import RawApi
+from tests.support.k8s import Namespace, api_client
+from tests.support.operator_process import OperatorProcess
+from tests.support.polling import eventually
+
+REPO = Path(__file__).resolve().parents[2]
+OPERATOR_NAMESPACE = "simacan-token-operator"
+OPERATOR_ACCOUNT = "simacan-token-operator"
+USERNAME = "api-user@example.com"
+PASSWORD = "correct-horse-battery-staple-7f3a"
+
+
+def install(plane: ControlPlane) -> Path:
+    """`kubectl apply -k manifests/`, then a kubeconfig acting as the operator's ServiceAccount."""
+    subprocess.run(
+        ["kubectl", "--kubeconfig", str(plane.admin_kubeconfig), "apply", "-k", str(REPO / "manifests")],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    api = api_client(plane.admin_kubeconfig)
+    extensions = client.ApiextensionsV1Api(api)
+
+    def established() -> bool:
+        crd = extensions.read_custom_resource_definition("simacancredentials.auth.simacan.com")
+        conditions = (crd.status.conditions if crd.status else None) or []
+        return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+    eventually(established, timeout=30, what="CRD Established")
+    core = client.CoreV1Api(api)
+    eventually(
+        lambda: core.read_namespaced_service_account(OPERATOR_ACCOUNT, OPERATOR_NAMESPACE),
+        timeout=30,
+        what="operator ServiceAccount",
+    )
+    return plane.kubeconfig_for_service_account(OPERATOR_NAMESPACE, OPERATOR_ACCOUNT)
+
+
+def kubeconfig_via(kubeconfig: Path, port: int, path: Path) -> Path:
+    """The same identity, but reaching the API server through 127.0.0.1:`port` (a proxy).
+    The serving certificate names 127.0.0.1, so TLS verification still holds."""
+    config = json.loads(kubeconfig.read_text())
+    for cluster in config["clusters"]:
+        cluster["cluster"]["server"] = f"https://127.0.0.1:{port}"
+    path.write_text(json.dumps(config))
+    path.chmod(0o600)
+    return path
+
+
+def operator_args(auth: FakeAuthAPI) -> list[str]:
+    return ["--allowed-auth-host", f"127.0.0.1:{auth.port}", "--auth-ca-file", str(auth.ca_file)]
+
+
+def credential_spec(auth: FakeAuthAPI, secret: str = "login") -> dict[str, Any]:
+    return {"credentialsSecretRef": {"name": secret}, "authURL": auth.base_url}
+
+
+def token_expiry(secret: dict[str, Any] | None) -> float | None:
+    """The `exp` of the token a Secret holds (unverified: the test only needs the time)."""
+    if not secret:
+        return None
+    raw = (secret.get("data") or {}).get("token")
+    if not raw:
+        return None
+    claims = jwt.decode(base64.b64decode(raw).decode(), options={"verify_signature": False})
+    return float(claims["exp"])
+
+
+# --- Secrets as the API server saw them ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SecretState:
+    at: float  # time.time() when the watch delivered it
+    name: str
+    resource_version: str
+    expires: float | None  # None: no Secret, or no token in it
+
+
+@dataclass
+class SecretRecorder:
+    """Watches a namespace's Secrets through every outage, resuming from the last resourceVersion,
+    so each write is counted once, and the token each state held is known."""
+
+    api: client.ApiClient
+    namespace: str
+    states: list[SecretState] = field(default_factory=list)
+    relists: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> SecretRecorder:
+        self._thread = threading.Thread(target=self._run, daemon=True, name="secret-recorder")
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(40)
+
+    def __enter__(self) -> SecretRecorder:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        core = client.CoreV1Api(self.api)
+        version: str | None = None
+        while not self._stop.is_set():
+            try:
+                if version is None:
+                    listed = core.list_namespaced_secret(self.namespace, _request_timeout=(3, 10))
+                    version = listed.metadata.resource_version if listed.metadata else None
+                    self.relists += 1
+                    for secret in listed.items:
+                        self._record(self.api.sanitize_for_serialization(secret), "LISTED")  # type: ignore[no-untyped-call]
+                response = (
+                    RawApi(self.api)
+                    .request(
+                        "GET",
+                        f"/api/v1/namespaces/{self.namespace}/secrets",
+                        query={"watch": "true", "resourceVersion": version, "timeoutSeconds": 20},
+                        timeout=(3, 25),
+                    )
+                    .response
+                )
+                for line in response:
+                    event = json.loads(line)
+                    obj = event["object"]
+                    if event["type"] == "ERROR":
+                        version = None  # 410 Gone: list again
+                        break
+                    version = obj["metadata"]["resourceVersion"]
+                    self._record(obj, event["type"])
+                    if self._stop.is_set():
+                        break
+            except Exception:  # the API server is down or restarting: try again
+                self._stop.wait(0.2)
+
+    def _record(self, secret: dict[str, Any], kind: str) -> None:
+        meta = secret["metadata"]
+        expires = None if kind == "DELETED" else token_expiry(secret)
+        state = SecretState(time.time(), meta["name"], meta["resourceVersion"], expires)
+        with self._lock:
+            previous = self.latest(meta["name"])
+            if previous is None or previous.resource_version != state.resource_version:
+                self.states.append(state)
+
+    def latest(self, name: str) -> SecretState | None:
+        return next((s for s in reversed(self.states) if s.name == name), None)
+
+    def writes(self, names: Sequence[str], since: float, until: float | None = None) -> list[SecretState]:
+        end = until if until is not None else float("inf")
+        with self._lock:
+            return [s for s in self.states if s.name in names and since <= s.at <= end]
+
+    def longest_invalid(self, names: Sequence[str], since: float, until: float) -> float:
+        """The longest time within [since, until] that any of `names` held no unexpired token."""
+        worst = 0.0
+        with self._lock:
+            states = list(self.states)
+        for name in names:
+            own = [s for s in states if s.name == name]
+            # (from, to, expires) for each state; the one in force at `since` counts from `since`.
+            for index, state in enumerate(own):
+                start = max(state.at, since)
+                end = min(own[index + 1].at if index + 1 < len(own) else until, until)
+                if end <= start:
+                    continue
+                invalid_from = start if state.expires is None else max(start, state.expires)
+                worst = max(worst, end - invalid_from)
+            if not own or own[0].at > since:
+                first = own[0].at if own else until
+                worst = max(worst, min(first, until) - since)
+        return worst
+
+
+# --- leadership as each replica reports it ---------------------------------------------------------
+
+
+@dataclass
+class LeaderSampler:
+    """Polls `simacan_leader` of each operator; an operator that does not answer is not leading."""
+
+    operators: dict[str, Callable[[], OperatorProcess]]
+    interval: float = 0.05
+    samples: list[tuple[float, dict[str, bool]]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> LeaderSampler:
+        self._thread = threading.Thread(target=self._run, daemon=True, name="leader-sampler")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=0.5) as http:
+            while not self._stop.wait(self.interval):
+                sample = {name: _leading(http, get()) for name, get in self.operators.items()}
+                self.samples.append((time.time(), sample))
+
+    def overlap_seconds(self) -> float:
+        """Time during which two or more replicas said they were leading."""
+        return self._total(lambda s: sum(s.values()) >= 2)
+
+    def longest_gap_after(self, since: float) -> float:
+        """The longest stretch after `since` during which no replica was leading."""
+        longest, started = 0.0, None
+        for at, sample in self.samples:
+            if at < since:
+                continue
+            if not any(sample.values()):
+                started = at if started is None else started
+                longest = max(longest, at - started)
+            else:
+                started = None
+        return longest
+
+    def first(self, name: str, leading: bool, since: float = 0.0) -> float | None:
+        return next((at for at, s in self.samples if at >= since and s.get(name) == leading), None)
+
+    def _total(self, predicate: Callable[[dict[str, bool]], bool]) -> float:
+        total = 0.0
+        for (at, sample), (next_at, _) in zip(self.samples, self.samples[1:], strict=False):
+            if predicate(sample):
+                total += next_at - at
+        return total
+
+
+def _leading(http: httpx.Client, operator: OperatorProcess) -> bool:
+    if operator.process is None or operator.process.poll() is not None:
+        return False
+    try:
+        text = http.get(f"http://127.0.0.1:{operator.metrics_port}/metrics").text
+    except httpx.HTTPError:
+        return False
+    return any(line.split()[-1] == "1.0" for line in text.splitlines() if line.startswith("simacan_leader "))
+
+
+# --- a namespace with N credentials ----------------------------------------------------------------
+
+
+@dataclass
+class Scene:
+    """One namespace with credentials served by a fake Auth API; what a fault run acts on."""
+
+    plane: ControlPlane
+    operator_kubeconfig: Path
+    auth: FakeAuthAPI
+    ns: Namespace
+    work_dir: Path
+    operators: list[OperatorProcess] = field(default_factory=list)
+
+    @property
+    def api(self) -> client.ApiClient:
+        return self.ns.api
+
+    def start_operator(self, *extra: str, kubeconfig: Path | None = None) -> OperatorProcess:
+        operator = OperatorProcess(
+            kubeconfig or self.operator_kubeconfig,
+            self.ns.name,
+            self.work_dir / f"operator-{len(self.operators)}.log",
+            [*operator_args(self.auth), *extra],
+        )
+        self.operators.append(operator)
+        return operator.start()
+
+    def create_credentials(self, names: Sequence[str]) -> None:
+        if self.ns.secret("login") is None:
+            self.ns.create_login_secret("login", USERNAME, PASSWORD)
+        for name in names:
+            self.ns.create_credential(name, credential_spec(self.auth))
+
+    def all_ready(self, names: Sequence[str], after: float = 0.0) -> bool:
+        """Every credential Ready=True with an unexpired token issued after `after` in its Secret."""
+        now = time.time()
+        for name in names:
+            if self.ns.ready_reason(name) != ("True", "TokenValid"):
+                return False
+            expires = token_expiry(self.ns.secret(name))
+            if expires is None or expires <= now:
+                return False
+            issued = _issued_at(self.ns.secret(name))
+            if issued is None or issued < int(after):  # iat is whole seconds
+                return False
+        return True
+
+    def event_count(self) -> int:
+        """Occurrences, not objects: an Event whose count grew counts that many times."""
+        return sum(int(e.get("count") or 1) for e in self.ns.events())
+
+    def stop_operators(self) -> None:
+        for operator in self.operators:
+            if operator.process is not None:
+                operator.stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"----- {o.log_path.name}\n{o.logs()[-8000:]}" for o in self.operators)
+
+
+def _issued_at(secret: dict[str, Any] | None) -> float | None:
+    if not secret:
+        return None
+    raw = (secret.get("data") or {}).get("token")
+    if not raw:
+        return None
+    claims = jwt.decode(base64.b64decode(raw).decode(), options={"verify_signature": False})
+    return float(claims["iat"]) if "iat" in claims else None
+
+
+@contextlib.contextmanager
+def scene(
+    plane: ControlPlane, operator_kubeconfig: Path, work_dir: Path, lifetime: float, **fake: Any
+) -> Iterator[Scene]:
+    """A fresh namespace and a fake HTTPS Auth API; operators stopped at the end."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    with FakeAuthAPI({USERNAME: PASSWORD}, access_lifetime=lifetime, tls=True, **fake) as auth:
+        ns = Namespace.create(api_client(plane.admin_kubeconfig), prefix="fault")
+        current = Scene(plane, operator_kubeconfig, auth, ns, work_dir)
+        try:
+            yield current
+        finally:
+            current.stop_operators()
+
+
+@dataclass(frozen=True)
+class Figures:
+    """One run of one fault, as the fault report prints it."""
+
+    fault: str
+    secret_writes: int
+    auth_calls: int
+    events: int
+    longest_invalid: float
+    recover: float
+    extra: dict[str, float] = field(default_factory=dict)

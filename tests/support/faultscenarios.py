@@ -1,0 +1,286 @@
+"""The faults of the fault report, each one run on a real control plane and measured from outside.
+
+Each scenario returns Figures and the list of broken promises it saw (`violations`); the e2e
+tests assert there are none and that the timings stay within generous deadlines, and
+`benchmarks/faults.py` prints the same figures as a table (median of several runs).
+"""
+
+from __future__ import annotations
+
+import datetime
+import signal
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+from localenv.controlplane import ControlPlane
+from localenv.tcpproxy import TcpProxy
+from tests.support.crashhook import Point, crash_hook
+from tests.support.faultkit import (
+    OPERATOR_NAMESPACE,
+    Figures,
+    LeaderSampler,
+    Scene,
+    SecretRecorder,
+    kubeconfig_via,
+    scene,
+    token_expiry,
+)
+from tests.support.polling import eventually
+
+REFRESH_REQUESTED = "auth.simacan.com/refresh-requested-at"
+
+
+@dataclass
+class Outcome:
+    figures: Figures
+    violations: list[str] = field(default_factory=list)
+
+
+def _request_refresh(current: Scene, name: str) -> None:
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    current.ns.patch_credential(name, {"metadata": {"annotations": {REFRESH_REQUESTED: stamp}}})
+
+
+def _figures(
+    fault: str,
+    current: Scene,
+    recorder: SecretRecorder,
+    names: Sequence[str],
+    since: float,
+    calls_before: int,
+    events_before: int,
+    recover: float,
+    **extra: float,
+) -> Figures:
+    now = time.time()
+    return Figures(
+        fault=fault,
+        secret_writes=len(recorder.writes(names, since)),
+        auth_calls=current.auth.count() - calls_before,
+        events=current.event_count() - events_before,
+        longest_invalid=recorder.longest_invalid(names, since, now),
+        recover=recover,
+        extra=extra,
+    )
+
+
+# --- a leader cut off by a black hole ---------------------------------------------------------------
+
+
+def blackhole_leader(plane: ControlPlane, operator_kubeconfig: Path, work_dir: Path) -> Outcome:
+    """Leader A reaches the API server through a proxy, standby B directly. The proxy black-holes
+    A; B must take over only after A stopped writing; after the heal A (restarted by its
+    supervisor, as kubelet would) stays a standby and writes nothing."""
+    name = "fleet-api"
+    lease = f"fault-{uuid.uuid4().hex[:8]}"
+    elect = ("--leader-election-namespace", OPERATOR_NAMESPACE, "--leader-election-id", lease)
+    apiserver_port = int(urlparse(plane.server).port or 443)
+    violations: list[str] = []
+    with (
+        scene(plane, operator_kubeconfig, work_dir, lifetime=60) as current,
+        TcpProxy("127.0.0.1", apiserver_port) as proxy,
+    ):
+        via_proxy = kubeconfig_via(operator_kubeconfig, proxy.port, work_dir / "via-proxy.kubeconfig")
+        a = current.start_operator(*elect, kubeconfig=via_proxy)
+        eventually(lambda: a.metric("simacan_leader") == 1.0, timeout=30, what="A leads")
+        b = current.start_operator(*elect)
+        current.create_credentials([name])
+        eventually(lambda: current.all_ready([name]), timeout=30, what="first token")
+        with (
+            SecretRecorder(current.api, current.ns.name) as recorder,
+            LeaderSampler({"a": lambda: a, "b": lambda: b}) as sampler,
+        ):
+            eventually(lambda: len(sampler.samples) > 5, timeout=10, what="leadership samples")
+            calls, events = current.auth.count(), current.event_count()
+            blackholed = time.time()
+            proxy.blackhole()
+            eventually(lambda: sampler.first("b", True, blackholed), timeout=60, what="B takes over")
+            b_leads = sampler.first("b", True, blackholed) or 0.0
+            a_stopped = sampler.first("a", False, blackholed) or 0.0
+            _request_refresh(current, name)  # make the new leader write now
+            eventually(lambda: recorder.writes([name], b_leads), timeout=30, what="B's first write")
+            first_b_write = recorder.writes([name], b_leads)[0].at
+            assert a.process is not None
+            a_exit = a.process.wait(timeout=60)  # A gave up leadership and exits for a clean restart
+            a.stop()
+            proxy.heal()
+            a.start()  # through the healed proxy, as kubelet restarts the container
+            restarted = time.time()
+            eventually(lambda: a.metric("simacan_leader") == 0.0, timeout=30, what="A back as standby")
+            # A few more refreshes by B while A watches as a standby.
+            _request_refresh(current, name)
+            eventually(
+                lambda: len(recorder.writes([name], restarted)) >= 1, timeout=30, what="B writes again"
+            )
+        if a_exit != 1:
+            violations.append(f"A exited with {a_exit}, not 1, after losing the Lease")
+        if sampler.overlap_seconds() > 0:
+            violations.append(f"two leaders for {sampler.overlap_seconds():.2f}s")
+        if sampler.first("a", True, first_b_write) is not None:
+            violations.append("A led again after B's first write")
+        if "stopped writing" not in a.logs():
+            violations.append("A's log does not say it stopped writing")
+        if b.process is None or b.process.poll() is not None:
+            violations.append("B is no longer running")
+        figures = _figures(
+            "leader black-holed (no FIN/RST)",
+            current,
+            recorder,
+            [name],
+            blackholed,
+            calls,
+            events,
+            recover=b_leads - blackholed,
+            overlap=sampler.overlap_seconds(),
+            gap=b_leads - a_stopped,
+            fenced_after=a_stopped - blackholed,
+        )
+    return Outcome(figures, violations)
+
+
+# --- API server and etcd outages ------------------------------------------------------------------
+
+
+def api_outage(
+    plane: ControlPlane,
+    operator_kubeconfig: Path,
+    work_dir: Path,
+    component: str,
+    credentials: int = 5,
+    lifetime: float = 30.0,
+) -> Outcome:
+    """`component` (kube-apiserver: SIGKILL; etcd: SIGTERM) goes down and stays down until every
+    token is due for refresh, then comes back with the same data. The operator must recover
+    without restarting: every due token refreshed, and a credential created after the return served."""
+    assert plane.processes is not None
+    names = [f"cred-{i}" for i in range(credentials)]
+    violations: list[str] = []
+    with scene(plane, operator_kubeconfig, work_dir, lifetime=lifetime) as current:
+        operator = current.start_operator()
+        pid = operator.pid
+        current.create_credentials(names)
+        eventually(lambda: current.all_ready(names), timeout=60, what="all Ready")
+        due = max(_next_refresh(current, n) for n in names)
+        with SecretRecorder(current.api, current.ns.name) as recorder:
+            calls, events = current.auth.count(), current.event_count()
+            down = time.time()
+            if component == "kube-apiserver":
+                plane.processes.kill("kube-apiserver", signal.SIGKILL)
+            else:
+                plane.processes.kill("etcd", signal.SIGTERM)
+            time.sleep(max(due + 1.0 - time.time(), 0.0))  # the outage lasts until every token is due
+            plane.processes.start(component)
+            eventually(lambda: _api_ready(current), timeout=90, what="API server ready again")
+            back = time.time()
+            eventually(lambda: current.all_ready(names, after=down), timeout=90, what="all refreshed")
+            all_ready = time.time() - back
+            created = time.time()
+            current.create_credentials(["after-outage"])
+            eventually(lambda: current.ns.secret("after-outage"), timeout=90, what="new credential's Secret")
+            new_secret = time.time() - created
+            eventually(lambda: current.all_ready(["after-outage"]), timeout=30, what="new credential Ready")
+        if operator.process is None or operator.process.poll() is not None or operator.pid != pid:
+            violations.append("the operator process exited")
+        figures = _figures(
+            f"{component} {'killed' if component == 'kube-apiserver' else 'stopped'} "
+            f"{back - down:.0f}s, {credentials} tokens due",
+            current,
+            recorder,
+            names,
+            down,
+            calls,
+            events,
+            recover=all_ready,
+            new_credential=new_secret,
+            outage=back - down,
+        )
+    return Outcome(figures, violations)
+
+
+def _next_refresh(current: Scene, name: str) -> float:
+    stated = (current.ns.credential(name).get("status") or {}).get("nextRefreshAt")
+    assert stated, f"{name} has no status.nextRefreshAt"
+    return datetime.datetime.fromisoformat(str(stated).replace("Z", "+00:00")).timestamp()
+
+
+def _api_ready(current: Scene) -> bool:
+    try:
+        current.ns.core.read_namespace(current.ns.name, _request_timeout=2)
+    except Exception:  # still starting
+        return False
+    return True
+
+
+# --- crashes at each step of a refresh ------------------------------------------------------------
+
+
+def crash_during_refresh(
+    plane: ControlPlane, operator_kubeconfig: Path, work_dir: Path, point: Point, lifetime: float = 30.0
+) -> Outcome:
+    """SIGKILL the operator at `point` of a refresh (crashhook.py), start it again, and check the
+    Secret holds a valid token, the status agrees with it, and at most one extra login happened."""
+    name = "fleet-api"
+    violations: list[str] = []
+    with scene(plane, operator_kubeconfig, work_dir, lifetime=lifetime) as current:
+        operator = current.start_operator()
+        current.create_credentials([name])
+        eventually(lambda: current.all_ready([name]), timeout=30, what="first token")
+        with (
+            SecretRecorder(current.api, current.ns.name) as recorder,
+            crash_hook(current.api, current.ns.name, work_dir) as hook,
+        ):
+            calls, events = current.auth.count(), current.event_count()
+            before = current.ns.secret(name)
+            started = time.time()
+            hook.arm(point, operator.pid)
+            _request_refresh(current, name)
+            eventually(lambda: hook.fired, timeout=30, what=f"the crash at {point}")
+            killed = time.time()
+            calls_at_crash = current.auth.count() - calls
+            secret_at_crash = current.ns.secret(name)
+            changed = (secret_at_crash or {}).get("metadata", {}).get("resourceVersion") != (
+                before or {}
+            ).get("metadata", {}).get("resourceVersion")
+            if point == "secret-write" and changed:
+                violations.append("the Secret changed although its write was refused")
+            if point == "status-patch" and not changed:
+                violations.append("the Secret did not change before the status patch")
+            assert operator.process is not None
+            operator.process.wait(timeout=10)
+            operator.process = None
+            operator.start()
+            eventually(lambda: current.all_ready([name]), timeout=60, what="Ready after the restart")
+            eventually(
+                lambda: _status_agrees(current, name), timeout=30, what="status agrees with the Secret"
+            )
+            recovered = time.time() - killed
+            extra_logins = current.auth.count() - calls - calls_at_crash
+            if extra_logins > 1:
+                violations.append(f"{extra_logins} Auth API calls after the restart (at most 1 allowed)")
+            figures = _figures(
+                f"SIGKILL before the {'Secret write' if point == 'secret-write' else 'status patch'}",
+                current,
+                recorder,
+                [name],
+                started,
+                calls,
+                events,
+                recover=recovered,
+                extra_logins=float(extra_logins),
+            )
+    return Outcome(figures, violations)
+
+
+def _status_agrees(current: Scene, name: str) -> bool:
+    """status.expiresAt names the expiry of the token the Secret holds."""
+    status = current.ns.credential(name).get("status") or {}
+    expires = token_expiry(current.ns.secret(name))
+    stated = status.get("expiresAt")
+    if expires is None or not stated:
+        return False
+    parsed = datetime.datetime.fromisoformat(str(stated).replace("Z", "+00:00")).timestamp()
+    return abs(parsed - expires) < 2.0  # exp is whole seconds; a stale status is a refresh off
