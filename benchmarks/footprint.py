@@ -410,7 +410,7 @@ class OperatorResult:
 class Operator:
     """The real operator process, started the way a user runs it, watching only `bench`."""
 
-    def __init__(self, plane: ControlPlane, log: Path, python: str) -> None:
+    def __init__(self, plane: ControlPlane, fake: FakeAuthAPI, log: Path, python: str) -> None:
         self.health_port, self.metrics_port = free_port(), free_port()
         argv = [
             python,
@@ -420,8 +420,9 @@ class Operator:
             "--namespace",
             NAMESPACE,
             "--allowed-auth-host",
-            "127.0.0.1",
-            "--allow-insecure-http",
+            f"127.0.0.1:{fake.port}",
+            "--auth-ca-file",
+            str(fake.ca_file),
             "--bind-address",
             "127.0.0.1",
             "--health-port",
@@ -502,11 +503,11 @@ def measure_operator(
     plane: ControlPlane, fake: FakeAuthAPI, work_dir: Path, credentials: int, options: argparse.Namespace
 ) -> OperatorResult:
     log = work_dir / "operator.log"
-    first_operator = Operator(plane, log, options.python)
+    first_operator = Operator(plane, fake, log, options.python)
     with first_operator.child:
         first = measure_run(plane, fake, first_operator, credentials, options)
         exit_code, stop_seconds = first_operator.child.stop()
-    second_operator = Operator(plane, log, options.python)
+    second_operator = Operator(plane, fake, log, options.python)
     with second_operator.child:
         restart = measure_run(plane, fake, second_operator, credentials, options)
         window = measure_window(fake, second_operator, options.cpu_window) if options.cpu_window > 0 else None
@@ -733,7 +734,7 @@ def run(options: argparse.Namespace, work_dir: Path) -> Result:
     revision = operator_revision()  # before the run: the tree may change while it measures
     with (
         running_control_plane(work_dir / "cluster") as plane,
-        FakeAuthAPI(users, access_lifetime=options.lifetime) as fake,
+        FakeAuthAPI(users, access_lifetime=options.lifetime, tls=True) as fake,
         contextlib.closing(api_client(plane.admin_kubeconfig)) as api,
     ):
         print(f"control plane up in {plane.provision_seconds:.1f}s at {plane.server}", flush=True)

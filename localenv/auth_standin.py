@@ -19,6 +19,8 @@ import argparse
 import contextlib
 import datetime
 import enum
+import functools
+import gzip
 import json
 import logging
 import shutil
@@ -32,6 +34,7 @@ import time
 import urllib.parse
 import uuid
 import weakref
+import zlib
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -78,6 +81,11 @@ class FaultKind(enum.Enum):
     NO_EXPIRY = "no_expiry"
     HUGE_BODY = "huge_body"
     DROP_CONNECTION = "drop_connection"
+    RAW = "raw"  # a canned status, body and headers
+    DRIP = "drip"  # the normal answer, one byte at a time
+    GZIPPED = "gzipped"  # the normal answer, gzip-encoded
+    CLAIMS = "claims"  # the normal answer, with access-token claims overridden
+    ECHO = "echo"  # the normal answer, with a Set-Cookie and the request's form echoed in headers
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,8 @@ class Fault:
     delay: float = 0.0
     omit: tuple[str, ...] = ()
     size: int = 0
+    claims: tuple[tuple[str, Any], ...] = ()
+    interval: float = 0.0
 
     @classmethod
     def http_error(
@@ -159,6 +169,41 @@ class Fault:
         """Close the socket without any response."""
         return cls(FaultKind.DROP_CONNECTION)
 
+    @classmethod
+    def raw(cls, body: str | bytes, headers: Mapping[str, str] | None = None, status: int = 200) -> Fault:
+        """Answer exactly `body` (no Content-Type unless given): for odd 200 answers and encodings."""
+        raw = body.encode("utf-8", errors="surrogatepass") if isinstance(body, str) else body
+        return cls(FaultKind.RAW, status=status, body=raw, headers=tuple((headers or {}).items()))
+
+    @classmethod
+    def gzip_bomb(cls, decoded_size: int, layers: int = 1) -> Fault:
+        """A 200 whose body is `decoded_size` bytes of JSON padding gzipped `layers` times, with
+        `Content-Encoding: gzip, gzip, ...`: a few KiB on the wire that expand to gigabytes."""
+        encoding = ", ".join(["gzip"] * layers)
+        body = _gzip_bomb(decoded_size, layers)
+        return cls.raw(body, {"Content-Type": "application/json", "Content-Encoding": encoding})
+
+    @classmethod
+    def drip(cls, interval: float = 1.0) -> Fault:
+        """Send the normal answer one byte every `interval` seconds: no single read ever times out."""
+        return cls(FaultKind.DRIP, interval=interval)
+
+    @classmethod
+    def gzipped(cls) -> Fault:
+        """The normal answer with `Content-Encoding: gzip`, as a compressing proxy sends it."""
+        return cls(FaultKind.GZIPPED)
+
+    @classmethod
+    def with_claims(cls, **claims: Any) -> Fault:
+        """The normal answer, its access token re-signed with `claims` overridden (None deletes one)."""
+        return cls(FaultKind.CLAIMS, claims=tuple(claims.items()))
+
+    @classmethod
+    def echo(cls) -> Fault:
+        """The normal answer plus a `Set-Cookie` and every form field echoed back in a header, the way
+        a debugging proxy or a careless server does: a client that logs headers leaks secrets."""
+        return cls(FaultKind.ECHO)
+
     def after(self, seconds: float) -> Fault:
         """The same fault, delivered after a delay."""
         return replace(self, delay=seconds)
@@ -204,6 +249,7 @@ class _Reply:
     body: bytes = b""
     headers: tuple[tuple[str, str], ...] = ()
     delay: float = 0.0
+    interval: float = 0.0  # > 0: send the reply one byte per interval
 
 
 _DROP: Final = _Reply(None)
@@ -219,6 +265,31 @@ def _error_reply(status: int, error: str, description: str) -> _Reply:
 
 def _lifetime_number(seconds: float) -> int | float:
     return int(seconds) if float(seconds).is_integer() else seconds
+
+
+@functools.lru_cache(maxsize=4)
+def _gzip_bomb(decoded_size: int, layers: int) -> bytes:
+    """JSON padding of `decoded_size` bytes, gzipped `layers` times, built in 1 MiB steps so that
+    making a gigabyte bomb costs this process a few MiB, not a gigabyte."""
+    head, tail = b'{"padding": "', b'"}'
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    parts = [compressor.compress(head)]
+    left = max(decoded_size - len(head) - len(tail), 0)
+    step = b" " * (1 << 20)
+    while left > 0:
+        parts.append(compressor.compress(step[: min(left, len(step))]))
+        left -= len(step)
+    parts.append(compressor.compress(tail))
+    parts.append(compressor.flush())
+    body = b"".join(parts)
+    for _ in range(layers - 1):
+        body = gzip.compress(body, compresslevel=9)
+    return body
+
+
+def _header_safe(value: str) -> str:
+    """Header values go out as Latin-1; quote anything else rather than fail the fault."""
+    return value if value.isascii() and value.isprintable() else urllib.parse.quote(value, safe="")
 
 
 # --------------------------------------------------------------------------------------------- the fake
@@ -261,6 +332,7 @@ class FakeAuthAPI:
         self._calls: list[Call] = []
         self._issued: list[IssuedToken] = []
         self._passwords_seen: list[str] = []
+        self._cookies_set: list[str] = []
         self._grants: dict[str, _RefreshGrant] = {}
         self._queued: dict[Endpoint, deque[Fault]] = {endpoint: deque() for endpoint in ENDPOINTS}
         self._sticky: dict[Endpoint, Fault | None] = dict.fromkeys(ENDPOINTS)
@@ -399,6 +471,7 @@ class FakeAuthAPI:
             found = {user.password for user in self._users.values()}
             found.update(self._passwords_seen)
             found.update(issued.token for issued in self._issued)
+            found.update(self._cookies_set)
         found.discard("")
         return found
 
@@ -514,17 +587,32 @@ class FakeAuthAPI:
             username_or_error = self._check_refresh(form)
         if isinstance(username_or_error, _Reply):
             return username_or_error
-        body = self._issue_pair(username_or_error, kind)
+        body = self._issue_pair(username_or_error, fault)
         for name in fault.omit if fault else ():
             body.pop(name, None)
-        return _json_reply(200, body)
+        reply = _json_reply(200, body)
+        if kind is FaultKind.GZIPPED:
+            reply = replace(
+                reply, body=gzip.compress(reply.body), headers=(*reply.headers, ("Content-Encoding", "gzip"))
+            )
+        elif kind is FaultKind.ECHO:
+            reply = replace(reply, headers=(*reply.headers, *self._echo_headers(form)))
+        elif kind is FaultKind.DRIP and fault is not None:
+            reply = replace(reply, interval=fault.interval)
+        return reply
+
+    def _echo_headers(self, form: Mapping[str, str]) -> list[tuple[str, str]]:
+        cookie = uuid.uuid4().hex
+        self._cookies_set.append(cookie)
+        echoed = [(f"X-Echo-{name.title()}", _header_safe(value)) for name, value in form.items()]
+        return [("Set-Cookie", f"session={cookie}; Path=/; HttpOnly; Secure"), *echoed]
 
     @staticmethod
     def _canned_fault_reply(fault: Fault) -> _Reply | None:
         match fault.kind:
             case FaultKind.DROP_CONNECTION:
                 return _DROP
-            case FaultKind.HTTP_ERROR:
+            case FaultKind.HTTP_ERROR | FaultKind.RAW:
                 return _Reply(fault.status, fault.body, fault.headers)
             case FaultKind.NOT_JSON:
                 return _Reply(200, fault.body, (("Content-Type", "text/plain; charset=utf-8"),))
@@ -577,7 +665,8 @@ class FakeAuthAPI:
             return None
         return self._grants.get(jti)
 
-    def _issue_pair(self, username: str, kind: FaultKind | None) -> dict[str, Any]:
+    def _issue_pair(self, username: str, fault: Fault | None) -> dict[str, Any]:
+        kind = fault.kind if fault else None
         now = self._clock()
         access_lifetime, refresh_lifetime = self.access_lifetime, self.refresh_lifetime
         user = self._users[username]
@@ -612,6 +701,14 @@ class FakeAuthAPI:
         if kind is FaultKind.NO_EXPIRY:
             del access_claims["exp"]
             access_expires_at = None
+        if kind is FaultKind.CLAIMS and fault is not None:
+            for name, value in fault.claims:
+                if value is None:
+                    access_claims.pop(name, None)
+                else:
+                    access_claims[name] = value
+            exp = access_claims.get("exp")
+            access_expires_at = float(exp) if isinstance(exp, int | float) and exp < 1e300 else None
         access = self._sign(access_claims)
         if kind is FaultKind.ACCESS_NOT_JWT:
             access = f"opaque-{uuid.uuid4().hex}{uuid.uuid4().hex}"
@@ -773,6 +870,9 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.status is None:
             self.close_connection = True
             return
+        if reply.interval > 0:
+            self._drip(reply)
+            return
         try:
             self.send_response(reply.status)
             for name, value in reply.headers:
@@ -784,6 +884,24 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(reply.body)
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
             self.close_connection = True
+
+    def _drip(self, reply: _Reply) -> None:
+        """Write the whole answer one byte per interval, until done or the fake stops."""
+        assert reply.status is not None
+        self.close_connection = True
+        head = [f"HTTP/1.1 {reply.status} {self.responses.get(reply.status, ('',))[0]}"]
+        head += [f"{name}: {value}" for name, value in reply.headers]
+        head += [f"Content-Length: {len(reply.body)}", "Connection: close", "", ""]
+        data = "\r\n".join(head).encode("latin-1") + reply.body
+        stopping = self.server.fake._stopping
+        try:
+            for index in range(len(data)):
+                self.wfile.write(data[index : index + 1])
+                self.wfile.flush()
+                if stopping.wait(reply.interval):
+                    return
+        except (BrokenPipeError, ConnectionResetError, TimeoutError, OSError):
+            return
 
     def log_message(self, format: str, *args: Any) -> None:
         # Request lines carry no secrets (credentials travel in the body); keep test output quiet anyway.

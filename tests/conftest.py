@@ -29,8 +29,8 @@ def signing_key() -> rsa.RSAPrivateKey:
 
 @pytest.fixture
 def auth(signing_key: rsa.RSAPrivateKey) -> Iterator[FakeAuthAPI]:
-    """A real HTTP Auth API on 127.0.0.1 issuing RS256 JWTs that live a few seconds."""
-    with FakeAuthAPI({USERNAME: PASSWORD}, access_lifetime=60, signing_key=signing_key) as fake:
+    """A real HTTPS Auth API on 127.0.0.1 issuing RS256 JWTs; the password never travels over plain http."""
+    with FakeAuthAPI({USERNAME: PASSWORD}, access_lifetime=60, signing_key=signing_key, tls=True) as fake:
         yield fake
 
 
@@ -46,20 +46,26 @@ def ns(admin_api: Any) -> Namespace:
     return Namespace.create(admin_api)
 
 
+def auth_api_args(auth: FakeAuthAPI, allowed_host: str | None = None) -> list[str]:
+    """Operator flags that trust the fake's CA and allow its host:port (or `allowed_host` instead)."""
+    return [
+        "--allowed-auth-host",
+        allowed_host or f"127.0.0.1:{auth.port}",
+        "--auth-ca-file",
+        str(auth.ca_file),
+    ]
+
+
 @pytest.fixture
 def start_operator(
-    cluster: ClusterHandle, ns: Namespace, tmp_path: Path
+    cluster: ClusterHandle, ns: Namespace, auth: FakeAuthAPI, tmp_path: Path
 ) -> Iterator[Callable[..., OperatorProcess]]:
-    """Start the operator as a process watching this test's namespace; stopped at teardown."""
+    """Start the operator as a process watching this test's namespace, trusting and allowing the
+    `auth` fixture's HTTPS Auth API; stopped at teardown."""
     started: list[OperatorProcess] = []
 
-    def start(*extra_args: str, allowed_host: str = "127.0.0.1", insecure: bool = True) -> OperatorProcess:
-        args = [
-            "--allowed-auth-host",
-            allowed_host,
-            *(["--allow-insecure-http"] if insecure else []),
-            *extra_args,
-        ]
+    def start(*extra_args: str, allowed_host: str | None = None) -> OperatorProcess:
+        args = [*auth_api_args(auth, allowed_host), *extra_args]
         operator = OperatorProcess(
             cluster.operator_kubeconfig, ns.name, tmp_path / f"operator-{len(started)}.log", args
         )

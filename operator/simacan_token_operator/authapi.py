@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import AsyncIterator, Callable
 from email.utils import parsedate_to_datetime
 
 import certifi
@@ -22,9 +24,21 @@ from .errors import (
 from .tokens import TokenParseError, TokenSet, parse_token_response
 
 MAX_BODY_BYTES = 256 * 1024
-"""A token pair is a few KiB; anything far larger is an error page or an attack."""
+"""A token pair is a few KiB; anything far larger is an error page or an attack. The limit holds
+for the bytes on the wire and again for the bytes a gzip body decodes to."""
+
+REQUEST_DEADLINE = 30.0
+"""Seconds for a whole request, from connecting to the last byte of the body: a server that drips
+one byte at a time never trips a per-read timeout, so only an overall deadline bounds it."""
 
 REQUEST_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
+"""Per connect and per read or write; the overall deadline is `REQUEST_DEADLINE`."""
+
+ACCEPT_ENCODING = "gzip"
+"""The only encoding decoded (besides none); a stacked or unknown Content-Encoding is an error."""
+
+TRANSIENT_CLIENT_ERRORS = frozenset({408, 425, 429})
+"""4xx codes that mean "later", not "never": request timeout, too early, too many requests."""
 
 Observer = Callable[[str, str, float], None]
 """Called with (endpoint, outcome, seconds) after every request, for metrics."""
@@ -40,7 +54,11 @@ def http_client(ca_file: str | None = None) -> httpx.AsyncClient:
         timeout=REQUEST_TIMEOUT,
         follow_redirects=False,
         trust_env=False,
-        headers={"Accept": "application/json", "User-Agent": "simacan-token-operator"},
+        headers={
+            "Accept": "application/json",
+            "Accept-Encoding": ACCEPT_ENCODING,
+            "User-Agent": "simacan-token-operator",
+        },
     )
 
 
@@ -49,13 +67,63 @@ def _retry_after(response: httpx.Response) -> float | None:
     if value is None:
         return None
     try:
-        return max(float(value), 0.0)
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
-    except (TypeError, ValueError):
-        return None
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, OverflowError):
+            return None
+    # A day at most: a hostile or broken header must not park a credential for ever.
+    return min(max(seconds, 0.0), 86400.0) if seconds == seconds else None
+
+
+def content_coding(header: str | None) -> str:
+    """`identity` or `gzip`; anything else (stacked, deflate, br, unknown) is a MalformedResponse."""
+    codings = [c.strip().lower() for c in (header or "").split(",")]
+    codings = [c for c in codings if c and c != "identity"]
+    if not codings:
+        return "identity"
+    if codings in (["gzip"], ["x-gzip"]):
+        return "gzip"
+    raise MalformedResponse(
+        f"the Auth API answered with Content-Encoding {', '.join(codings)[:60]!r}; only gzip is accepted"
+    )
+
+
+async def read_body(raw: AsyncIterator[bytes], coding: str, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The body, decoded, holding at most `limit` bytes on the wire and `limit` bytes decoded.
+
+    Decoding is incremental and capped per chunk, so a small compressed body that would expand to
+    gigabytes costs no more memory than `limit`.
+    """
+    too_large = MalformedResponse(f"the Auth API response is larger than {limit} bytes")
+    decoder = zlib.decompressobj(16 + zlib.MAX_WBITS) if coding == "gzip" else None
+    wire = 0
+    out: list[bytes] = []
+    size = 0
+    async for chunk in raw:
+        wire += len(chunk)
+        if wire > limit:
+            raise too_large
+        if decoder is None:
+            out.append(chunk)
+            size += len(chunk)
+            continue
+        if decoder.eof:
+            raise MalformedResponse("the Auth API response has data after its gzip stream")
+        try:
+            piece = decoder.decompress(chunk, limit - size + 1)
+        except zlib.error:
+            raise MalformedResponse("the Auth API response is not valid gzip") from None
+        size += len(piece)
+        if size > limit or decoder.unconsumed_tail:
+            raise too_large
+        out.append(piece)
+        if decoder.unused_data:
+            raise MalformedResponse("the Auth API response has data after its gzip stream")
+    if decoder is not None and not decoder.eof:
+        raise MalformedResponse("the Auth API response is truncated gzip")
+    return b"".join(out)
 
 
 class AuthAPI:
@@ -66,11 +134,13 @@ class AuthAPI:
         client: httpx.AsyncClient,
         observe: Observer | None = None,
         clock: Callable[[], float] = time.time,
+        deadline: float = REQUEST_DEADLINE,
     ) -> None:
         """`clock` gives the send time that a token's expiry counts from; tests pass a fake one."""
         self._client = client
         self._observe = observe
         self._clock = clock
+        self._deadline = deadline
 
     async def login(self, base_url: str, username: str, password: str) -> TokenSet:
         return await self._post(base_url, "password", {"username": username, "password": password})
@@ -84,10 +154,14 @@ class AuthAPI:
         started = time.monotonic()
         outcome = "error"
         try:
-            async with self._client.stream("POST", url, data=form) as response:
-                outcome = str(response.status_code)
-                self._raise_for_status(endpoint, response)
-                body = await self._read_limited(response)
+            async with asyncio.timeout(self._deadline):
+                async with self._client.stream(
+                    "POST", url, data=form, headers={"Accept-Encoding": ACCEPT_ENCODING}
+                ) as response:
+                    outcome = str(response.status_code)
+                    self._raise_for_status(endpoint, response)
+                    coding = content_coding(response.headers.get("Content-Encoding"))
+                    body = await read_body(response.aiter_raw(), coding)
             tokens = self._parse(body, sent_at)
             outcome = "ok"
             return tokens
@@ -96,7 +170,7 @@ class AuthAPI:
             raise
         except AuthError:
             raise
-        except httpx.TimeoutException:
+        except (httpx.TimeoutException, TimeoutError):
             outcome = "timeout"
             raise TransientAuthError(f"the Auth API did not answer /auth/{endpoint} in time") from None
         except httpx.TransportError as error:
@@ -113,34 +187,25 @@ class AuthAPI:
         status = response.status_code
         if 200 <= status < 300:
             return
-        if endpoint == "refresh" and status in (400, 401):
+        if status in TRANSIENT_CLIENT_ERRORS or status >= 500:
+            retry_after = _retry_after(response)
+            raise TransientAuthError(f"the Auth API answered HTTP {status}", retry_after=retry_after)
+        if endpoint == "refresh" and 400 <= status < 500:
+            # Whatever the refresh endpoint dislikes, the password may still work: try it once.
             raise RefreshRejected(f"the Auth API refused the refresh token (HTTP {status})")
         if endpoint == "password" and status == 401:
             raise InvalidCredentials(
                 "the Auth API rejected the username and password (HTTP 401); "
                 "fix the credentials Secret, then the operator retries at once"
             )
-        if status in (408, 425, 429) or status >= 500:
-            retry_after = _retry_after(response)
-            raise TransientAuthError(f"the Auth API answered HTTP {status}", retry_after=retry_after)
         raise PermanentAuthError(f"the Auth API answered HTTP {status} to /auth/{endpoint}; check authURL")
-
-    @staticmethod
-    async def _read_limited(response: httpx.Response) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                raise MalformedResponse(f"the Auth API response is larger than {MAX_BODY_BYTES} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
 
     @staticmethod
     def _parse(body: bytes, sent_at: float) -> TokenSet:
         try:
             payload = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (ValueError, RecursionError):
+            # ValueError covers bad UTF-8, bad JSON and integers beyond Python's 4,300-digit limit.
             raise MalformedResponse("the Auth API response is not JSON") from None
         try:
             return parse_token_response(payload, sent_at)

@@ -9,14 +9,13 @@ import logging
 import os
 import signal
 import socket
-import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
 import kopf
 from kubernetes import client, config
 
-from . import __version__, statusview
+from . import __version__, logs, statusview
 from .authapi import AuthAPI, http_client
 from .controller import Controller
 from .deadlines import keepalive_socket_options
@@ -62,19 +61,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--allowed-auth-host",
         action="append",
         default=[],
-        metavar="HOST",
-        help="host that spec.authURL may name (repeatable; default: the production and "
-        f"staging Simacan auth hosts: {', '.join(DEFAULT_ALLOWED_HOSTS)})",
+        metavar="HOST[:PORT]",
+        help="host (port 443 only) or host:port that spec.authURL may name (repeatable; default: "
+        f"the production and staging Simacan auth hosts: {', '.join(DEFAULT_ALLOWED_HOSTS)})",
     )
     run.add_argument(
         "--auth-ca-file",
         metavar="PATH",
         help="extra CA bundle (PEM) to trust for the Auth API, added to the public roots",
-    )
-    run.add_argument(
-        "--allow-insecure-http",
-        action="store_true",
-        help="accept http:// auth URLs; for tests against a local fake only",
     )
     run.add_argument("--metrics-port", type=int, default=8080, help="port for /metrics (default 8080)")
     run.add_argument(
@@ -127,7 +121,6 @@ async def run_operator(options: argparse.Namespace) -> int:
     policy = AuthURLPolicy(
         allowed_hosts=frozenset(h.lower() for h in options.allowed_auth_host)
         or AuthURLPolicy().allowed_hosts,
-        allow_insecure_http=options.allow_insecure_http,
     )
     metrics = Metrics()
     api_client = load_kube_config()
@@ -227,12 +220,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(argv)
     if options.command == "status":
         return statusview.command(load_kube_config, options.namespace, options.all_namespaces, options.name)
-    logging.basicConfig(
-        level=getattr(logging, options.log_level.upper()),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    if options.log_level != "debug":
-        # kopf and its HTTP stack are chatty at INFO about every watch (re)connect.
-        logging.getLogger("kopf").setLevel(logging.WARNING)
+    logs.configure(options.log_level)
     return asyncio.run(run_operator(options))

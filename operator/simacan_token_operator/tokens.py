@@ -7,16 +7,27 @@ that no token text can ever reach a log line through an exception.
 from __future__ import annotations
 
 import math
+import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
 
-
 MAX_TOKEN_LIFETIME_SECONDS = 24 * 3600.0
 """Simacan access tokens live one hour; a token claiming more than a day is a lie or an attack,
 whether it comes from the Auth API or is read back from a Secret."""
+
+
+MAX_TOKEN_LIFETIME = 24 * 3600.0
+"""The longest an access token may claim to live. Simacan issues one-hour tokens; a claim far beyond
+that (an `exp` in the year 2100, `expires_in` of 1e300) is a broken or forged answer, and trusting it
+would keep Ready True long after the token really stopped working."""
+
+_TOKEN_TEXT = re.compile(r"[A-Za-z0-9._~+/-]+=*")
+"""RFC 6750's b64token: what may follow `Bearer `. Anything else (spaces, control characters, non-ASCII,
+lone surrogates) cannot travel in a header or a Secret unchanged."""
 
 
 class TokenParseError(ValueError):
@@ -53,9 +64,11 @@ def unverified_claims(token: str) -> dict[str, Any]:
 
     The operator only schedules by `exp`; the Simacan APIs verify the signature.
     """
+    if not _TOKEN_TEXT.fullmatch(token):
+        raise TokenParseError("access_token is not a JWT (it holds characters a token cannot have)")
     try:
         claims = jwt.decode(token, options={"verify_signature": False, "verify_exp": False})
-    except jwt.PyJWTError:
+    except (jwt.PyJWTError, ValueError, RecursionError):
         raise TokenParseError("access_token is not a JWT") from None
     if not isinstance(claims, dict):
         raise TokenParseError("access_token has no JSON claims")
@@ -67,7 +80,10 @@ def _numeric(value: object) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an int like 10**400 has no float
+            return None
     elif isinstance(value, str):
         try:
             number = float(value.strip())
@@ -82,8 +98,11 @@ def token_expiry(access_token: str, sent_at: float, expires_in: object = None) -
     """The earlier of the JWT's `exp` and send-time + expires_in; neither is an error."""
     claims = unverified_claims(access_token)
     candidates: list[float] = []
-    exp = _numeric(claims.get("exp"))
-    if exp is not None:
+    raw_exp = claims.get("exp")
+    if raw_exp is not None:
+        exp = _numeric(raw_exp)
+        if exp is None:
+            raise TokenParseError("the access token's exp claim is not a number of seconds")
         candidates.append(exp)
     if expires_in is not None:
         seconds = _numeric(expires_in)
@@ -92,6 +111,11 @@ def token_expiry(access_token: str, sent_at: float, expires_in: object = None) -
         candidates.append(sent_at + seconds)
     if not candidates:
         raise TokenParseError("the access token has no exp claim and the response no expires_in")
+    if max(candidates) - sent_at > MAX_TOKEN_LIFETIME:
+        raise TokenParseError(
+            f"the access token claims to live longer than {MAX_TOKEN_LIFETIME / 3600:g} hours, "
+            "which no Simacan token does"
+        )
     expires_at = min(candidates)
     if expires_at <= sent_at:
         raise TokenParseError("the access token had already expired when it arrived (check clocks)")
@@ -123,23 +147,44 @@ def parse_token_response(payload: object, sent_at: float) -> TokenSet:
     refresh_token = payload.get("refresh_token")
     if refresh_token is not None and (not isinstance(refresh_token, str) or not refresh_token):
         raise TokenParseError("the response's refresh_token is not a string")
+    if refresh_token is not None and not _TOKEN_TEXT.fullmatch(refresh_token):
+        raise TokenParseError("the response's refresh_token holds characters a token cannot have")
     expires_at = token_expiry(access_token, sent_at, payload.get("expires_in"))
-    subject = unverified_claims(access_token).get("preferred_username")
     return TokenSet(
         access_token=access_token,
         refresh_token=refresh_token,
         obtained_at=sent_at,
         expires_at=expires_at,
         refresh_expires_at=_optional_expiry(refresh_token) if refresh_token else None,
-        subject=subject if isinstance(subject, str) else None,
+        subject=_subject(unverified_claims(access_token)),
     )
 
 
-def stored_token(access_token: str, obtained_at: float | None, expires_at: float | None = None) -> TokenSet:
+def _subject(claims: Mapping[str, Any]) -> str | None:
+    """`preferred_username` if it is printable text that status can carry, else nothing."""
+    subject = claims.get("preferred_username")
+    if not isinstance(subject, str) or not subject.isprintable() or len(subject) > 256:
+        return None
+    try:
+        subject.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        return None
+    return subject
+
+
+def stored_token(
+    access_token: str,
+    obtained_at: float | None,
+    expires_at: float | None = None,
+    *,
+    now: float | None = None,
+) -> TokenSet:
     """Rebuild a TokenSet from a token read back from a Secret (no refresh token is stored).
 
     `expires_at` is the expiry computed when the token arrived (it may be earlier than `exp`,
-    from expires_in); it can only shorten the JWT's own expiry, never extend it.
+    from expires_in); it can only shorten the JWT's own expiry, never extend it. A token that
+    claims to live longer than `MAX_TOKEN_LIFETIME`, from its start or from `now` (default: the
+    wall clock), is unusable: no Auth API answer with such a token would have been accepted.
     """
     claims = unverified_claims(access_token)
     exp = _numeric(claims.get("exp"))
@@ -149,11 +194,14 @@ def stored_token(access_token: str, obtained_at: float | None, expires_at: float
         exp = min(exp, expires_at)
     iat = _numeric(claims.get("iat"))
     start = obtained_at if obtained_at is not None else iat if iat is not None else exp
-    subject = claims.get("preferred_username")
+    start = min(start, exp)
+    now = time.time() if now is None else now
+    if exp - start > MAX_TOKEN_LIFETIME or exp - now > MAX_TOKEN_LIFETIME:
+        raise TokenParseError("the stored token claims to live longer than any Simacan token does")
     return TokenSet(
         access_token=access_token,
         refresh_token=None,
-        obtained_at=min(start, exp),
+        obtained_at=start,
         expires_at=exp,
-        subject=subject if isinstance(subject, str) else None,
+        subject=_subject(claims),
     )

@@ -114,23 +114,13 @@ def test_auth_url_outside_the_allow_list_gets_no_password(
     assert auth.count() == 0
 
 
-def test_plain_http_needs_the_explicit_operator_flag(
+def test_plain_http_is_refused_even_for_an_allowed_host_port(
     ns: Namespace, auth: FakeAuthAPI, start_operator: StartOperator
 ) -> None:
     ns.create_login_secret("login", USERNAME, PASSWORD)
-    ns.create_credential("fleet-api", credential_spec(auth))
-    start_operator(insecure=False)
+    plain = auth.base_url.replace("https://", "http://")
+    ns.create_credential("fleet-api", {**credential_spec(auth), "authURL": plain})
+    start_operator()
     eventually(lambda: ns.ready_reason("fleet-api") == ("False", "AuthURLNotAllowed"), what="refused")
     assert "https://" in ns.ready("fleet-api")["message"]  # type: ignore[index]
     assert auth.count() == 0
-
-
-def test_https_auth_api_with_an_extra_ca_bundle(
-    ns: Namespace, start_operator: StartOperator, signing_key: object
-) -> None:
-    with FakeAuthAPI({USERNAME: PASSWORD}, tls=True, signing_key=signing_key) as tls_auth:  # type: ignore[arg-type]
-        ns.create_login_secret("login", USERNAME, PASSWORD)
-        ns.create_credential("fleet-api", credential_spec(tls_auth))
-        start_operator("--auth-ca-file", str(tls_auth.ca_file), insecure=False)
-        ns.ready_token("fleet-api")
-        assert tls_auth.base_url.startswith("https://")

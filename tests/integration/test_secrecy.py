@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from localenv.auth_standin import FakeAuthAPI, Fault
 from tests.conftest import PASSWORD, USERNAME, credential_spec
@@ -55,3 +56,35 @@ def test_no_secret_material_in_logs_events_or_status_through_a_full_cycle(
     for secret in secrets:
         assert secret not in logs, "secret material in the operator's logs"
         assert secret not in published, "secret material in Events or status"
+
+
+def _with_base64(secrets: Iterable[str]) -> set[str]:
+    """Each secret, and its base64 form: Secret data travels base64-encoded, and a client that logs
+    response bodies would log it that way."""
+    found = set(secrets)
+    found |= {base64.b64encode(secret.encode()).decode() for secret in found}
+    return found
+
+
+def test_response_headers_that_set_cookies_or_echo_the_password_never_reach_a_debug_log(
+    ns: Namespace, auth: FakeAuthAPI, start_operator: StartOperator
+) -> None:
+    """HTTP libraries log headers at DEBUG; a server that echoes the form would put the password there."""
+    auth.access_lifetime = 3
+    auth.set_fault("password", Fault.echo())
+    auth.set_fault("refresh", Fault.echo())
+    ns.create_login_secret("login", USERNAME, PASSWORD)
+    ns.create_credential("fleet-api", credential_spec(auth))
+    operator = start_operator()  # runs at --log-level debug
+    ns.ready_token("fleet-api")
+    auth.wait_for_calls(1, endpoint="refresh", status=200, timeout=10)
+    operator.stop()
+
+    secrets = _with_base64(auth.secret_strings() | {PASSWORD})
+    cookies = [s for s in auth.secret_strings() if len(s) == 32 and s.isalnum()]
+    assert len(cookies) >= 2, "the fake set a cookie on the login and on the refresh"
+    logs = operator.logs()
+    assert "DEBUG" in logs, "the operator ran at debug level"
+    leaked = sorted(secret[:6] + "..." for secret in secrets if secret in logs)
+    assert not leaked, f"secret material in the operator's debug log: {leaked}"
+    assert "X-Echo" not in logs and "set-cookie" not in logs.lower(), "response headers were logged"

@@ -39,7 +39,6 @@ RUN_HELP_OPTIONS = (
     "--all-namespaces",
     "--allowed-auth-host",
     "--auth-ca-file",
-    "--allow-insecure-http",
 )
 
 

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
+import json
+import subprocess
+import sys
 import time
 import traceback
 from collections.abc import Awaitable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+import httpx
 import pytest
 
 from localenv.auth_standin import ExpiresInStyle, FakeAuthAPI, Fault
-from simacan_token_operator.authapi import AuthAPI, http_client
+from simacan_token_operator.authapi import MAX_BODY_BYTES, REQUEST_DEADLINE, AuthAPI, http_client
 from simacan_token_operator.errors import (
     AuthError,
     InvalidCredentials,
@@ -21,9 +28,10 @@ from simacan_token_operator.errors import (
 )
 from simacan_token_operator.spec import LoginSource
 from simacan_token_operator.tokens import TokenSet
+from tests.conftest import SUMMARY
 
 if TYPE_CHECKING:
-    from tests.unit.conftest import Observation
+    from tests.unit.conftest import MakeJwt, Observation
 
 SLOWER_THAN_THE_CLIENT = 3.0
 
@@ -334,3 +342,296 @@ async def test_no_error_ever_shows_a_password_or_token(
 async def test_operator_client_never_follows_redirects() -> None:
     async with http_client() as client:
         assert client.follow_redirects is False
+
+
+# ------------------------------------------------------------------ encodings and compression bombs
+
+BOMB_DECODED_BYTES = 128 * 1024 * 1024
+"""Decodes to 512 times the body limit, yet takes only about 128 KiB on the wire: under the wire limit."""
+
+
+async def test_gzip_encoded_answer_is_decoded(
+    fake_auth: FakeAuthAPI, api: AuthAPI, source: LoginSource
+) -> None:
+    fake_auth.fail_next("password", Fault.gzipped())
+
+    token = await login(api, source)
+
+    assert token.access_token in {issued.token for issued in fake_auth.issued_tokens}
+
+
+async def test_gzip_bomb_stops_at_the_body_limit(
+    fake_auth: FakeAuthAPI, api: AuthAPI, source: LoginSource
+) -> None:
+    fake_auth.fail_next("password", Fault.gzip_bomb(BOMB_DECODED_BYTES))
+
+    with pytest.raises(MalformedResponse, match=f"larger than {MAX_BODY_BYTES} bytes"):
+        await login(api, source)
+
+
+@pytest.mark.parametrize(
+    "encoding", ["gzip, gzip", "gzip,gzip", "deflate", "br", "zstd", "compress", "gzip, br", "x-unknown"]
+)
+async def test_stacked_or_unknown_content_encoding_is_malformed(
+    fake_auth: FakeAuthAPI, api: AuthAPI, source: LoginSource, encoding: str
+) -> None:
+    fake_auth.fail_next("password", Fault.raw(b"\x1f\x8b-anything", {"Content-Encoding": encoding}))
+
+    with pytest.raises(MalformedResponse, match="Content-Encoding"):
+        await login(api, source)
+
+
+async def test_stacked_gzip_bomb_is_refused_before_decoding(
+    fake_auth: FakeAuthAPI, api: AuthAPI, source: LoginSource
+) -> None:
+    fake_auth.fail_next("password", Fault.gzip_bomb(BOMB_DECODED_BYTES, layers=2))
+
+    with pytest.raises(MalformedResponse, match="Content-Encoding 'gzip, gzip'"):
+        await login(api, source)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b"this is not gzip at all", id="not-gzip"),
+        pytest.param(gzip.compress(b'{"access_token": "x"}')[:-6], id="truncated"),
+        pytest.param(gzip.compress(b"{}") + b"trailing", id="data-after-the-stream"),
+        pytest.param(gzip.compress(b"{}") + gzip.compress(b"{}"), id="two-members"),
+    ],
+)
+async def test_bad_gzip_is_malformed(
+    fake_auth: FakeAuthAPI, api: AuthAPI, source: LoginSource, body: bytes
+) -> None:
+    fake_auth.fail_next("password", Fault.raw(body, {"Content-Encoding": "gzip"}))
+
+    with pytest.raises(MalformedResponse, match="gzip"):
+        await login(api, source)
+
+
+@pytest.mark.parametrize("encoding", ["identity", "gzip, identity", "GZIP", "x-gzip"])
+async def test_identity_and_gzip_spellings_are_accepted(
+    fake_auth: FakeAuthAPI, api: AuthAPI, source: LoginSource, make_jwt: MakeJwt, encoding: str
+) -> None:
+    body = json.dumps({"access_token": make_jwt(exp=time.time() + 3600), "token_type": "bearer"}).encode()
+    if "gzip" in encoding.lower():
+        body = gzip.compress(body)
+    fake_auth.fail_next("password", Fault.raw(body, {"Content-Encoding": encoding}))
+
+    assert (await login(api, source)).lifetime == pytest.approx(3600, abs=2)
+
+
+_RSS_PROBE = """
+import asyncio, json, resource, sys
+import httpx
+from simacan_token_operator.authapi import AuthAPI
+
+def peak_kib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+async def main(url, how):
+    async with httpx.AsyncClient(timeout=30, trust_env=False) as client:
+        before = peak_kib()
+        if how == "operator":
+            try:
+                await AuthAPI(client).login(url, "u", "p")
+                outcome = "ok"
+            except Exception as error:
+                outcome = type(error).__name__
+        else:  # what a plain httpx client does with the same answer
+            response = await client.post(url + "/auth/password", data={"username": "u", "password": "p"})
+            outcome = str(len(response.content))
+        print(json.dumps({"outcome": outcome, "grew_kib": peak_kib() - before}))
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+def _peak_rss_growth(url: str, how: str) -> tuple[str, float]:
+    """Peak RSS growth in MiB of a fresh process that sends one login to `url` (fresh: a clean peak)."""
+    result = subprocess.run(
+        [sys.executable, "-c", _RSS_PROBE, url, how], capture_output=True, text=True, timeout=120, check=True
+    )
+    report = json.loads(result.stdout)
+    return report["outcome"], report["grew_kib"] / 1024
+
+
+def test_gzip_bomb_keeps_memory_within_a_few_mib(fake_auth: FakeAuthAPI) -> None:
+    fake_auth.set_fault("password", Fault.gzip_bomb(BOMB_DECODED_BYTES))
+
+    outcome, operator_mib = _peak_rss_growth(fake_auth.base_url, "operator")
+    plain_outcome, plain_mib = _peak_rss_growth(fake_auth.base_url, "plain-httpx")
+
+    SUMMARY.append(
+        f"compression bomb ({BOMB_DECODED_BYTES >> 20} MiB decoded): peak RSS grew {operator_mib:.1f} MiB "
+        f"in the operator's client, {plain_mib:.1f} MiB in a plain httpx client"
+    )
+    assert outcome == "MalformedResponse"
+    assert operator_mib < 16
+    assert plain_outcome == str(BOMB_DECODED_BYTES), "the probe sees what an unbounded decoder does"
+    assert plain_mib > 100
+
+
+# ------------------------------------------------------------------ an overall deadline
+
+
+async def test_a_server_that_drips_bytes_times_out_at_the_deadline(
+    fake_auth: FakeAuthAPI, http: httpx.AsyncClient, source: LoginSource, observations: list[Observation]
+) -> None:
+    """Each byte arrives well within the client's 0.5 s read timeout; only the deadline ends it."""
+    api = AuthAPI(http, observe=lambda *seen: observations.append(seen), deadline=1.5)
+    fake_auth.fail_next("password", Fault.drip(0.1))
+    started = time.monotonic()
+
+    with pytest.raises(TransientAuthError, match="in time") as caught:
+        await login(api, source)
+
+    took = time.monotonic() - started
+    assert type(caught.value) is TransientAuthError
+    assert 1.4 <= took < 5, f"gave up after {took:.1f}s"
+    assert [outcome for _, outcome, _ in observations] == ["timeout"]
+
+
+def test_the_operator_deadline_is_thirty_seconds() -> None:
+    """The README states this value; a change to it must change the README too."""
+    assert REQUEST_DEADLINE == 30
+    readme = " ".join((Path(__file__).parents[2] / "README.md").read_text().split())
+    assert "overall deadline of 30 s" in readme
+
+
+# ------------------------------------------------------------------ refresh answered with another 4xx
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 405, 409, 410, 422, 451])
+async def test_any_other_4xx_on_refresh_falls_back_to_the_password(
+    fake_auth: FakeAuthAPI, api: AuthAPI, source: LoginSource, status: int
+) -> None:
+    first = await login(api, source)
+    assert first.refresh_token is not None
+    fake_auth.fail_next("refresh", Fault.http_error(status))
+
+    with pytest.raises(RefreshRejected, match=str(status)):
+        await api.refresh(source.auth_url, first.refresh_token)
+
+
+@pytest.mark.parametrize("status", [408, 425, 429])
+async def test_timeout_too_early_and_rate_limit_on_refresh_are_transient(
+    fake_auth: FakeAuthAPI, api: AuthAPI, source: LoginSource, status: int
+) -> None:
+    first = await login(api, source)
+    assert first.refresh_token is not None
+    fake_auth.fail_next("refresh", Fault.http_error(status, headers={"Retry-After": "7"}))
+
+    with pytest.raises(TransientAuthError) as caught:
+        await api.refresh(source.auth_url, first.refresh_token)
+
+    assert type(caught.value) is TransientAuthError
+    assert caught.value.retry_after == 7
+
+
+@pytest.mark.parametrize("status", [408, 425, 429])
+async def test_timeout_too_early_and_rate_limit_on_login_are_transient(
+    fake_auth: FakeAuthAPI, api: AuthAPI, source: LoginSource, status: int
+) -> None:
+    fake_auth.fail_next("password", Fault.http_error(status))
+
+    with pytest.raises(TransientAuthError) as caught:
+        await login(api, source)
+
+    assert type(caught.value) is TransientAuthError
+
+
+async def test_a_hostile_retry_after_is_capped_at_a_day(
+    fake_auth: FakeAuthAPI, api: AuthAPI, source: LoginSource
+) -> None:
+    fake_auth.fail_next("password", Fault.http_error(503, headers={"Retry-After": "9" * 400}))
+
+    with pytest.raises(TransientAuthError) as caught:
+        await login(api, source)
+
+    assert caught.value.retry_after == 86400
+
+
+# ------------------------------------------------------------------ odd 200 answers
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _jwt_with_raw_payload(payload: bytes) -> str:
+    """A JWT whose claims are exactly `payload`: for numbers json.dumps refuses to write."""
+    header = _b64(b'{"alg": "HS256", "typ": "JWT"}')
+    return f"{header}.{_b64(payload)}.{_b64(b'signature')}"
+
+
+def _odd_answers(make_jwt: MakeJwt) -> list[tuple[str, Fault]]:
+    now = time.time()
+    good = make_jwt(exp=now + 3600)
+    digits = "9" * 5000
+    return [
+        ("exp of 10**400", Fault.with_claims(exp=10**400)),
+        ("exp of 1e18", Fault.with_claims(exp=10**18)),
+        ("exp in the year 2100", Fault.with_claims(exp=4_102_444_800)),
+        ("exp as text", Fault.with_claims(exp="soon")),
+        ("exp of true", Fault.with_claims(exp=True)),
+        ("expires_in of 1e300", Fault.raw(f'{{"access_token": "{good}", "expires_in": 1e300}}')),
+        ("expires_in of 2 days", Fault.raw(f'{{"access_token": "{good}", "expires_in": 172800}}')),
+        ("expires_in of 1e999 (infinity)", Fault.raw(f'{{"access_token": "{good}", "expires_in": 1e999}}')),
+        ("expires_in of 5,000 digits", Fault.raw(f'{{"access_token": "{good}", "expires_in": {digits}}}')),
+        (
+            "exp of 5,000 digits",
+            Fault.raw(
+                json.dumps(
+                    {
+                        "access_token": _jwt_with_raw_payload(f'{{"exp":{digits}}}'.encode()),
+                        "expires_in": 3600,
+                    }
+                )
+            ),
+        ),
+        (
+            "lone surrogate in the access token",
+            Fault.raw(f'{{"access_token": "{good[:20]}\\ud800{good[20:]}"}}'),
+        ),
+        (
+            "lone surrogate in the refresh token",
+            Fault.raw(f'{{"access_token": "{good}", "refresh_token": "ab\\udfffcd"}}'),
+        ),
+        ("space in the refresh token", Fault.raw(f'{{"access_token": "{good}", "refresh_token": "ab cd"}}')),
+        ("newline in the access token", Fault.raw(f'{{"access_token": "{good}\\n"}}')),
+        ("invalid UTF-8", Fault.raw(b'{"access_token": "\xff\xfe"}')),
+        ("JSON nested 100,000 deep", Fault.raw("[" * 100_000 + "]" * 100_000)),
+        ("JSON null", Fault.raw("null")),
+        ("JSON list", Fault.raw(f'["{good}"]')),
+        ("empty body", Fault.raw(b"")),
+        ("claims not an object", Fault.raw(json.dumps({"access_token": _jwt_with_raw_payload(b"[1, 2]")}))),
+    ]
+
+
+@pytest.mark.parametrize("index", range(20))
+async def test_odd_200_answers_are_malformed_never_untyped(
+    fake_auth: FakeAuthAPI, api: AuthAPI, source: LoginSource, make_jwt: MakeJwt, index: int
+) -> None:
+    what, fault = _odd_answers(make_jwt)[index]
+    fake_auth.fail_next("password", fault)
+
+    try:
+        token = await login(api, source)
+    except MalformedResponse as error:
+        assert isinstance(error, TransientAuthError), what
+    else:
+        pytest.fail(f"{what}: accepted as a token living {token.lifetime:.0f}s")
+
+
+def test_every_odd_answer_is_tested() -> None:
+    assert len(_odd_answers(lambda **_: "x.y.z")) == 20
+
+
+async def test_a_subject_with_a_lone_surrogate_is_dropped_not_fatal(
+    fake_auth: FakeAuthAPI, api: AuthAPI, source: LoginSource
+) -> None:
+    fake_auth.fail_next("password", Fault.with_claims(preferred_username="bot\ud800"))
+
+    token = await login(api, source)
+
+    assert token.subject is None

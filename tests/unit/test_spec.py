@@ -116,11 +116,6 @@ def test_invalid_spec_errors_name_the_field(fields: dict[str, Any], field_name: 
         pytest.param(AuthURLPolicy(), f"HTTPS://{PROD_HOST}/api/v1", id="scheme-case-insensitive"),
         pytest.param(AuthURLPolicy(), f"https://{PROD_HOST}:443/api/v1", id="explicit-port"),
         pytest.param(
-            AuthURLPolicy(frozenset({"127.0.0.1"}), allow_insecure_http=True),
-            "http://127.0.0.1:8080/api/v1",
-            id="http-when-allowed",
-        ),
-        pytest.param(
             AuthURLPolicy(frozenset({"auth.example.com"})),
             "https://auth.example.com/api/v1",
             id="added-host",
@@ -138,24 +133,16 @@ def test_auth_url_accepted(policy: AuthURLPolicy, url: str) -> None:
         pytest.param(AuthURLPolicy(), f"ftp://{PROD_HOST}/api/v1", "https://", id="ftp"),
         pytest.param(AuthURLPolicy(), f"{PROD_HOST}/api/v1", "https://", id="no-scheme"),
         pytest.param(
-            AuthURLPolicy(frozenset({"127.0.0.1"}), allow_insecure_http=True),
-            "ftp://127.0.0.1/api/v1",
+            AuthURLPolicy(frozenset({"127.0.0.1:8080"})),
+            "http://127.0.0.1:8080/api/v1",
             "https://",
-            id="insecure-allows-only-http",
+            id="http-even-to-an-allowed-host-port",
         ),
         pytest.param(AuthURLPolicy(), "https://auth.evil.example/api/v1", "not allowed", id="foreign-host"),
         pytest.param(
             AuthURLPolicy(), f"https://{PROD_HOST}.evil.example/api/v1", "not allowed", id="suffix-trick"
         ),
-        pytest.param(
-            AuthURLPolicy(), f"https://{PROD_HOST}@evil.example/api/v1", "user info", id="at-trick"
-        ),
-        pytest.param(
-            AuthURLPolicy(frozenset({"127.0.0.1"}), allow_insecure_http=True),
-            f"http://{PROD_HOST}/api/v1",
-            "not allowed",
-            id="insecure-keeps-host-list",
-        ),
+        pytest.param(AuthURLPolicy(), f"https://{PROD_HOST}@evil.example/api/v1", "user info", id="at-trick"),
         pytest.param(AuthURLPolicy(), f"https://bot:hunter2@{PROD_HOST}/api/v1", "user info", id="userinfo"),
         pytest.param(AuthURLPolicy(), f"https://bot@{PROD_HOST}/api/v1", "user info", id="username-only"),
         pytest.param(AuthURLPolicy(), f"https://{PROD_HOST}/api/v1?next=x", "query", id="query"),
@@ -183,7 +170,6 @@ def test_refused_host_error_names_the_allowed_hosts_and_the_flag() -> None:
 
 def test_default_policy_allows_exactly_production_and_staging() -> None:
     assert AuthURLPolicy().allowed_hosts == {PROD_HOST, STAGING_HOST}
-    assert AuthURLPolicy().allow_insecure_http is False
 
 
 def test_login_source_key_changes_when_the_password_changes() -> None:
