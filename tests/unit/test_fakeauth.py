@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -561,3 +563,78 @@ def test_cli_serves_users_until_terminated(client: httpx.Client) -> None:
             process.terminate()
             returncode = process.wait(timeout=5)
     assert returncode == 0
+
+
+# ------------------------------------------------------------------------------ hostile answers
+
+
+def test_raw_fault_answers_exactly_the_bytes_given(fake: FakeAuthAPI, client: httpx.Client) -> None:
+    fake.fail_next("password", Fault.raw(b"\x00odd", {"X-Odd": "1"}, status=299))
+
+    response = login(client, fake)
+
+    assert (response.status_code, response.content, response.headers["x-odd"]) == (299, b"\x00odd", "1")
+
+
+def test_gzipped_fault_is_the_normal_answer_gzip_encoded(fake: FakeAuthAPI, client: httpx.Client) -> None:
+    fake.fail_next("password", Fault.gzipped())
+
+    response = login(client, fake)
+
+    assert response.headers["content-encoding"] == "gzip"
+    assert decode(fake, response.json()["access_token"])["preferred_username"] == USER
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_gzip_bomb_expands_to_exactly_its_size_through_every_layer(layers: int) -> None:
+    fault = Fault.gzip_bomb(8 * 1024 * 1024, layers=layers)
+    headers = dict(fault.headers)
+
+    body = fault.body
+    for _ in range(layers):
+        body = gzip.decompress(body)
+
+    assert headers["Content-Encoding"] == ", ".join(["gzip"] * layers)
+    assert len(body) == 8 * 1024 * 1024 and body.startswith(b'{"padding": "') and body.endswith(b'"}')
+    assert len(fault.body) < 64 * 1024
+
+
+def test_with_claims_overrides_and_deletes_access_token_claims(
+    fake: FakeAuthAPI, client: httpx.Client
+) -> None:
+    fake.fail_next("password", Fault.with_claims(exp=10**18, email=None))
+
+    token = login(client, fake).json()["access_token"]
+    claims = jwt.decode(
+        token, fake.public_key_pem, algorithms=["RS256"], audience="auth-api", options={"verify_exp": False}
+    )
+
+    assert claims["exp"] == 10**18 and "email" not in claims
+
+
+def test_echo_sets_a_cookie_and_echoes_the_form_in_headers(fake: FakeAuthAPI, client: httpx.Client) -> None:
+    fake.fail_next("password", Fault.echo())
+
+    response = login(client, fake)
+
+    assert response.status_code == 200
+    assert response.headers["x-echo-password"] == PASSWORD
+    cookie = response.cookies["session"]
+    assert cookie in fake.secret_strings()
+
+
+def test_drip_sends_the_answer_one_byte_at_a_time(fake: FakeAuthAPI) -> None:
+    fake.fail_next("password", Fault.drip(0.05))
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", fake.port), timeout=5) as sock:
+        form = f"username={USER}&password={PASSWORD}".encode()
+        head = (
+            "POST /api/v1/auth/password HTTP/1.1\r\nHost: x\r\n"
+            f"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len(form)}\r\n\r\n"
+        )
+        sock.sendall(head.encode() + form)
+        reads = [sock.recv(1024) for _ in range(5)]
+
+    assert [len(chunk) for chunk in reads] == [1] * 5
+    assert b"".join(reads) == b"HTTP/"
+    assert time.monotonic() - started >= 0.2

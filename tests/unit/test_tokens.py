@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import json
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from simacan_token_operator.tokens import TokenParseError, parse_token_response, stored_token
+from simacan_token_operator.tokens import (
+    MAX_TOKEN_LIFETIME,
+    TokenParseError,
+    parse_token_response,
+    stored_token,
+)
 
 if TYPE_CHECKING:
     from tests.unit.conftest import MakeJwt
@@ -238,3 +244,100 @@ def test_parse_errors_never_contain_token_text(make_jwt: MakeJwt) -> None:
         for secret in secrets:
             assert secret not in shown, f"{caught.value} leaks a token"
 
+
+# ------------------------------------------------------------------ a sane upper bound on lifetime
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        pytest.param({"exp": NOW + MAX_TOKEN_LIFETIME + 1}, id="exp-a-day-and-a-second"),
+        pytest.param({"exp": 10**18}, id="exp-1e18"),
+        pytest.param({"exp": 4_102_444_800}, id="exp-in-2100"),
+    ],
+)
+def test_an_exp_beyond_a_day_is_an_error(make_jwt: MakeJwt, fields: dict[str, Any]) -> None:
+    with pytest.raises(TokenParseError, match="longer than 24 hours"):
+        parse_token_response(response(make_jwt(**fields)), sent_at=NOW)
+
+
+@pytest.mark.parametrize("expires_in", [MAX_TOKEN_LIFETIME + 1, 1e300, "1e300", 10**30], ids=repr)
+def test_an_expires_in_beyond_a_day_is_an_error_even_with_a_short_exp(
+    make_jwt: MakeJwt, expires_in: object
+) -> None:
+    with pytest.raises(TokenParseError, match="longer than 24 hours"):
+        parse_token_response(response(make_jwt(exp=NOW + 3600), expires_in=expires_in), sent_at=NOW)
+
+
+def test_a_lifetime_of_exactly_a_day_is_accepted(make_jwt: MakeJwt) -> None:
+    token = parse_token_response(
+        response(make_jwt(exp=NOW + MAX_TOKEN_LIFETIME), expires_in=MAX_TOKEN_LIFETIME), sent_at=NOW
+    )
+
+    assert token.lifetime == MAX_TOKEN_LIFETIME
+
+
+@pytest.mark.parametrize("exp", [10**400, "soon", True, [], {"at": 1}, float("nan")], ids=repr)
+def test_an_exp_that_is_not_a_usable_number_is_an_error(make_jwt: MakeJwt, exp: object) -> None:
+    with pytest.raises(TokenParseError, match="exp claim is not a number"):
+        parse_token_response(response(make_jwt(exp=exp), expires_in="3600"), sent_at=NOW)
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        pytest.param(lambda t: t[:10] + "\ud800" + t[10:], id="lone-surrogate"),
+        pytest.param(lambda t: t + "\n", id="trailing-newline"),
+        pytest.param(lambda t: t[:10] + " " + t[10:], id="space"),
+        pytest.param(lambda t: t[:10] + "é" + t[10:], id="non-ascii"),
+    ],
+)
+def test_an_access_token_with_characters_no_token_has_is_an_error(
+    make_jwt: MakeJwt, mangle: Callable[[str], str]
+) -> None:
+    with pytest.raises(TokenParseError, match="not a JWT"):
+        parse_token_response(response(mangle(make_jwt(exp=NOW + 3600))), sent_at=NOW)
+
+
+@pytest.mark.parametrize("refresh", ["ab\ud800cd", "ab cd", "ab\r\nSet-Cookie: x", "réfresh"], ids=repr)
+def test_a_refresh_token_with_characters_no_token_has_is_an_error(make_jwt: MakeJwt, refresh: str) -> None:
+    with pytest.raises(TokenParseError, match="refresh_token"):
+        parse_token_response(response(make_jwt(exp=NOW + 3600), refresh_token=refresh), sent_at=NOW)
+
+
+def test_a_refresh_token_with_an_absurd_exp_is_kept_with_an_unknown_expiry(make_jwt: MakeJwt) -> None:
+    token = parse_token_response(
+        response(make_jwt(exp=NOW + 3600), refresh_token=make_jwt(exp=10**400)), sent_at=NOW
+    )
+
+    assert token.refresh_expires_at is None
+
+
+@pytest.mark.parametrize(
+    "subject", ["bot\ud800", "bot\nname", "x" * 300], ids=["surrogate", "newline", "long"]
+)
+def test_a_subject_status_cannot_carry_is_dropped(make_jwt: MakeJwt, subject: str) -> None:
+    token = parse_token_response(response(make_jwt(exp=NOW + 3600, preferred_username=subject)), sent_at=NOW)
+
+    assert token.subject is None
+
+
+def test_a_stored_token_claiming_more_than_a_day_from_now_is_unusable(make_jwt: MakeJwt) -> None:
+    with pytest.raises(TokenParseError, match="longer than"):
+        stored_token(make_jwt(exp=4_102_444_800), obtained_at=None, now=NOW)
+
+
+def test_a_stored_token_claiming_more_than_a_day_from_its_start_is_unusable(make_jwt: MakeJwt) -> None:
+    with pytest.raises(TokenParseError, match="longer than"):
+        stored_token(make_jwt(iat=NOW - 2 * 86400, exp=NOW + 3600), obtained_at=None, now=NOW)
+
+
+def test_a_stored_token_with_an_absurd_exp_is_unusable(make_jwt: MakeJwt) -> None:
+    with pytest.raises(TokenParseError):
+        stored_token(make_jwt(exp=10**400), obtained_at=NOW, now=NOW)
+
+
+def test_a_stored_one_hour_token_is_usable(make_jwt: MakeJwt) -> None:
+    token = stored_token(make_jwt(iat=NOW - 60, exp=NOW + 3540), obtained_at=NOW - 60, now=NOW)
+
+    assert token.lifetime == 3600
