@@ -193,14 +193,18 @@ def _run(
 
     say("starting the local control plane (etcd, kube-apiserver, kube-controller-manager)")
     plane = stack.enter_context(running_control_plane(work / "cluster"))
-    say(f"control plane ready in {plane.provision_seconds:.1f}s at {plane.server}")
+    pids = ", ".join(f"{name} {pid}" for name, pid in plane.pids.items())
+    say(f"control plane ready in {plane.provision_seconds:.1f}s at {plane.server} (pids: {pids})")
     fake = None
     if real is None:
         user, password = _example_login()
         fake = FakeAuthAPI({user: password}, access_lifetime=options.token_lifetime, tls=True)
         stack.enter_context(fake)
         login = Login(fake.base_url, user, password, f"127.0.0.1:{fake.port}", fake.ca_file)
-        say(f"local Auth API stand-in at {fake.base_url} ({options.token_lifetime:g} s tokens, own CA)")
+        say(
+            f"local Auth API stand-in at {fake.base_url} ({options.token_lifetime:g} s tokens; "
+            f"its own CA: {fake.ca_file})"
+        )
     else:
         login = real
     api = stack.enter_context(contextlib.closing(_api_client(plane.admin_kubeconfig)))
@@ -451,6 +455,7 @@ class _View:
         if not self._interactive:
             print("\n".join([*self._header, *self._footer]), flush=True)
         snapshot = None
+        shown_calls = None
         tick = time.monotonic()
         while deadline is None or time.time() < deadline:
             if self._operator.process.poll() is not None:
@@ -473,7 +478,9 @@ class _View:
                 sys.stdout.write("\x1b[H" + "".join(f"{line}\x1b[K\n" for line in screen) + "\x1b[J")
             else:
                 fresh = progress.new_events(snapshot.events)
-                print("\n".join(render_plain(now - operator_started, snapshot, calls, fresh, now)))
+                changed = calls if calls != shown_calls else None
+                shown_calls = calls
+                print("\n".join(render_plain(now - operator_started, snapshot, changed, fresh, now)))
                 if not had_token and progress.first_token_at is not None:
                     print(self._first_token(progress))
             sys.stdout.flush()

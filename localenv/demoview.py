@@ -122,11 +122,13 @@ def render_plain(
     new_events: Sequence[EventView],
     now: float,
 ) -> list[str]:
-    """The headless view: the same rows as plain lines, prefixed with the time since the operator started."""
+    """The headless view: the same rows as plain lines, prefixed with the time since the operator
+    started; `calls` only when they changed (None: no line)."""
     stamp = f"[t+{human_duration(elapsed):>6}]"
     table = render_table(snapshot.credentials, now)[1:] if snapshot.credentials else ["(no credentials)"]
     lines = [f"{stamp} {row}" for row in table]
-    lines.append(f"{stamp} Auth API calls: {calls.describe() if calls else 'unknown'}")
+    if calls is not None:
+        lines.append(f"{stamp} Auth API calls: {calls.describe()}")
     for line in render_events(new_events, now, objects=True)[1:] if new_events else []:
         lines.append(f"{stamp} event: {line}")
     return lines
