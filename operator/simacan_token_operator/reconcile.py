@@ -37,6 +37,12 @@ from .triggers import Observed, Trigger, why_reissue
 
 Body = dict[str, Any]
 
+FRESHNESS_FRACTION = 0.25
+"""A token from the pool replaces a due one only if it lives this share of a lifetime longer.
+Several writers (other credentials of the login, other operators) then all follow the Secret's
+schedule instead of handing each other tokens that differ by milliseconds (or by the second
+that `exp` rounds away) and are due again at once."""
+
 
 @dataclass(frozen=True)
 class Memory:
@@ -193,7 +199,8 @@ async def reconcile(gathered: Gathered, services: Services) -> Result:
         token, desired = stored.token, as_stored
     else:
         try:
-            token = await _obtain(services, source, trigger, memory, next_refresh, held)
+            due = stored.token if stored and trigger.reason in (reasons.EXPIRING, reasons.EXPIRED) else None
+            token = await _obtain(services, source, trigger, memory, next_refresh, held, due)
         except AuthError as error:
             attempt = "rejected" if isinstance(error, PermanentAuthError) else "retrying"
             outcome = _auth_failure(error, services, source)
@@ -284,8 +291,11 @@ async def _obtain(
     memory: Memory,
     next_refresh: Callable[[TokenSet], float],
     held: TokenSet | None,
+    due: TokenSet | None,
 ) -> TokenSet:
     """A token from the pool; raises TimeoutError if the held token expires while waiting.
+
+    `due` is the Secret's token when it is due: the pool's token must outlive it clearly.
 
     The request itself goes on in the pool (single flight) and a later pass picks up its token.
     """
@@ -298,6 +308,8 @@ async def _obtain(
     else:
 
         def usable(token: TokenSet) -> bool:
+            if due is not None and token.expires_at < due.expires_at + FRESHNESS_FRACTION * token.lifetime:
+                return False
             return clock() < next_refresh(token)
 
     if held is None:

@@ -4,6 +4,7 @@ Importing the test functions here collects them a second time, with this directo
 `cluster` fixture: a real kube-apiserver, with the operator running under the manifests' RBAC.
 """
 
+from tests.integration.test_convergence import test_three_active_operators_converge
 from tests.integration.test_failures import (
     test_outage_backs_off_keeps_the_valid_token_and_recovers,
     test_wrong_password_is_reported_and_not_retried_until_the_secret_changes,
@@ -39,5 +40,6 @@ __all__ = [
     "test_refreshes_before_expiry_again_and_again",
     "test_restart_makes_no_login_while_token_valid",
     "test_spec_changes_take_effect_immediately",
+    "test_three_active_operators_converge",
     "test_wrong_password_is_reported_and_not_retried_until_the_secret_changes",
 ]

@@ -1,0 +1,99 @@
+"""Three active operators on one credential (no leader election, as a misconfigured install has
+them): they converge instead of fighting over the Secret.
+
+Each adopts a valid token another one wrote instead of insisting on its own copy, so in steady
+state each makes at most 2 Secret writes and 1 Auth API call per token (per refresh cycle: a
+token is replaced two thirds into its lifetime), and no Events.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import jwt
+from kubernetes import watch
+
+from localenv.auth_standin import FakeAuthAPI
+from tests.conftest import SUMMARY, Issue
+from tests.support.k8s import Namespace
+from tests.support.operator_process import OperatorProcess
+from tests.support.polling import eventually
+
+LIFETIME = 6.0
+OPERATORS = 3
+LIFETIMES_MEASURED = 3
+
+
+class SecretWrites:
+    """Counts every write to one Secret through a watch, as an outside observer would."""
+
+    def __init__(self, ns: Namespace, name: str) -> None:
+        self.count = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(ns, name), daemon=True)
+        self._thread.start()
+
+    def _run(self, ns: Namespace, name: str) -> None:
+        while not self._stop.is_set():
+            stream = watch.Watch().stream(
+                ns.core.list_namespaced_secret,
+                ns.name,
+                field_selector=f"metadata.name={name}",
+                timeout_seconds=2,
+            )
+            for event in stream:
+                if event["type"] in ("ADDED", "MODIFIED") and not self._stop.is_set():
+                    self.count += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def event_count(ns: Namespace) -> int:
+    """Repeated Events are aggregated into one object's count, as client-go's recorder does."""
+    return sum(int(event.get("count") or 1) for event in ns.events("fleet-api"))
+
+
+def test_three_active_operators_converge(
+    ns: Namespace, auth: FakeAuthAPI, issue: Issue, start_operator: Callable[..., OperatorProcess]
+) -> None:
+    auth.access_lifetime = LIFETIME
+    issue()
+    for _ in range(OPERATORS - 1):
+        start_operator()
+    time.sleep(LIFETIME)  # let the three settle: the window below is the steady state
+
+    events_before = event_count(ns)
+    calls_before = auth.count()
+    writes = SecretWrites(ns, "fleet-api")
+    expired_seen = 0
+    tokens_seen: set[str] = set()
+    deadline = time.monotonic() + LIFETIME * LIFETIMES_MEASURED
+    while time.monotonic() < deadline:
+        token = ns.secret_text("fleet-api", "token")
+        assert token, "the Secret always holds a token"
+        tokens_seen.add(token)
+        exp = jwt.decode(token, options={"verify_signature": False})["exp"]
+        expired_seen += int(exp <= time.time())
+        time.sleep(0.25)
+    writes.stop()
+    # The watch reports the current object once as ADDED when it starts.
+    secret_writes = max(writes.count - 1, 0)
+    calls = auth.count() - calls_before
+    events = event_count(ns) - events_before
+
+    # The window cuts one token short at each end: count the tokens seen plus one.
+    cycles = len(tokens_seen) + 1
+    SUMMARY.append(
+        f"convergence: {OPERATORS} operators, {LIFETIME * LIFETIMES_MEASURED:.0f}s "
+        f"({len(tokens_seen)} tokens "
+        f"of {LIFETIME:.0f}s): {secret_writes} Secret writes, {calls} Auth API calls, {events} Events"
+    )
+    assert expired_seen == 0, "a reader never saw an expired token"
+    assert secret_writes <= 2 * OPERATORS * cycles
+    assert calls <= OPERATORS * cycles
+    assert events == 0
+    eventually(lambda: ns.ready_reason("fleet-api") == ("True", "TokenValid"), what="Ready")
