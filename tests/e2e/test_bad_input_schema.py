@@ -1,0 +1,176 @@
+"""Bad specs that kube-apiserver itself rejects (schema and CEL rules): `kubectl apply` fails up front.
+
+Rows of the README's "Bad input and how it is handled" table; the emulator of the fast tier runs no
+CEL and no pattern checks, so these need the real API server.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from localenv.controlplane import ControlPlane
+from tests.support.k8s import GROUP, PLURAL, VERSION, Namespace
+
+HOST = "auth-service.services.simacan.com"
+LOGIN = {"credentialsSecretRef": {"name": "login"}}
+
+
+@dataclass(frozen=True)
+class Row:
+    id: str
+    spec: dict[str, Any]
+    field: str  # the field the API server names
+    says: str  # a fragment of its message
+
+
+ROWS = [
+    Row("authurl-http", {**LOGIN, "authURL": f"http://{HOST}/api/v1"}, "spec.authURL", "https://"),
+    Row("authurl-ftp", {**LOGIN, "authURL": f"ftp://{HOST}/api/v1"}, "spec.authURL", "https://"),
+    Row("authurl-no-scheme", {**LOGIN, "authURL": f"{HOST}/api/v1"}, "spec.authURL", "https://"),
+    Row("authurl-no-host", {**LOGIN, "authURL": "https:///api/v1"}, "spec.authURL", "must name a host"),
+    Row(
+        "authurl-userinfo",
+        {**LOGIN, "authURL": f"https://bot:hunter2@{HOST}/api/v1"},
+        "spec.authURL",
+        "user info",
+    ),
+    Row(
+        "authurl-at-trick",
+        {**LOGIN, "authURL": f"https://{HOST}@evil.example/api/v1"},
+        "spec.authURL",
+        "user info",
+    ),
+    Row("authurl-query", {**LOGIN, "authURL": f"https://{HOST}/api/v1?next=x"}, "spec.authURL", "query"),
+    Row("authurl-fragment", {**LOGIN, "authURL": f"https://{HOST}/api/v1#x"}, "spec.authURL", "fragment"),
+    Row("authurl-whitespace", {**LOGIN, "authURL": f"https://{HOST}/api v1"}, "spec.authURL", "whitespace"),
+    Row(
+        "authurl-too-long",
+        {**LOGIN, "authURL": f"https://{HOST}/" + "a" * 2048},
+        "spec.authURL",
+        "2048",
+    ),
+    Row("no-credentials-ref", {}, "spec.credentialsSecretRef", "Required"),
+    Row("no-credentials-name", {"credentialsSecretRef": {}}, "spec.credentialsSecretRef.name", "Required"),
+    Row(
+        "credentials-name-path",
+        {"credentialsSecretRef": {"name": "../../other-ns/secrets/x"}},
+        "spec.credentialsSecretRef.name",
+        "should match",
+    ),
+    Row(
+        "credentials-name-upper",
+        {"credentialsSecretRef": {"name": "Login"}},
+        "spec.credentialsSecretRef.name",
+        "should match",
+    ),
+    Row(
+        "username-key-slash",
+        {"credentialsSecretRef": {"name": "login", "usernameKey": "a/b"}},
+        "spec.credentialsSecretRef.usernameKey",
+        "should match",
+    ),
+    Row(
+        "password-key-empty",
+        {"credentialsSecretRef": {"name": "login", "passwordKey": ""}},
+        "spec.credentialsSecretRef.passwordKey",
+        "at least 1",
+    ),
+    Row("secret-name-upper", {**LOGIN, "secretName": "UPPER"}, "spec.secretName", "should match"),
+    Row("secret-name-too-long", {**LOGIN, "secretName": "a" * 254}, "spec.secretName", "253"),
+    Row(
+        "refresh-before-words", {**LOGIN, "refreshBefore": "15 minutes"}, "spec.refreshBefore", "should match"
+    ),
+    Row("refresh-before-negative", {**LOGIN, "refreshBefore": "-5m"}, "spec.refreshBefore", "should match"),
+    Row("suspend-not-bool", {**LOGIN, "suspend": "yes"}, "spec.suspend", "boolean"),
+    Row(
+        "label-not-string",
+        {**LOGIN, "secretTemplate": {"labels": {"team": 1}}},
+        "spec.secretTemplate.labels.team",
+        "string",
+    ),
+]
+
+
+def _create(ns: Namespace, spec: dict[str, Any]) -> Any:
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "SimacanCredential", "metadata": {"name": "c"}}
+    return ns.custom.create_namespaced_custom_object(GROUP, VERSION, ns.name, PLURAL, {**body, "spec": spec})
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[row.id for row in ROWS])
+def test_the_api_server_rejects_a_bad_spec_naming_the_field(ns: Namespace, row: Row) -> None:
+    with pytest.raises(ApiException) as rejected:
+        _create(ns, row.spec)
+
+    assert rejected.value.status == 422
+    message = json.loads(rejected.value.body or "{}")["message"]
+    assert row.field in message and row.says in message, message
+    assert "hunter2" not in message or row.id == "authurl-userinfo"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"https://{HOST}/api/v1",
+        f"HTTPS://{HOST}/api/v1",
+        f"https://{HOST}:8443/api/v1",
+        "https://127.0.0.1:9443/api/v1",
+        "https://[::1]:9443/api/v1",
+        f"https://{HOST}",
+    ],
+)
+def test_good_auth_urls_pass_the_cel_rules(ns: Namespace, url: str) -> None:
+    created = _create(ns, {**LOGIN, "authURL": url})
+
+    assert created["spec"]["authURL"] == url
+
+
+def _kubectl_apply(
+    plane: ControlPlane, manifest: dict[str, Any], tmp_path: Path
+) -> subprocess.CompletedProcess[str]:
+    binary = shutil.which("kubectl")
+    assert binary, "kubectl is required: run localenv/install-deps.sh"
+    path = tmp_path / "credential.json"
+    path.write_text(json.dumps(manifest))
+    return subprocess.run(
+        [binary, "--kubeconfig", str(plane.admin_kubeconfig), "apply", "-f", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        pytest.param({**LOGIN, "authURL": f"http://{HOST}/api/v1"}, "must be an https:// URL", id="http"),
+        pytest.param(
+            {**LOGIN, "authUrl": f"https://{HOST}/api/v1"}, 'unknown field "spec.authUrl"', id="typo"
+        ),
+    ],
+)
+def test_kubectl_apply_fails_up_front(
+    ns: Namespace, installed: ControlPlane, tmp_path: Path, spec: dict[str, Any], says: str
+) -> None:
+    manifest = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "SimacanCredential",
+        "metadata": {"name": "c", "namespace": ns.name},
+        "spec": spec,
+    }
+
+    result = _kubectl_apply(installed, manifest, tmp_path)
+
+    assert result.returncode != 0
+    assert says in result.stderr, result.stderr
+    with pytest.raises(ApiException) as missing:
+        ns.credential("c")
+    assert missing.value.status == 404
