@@ -47,7 +47,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -60,7 +59,7 @@ from typing import Any, TypeVar
 
 import httpx
 import yaml
-from kubernetes import client, config
+from kubernetes import client
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -69,11 +68,14 @@ if str(REPO_ROOT) not in sys.path:
 
 from localenv.auth_standin import FakeAuthAPI  # noqa: E402
 from localenv.controlplane import ControlPlane, running_control_plane  # noqa: E402
+from simacan_token_operator.spec import GROUP, PLURAL, VERSION  # noqa: E402
+from tests.support.k8s import api_client  # noqa: E402
+from tests.support.operator_process import free_port  # noqa: E402
+from tests.support.polling import Timeout, eventually  # noqa: E402
 
 T = TypeVar("T")
 
 NAMESPACE = "bench"
-GROUP, VERSION, PLURAL = "auth.simacan.com", "v1alpha1", "simacancredentials"
 CRD_FILE = REPO_ROOT / "crds" / "simacancredentials.auth.simacan.com.yaml"
 IDLE_OPERATOR = BENCH_DIR / "idle_kopf_operator.py"
 SEEN_FILE_ENV = "IDLE_KOPF_SEEN_FILE"  # must match idle_kopf_operator.py
@@ -193,19 +195,15 @@ class Child:
 
 def wait_for(probe: Callable[[], T | None], timeout: float, what: str, child: Child, interval: float) -> T:
     """Poll `probe` until it returns something truthy; fail early if the child dies."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while True:
+
+    def alive_and(probe_result: Callable[[], T | None]) -> T | None:
         child.check_alive()
-        last = probe()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise BenchmarkError(
-                f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r}); "
-                f"{child.log}:\n{child.log_tail()}"
-            )
-        time.sleep(interval)
+        return probe_result()
+
+    try:
+        return eventually(lambda: alive_and(probe), timeout=timeout, interval=interval, what=what)
+    except Timeout as error:
+        raise BenchmarkError(f"{error}; {child.log}:\n{child.log_tail()}") from None
 
 
 def settle(child: Child, seconds: float, every: float = 0.0) -> list[Sample]:
@@ -227,12 +225,6 @@ def settle(child: Child, seconds: float, every: float = 0.0) -> list[Sample]:
     return samples
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def child_env(kubeconfig: Path, **extra: str) -> dict[str, str]:
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), **extra}
     env.pop("KUBERNETES_SERVICE_HOST", None)  # never let a child believe it runs in a pod
@@ -250,13 +242,6 @@ def problem_lines(log: Path) -> dict[str, int]:
 
 
 # --- cluster population ----------------------------------------------------------------------------
-
-
-def api_client(kubeconfig: Path) -> client.ApiClient:
-    configuration = client.Configuration()
-    config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)  # type: ignore[no-untyped-call]
-    configuration.connection_pool_maxsize = CREATE_WORKERS
-    return client.ApiClient(configuration)
 
 
 def install_crd(api: client.ApiClient, timeout: float = 60.0) -> None:
@@ -469,7 +454,7 @@ def measure_run(
     seconds = time.monotonic() - operator.child.started_at
     settle(operator.child, options.settle)
     settled = operator.child.sample()
-    with contextlib.closing(api_client(plane.admin_kubeconfig)) as api:
+    with contextlib.closing(api_client(plane.admin_kubeconfig, pool_size=CREATE_WORKERS)) as api:
         ready_in_status = count_ready_in_status(api)
     return OperatorRun(
         seconds_to_all_ready=seconds,
@@ -735,7 +720,7 @@ def run(options: argparse.Namespace, work_dir: Path) -> Result:
     with (
         running_control_plane(work_dir / "cluster") as plane,
         FakeAuthAPI(users, access_lifetime=options.lifetime, tls=True) as fake,
-        contextlib.closing(api_client(plane.admin_kubeconfig)) as api,
+        contextlib.closing(api_client(plane.admin_kubeconfig, pool_size=CREATE_WORKERS)) as api,
     ):
         print(f"control plane up in {plane.provision_seconds:.1f}s at {plane.server}", flush=True)
         install_crd(api)

@@ -12,14 +12,17 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from simacan_token_operator.spec import GROUP as GROUP
+from simacan_token_operator.spec import PLURAL as PLURAL
+from simacan_token_operator.spec import VERSION as VERSION
 from tests.support.polling import eventually
 
-GROUP, VERSION, PLURAL = "auth.simacan.com", "v1alpha1", "simacancredentials"
 
-
-def api_client(kubeconfig: Path) -> client.ApiClient:
+def api_client(kubeconfig: Path, pool_size: int | None = None) -> client.ApiClient:
     configuration = client.Configuration()
     config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)  # type: ignore[no-untyped-call]
+    if pool_size is not None:
+        configuration.connection_pool_maxsize = pool_size
     return client.ApiClient(configuration)
 
 
