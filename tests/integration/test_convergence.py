@@ -37,7 +37,7 @@ class SecretWrites:
 
     def _run(self, ns: Namespace, name: str) -> None:
         while not self._stop.is_set():
-            stream = watch.Watch().stream(
+            stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
                 ns.core.list_namespaced_secret,
                 ns.name,
                 field_selector=f"metadata.name={name}",

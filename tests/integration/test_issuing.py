@@ -37,6 +37,7 @@ def test_creates_token_secret_that_a_workload_can_read(
     assert ns.secret_text("fleet-api", "token_type") == "Bearer"
     claims = jwt.decode(token, auth.public_key_pem, algorithms=["RS256"], audience="auth-api")
     expires_at = ns.secret_text("fleet-api", "expires_at")
+    assert expires_at is not None
     # Expiry is the earlier of `exp` and send time + expires_in, shown in whole seconds rounded
     # down: never after `exp`, and at most a second or two before it (which second is chance).
     shown = datetime.datetime.fromisoformat(expires_at.replace("Z", "+00:00")).timestamp()
