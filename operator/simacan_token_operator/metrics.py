@@ -34,6 +34,20 @@ class Metrics:
             LABELS,
             registry=r,
         )
+        self.issued = Gauge(
+            "simacan_token_issued_timestamp_seconds",
+            "Unix time at which the token in the credential's Secret was obtained; with the expiry it "
+            "gives the lifetime, so alert thresholds can be a share of it.",
+            LABELS,
+            registry=r,
+        )
+        self.failing = Gauge(
+            "simacan_credential_failing",
+            "1 while the credential's last pass ended in a problem (refresh failing, bad spec or "
+            "Secret), even while an older token is still valid; else 0.",
+            LABELS,
+            registry=r,
+        )
         self.refreshes = Counter(
             "simacan_token_refresh_attempts",
             "Attempts to obtain a token for a credential, by result.",
@@ -57,6 +71,6 @@ class Metrics:
 
     def forget(self, namespace: str, name: str) -> None:
         """A deleted credential's series disappear instead of going stale."""
-        for gauge in (self.expiry, self.next_refresh, self.ready):
+        for gauge in (self.expiry, self.next_refresh, self.ready, self.issued, self.failing):
             with contextlib.suppress(KeyError):
                 gauge.remove(namespace, name)

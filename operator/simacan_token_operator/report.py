@@ -45,8 +45,10 @@ def write_events(trigger: Trigger, last_reason: str | None) -> tuple[Note, ...]:
 def publish(metrics: Metrics, namespace: str, name: str, outcome: Outcome, attempt: str | None) -> None:
     labels = (namespace, name)
     metrics.ready.labels(*labels).set(1 if outcome.ready else 0)
+    metrics.failing.labels(*labels).set(1 if outcome.failure else 0)
     if outcome.token is not None:
         metrics.expiry.labels(*labels).set(outcome.token.expires_at)
+        metrics.issued.labels(*labels).set(outcome.token.obtained_at)
     if outcome.next_refresh is not None:
         metrics.next_refresh.labels(*labels).set(outcome.next_refresh)
     if attempt is not None:

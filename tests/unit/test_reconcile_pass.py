@@ -558,3 +558,35 @@ async def test_statuses_and_events_never_carry_secrets(world: World) -> None:
     assert PASSWORD not in text
     for token in world.auth.issued_tokens:
         assert token.token not in text
+
+
+def metric(world: World, name: str, credential: str = "fleet-api") -> float | None:
+    assert world.runtime is not None
+    return world.runtime.metrics.registry.get_sample_value(name, {"namespace": NS, "name": credential})
+
+
+async def test_metrics_show_a_failing_refresh_while_the_old_token_is_valid(world: World) -> None:
+    await issued(world)
+    assert metric(world, "simacan_credential_ready") == 1
+    assert metric(world, "simacan_credential_failing") == 0
+    expiry, issued_at = (
+        metric(world, "simacan_token_expiry_timestamp_seconds"),
+        metric(world, "simacan_token_issued_timestamp_seconds"),
+    )
+    assert expiry is not None and issued_at is not None and 3500 < expiry - issued_at <= 3600
+
+    world.auth.set_fault("refresh", Fault.http_error(503))
+    world.auth.set_fault("password", Fault.http_error(503))
+    world.clock.now = refresh_due(world)
+    await world.run()
+
+    assert metric(world, "simacan_credential_ready") == 1, "the old token is still valid"
+    assert metric(world, "simacan_credential_failing") == 1
+
+
+async def test_stopping_a_worker_removes_its_series(world: World) -> None:
+    await issued(world)
+    await world.workers[(NS, "fleet-api")].stop()
+
+    assert metric(world, "simacan_credential_ready") is None
+    assert metric(world, "simacan_token_expiry_timestamp_seconds") is None
