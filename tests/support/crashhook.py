@@ -46,18 +46,29 @@ class CrashHook:
     """(point, object name) of each kill."""
     seen: int = 0
     """Admission reviews received (armed or not)."""
+    log: list[tuple[float, Point, str, str]] = field(default_factory=list)
+    """(time, step, operation, object name) of every review, for the report of a failure."""
+    _secret_written: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def arm(self, point: Point, pid: int) -> None:
+        """Kill `pid` at the next token Secret write ("secret-write") or at the first status patch
+        after a token Secret write ("status-patch"): the two halves of one refresh."""
         with self._lock:
-            self.armed, self.victim = point, pid
+            self.armed, self.victim, self._secret_written = point, pid, False
 
     def decide(self, review: dict[str, Any]) -> tuple[bool, str]:
         self.count()
         request = review["request"]
         point: Point = "status-patch" if request.get("subResource") == "status" else "secret-write"
         with self._lock:
-            if self.armed != point or self.victim is None:
+            self.log.append((time.time(), point, str(request.get("operation")), str(request.get("name"))))
+            if self.armed is None or self.victim is None or request.get("dryRun"):
+                return True, ""
+            if self.armed == "status-patch" and point == "secret-write":
+                self._secret_written = True  # the refresh's Secret write: the status patch follows
+                return True, ""
+            if self.armed != point or (point == "status-patch" and not self._secret_written):
                 return True, ""
             victim, self.armed, self.victim = self.victim, None, None
             self.fired.append((point, str(request.get("name"))))

@@ -38,11 +38,18 @@ REFRESH_REQUESTED = "auth.simacan.com/refresh-requested-at"
 class Outcome:
     figures: Figures
     violations: list[str] = field(default_factory=list)
+    notes: str = ""
+    """What else a reader of a failure needs (e.g. the writes the crash webhook saw)."""
 
 
-def _request_refresh(current: Scene, name: str) -> None:
+def _request_refresh(current: Scene, name: str) -> str:
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     current.ns.patch_credential(name, {"metadata": {"annotations": {REFRESH_REQUESTED: stamp}}})
+    return stamp
+
+
+def _request_handled(current: Scene, name: str, stamp: str) -> bool:
+    return (current.ns.credential(name).get("status") or {}).get("lastRefreshRequest") == stamp
 
 
 def _figures(
@@ -237,7 +244,7 @@ def crash_during_refresh(
             before = current.ns.secret(name)
             started = time.time()
             hook.arm(point, operator.pid)
-            _request_refresh(current, name)
+            stamp = _request_refresh(current, name)
             eventually(lambda: hook.fired, timeout=30, what=f"the crash at {point}")
             killed = time.time()
             calls_at_crash = current.auth.count() - calls
@@ -253,7 +260,12 @@ def crash_during_refresh(
             operator.process.wait(timeout=10)
             operator.process = None
             operator.start()
-            eventually(lambda: current.all_ready([name]), timeout=60, what="Ready after the restart")
+            # Settled: the request was acted on, the token is valid, the status names it.
+            eventually(
+                lambda: _request_handled(current, name, stamp) and current.all_ready([name]),
+                timeout=60,
+                what="refresh request handled after the restart",
+            )
             eventually(
                 lambda: _status_agrees(current, name), timeout=30, what="status agrees with the Secret"
             )
@@ -261,6 +273,11 @@ def crash_during_refresh(
             extra_logins = current.auth.count() - calls - calls_at_crash
             if extra_logins > 1:
                 violations.append(f"{extra_logins} Auth API calls after the restart (at most 1 allowed)")
+            if point == "status-patch" and calls_at_crash != 1:
+                violations.append(
+                    f"{calls_at_crash} Auth API calls before the crash, expected the refresh's 1"
+                )
+            reviews = ", ".join(f"{step} {operation}" for _, step, operation, _ in hook.log)
             figures = _figures(
                 f"SIGKILL before the {'Secret write' if point == 'secret-write' else 'status patch'}",
                 current,
@@ -272,7 +289,7 @@ def crash_during_refresh(
                 recover=recovered,
                 extra_logins=float(extra_logins),
             )
-    return Outcome(figures, violations)
+    return Outcome(figures, violations, reviews)
 
 
 def _status_agrees(current: Scene, name: str) -> bool:
