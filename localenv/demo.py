@@ -475,7 +475,10 @@ class _View:
             if self._interactive:
                 header = [*self._header, self._first_token(progress)]
                 screen = render_screen(header, snapshot, calls, self._footer, now)
-                sys.stdout.write("\x1b[H" + "".join(f"{line}\x1b[K\n" for line in screen) + "\x1b[J")
+                width = shutil.get_terminal_size().columns
+                # Cut long lines (Event messages) rather than let them wrap and scroll the view.
+                fitted = [line if len(line) < width else line[: width - 2] + "…" for line in screen]
+                sys.stdout.write("\x1b[H" + "".join(f"{line}\x1b[K\n" for line in fitted) + "\x1b[J")
             else:
                 fresh = progress.new_events(snapshot.events)
                 changed = calls if calls != shown_calls else None

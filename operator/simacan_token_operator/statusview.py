@@ -8,6 +8,7 @@ live view shows exactly what this command shows.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import urllib.parse
@@ -376,5 +377,9 @@ def command(
         render_detail(c, events_of(c, snapshot.events), now, snapshot.events_error)
         for c in snapshot.credentials
     ]
-    print("\n\n".join("\n".join(block) for block in blocks), file=out)
+    try:
+        print("\n\n".join("\n".join(block) for block in blocks), file=out, flush=True)
+    except BrokenPipeError:
+        # The reader went away (`status | head`); the exit code still tells a script the answer.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return EXIT_READY if all(c.is_ready for c in snapshot.credentials) else EXIT_NOT_READY
