@@ -258,6 +258,48 @@ class Kube:
         await self._write(action, "POST", events, body=body)
         self._events.posted(key, name)
 
+    # -- workloads that consume the token (rollout restarts, stale-consumer check) ----------------
+
+    async def read_workload(self, namespace: str, kind: str, name: str) -> Body | None:
+        try:
+            return await self._call(
+                f"reading {kind} {namespace}/{name}", "GET", _workload_path(namespace, kind, name)
+            )
+        except KubeError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    async def list_workloads(self, namespace: str, kind: str) -> list[Body]:
+        path = _workload_path(namespace, kind, None)
+        listed = await self._call(f"listing {kind}s in {namespace}", "GET", path)
+        items = listed.get("items") or []
+        return [item for item in items if isinstance(item, dict)]
+
+    async def restart_workload(
+        self, namespace: str, kind: str, name: str, resource_version: str, annotation: str, value: str
+    ) -> None:
+        """What `kubectl rollout restart` does: a new pod-template annotation. The resourceVersion
+        makes a second writer's restart of the same version fail with 409 instead of restarting twice."""
+        await self._write(
+            f"restarting {kind} {namespace}/{name}",
+            "PATCH",
+            _workload_path(namespace, kind, name),
+            body={
+                "metadata": {"resourceVersion": resource_version},
+                "spec": {"template": {"metadata": {"annotations": {annotation: value}}}},
+            },
+            content_type="application/merge-patch+json",
+        )
+
+
+WORKLOAD_RESOURCES = {"Deployment": "deployments", "StatefulSet": "statefulsets", "DaemonSet": "daemonsets"}
+
+
+def _workload_path(namespace: str, kind: str, name: str | None) -> str:
+    collection = f"/apis/apps/v1/namespaces/{checked_name('namespace', namespace)}/{WORKLOAD_RESOURCES[kind]}"
+    return collection if name is None else f"{collection}/{checked_name(kind, name)}"
+
 
 def _secret_path(namespace: str, name: str) -> str:
     return f"/api/v1/namespaces/{checked_name('namespace', namespace)}/secrets/{checked_name('Secret', name)}"

@@ -43,6 +43,14 @@ AUTH_REQUEST_REJECTED = "AuthRequestRejected"
 INVALID_CREDENTIALS = "InvalidCredentials"
 REFRESH_REJECTED = "RefreshRejected"
 
+# -- the workloads that consume the token: consumers.py ---------------------------------------
+CONSUMERS_STALE = "ConsumersStale"
+"""Condition type and Event reason: a workload reads the token once (env var, subPath mount)."""
+READS_AT_START = "ReadsTokenAtStart"
+NO_STALE_CONSUMERS = "NoStaleConsumers"
+ROLLOUT_RESTARTED = "RolloutRestarted"
+RESTART_TARGET_NOT_FOUND = "RestartTargetNotFound"
+
 # -- Events only -------------------------------------------------------------------------------
 ISSUED = "Issued"
 RECOVERED = "Recovered"

@@ -14,11 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from . import credentials, reasons, report, tokensecret
+from . import consumers, credentials, reasons, report, tokensecret
 from .errors import AuthError, PermanentAuthError, TransientAuthError
 from .pool import TokenPool
 from .schedule import BACKOFF_BASE_SECONDS, jitter_fraction, refresh_time
@@ -27,6 +27,7 @@ from .spec import (
     AuthURLPolicy,
     CredentialSpec,
     LoginSource,
+    RestartTarget,
     SpecError,
     parse_spec,
 )
@@ -69,17 +70,28 @@ class Memory:
     """The Ready condition last written, to keep its lastTransitionTime."""
     last_reason: str | None = None
     """The Ready reason last written: Events fire when it changes, not on every pass."""
+    stale_consumers: tuple[str, ...] | None = None
+    """Workloads last reported as reading the token only at start; None before the first check."""
+    stale_since: str | None = None
+    missing_targets: tuple[str, ...] = ()
+    """Restart targets last reported as missing."""
 
     @classmethod
     def from_status(cls, status: Mapping[str, Any] | None) -> Memory:
         if not status:
             return cls()
         request = status.get("lastRefreshRequest")
+        stale = status.get("staleConsumers")
+        stale_condition: Mapping[str, Any] = next(
+            (c for c in status.get("conditions") or [] if c.get("type") == reasons.CONSUMERS_STALE), {}
+        )
         return cls(
             handled_request=request if isinstance(request, str) else None,
             status_digest=status_digest(status),
             ready=ready_state(status),
             last_reason=ready_reason(status),
+            stale_consumers=tuple(stale) if isinstance(stale, list) else None,
+            stale_since=stale_condition.get("lastTransitionTime"),
         )
 
 
@@ -96,6 +108,10 @@ class Gathered:
     """The credentials Secret, or None if it does not exist (or the spec names none)."""
     memory: Memory
     now: float
+    workloads: Mapping[RestartTarget, Mapping[str, Any] | None] = field(default_factory=dict)
+    """The spec's restart targets as read (None: not found)."""
+    namespace_workloads: Sequence[tuple[str, Mapping[str, Any]]] | None = None
+    """Every (kind, workload) in the namespace, for the stale-consumer check; None when unknown."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +133,14 @@ class SecretWrite:
 
 
 @dataclass(frozen=True)
+class WorkloadRestart:
+    target: RestartTarget
+    resource_version: str
+    at: str
+    """The new value of the restartedAt annotation."""
+
+
+@dataclass(frozen=True)
 class Result:
     """What to do after a pass, in order: write the Secret, post the Events, patch the status."""
 
@@ -125,6 +149,8 @@ class Result:
     """To keep once everything was written; a failed write discards it."""
     write: SecretWrite | None = None
     events: tuple[report.Note, ...] = ()
+    restarts: tuple[WorkloadRestart, ...] = ()
+    """Rollout restarts to perform after the Secret write."""
     status: Body | None = None
     """The status to patch; None when it is what was written last time."""
     attempt: str | None = None
@@ -385,6 +411,13 @@ def _conclude(
     """Render the status and the Events for an outcome, and what to remember of them."""
     memory = memory or gathered.memory
     events = (*events, *report.problem_events(outcome, gathered.memory.last_reason))
+    restarts: tuple[WorkloadRestart, ...] = ()
+    extra: dict[str, Any] = {}
+    if spec is not None:
+        consumed = _consumers(gathered, spec, outcome, memory)
+        restarts, memory, outcome = consumed.restarts, consumed.memory, consumed.outcome
+        events = (*events, *consumed.events)
+        extra = consumed.status
     status = render_status(
         outcome,
         secret_name=spec.target_secret if spec else None,
@@ -393,6 +426,9 @@ def _conclude(
         previous=memory.ready,
         now=gathered.now,
     )
+    if extra:
+        status["conditions"] = [*status["conditions"], *extra.pop("conditions", [])]
+        status.update(extra)
     digest = status_digest(status)
     memory = dataclasses.replace(
         memory, status_digest=digest, ready=ready_state(status), last_reason=outcome.reason
@@ -402,6 +438,93 @@ def _conclude(
         memory=memory,
         write=write,
         events=events,
+        restarts=restarts,
         status=None if digest == gathered.memory.status_digest else status,
         attempt=attempt,
     )
+
+
+@dataclass(frozen=True)
+class _Consumed:
+    restarts: tuple[WorkloadRestart, ...]
+    memory: Memory
+    outcome: Outcome
+    events: tuple[report.Note, ...]
+    status: dict[str, Any]
+
+
+def _consumers(gathered: Gathered, spec: CredentialSpec, outcome: Outcome, memory: Memory) -> _Consumed:
+    """Restart targets that hold an older token than the Secret's, and workloads that will.
+
+    Level-based: a target is due while its last restart (or its creation) predates the token
+    in the Secret, so an operator restart, a leader change or a no-op pass restarts nothing,
+    and a restart missed by a crash happens on the next pass.
+    """
+    events: list[report.Note] = []
+    restarts: list[WorkloadRestart] = []
+    listed: list[dict[str, str]] = []
+    wake_at = outcome.wake_at
+    token = outcome.token
+    missing = tuple(str(t) for t, body in gathered.workloads.items() if body is None)
+    if missing and missing != memory.missing_targets:
+        message = (
+            f"rolloutRestartTargets {', '.join(missing)} not found in namespace {spec.namespace}; "
+            "the token is kept up to date, but nothing is restarted"
+        )
+        events.append(report.Note("Warning", reasons.RESTART_TARGET_NOT_FOUND, message))
+    memory = dataclasses.replace(memory, missing_targets=missing)
+    for target in spec.restart_targets:
+        body = gathered.workloads.get(target)
+        if body is None:
+            continue
+        last = consumers.restarted_at(body)
+        if last is not None:
+            listed.append({"kind": target.kind, "name": target.name, "restartedAt": rfc3339(last)})
+        since = consumers.holds_token_since(body)
+        if token is None or (since is not None and since >= token.obtained_at):
+            continue
+        if last is not None and gathered.now < last + spec.min_restart_interval:
+            allowed = last + spec.min_restart_interval  # postponed, never dropped
+            wake_at = allowed if wake_at is None else min(wake_at, allowed)
+            continue
+        version = str((body.get("metadata") or {}).get("resourceVersion") or "")
+        at = tokensecret.rfc3339_precise(gathered.now)
+        restarts.append(WorkloadRestart(target, version, at))
+        listed = [entry for entry in listed if (entry["kind"], entry["name"]) != (target.kind, target.name)]
+        listed.append({"kind": target.kind, "name": target.name, "restartedAt": rfc3339(gathered.now)})
+        events.append(
+            report.Note("Normal", reasons.ROLLOUT_RESTARTED, f"restarted {target} to load the new token")
+        )
+
+    status: dict[str, Any] = {"restarts": listed or None}
+    stale = memory.stale_consumers
+    if gathered.namespace_workloads is not None:
+        stale = consumers.stale(gathered.namespace_workloads, spec.target_secret, spec.restart_targets)
+    if stale is not None:
+        stale_since = memory.stale_since
+        if stale != memory.stale_consumers or stale_since is None:
+            stale_since = rfc3339(gathered.now)
+            if stale:
+                message = (
+                    f"{', '.join(stale)} read Secret {spec.target_secret} through an env var or a subPath "
+                    "mount and keep their first token until restarted; mount the whole Secret as a volume "
+                    "or list them in spec.rolloutRestartTargets"
+                )
+                events.append(report.Note("Warning", reasons.CONSUMERS_STALE, message))
+        condition = {
+            "type": reasons.CONSUMERS_STALE,
+            "status": "True" if stale else "False",
+            "reason": reasons.READS_AT_START if stale else reasons.NO_STALE_CONSUMERS,
+            "message": (
+                f"{', '.join(stale)} keep their first token until restarted"
+                if stale
+                else f"no workload reads Secret {spec.target_secret} only at start"
+            ),
+            "lastTransitionTime": stale_since,
+        }
+        status["conditions"] = [condition]
+        status["staleConsumers"] = list(stale)
+        memory = dataclasses.replace(memory, stale_consumers=stale, stale_since=stale_since)
+    if wake_at != outcome.wake_at:
+        outcome = dataclasses.replace(outcome, wake_at=wake_at)
+    return _Consumed(tuple(restarts), memory, outcome, tuple(events), status)

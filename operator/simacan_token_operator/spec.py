@@ -80,6 +80,65 @@ class AuthURLPolicy:
         )
 
 
+DEFAULT_MIN_RESTART_INTERVAL = 300.0
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
+PLACEHOLDERS = ("token", "tokenType", "expiresAt")
+STANDARD_KEYS = ("token", "token_type", "expires_at")
+PLACEHOLDER_PATTERN = re.compile(r"\{\{\s*\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+_SECRET_KEY = re.compile(r"[-._a-zA-Z0-9]+")
+
+
+@dataclass(frozen=True)
+class RestartTarget:
+    kind: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+
+def _data_templates(value: object) -> dict[str, str]:
+    templates = _str_map(value, "spec.secretTemplate.data")
+    for key, template in templates.items():
+        if not _SECRET_KEY.fullmatch(key) or len(key) > 253:
+            raise SpecError(f"spec.secretTemplate.data: {key!r:.80} is not a valid Secret key")
+        if key in STANDARD_KEYS:
+            raise SpecError(f"spec.secretTemplate.data: {key!r} is a standard key the operator writes itself")
+        rest = PLACEHOLDER_PATTERN.sub("", template)
+        unknown = [name for name in PLACEHOLDER_PATTERN.findall(template) if name not in PLACEHOLDERS]
+        if unknown or "{{" in rest or "}}" in rest:
+            what = f"{{{{ .{unknown[0]} }}}}" if unknown else "a malformed {{ ... }}"
+            raise SpecError(
+                f"spec.secretTemplate.data.{key}: unknown placeholder {what:.60}; "
+                "use {{ .token }}, {{ .tokenType }} or {{ .expiresAt }}"
+            )
+    return templates
+
+
+def _restart_targets(value: object) -> tuple[RestartTarget, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise SpecError("spec.rolloutRestartTargets must be a list of {kind, name}")
+    targets: list[RestartTarget] = []
+    for index, item in enumerate(value):
+        where = f"spec.rolloutRestartTargets[{index}]"
+        if not isinstance(item, Mapping) or item.get("kind") not in WORKLOAD_KINDS:
+            raise SpecError(f"{where}.kind must be one of {', '.join(WORKLOAD_KINDS)}")
+        targets.append(RestartTarget(str(item["kind"]), _secret_name(item.get("name"), f"{where}.name")))
+    return tuple(dict.fromkeys(targets))
+
+
+def _duration(value: object, where: str, default: float) -> float:
+    if value is None:
+        return default
+    try:
+        seconds = parse_duration(str(value))
+    except ValueError as error:
+        raise SpecError(f"{where}: {error}") from None
+    return seconds
+
+
 @dataclass(frozen=True)
 class CredentialSpec:
     name: str
@@ -93,6 +152,10 @@ class CredentialSpec:
     annotations: Mapping[str, str] = field(default_factory=dict)
     refresh_before: float | None = None
     suspend: bool = False
+    data_templates: Mapping[str, str] = field(default_factory=dict)
+    """Extra Secret keys: templates with {{ .token }}, {{ .tokenType }} and {{ .expiresAt }}."""
+    restart_targets: tuple[RestartTarget, ...] = ()
+    min_restart_interval: float = DEFAULT_MIN_RESTART_INTERVAL
 
     @property
     def target_secret(self) -> str:
@@ -164,6 +227,11 @@ def parse_spec(name: str, namespace: str, spec: Mapping[str, Any]) -> Credential
         annotations=_str_map(template.get("annotations"), "spec.secretTemplate.annotations"),
         refresh_before=seconds,
         suspend=bool(spec.get("suspend", False)),
+        data_templates=_data_templates(template.get("data")),
+        restart_targets=_restart_targets(spec.get("rolloutRestartTargets")),
+        min_restart_interval=_duration(
+            spec.get("minRestartInterval"), "spec.minRestartInterval", DEFAULT_MIN_RESTART_INTERVAL
+        ),
     )
 
 

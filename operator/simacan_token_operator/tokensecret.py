@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .spec import GROUP, CredentialSpec
+from .spec import GROUP, PLACEHOLDER_PATTERN, CredentialSpec
 from .tokens import TokenParseError, TokenSet, jwt_exp, stored_token
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
@@ -109,6 +109,7 @@ def read_stored(secret: Mapping[str, Any]) -> StoredSecret:
 
 def render(spec: CredentialSpec, owner: Mapping[str, str], token: TokenSet, account: str) -> dict[str, Any]:
     """The Secret as it should be. `owner` holds apiVersion, kind, name and uid of the credential."""
+    values = {"token": token.access_token, "tokenType": "Bearer", "expiresAt": rfc3339(token.expires_at)}
     labels = {**spec.labels, MANAGED_BY_LABEL: MANAGED_BY}
     annotations = {
         **spec.annotations,
@@ -128,11 +129,17 @@ def render(spec: CredentialSpec, owner: Mapping[str, str], token: TokenSet, acco
             "ownerReferences": [{**owner, "controller": True}],
         },
         "data": {
+            **{key: _b64(fill(template, values)) for key, template in spec.data_templates.items()},
             TOKEN_KEY: _b64(token.access_token),
-            TOKEN_TYPE_KEY: _b64("Bearer"),
-            EXPIRES_AT_KEY: _b64(rfc3339(token.expires_at)),
+            TOKEN_TYPE_KEY: _b64(values["tokenType"]),
+            EXPIRES_AT_KEY: _b64(values["expiresAt"]),
         },
     }
+
+
+def fill(template: str, values: Mapping[str, str]) -> str:
+    """Plain substitution of {{ .name }}; spec.py has already refused unknown names."""
+    return PLACEHOLDER_PATTERN.sub(lambda match: values[match.group(1)], template)
 
 
 def in_sync(actual: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:

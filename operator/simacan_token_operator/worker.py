@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import report
+from .consumers import RESTARTED_AT_ANNOTATION
 from .kube import KubeError, ObjectRef
 from .metrics import Metrics
 from .pool import TokenPool
 from .reconcile import Gathered, Memory, Result, Services, reconcile
 from .schedule import backoff_delay, jitter_fraction
-from .spec import AuthURLPolicy, SpecError, parse_spec
+from .spec import WORKLOAD_KINDS, AuthURLPolicy, SpecError, parse_spec
 from .tokensecret import rfc3339
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,47 @@ class KubeSeam(Protocol):
     async def replace_secret(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]: ...
     async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]: ...
     async def post_event(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None: ...
+    async def read_workload(self, namespace: str, kind: str, name: str) -> dict[str, Any] | None: ...
+    async def list_workloads(self, namespace: str, kind: str) -> list[dict[str, Any]]: ...
+    async def restart_workload(
+        self, namespace: str, kind: str, name: str, resource_version: str, annotation: str, value: str
+    ) -> None: ...
+
+
+WORKLOAD_LIST_TTL_SECONDS = 60.0
+"""The stale-consumer check lists a namespace's workloads at most this often, for all its credentials."""
+
+
+@dataclass
+class NamespaceWorkloads:
+    """A short-lived cache of each namespace's workloads, shared by the credentials in it."""
+
+    kube: KubeSeam
+    clock: Callable[[], float]
+    _listed: dict[str, tuple[float, list[tuple[str, dict[str, Any]]]]] = field(default_factory=dict)
+    _forbidden: set[str] = field(default_factory=set)
+
+    async def get(self, namespace: str) -> list[tuple[str, dict[str, Any]]] | None:
+        """None where the operator may not list workloads: the check is off there, said once."""
+        if namespace in self._forbidden:
+            return None
+        cached = self._listed.get(namespace)
+        if cached is not None and self.clock() < cached[0] + WORKLOAD_LIST_TTL_SECONDS:
+            return cached[1]
+        found: list[tuple[str, dict[str, Any]]] = []
+        try:
+            for kind in WORKLOAD_KINDS:
+                found.extend((kind, item) for item in await self.kube.list_workloads(namespace, kind))
+        except KubeError as error:
+            if error.status != 403:
+                raise
+            self._forbidden.add(namespace)
+            logger.warning(
+                "no permission to list workloads in %s; the stale-consumer check is off there", namespace
+            )
+            return None
+        self._listed[namespace] = (self.clock(), found)
+        return found
 
 
 @dataclass
@@ -52,9 +94,15 @@ class Runtime:
     metrics: Metrics
     clock: Callable[[], float] = time.time
     kube_gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(KUBE_CONCURRENCY))
+    workloads: NamespaceWorkloads | None = None
+    """Set by __post_init__: the namespace workload lists for the stale-consumer check."""
     """Bounds concurrent Kubernetes calls: a start with thousands of credentials stays a steady
     trickle instead of a burst that inflates memory for good. Never held while waiting for the
     Auth API, so a slow login source cannot hold up anyone else."""
+
+    def __post_init__(self) -> None:
+        if self.workloads is None:
+            self.workloads = NamespaceWorkloads(self.kube, self.clock)
 
     @property
     def services(self) -> Services:
@@ -150,12 +198,16 @@ class CredentialWorker:
         credential, kube = self.credential, self.runtime.kube
         try:
             spec = parse_spec(self.name, self.namespace, credential.get("spec") or {})
-        except SpecError:
-            target = credentials = None  # the pass reports the spec; nothing to read
-        else:
-            target = await kube.read_secret(self.namespace, spec.target_secret)
-            credentials = await kube.read_secret(self.namespace, spec.credentials_secret)
-        return Gathered(credential, target, credentials, self.memory, self.runtime.clock())
+        except SpecError:  # the pass reports the spec; nothing to read
+            return Gathered(credential, None, None, self.memory, self.runtime.clock())
+        target = await kube.read_secret(self.namespace, spec.target_secret)
+        credentials = await kube.read_secret(self.namespace, spec.credentials_secret)
+        workloads = {
+            t: await kube.read_workload(self.namespace, t.kind, t.name) for t in spec.restart_targets
+        }
+        assert self.runtime.workloads is not None
+        listed = await self.runtime.workloads.get(self.namespace)
+        return Gathered(credential, target, credentials, self.memory, self.runtime.clock(), workloads, listed)
 
     async def _perform(self, result: Result) -> bool:
         """Write, announce, record; False if another writer got to the Secret first."""
@@ -179,6 +231,22 @@ class CredentialWorker:
                 write.reason,
                 rfc3339(token.expires_at) if token else "?",
             )
+        for restart in result.restarts:
+            target = restart.target
+            try:
+                await kube.restart_workload(
+                    self.namespace,
+                    target.kind,
+                    target.name,
+                    restart.resource_version,
+                    RESTARTED_AT_ANNOTATION,
+                    restart.at,
+                )
+            except KubeError as error:
+                if error.status in (404, 409):  # changed meanwhile (maybe restarted by another replica)
+                    return False
+                raise
+            logger.info("%s: restarted %s to load the new token", self.key, target)
         for note in result.events:
             await self._post(note)
         if result.status is not None:

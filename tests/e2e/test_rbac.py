@@ -23,6 +23,11 @@ NEEDED = {
     ("", "secrets", "update"),
     ("", "events", "create"),
     ("", "events", "patch"),
+    *{
+        ("apps", kind, verb)
+        for kind in ("deployments", "statefulsets", "daemonsets")
+        for verb in ("get", "list", "patch")
+    },
 }
 LEADER_ELECTION = {
     ("coordination.k8s.io", "leases", "get"),

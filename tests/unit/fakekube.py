@@ -34,6 +34,10 @@ class FakeKube:
     secret_writes: list[tuple[str, str]] = field(default_factory=list)
     """(verb, name) of every successful create or replace."""
     status_patches: int = 0
+    workloads: dict[tuple[str, str, str], Body] = field(default_factory=dict)
+    forbidden_namespaces: set[str] = field(default_factory=set)
+    restarts: list[tuple[str, str, str]] = field(default_factory=list)
+    """(kind, name, restartedAt) of every rollout restart."""
     _version: int = 0
 
     def _next_version(self) -> str:
@@ -91,3 +95,35 @@ class FakeKube:
 
     async def post_event(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None:
         self.events.append(RecordedEvent(ref.namespace, ref.name, type_, reason, message))
+
+    async def read_workload(self, namespace: str, kind: str, name: str) -> Body | None:
+        workload = self.workloads.get((namespace, kind, name))
+        return copy.deepcopy(workload) if workload is not None else None
+
+    async def list_workloads(self, namespace: str, kind: str) -> list[Body]:
+        if namespace in self.forbidden_namespaces:
+            raise KubeError(f"listing {kind}s in {namespace}", 403, "Forbidden")
+        return [copy.deepcopy(w) for (ns, k, _), w in self.workloads.items() if (ns, k) == (namespace, kind)]
+
+    async def restart_workload(
+        self, namespace: str, kind: str, name: str, resource_version: str, annotation: str, value: str
+    ) -> None:
+        workload = self.workloads.get((namespace, kind, name))
+        if workload is None:
+            raise KubeError(f"restarting {kind} {namespace}/{name}", 404, "NotFound")
+        if workload["metadata"]["resourceVersion"] != resource_version:
+            raise KubeError(f"restarting {kind} {namespace}/{name}", 409, "Conflict")
+        template = workload.setdefault("spec", {}).setdefault("template", {})
+        template.setdefault("metadata", {}).setdefault("annotations", {})[annotation] = value
+        workload["metadata"]["resourceVersion"] = self._next_version()
+        self.restarts.append((kind, name, value))
+
+    def put_workload(self, namespace: str, kind: str, body: Mapping[str, Any]) -> Body:
+        stored = copy.deepcopy(dict(body))
+        stored["metadata"] = {
+            **stored["metadata"],
+            "namespace": namespace,
+            "resourceVersion": self._next_version(),
+        }
+        self.workloads[(namespace, kind, stored["metadata"]["name"])] = stored
+        return stored

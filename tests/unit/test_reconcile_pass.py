@@ -590,3 +590,155 @@ async def test_stopping_a_worker_removes_its_series(world: World) -> None:
 
     assert metric(world, "simacan_credential_ready") is None
     assert metric(world, "simacan_token_expiry_timestamp_seconds") is None
+
+
+# -- consumers: extra keys, rollout restarts, stale consumers (issue 11) ------------------------
+
+
+def deployment(
+    name: str = "app", *, env_from: str | None = None, sub_path: str | None = None
+) -> dict[str, Any]:
+    container: dict[str, Any] = {"name": "app", "image": "busybox"}
+    volumes: list[dict[str, Any]] = []
+    if env_from:
+        container["env"] = [
+            {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": env_from, "key": "token"}}}
+        ]
+    if sub_path:
+        volumes = [{"name": "t", "secret": {"secretName": sub_path}}]
+        container["volumeMounts"] = [{"name": "t", "mountPath": "/token", "subPath": "token"}]
+    return {
+        "metadata": {"name": name, "creationTimestamp": "2020-01-01T00:00:00Z"},
+        "spec": {"template": {"spec": {"containers": [container], "volumes": volumes}}},
+    }
+
+
+async def test_extra_keys_are_rendered_from_templates(world: World) -> None:
+    token = await issued(
+        world,
+        secretTemplate={
+            "data": {
+                "authorization": "Bearer {{ .token }}",
+                ".env": "TOKEN={{.token}}\nEXP={{ .expiresAt }}\n",
+            }
+        },
+    )
+    data = world.kube.secrets[(NS, "fleet-api")]["data"]
+    assert base64.b64decode(data["authorization"]).decode() == f"Bearer {token}"
+    assert base64.b64decode(data[".env"]).decode() == f"TOKEN={token}\nEXP={world.status()['expiresAt']}\n"
+    assert {"token", "token_type", "expires_at"} <= set(data)
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        pytest.param({"x": "{{ .password }}"}, id="unknown-placeholder"),
+        pytest.param({"x": "{{ token }}"}, id="malformed-placeholder"),
+        pytest.param({"token": "{{ .token }}"}, id="standard-key"),
+        pytest.param({"bad/key": "{{ .token }}"}, id="invalid-key"),
+    ],
+)
+async def test_bad_templates_are_invalid_spec(world: World, template: dict[str, str]) -> None:
+    world.login_secret()
+    world.credential(secretTemplate={"data": template})
+    await world.run()
+
+    assert world.ready() == ("False", "InvalidSpec")
+    assert world.auth.count() == 0
+
+
+async def test_restart_target_is_restarted_once_per_new_token(world: World) -> None:
+    world.kube.put_workload(NS, "Deployment", deployment(env_from="fleet-api"))
+    await issued(
+        world, rolloutRestartTargets=[{"kind": "Deployment", "name": "app"}], minRestartInterval="1s"
+    )
+    assert len(world.kube.restarts) == 1, "it predates the first token"
+
+    await world.run()  # a no-op pass
+    world.edit(secretTemplate={"labels": {"a": "b"}})  # a metadata edit
+    await world.run()
+    world.restart()  # a new process, as after a crash or a leader change
+    await world.run()
+    assert len(world.kube.restarts) == 1
+
+    world.clock.now = refresh_due(world)
+    await world.run()
+    assert len(world.kube.restarts) == 2
+    assert world.status()["restarts"][0]["name"] == "app"
+    assert world.status()["conditions"][1]["status"] == "False", "a restart target is not a stale consumer"
+    assert world.kube.event_reasons().count("RolloutRestarted") == 2
+
+
+async def test_restart_within_the_minimum_interval_is_postponed_not_dropped(world: World) -> None:
+    world.kube.put_workload(NS, "Deployment", deployment(env_from="fleet-api"))
+    await issued(
+        world, rolloutRestartTargets=[{"kind": "Deployment", "name": "app"}], minRestartInterval="1h"
+    )
+    world.annotate("now")
+    world.clock.advance(1)
+    wake_at = await world.run()
+
+    assert len(world.kube.restarts) == 1, "a second token within the hour waits"
+    first_restart = world.clock.now - 1
+    for _ in range(3):  # wakes at the next refresh, then when the hour is up
+        assert wake_at is not None and wake_at <= first_restart + 3600 + 1
+        world.clock.now = wake_at
+        wake_at = await world.run()
+        if len(world.kube.restarts) == 2:
+            break
+    assert len(world.kube.restarts) == 2
+    assert first_restart + 3600 - 0.001 <= world.clock.now < first_restart + 3600 + 2  # ms in the annotation
+
+
+async def test_restart_missed_by_a_crash_happens_after_the_restart(world: World) -> None:
+    """The Secret was written, then the process died before patching the target."""
+    await issued(world)
+    world.kube.put_workload(NS, "Deployment", deployment())  # created before the token? no: after
+    world.kube.workloads[(NS, "Deployment", "app")]["metadata"]["creationTimestamp"] = "2020-01-01T00:00:00Z"
+    world.edit(rolloutRestartTargets=[{"kind": "Deployment", "name": "app"}])
+    world.restart()
+    await world.run()
+
+    assert len(world.kube.restarts) == 1
+
+
+async def test_two_operators_restart_a_target_once(world: World) -> None:
+    world.kube.put_workload(NS, "Deployment", deployment())
+    await issued(world, rolloutRestartTargets=[{"kind": "Deployment", "name": "app"}])
+    first = world.workers
+    world.restart()
+    await world.run()
+
+    world.workers = first
+    await world.run()
+    assert len(world.kube.restarts) == 1
+
+
+async def test_missing_target_is_a_warning_not_a_failure(world: World) -> None:
+    await issued(world, rolloutRestartTargets=[{"kind": "StatefulSet", "name": "gone"}])
+    await world.run()
+
+    assert world.ready() == ("True", "TokenValid")
+    assert world.kube.event_reasons().count("RestartTargetNotFound") == 1
+
+
+async def test_env_and_subpath_consumers_are_warned_about_once(world: World) -> None:
+    world.kube.put_workload(NS, "Deployment", deployment("env-reader", env_from="fleet-api"))
+    world.kube.put_workload(NS, "StatefulSet", deployment("subpath-reader", sub_path="fleet-api"))
+    world.kube.put_workload(NS, "DaemonSet", deployment("other", env_from="someone-elses-secret"))
+    await issued(world)
+    await world.run()
+
+    stale = next(c for c in world.status()["conditions"] if c["type"] == "ConsumersStale")
+    assert stale["status"] == "True"
+    assert world.status()["staleConsumers"] == ["Deployment/env-reader", "StatefulSet/subpath-reader"]
+    assert world.kube.event_reasons().count("ConsumersStale") == 1
+
+
+async def test_stale_consumer_check_is_off_where_listing_is_forbidden(world: World) -> None:
+    world.kube.forbidden_namespaces.add(NS)
+    world.kube.put_workload(NS, "Deployment", deployment("env-reader", env_from="fleet-api"))
+    await issued(world)
+
+    assert all(c["type"] != "ConsumersStale" for c in world.status()["conditions"])
+    assert "ConsumersStale" not in world.kube.event_reasons()
