@@ -8,6 +8,8 @@ from typing import Any
 import aiohttp
 import kopf
 
+from .clustercredential import ClusterController
+from .clusterspec import CLUSTER_PLURAL
 from .controller import Controller
 from .deadlines import (
     CONNECT_TIMEOUT,
@@ -18,14 +20,29 @@ from .deadlines import (
 )
 from .spec import GROUP, PLURAL, VERSION
 
+RETRY_BACKOFFS = (0.5, 1.0, 1.0, *([2.0] * 28))
+"""Seconds between kopf's retries of a failed request (about a minute in all, as kopf's default)."""
 LIST_TIMEOUT = 60.0
 """kopf's short requests are lists of every credential at start: a total deadline, generous
 enough for thousands of objects, far shorter than aiohttp's five minutes."""
 
 
-def build_registry(controller: Controller, stop: asyncio.Event) -> kopf.OperatorRegistry:
-    """Only watching handlers: kopf stores no progress annotations and adds no finalizers."""
+def build_registry(
+    controller: Controller, stop: asyncio.Event, cluster: ClusterController | None = None
+) -> kopf.OperatorRegistry:
+    """Only watching handlers: kopf stores no progress annotations and adds no finalizers.
+
+    `cluster` only when watching all namespaces: only then are ClusterSimacanCredentials served."""
     registry = kopf.OperatorRegistry()
+
+    if cluster is not None:
+
+        @kopf.on.event(GROUP, VERSION, CLUSTER_PLURAL, registry=registry)
+        async def cluster_credential_event(event: kopf.RawEvent, name: str, **_: Any) -> None:
+            if event["type"] == "DELETED":
+                await cluster.forget(name)
+            else:
+                await cluster.observe(event["object"])
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     async def credential_event(event: kopf.RawEvent, namespace: str | None, name: str, **_: Any) -> None:
@@ -46,6 +63,8 @@ def build_registry(controller: Controller, stop: asyncio.Event) -> kopf.Operator
     @kopf.on.cleanup(registry=registry)
     async def stop_workers(**_: Any) -> None:
         await controller.stop()
+        if cluster is not None:
+            await cluster.stop()
         # kopf handles SIGTERM itself; without this its waiter on our stop flag counts as a
         # hung task and delays the exit (and a standby's takeover) by five seconds.
         stop.set()
@@ -86,4 +105,7 @@ def operator_settings() -> kopf.OperatorSettings:
     settings.watching.inactivity_timeout = WATCH_READ_TIMEOUT
     settings.networking.connect_timeout = CONNECT_TIMEOUT
     settings.networking.request_timeout = max(LIST_TIMEOUT, CONNECT_TIMEOUT + READ_TIMEOUT)
+    # kopf's default retries grow to 13 and 21 s; after an API server outage the watch would
+    # wait that long before it lists again. The same minute of patience, in short steps.
+    settings.networking.error_backoffs = RETRY_BACKOFFS
     return settings

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 import jwt
-from kubernetes import client
+from kubernetes import client, config
 
 from localenv.auth_standin import FakeAuthAPI
 from localenv.controlplane import ControlPlane
@@ -113,12 +113,17 @@ class SecretRecorder:
     states: list[SecretState] = field(default_factory=list)
     relists: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
+    _listed: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self) -> SecretRecorder:
+        """Start watching; returns once the Secrets as they are now have been listed, so that
+        nothing recorded afterwards can be mistaken for a write."""
         self._thread = threading.Thread(target=self._run, daemon=True, name="secret-recorder")
         self._thread.start()
+        if not self._listed.wait(30):
+            raise TimeoutError("could not list the Secrets to record")
         return self
 
     def stop(self) -> None:
@@ -143,6 +148,7 @@ class SecretRecorder:
                     self.relists += 1
                     for secret in listed.items:
                         self._record(self.api.sanitize_for_serialization(secret), "LISTED")  # type: ignore[no-untyped-call]
+                    self._listed.set()
                 response = (
                     RawApi(self.api)
                     .request(
@@ -288,6 +294,15 @@ class Scene:
     @property
     def api(self) -> client.ApiClient:
         return self.ns.api
+
+    def quiet_api(self) -> client.ApiClient:
+        """An admin client that does not retry (or warn about retrying) while the API is down."""
+        configuration = client.Configuration()
+        config.load_kube_config(
+            config_file=str(self.plane.admin_kubeconfig), client_configuration=configuration
+        )  # type: ignore[no-untyped-call]
+        configuration.retries = False
+        return client.ApiClient(configuration)
 
     def start_operator(self, *extra: str, kubeconfig: Path | None = None) -> OperatorProcess:
         operator = OperatorProcess(
