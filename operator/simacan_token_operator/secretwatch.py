@@ -44,9 +44,11 @@ class SecretWatch:
         namespaces: Sequence[str],
         on_change: Callable[[str, str], None],
         on_resync: Callable[[], None],
+        read_timeout: float = WATCH_READ_TIMEOUT,
     ) -> None:
         """`namespaces` empty means all namespaces. Callbacks run on the event loop."""
         self._api = RawApi(api_client)
+        self._read_timeout = read_timeout
         self._namespaces: Sequence[str | None] = list(namespaces) or [None]
         self._on_change = on_change
         self._on_resync = on_resync
@@ -121,7 +123,7 @@ class SecretWatch:
             },
             accept=METADATA_ONLY,
             # Bookmarks arrive at least once a minute: a longer silence is a dead connection.
-            timeout=(CONNECT_TIMEOUT, WATCH_READ_TIMEOUT),
+            timeout=(CONNECT_TIMEOUT, self._read_timeout),
         ).response
         self._responses[namespace] = response
         try:

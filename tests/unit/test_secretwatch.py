@@ -1,0 +1,116 @@
+"""The Secret watch against a scripted API server: 410 Gone and a silent stream both lead to a
+fresh list and a resync of every worker, since events may have been missed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
+
+import pytest
+
+from simacan_token_operator.secretwatch import SecretWatch
+from tests.unit.kubeapi import api_client_for
+
+
+class _Scripted(BaseHTTPRequestHandler):
+    """Lists answer resourceVersion 10; each watch plays the next script: 'gone' (an ERROR 410
+    event), 'silent' (headers, then nothing), 'event' (one MODIFIED Secret, then the end)."""
+
+    scripts: ClassVar[list[str]] = []
+    lists: ClassVar[int] = 0
+    watches: ClassVar[list[str]] = []
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        if "watch=true" not in self.path:
+            type(self).lists += 1
+            self._send(
+                {"kind": "PartialObjectMetadataList", "metadata": {"resourceVersion": "10"}, "items": []}
+            )
+            return
+        script = self.scripts.pop(0) if self.scripts else "silent"
+        self.watches.append(script)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        if script == "gone":
+            self._chunk({"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired"}})
+        elif script == "event":
+            meta = {"name": "fleet-api", "namespace": "team-a", "resourceVersion": "11"}
+            self._chunk({"type": "MODIFIED", "object": {"kind": "PartialObjectMetadata", "metadata": meta}})
+        else:
+            time.sleep(3)  # longer than the client's read timeout: it must give up first
+            return
+        self.wfile.write(b"0\r\n\r\n")
+
+    def _chunk(self, event: dict[str, Any]) -> None:
+        data = json.dumps(event).encode() + b"\n"
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+
+    def _send(self, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    _Scripted.scripts, _Scripted.lists, _Scripted.watches = [], 0, []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Scripted)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+async def _watch_until(url: str, done: Any, timeout: float = 10.0) -> tuple[list[tuple[str, str]], int]:
+    changes: list[tuple[str, str]] = []
+    resyncs = 0
+
+    def resync() -> None:
+        nonlocal resyncs
+        resyncs += 1
+
+    watch = SecretWatch(
+        api_client_for(url), ["team-a"], lambda ns, n: changes.append((ns, n)), resync, read_timeout=0.5
+    )
+    watch.start()
+    deadline = time.monotonic() + timeout
+    try:
+        while not done(changes, resyncs):
+            assert time.monotonic() < deadline, (
+                f"changes {changes}, resyncs {resyncs}, watches {_Scripted.watches}"
+            )
+            await asyncio.sleep(0.02)
+    finally:
+        await watch.stop()
+    return changes, resyncs
+
+
+def test_410_gone_relists_and_resyncs_then_follows_events(server: str) -> None:
+    _Scripted.scripts = ["gone", "event"]
+    changes, resyncs = asyncio.run(_watch_until(server, lambda c, r: c and r))
+    assert changes == [("team-a", "fleet-api")]
+    assert resyncs == 1 and _Scripted.lists == 2
+    assert _Scripted.watches[:2] == ["gone", "event"]
+
+
+def test_a_silent_watch_is_given_up_after_the_read_timeout(server: str) -> None:
+    _Scripted.scripts = ["silent", "event"]
+    started = time.monotonic()
+    changes, resyncs = asyncio.run(_watch_until(server, lambda c, r: c and r))
+    assert changes == [("team-a", "fleet-api")] and resyncs == 1
+    assert time.monotonic() - started < 3  # the silent stream lasted 3 s; the client left it earlier
