@@ -14,15 +14,18 @@ command -v etcd >/dev/null || missing+=(etcd-server)
 command -v containerd >/dev/null && command -v ctr >/dev/null || missing+=(containerd)
 command -v runc >/dev/null || missing+=(runc)
 [[ -x /bin/busybox ]] && /bin/busybox --list >/dev/null 2>&1 || missing+=(busybox-static)
+# promtool for the alert rule tests (tests/static) and prometheus for the e2e alert test.
+command -v promtool >/dev/null && command -v prometheus >/dev/null || missing+=(prometheus)
 
 if [[ ${#missing[@]} -gt 0 ]]; then
     echo "installing ${missing[*]} from Debian" >&2
     export DEBIAN_FRONTEND=noninteractive
     "${as_root[@]}" apt-get update -qq >&2
     "${as_root[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-    # The packages enable a system etcd on :2379 and a system containerd; the tests start their own.
+    # The packages enable a system etcd on :2379, a system containerd and a Prometheus on :9090;
+    # the tests start their own.
     if [[ -d /run/systemd/system ]]; then
-        "${as_root[@]}" systemctl disable --now etcd containerd >/dev/null 2>&1 || true
+        "${as_root[@]}" systemctl disable --now etcd containerd prometheus >/dev/null 2>&1 || true
     fi
 fi
 
