@@ -17,6 +17,8 @@ from kubernetes import client, config
 
 from . import __version__, logs, statusview
 from .authapi import AuthAPI, http_client
+from .clustercredential import ClusterController
+from .clusterkube import ClusterKube
 from .controller import Controller
 from .deadlines import keepalive_socket_options
 from .handlers import build_registry, operator_settings
@@ -24,10 +26,11 @@ from .health import build_app, serve
 from .kube import Kube
 from .leader import LeaderElector
 from .metrics import Metrics
+from .namespacewatch import NamespaceWatch
 from .pool import TokenPool
-from .reconciler import Runtime
 from .secretwatch import SecretWatch
 from .spec import DEFAULT_ALLOWED_HOSTS, AuthURLPolicy
+from .worker import Runtime
 
 logger = logging.getLogger("simacan_token_operator")
 
@@ -139,10 +142,16 @@ async def run_operator(options: argparse.Namespace) -> int:
         runtime = Runtime(
             kube=Kube(api_client, fence=elector),  # a replica that is not the leader writes nothing
             pool=TokenPool(AuthAPI(http, metrics.observe_request)),
-            policy=policy,
+            auth_policy=policy,
             metrics=metrics,
         )
         controller = Controller(runtime)
+        cluster: ClusterController | None = None
+        if not options.namespace:  # ClusterSimacanCredentials need every namespace in view
+            cluster = ClusterController(runtime, ClusterKube(api_client, fence=elector))
+            controller.also_on_secret.append(cluster.secret_changed)
+            controller.also_on_resync.append(cluster.resync)
+        namespaces: NamespaceWatch | None = None
         kopf_ready = asyncio.Event()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -167,6 +176,10 @@ async def run_operator(options: argparse.Namespace) -> int:
             scope,
             ", ".join(sorted(policy.allowed_hosts)),
         )
+        if cluster is None:
+            logger.info(
+                "ClusterSimacanCredentials are ignored: only an operator watching all namespaces serves them"
+            )
         try:
             if elector is not None:
                 if not await _first_of(elector.acquire(), stop.wait()):
@@ -178,8 +191,11 @@ async def run_operator(options: argparse.Namespace) -> int:
                 metrics.leader.set(1)
             secrets = SecretWatch(api_client, options.namespace, controller.secret_changed, controller.resync)
             secrets.start()
+            if cluster is not None:
+                namespaces = NamespaceWatch(api_client, cluster.namespaces_listed, cluster.namespace_changed)
+                namespaces.start()
             await kopf.operator(
-                registry=build_registry(controller, stop),
+                registry=build_registry(controller, stop, cluster),
                 settings=operator_settings(),
                 standalone=True,
                 clusterwide=not options.namespace,
@@ -191,6 +207,10 @@ async def run_operator(options: argparse.Namespace) -> int:
         finally:
             if secrets is not None:
                 await secrets.stop()
+            if namespaces is not None:
+                await namespaces.stop()
+            if cluster is not None:
+                await cluster.stop()
             await controller.stop()
             if lost is not None and not lost.done():
                 lost.cancel()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .spec import REFRESH_REQUESTED_ANNOTATION, watched_secrets
@@ -49,6 +49,9 @@ class Controller:
         self.workers: dict[tuple[str, str], CredentialWorker] = {}
         self._by_secret: defaultdict[tuple[str, str], set[tuple[str, str]]] = defaultdict(set)
         self._watched: dict[tuple[str, str], frozenset[str]] = {}
+        self.also_on_secret: list[Callable[[str, str], None]] = []
+        """Other consumers of Secret events (the ClusterSimacanCredential controller)."""
+        self.also_on_resync: list[Callable[[], None]] = []
 
     async def observe(self, body: Mapping[str, Any]) -> None:
         """A SimacanCredential was listed, added or modified."""
@@ -80,11 +83,15 @@ class Controller:
             worker = self.workers.get(key)
             if worker is not None:
                 worker.nudge()
+        for listener in self.also_on_secret:
+            listener(namespace, name)
 
     def resync(self) -> None:
         """The Secret watch may have missed events: let every worker look again."""
         for worker in self.workers.values():
             worker.nudge()
+        for resync in self.also_on_resync:
+            resync()
 
     def overdue(self, now: float, margin: float) -> list[str]:
         """Workers whose planned run is more than `margin` seconds late: a sign of a stuck operator."""

@@ -214,7 +214,8 @@ class Kube:
         A repeat of a recent Event increments its count instead (events.py)."""
         message = message[:1024]
         key: EventKey = (ref.uid, type_, reason, message)
-        events = f"/api/v1/namespaces/{checked_name('namespace', ref.namespace)}/events"
+        where = ref.namespace or "default"  # a cluster-scoped object's Events live there (as client-go's)
+        events = f"/api/v1/namespaces/{checked_name('namespace', where)}/events"
         action = f"posting an Event for {ref.namespace}/{ref.name}"
         now = _now()[:19] + "Z"
         repeat = self._events.repeat_of(key)
@@ -237,7 +238,7 @@ class Kube:
         body: Body = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"name": name, "namespace": ref.namespace},
+            "metadata": {"name": name, "namespace": where},
             "involvedObject": {
                 "apiVersion": ref.api_version,
                 "kind": ref.kind,

@@ -73,12 +73,13 @@ def installed(control_plane: ControlPlane) -> ControlPlane:
     api = api_client(control_plane.admin_kubeconfig)
     extensions = client.ApiextensionsV1Api(api)
 
-    def established() -> bool:
-        crd = extensions.read_custom_resource_definition("simacancredentials.auth.simacan.com")
+    def established(name: str) -> bool:
+        crd = extensions.read_custom_resource_definition(name)
         conditions = (crd.status.conditions if crd.status else None) or []
         return any(c.type == "Established" and c.status == "True" for c in conditions)
 
-    eventually(established, timeout=30, what="CRD Established")
+    for crd in ("simacancredentials.auth.simacan.com", "clustersimacancredentials.auth.simacan.com"):
+        eventually(lambda: established(crd), timeout=30, what=f"CRD {crd} Established")  # noqa: B023
     core = client.CoreV1Api(api)
     eventually(
         lambda: core.read_namespaced_service_account(OPERATOR_ACCOUNT, OPERATOR_NAMESPACE),

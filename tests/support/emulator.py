@@ -124,7 +124,18 @@ SIMACAN_CREDENTIALS: Final = ResourceType(
     "auth.simacan.com", "v1alpha1", "simacancredentials", "SimacanCredential",
     status_subresource=True, custom=True,
 )
-RESOURCE_TYPES: Final = (NAMESPACES, SECRETS, CONFIGMAPS, CORE_EVENTS, EVENTS, LEASES, SIMACAN_CREDENTIALS)
+CLUSTER_SIMACAN_CREDENTIALS: Final = ResourceType(
+    "auth.simacan.com",
+    "v1alpha1",
+    "clustersimacancredentials",
+    "ClusterSimacanCredential",
+    namespaced=False,
+    status_subresource=True,
+    custom=True,
+)
+RESOURCE_TYPES: Final = (
+    NAMESPACES, SECRETS, CONFIGMAPS, CORE_EVENTS, EVENTS, LEASES, SIMACAN_CREDENTIALS, CLUSTER_SIMACAN_CREDENTIALS
+)
 
 
 # --- Kubernetes Status errors -----------------------------------------------------------------------------

@@ -41,8 +41,7 @@ class OperatorProcess:
             "-m",
             "simacan_token_operator",
             "run",
-            "--namespace",
-            self.namespace,
+            *(["--namespace", self.namespace] if self.namespace else []),  # "": all namespaces
             "--bind-address",
             "127.0.0.1",
             "--health-port",
