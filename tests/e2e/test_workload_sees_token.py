@@ -24,7 +24,7 @@ from localenv.node import Node
 from localenv.token_reader import CONTAINER, Reading, digest, pod_manifest, readings
 from tests.conftest import SUMMARY, Issue
 from tests.support.k8s import Namespace
-from tests.support.polling import eventually
+from tests.support.polling import Timeout, eventually
 
 LIFETIME_SECONDS = 90
 SECRET = "fleet-api"
@@ -55,7 +55,12 @@ def test_mounted_token_rotates_before_expiry_while_subpath_and_env_keep_the_firs
     def log() -> list[Reading]:
         return readings(node.container_log(ns.name, "reader", CONTAINER))
 
-    eventually(log, timeout=60, what="the reader pod's first line")
+    try:
+        eventually(log, timeout=60, what="the reader pod's first line")
+    except Timeout as error:
+        status = ns.core.read_namespaced_pod("reader", ns.name).status
+        log_file = node.work_dir / "node-logs" / "kubelet.log"
+        raise AssertionError(f"{error}\npod status: {status}\nkubelet log: {log_file}") from error
     # Run until the workload's clock has passed the first token's expiry, recording every token written.
     deadline = time.monotonic() + first_exp - time.time() + 60
     while not any(reading.at > first_exp + 2 for reading in log()):
