@@ -488,10 +488,12 @@ def _consumers(gathered: Gathered, spec: CredentialSpec, outcome: Outcome, memor
             wake_at = allowed if wake_at is None else min(wake_at, allowed)
             continue
         version = str((body.get("metadata") or {}).get("resourceVersion") or "")
-        at = tokensecret.rfc3339_precise(gathered.now)
-        restarts.append(WorkloadRestart(target, version, at))
+        # Not before the token's arrival, which may follow the pass's start; a millisecond up
+        # because the annotation keeps milliseconds: otherwise the target stays due.
+        at = max(gathered.now, token.obtained_at) + 0.001
+        restarts.append(WorkloadRestart(target, version, tokensecret.rfc3339_precise(at)))
         listed = [entry for entry in listed if (entry["kind"], entry["name"]) != (target.kind, target.name)]
-        listed.append({"kind": target.kind, "name": target.name, "restartedAt": rfc3339(gathered.now)})
+        listed.append({"kind": target.kind, "name": target.name, "restartedAt": rfc3339(at)})
         events.append(
             report.Note("Normal", reasons.ROLLOUT_RESTARTED, f"restarted {target} to load the new token")
         )

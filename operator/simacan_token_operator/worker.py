@@ -73,11 +73,13 @@ class NamespaceWorkloads:
             for kind in WORKLOAD_KINDS:
                 found.extend((kind, item) for item in await self.kube.list_workloads(namespace, kind))
         except KubeError as error:
-            if error.status != 403:
+            if error.status not in (403, 404):  # 404: an API server without the apps group
                 raise
             self._forbidden.add(namespace)
             logger.warning(
-                "no permission to list workloads in %s; the stale-consumer check is off there", namespace
+                "cannot list workloads in %s (HTTP %s); the stale-consumer check is off there",
+                namespace,
+                error.status,
             )
             return None
         self._listed[namespace] = (self.clock(), found)

@@ -100,29 +100,58 @@ class ResourceType:
 
 _META_FIELDS: Final = frozenset({"metadata.name", "metadata.namespace"})
 NAMESPACES: Final = ResourceType(
-    "", "v1", "namespaces", "Namespace", namespaced=False, status_subresource=True,
+    "",
+    "v1",
+    "namespaces",
+    "Namespace",
+    namespaced=False,
+    status_subresource=True,
     field_labels=_META_FIELDS | {"status.phase"},
 )
 SECRETS: Final = ResourceType("", "v1", "secrets", "Secret", field_labels=_META_FIELDS | {"type"})
 CONFIGMAPS: Final = ResourceType("", "v1", "configmaps", "ConfigMap")
 CORE_EVENTS: Final = ResourceType(
-    "", "v1", "events", "Event",
-    field_labels=_META_FIELDS | {
-        "involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid",
-        "involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath",
-        "reason", "reportingComponent", "type",
+    "",
+    "v1",
+    "events",
+    "Event",
+    field_labels=_META_FIELDS
+    | {
+        "involvedObject.kind",
+        "involvedObject.namespace",
+        "involvedObject.name",
+        "involvedObject.uid",
+        "involvedObject.apiVersion",
+        "involvedObject.resourceVersion",
+        "involvedObject.fieldPath",
+        "reason",
+        "reportingComponent",
+        "type",
     },
 )
 EVENTS: Final = ResourceType(
-    "events.k8s.io", "v1", "events", "Event",
-    field_labels=_META_FIELDS | {
-        "regarding.kind", "regarding.namespace", "regarding.name", "regarding.uid", "reason", "type",
+    "events.k8s.io",
+    "v1",
+    "events",
+    "Event",
+    field_labels=_META_FIELDS
+    | {
+        "regarding.kind",
+        "regarding.namespace",
+        "regarding.name",
+        "regarding.uid",
+        "reason",
+        "type",
     },
 )
 LEASES: Final = ResourceType("coordination.k8s.io", "v1", "leases", "Lease")
 SIMACAN_CREDENTIALS: Final = ResourceType(
-    "auth.simacan.com", "v1alpha1", "simacancredentials", "SimacanCredential",
-    status_subresource=True, custom=True,
+    "auth.simacan.com",
+    "v1alpha1",
+    "simacancredentials",
+    "SimacanCredential",
+    status_subresource=True,
+    custom=True,
 )
 CLUSTER_SIMACAN_CREDENTIALS: Final = ResourceType(
     "auth.simacan.com",
@@ -133,16 +162,21 @@ CLUSTER_SIMACAN_CREDENTIALS: Final = ResourceType(
     status_subresource=True,
     custom=True,
 )
+WORKLOADS: Final = tuple(
+    ResourceType("apps", "v1", plural, kind)
+    for plural, kind in (("deployments", "Deployment"), ("statefulsets", "StatefulSet"), ("daemonsets", "DaemonSet"))
+)
 RESOURCE_TYPES: Final = (
-    NAMESPACES, SECRETS, CONFIGMAPS, CORE_EVENTS, EVENTS, LEASES, SIMACAN_CREDENTIALS, CLUSTER_SIMACAN_CREDENTIALS
+    NAMESPACES, SECRETS, CONFIGMAPS, CORE_EVENTS, EVENTS, LEASES, SIMACAN_CREDENTIALS, CLUSTER_SIMACAN_CREDENTIALS, *WORKLOADS
 )
 
 
 # --- Kubernetes Status errors -----------------------------------------------------------------------------
 
 
-def _error(code: int, reason: str, message: str, rtype: ResourceType | None = None,
-           name: str = "") -> Exception:
+def _error(
+    code: int, reason: str, message: str, rtype: ResourceType | None = None, name: str = ""
+) -> Exception:
     details: dict[str, Any] = {"name": name} if name else {"causes": []}
     if rtype is not None:
         details.update(group=rtype.group, kind=rtype.plural)
@@ -158,8 +192,10 @@ def _no_such_resource() -> Exception:
 
 
 def _conflict(rtype: ResourceType, name: str, why: str = "the object has been modified") -> Exception:
-    message = (f'Operation cannot be fulfilled on {rtype.qualified} "{name}": {why}; '
-               "please apply your changes to the latest version and try again")
+    message = (
+        f'Operation cannot be fulfilled on {rtype.qualified} "{name}": {why}; '
+        "please apply your changes to the latest version and try again"
+    )
     return _error(409, "Conflict", message, rtype, name)
 
 
@@ -292,7 +328,7 @@ def parse_field_selector(selector: str, rtype: ResourceType) -> list[FieldRequir
         if match is None:
             raise _bad_request(f"invalid field selector: {term.strip()!r}")
         if match["field"] not in rtype.field_labels:
-            raise _bad_request(f'field label not supported: {match["field"]}')
+            raise _bad_request(f"field label not supported: {match['field']}")
         requirements.append(FieldRequirement(match["field"], match["value"], match["op"] == "!="))
     return requirements
 
@@ -307,8 +343,9 @@ class ObjectFilter:
     fields: tuple[FieldRequirement, ...] = ()
 
     @classmethod
-    def from_query(cls, rtype: ResourceType, namespace: str | None, name: str | None,
-                   query: Mapping[str, str]) -> ObjectFilter:
+    def from_query(
+        cls, rtype: ResourceType, namespace: str | None, name: str | None, query: Mapping[str, str]
+    ) -> ObjectFilter:
         return cls(
             namespace=namespace,
             name=name,
@@ -440,7 +477,12 @@ _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _GENERATED_SUFFIX_ALPHABET: Final = "bcdfghjklmnpqrstvwxz2456789"  # the apiserver's own, free of vowels
 _SYSTEM_METADATA: Final = (
-    "name", "namespace", "uid", "creationTimestamp", "generation", "deletionTimestamp",
+    "name",
+    "namespace",
+    "uid",
+    "creationTimestamp",
+    "generation",
+    "deletionTimestamp",
     "deletionGracePeriodSeconds",
 )
 
@@ -488,8 +530,13 @@ class ObjectStore:
     Stored dicts are never mutated after being stored: updates build new dicts.
     """
 
-    def __init__(self, resource_types: Iterable[ResourceType] = RESOURCE_TYPES, *,
-                 namespaces: Iterable[str] = DEFAULT_NAMESPACES, history_limit: int = 10_000) -> None:
+    def __init__(
+        self,
+        resource_types: Iterable[ResourceType] = RESOURCE_TYPES,
+        *,
+        namespaces: Iterable[str] = DEFAULT_NAMESPACES,
+        history_limit: int = 10_000,
+    ) -> None:
         self._types = {(t.group, t.version, t.plural): t for t in resource_types}
         if ("", "v1", "namespaces") not in self._types:
             raise ValueError("the namespaces resource is required")
@@ -551,13 +598,16 @@ class ObjectStore:
             obj["status"] = {"phase": "Active"}
         return self._commit(rtype, (namespace, name), "ADDED", self._normalised(rtype, obj), None)
 
-    def replace(self, rtype: ResourceType, namespace: str | None, name: str, body: Any,
-                subresource: str | None) -> Obj:
+    def replace(
+        self, rtype: ResourceType, namespace: str | None, name: str, body: Any, subresource: str | None
+    ) -> Obj:
         current = self.get(rtype, namespace, name)
         candidate = self._checked_body(rtype, namespace, body)
         if candidate["metadata"].get("name") != name:
-            raise _bad_request(f"the name of the object ({candidate['metadata'].get('name')}) "
-                               f"does not match the name on the URL ({name})")
+            raise _bad_request(
+                f"the name of the object ({candidate['metadata'].get('name')}) "
+                f"does not match the name on the URL ({name})"
+            )
         wanted_rv = candidate["metadata"].get("resourceVersion")
         if not wanted_rv and rtype.custom:  # built-in registries allow unconditional updates, CRDs do not
             detail = "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update"
@@ -566,8 +616,15 @@ class ObjectStore:
             raise _conflict(rtype, name)
         return self._update(rtype, current, candidate, subresource)
 
-    def patch(self, rtype: ResourceType, namespace: str | None, name: str, media_type: str, patch: Any,
-              subresource: str | None) -> Obj:
+    def patch(
+        self,
+        rtype: ResourceType,
+        namespace: str | None,
+        name: str,
+        media_type: str,
+        patch: Any,
+        subresource: str | None,
+    ) -> Obj:
         current = self.get(rtype, namespace, name)
         if media_type == MERGE_PATCH or (media_type == STRATEGIC_MERGE_PATCH and not rtype.custom):
             if not isinstance(patch, dict):
@@ -598,8 +655,12 @@ class ObjectStore:
         for field, actual in (("uid", meta["uid"]), ("resourceVersion", meta["resourceVersion"])):
             expected = preconditions.get(field)
             if expected is not None and expected != actual:
-                raise _conflict(rtype, name, f"Precondition failed: {field} in precondition: {expected}, "
-                                             f"{field} in object meta: {actual}")
+                raise _conflict(
+                    rtype,
+                    name,
+                    f"Precondition failed: {field} in precondition: {expected}, "
+                    f"{field} in object meta: {actual}",
+                )
         if meta.get("finalizers"):
             if meta.get("deletionTimestamp"):
                 return current, False
@@ -615,8 +676,9 @@ class ObjectStore:
                     self._commit(other, contained, "DELETED", objects[contained], objects[contained])
         return deleted, True
 
-    def subscribe(self, rtype: ResourceType, since: str,
-                  callback: ChangeCallback) -> tuple[list[Change], int]:
+    def subscribe(
+        self, rtype: ResourceType, since: str, callback: ChangeCallback
+    ) -> tuple[list[Change], int]:
         """Start receiving changes; returns the changes to replay first and the resourceVersion they reach."""
         if since in ("", "0"):  # "most recent": synthetic ADDED for everything that exists
             existing = self.select(rtype, ObjectFilter())
@@ -646,8 +708,9 @@ class ObjectStore:
         meta = obj["metadata"] = dict(obj.get("metadata") or {})
         if rtype.namespaced:
             if meta.get("namespace") not in (None, "", namespace):
-                raise _bad_request("the namespace of the provided object does not match the namespace "
-                                   "sent on the request")
+                raise _bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request"
+                )
             if (None, namespace) not in self._objects[self.namespaces]:
                 raise _not_found(self.namespaces, str(namespace))
             meta["namespace"] = namespace
@@ -658,8 +721,9 @@ class ObjectStore:
     def _check_name(self, rtype: ResourceType, name: Any) -> None:
         pattern, limit = (_DNS_LABEL, 63) if rtype == self.namespaces else (_DNS_SUBDOMAIN, 253)
         if not isinstance(name, str) or len(name) > limit or not pattern.fullmatch(name):
-            raise _invalid(rtype, str(name), f"metadata.name: Invalid value: {name!r}: must be a lowercase "
-                                             "RFC 1123 name")
+            raise _invalid(
+                rtype, str(name), f"metadata.name: Invalid value: {name!r}: must be a lowercase RFC 1123 name"
+            )
 
     def _generated_name(self, rtype: ResourceType, namespace: str | None, prefix: Any) -> str:
         if not prefix or not isinstance(prefix, str):
@@ -700,8 +764,9 @@ class ObjectStore:
         gone = bool(new["metadata"].get("deletionTimestamp")) and not new["metadata"].get("finalizers")
         return self._commit(rtype, address, "DELETED" if gone else "MODIFIED", new, current)
 
-    def _commit(self, rtype: ResourceType, key: ObjectKey, change_type: str, obj: Obj,
-                previous: Obj | None) -> Obj:
+    def _commit(
+        self, rtype: ResourceType, key: ObjectKey, change_type: str, obj: Obj, previous: Obj | None
+    ) -> Obj:
         self._last_rv += 1
         obj = {**obj, "metadata": {**obj["metadata"], "resourceVersion": str(self._last_rv)}}
         if change_type == "DELETED":
@@ -812,8 +877,10 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
                 return _json(self.store.create(rtype, ns, body), status=201)
             if method == "DELETE":
                 selection = ObjectFilter.from_query(rtype, ns, None, raw.query)
-                objs = [self.store.delete(rtype, ns, o["metadata"]["name"], body)[0]
-                        for o in self.store.select(rtype, selection)]
+                objs = [
+                    self.store.delete(rtype, ns, o["metadata"]["name"], body)[0]
+                    for o in self.store.select(rtype, selection)
+                ]
                 return _json(self._list(rtype, objs))
             raise _method_not_allowed()
         if method == "GET":
@@ -829,15 +896,30 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
                 return _json(obj, status=202)
             if rtype.custom:  # CRD registries return the deleted object, built-in ones a Status
                 return _json(obj)
-            details = {"name": name, "group": rtype.group, "kind": rtype.plural,
-                       "uid": obj["metadata"]["uid"]}
-            return _json({"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Success",
-                          "details": details})
+            details = {
+                "name": name,
+                "group": rtype.group,
+                "kind": rtype.plural,
+                "uid": obj["metadata"]["uid"],
+            }
+            return _json(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Status",
+                    "metadata": {},
+                    "status": "Success",
+                    "details": details,
+                }
+            )
         raise _method_not_allowed()
 
     def _list(self, rtype: ResourceType, items: list[Obj]) -> Obj:
-        return {"apiVersion": rtype.api_version, "kind": f"{rtype.kind}List",
-                "metadata": {"resourceVersion": self.store.resource_version}, "items": items}
+        return {
+            "apiVersion": rtype.api_version,
+            "kind": f"{rtype.kind}List",
+            "metadata": {"resourceVersion": self.store.resource_version},
+            "items": items,
+        }
 
     def _bookmark(self, rtype: ResourceType, resource_version: int, *, initial_end: bool = False) -> Obj:
         meta: Obj = {"resourceVersion": str(resource_version)}
@@ -846,8 +928,9 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
         bookmark = {"apiVersion": rtype.api_version, "kind": rtype.kind, "metadata": meta}
         return {"type": "BOOKMARK", "object": bookmark}
 
-    async def _watch(self, raw: aiohttp.web.BaseRequest, rtype: ResourceType,
-                     selection: ObjectFilter) -> aiohttp.web.StreamResponse:
+    async def _watch(
+        self, raw: aiohttp.web.BaseRequest, rtype: ResourceType, selection: ObjectFilter
+    ) -> aiohttp.web.StreamResponse:
         since = raw.query.get("resourceVersion", "")
         bookmarks = _is_true(raw.query.get("allowWatchBookmarks"))
         initial_end = _is_true(raw.query.get("sendInitialEvents")) and since in ("", "0")
@@ -864,8 +947,15 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
             if exc.status != 410:
                 raise
             await response.prepare(raw)  # "too old": the real server says so inside the stream
-            status = {"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
-                      "code": exc.status, "reason": exc.reason, "message": exc.message}
+            status = {
+                "apiVersion": "v1",
+                "kind": "Status",
+                "metadata": {},
+                "status": "Failure",
+                "code": exc.status,
+                "reason": exc.reason,
+                "message": exc.message,
+            }
             await response.write(json.dumps({"type": "ERROR", "object": status}).encode() + b"\n")
             await response.write_eof()
             return response
@@ -884,8 +974,11 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
             if initial_end:
                 await send(self._bookmark(rtype, start_rv, initial_end=True))
             while deadline is None or loop.time() < deadline:
-                wait = self.bookmark_interval if deadline is None else min(self.bookmark_interval,
-                                                                           deadline - loop.time())
+                wait = (
+                    self.bookmark_interval
+                    if deadline is None
+                    else min(self.bookmark_interval, deadline - loop.time())
+                )
                 try:
                     change: Change | None = await asyncio.wait_for(queue.get(), timeout=max(wait, 0))
                 except TimeoutError:
@@ -953,7 +1046,8 @@ class _ServerThread:
         self._stop = functools.partial(loop.call_soon_threadsafe, stopping.set)
         async with self._emulator:
             runner = aiohttp.web.ServerRunner(
-                aiohttp.web.Server(self._emulator, handler_cancellation=True), shutdown_timeout=2.0)
+                aiohttp.web.Server(self._emulator, handler_cancellation=True), shutdown_timeout=2.0
+            )
             await runner.setup()
             try:
                 await aiohttp.web.SockSite(runner, self._socket).start()
@@ -982,8 +1076,12 @@ def write_kubeconfig(path: Path, server: str) -> Path:
         "kind": "Config",
         "clusters": [{"name": "emulator", "cluster": {"server": server}}],
         "users": [{"name": "emulator-admin", "user": {"token": "emulator-accepts-any-token"}}],
-        "contexts": [{"name": "emulator",
-                      "context": {"cluster": "emulator", "user": "emulator-admin", "namespace": "default"}}],
+        "contexts": [
+            {
+                "name": "emulator",
+                "context": {"cluster": "emulator", "user": "emulator-admin", "namespace": "default"},
+            }
+        ],
         "current-context": "emulator",
     }
     path.write_text(json.dumps(config, indent=2))
@@ -1004,5 +1102,7 @@ def running_emulator(tmp_dir: Path) -> Iterator[ClusterHandle]:
             supports_garbage_collection=False,
         )
     if emulator.internal_errors:
-        raise EmulatorFailure(f"the emulator crashed on {len(emulator.internal_errors)} request(s); "
-                              f"first: {emulator.internal_errors[0]!r}")
+        raise EmulatorFailure(
+            f"the emulator crashed on {len(emulator.internal_errors)} request(s); "
+            f"first: {emulator.internal_errors[0]!r}"
+        )
