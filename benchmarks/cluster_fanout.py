@@ -1,0 +1,225 @@
+"""One ClusterSimacanCredential selecting N namespaces: time until all hold a token, Auth API calls, RSS.
+
+A benchmark to read, not a test. On a throwaway control plane (localenv/controlplane.py) and the
+stand-in Auth API over HTTPS (localenv/auth_standin.py, in this process):
+
+1. Install both CRDs, namespace `platform` with the login Secret, and N namespaces labelled
+   `simacan.com/token=fanout`.
+2. Start the operator watching all namespaces, then create ClusterSimacanCredential `fanout`
+   selecting that label. Time from creating it until its status says all N are served and a
+   label-selected list finds N token Secrets; count Auth API calls (one login is the goal).
+3. Let it settle, sample RSS. Label one more namespace: time until its Secret appears.
+4. Restart the operator: time until the status is Ready again, Auth API calls (zero is the goal),
+   RSS after settling.
+
+Usage (from the repository root)::
+
+    .venv/bin/python benchmarks/cluster_fanout.py --namespaces 500
+
+Exit status 0 when one login served all namespaces and the restart made none, 1 otherwise,
+2 when the benchmark itself failed. Everything it starts is stopped on exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from kubernetes import client
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks.footprint import BenchmarkError, Child, child_env, settle, wait_for  # noqa: E402
+from localenv.auth_standin import FakeAuthAPI  # noqa: E402
+from localenv.controlplane import ControlPlane, running_control_plane  # noqa: E402
+from simacan_token_operator.clusterspec import CLUSTER_PLURAL, OWNER_LABEL  # noqa: E402
+from simacan_token_operator.spec import GROUP, VERSION  # noqa: E402
+from tests.support.k8s import api_client  # noqa: E402
+from tests.support.operator_process import free_port  # noqa: E402
+
+CRDS = sorted((REPO_ROOT / "crds").glob("*.auth.simacan.com.yaml"))
+LABEL, VALUE = "simacan.com/token", "fanout"
+USERNAME, PASSWORD = "fleet@example.com", "fan-out-password-0c1d"
+WORKERS = 16
+POLL_SECONDS = 0.5
+
+
+def install_crds(api: client.ApiClient) -> None:
+    extensions = client.ApiextensionsV1Api(api)
+    for path in CRDS:
+        body = yaml.safe_load(path.read_text())
+        extensions.create_custom_resource_definition(body)
+        name = body["metadata"]["name"]
+
+        def established(name: str = name) -> bool:
+            crd = extensions.read_custom_resource_definition(name)
+            conditions = (crd.status.conditions if crd.status else None) or []
+            return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+        deadline = time.monotonic() + 60
+        while not established():
+            if time.monotonic() > deadline:
+                raise BenchmarkError(f"CRD {name} not Established")
+            time.sleep(0.1)
+
+
+def make_namespaces(api: client.ApiClient, names: Sequence[str], labels: dict[str, str]) -> None:
+    core = client.CoreV1Api(api)
+
+    def create(name: str) -> None:
+        body: Any = {"metadata": {"name": name, "labels": labels}}
+        core.create_namespace(body)
+
+    with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
+        list(pool.map(create, names))
+
+
+def start_operator(plane: ControlPlane, fake: FakeAuthAPI, log: Path, python: str) -> tuple[Child, int]:
+    metrics_port = free_port()
+    argv = [
+        python,
+        "-m",
+        "simacan_token_operator",
+        "run",
+        "--allowed-auth-host",
+        f"127.0.0.1:{fake.port}",
+        "--auth-ca-file",
+        str(fake.ca_file),
+        "--bind-address",
+        "127.0.0.1",
+        "--health-port",
+        str(free_port()),
+        "--metrics-port",
+        str(metrics_port),
+    ]
+    return Child("operator", argv, child_env(plane.admin_kubeconfig), log), metrics_port
+
+
+def reported_ready(metrics_port: int) -> bool:
+    """The operator's own word that it has looked at `fanout` and found every namespace served."""
+    try:
+        text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+    except httpx.TransportError:
+        return False
+    return 'simacan_credential_ready{name="fanout",namespace=""} 1.0' in text
+
+
+def status(api: client.ApiClient) -> dict[str, Any]:
+    custom = client.CustomObjectsApi(api)
+    body: Any = custom.get_cluster_custom_object(GROUP, VERSION, CLUSTER_PLURAL, "fanout")
+    found: dict[str, Any] = body.get("status") or {}
+    return found
+
+
+def all_served(api: client.ApiClient, count: int, uid: str) -> bool:
+    current = status(api)
+    ready = [c for c in current.get("conditions") or [] if c.get("type") == "Ready"]
+    if not (current.get("namespaces") == count and current.get("failedCount") == 0 and ready):
+        return False
+    if ready[0]["status"] != "True":
+        return False
+    listed = client.CoreV1Api(api).list_secret_for_all_namespaces(label_selector=f"{OWNER_LABEL}={uid}")
+    return len(listed.items) == count
+
+
+def run(options: argparse.Namespace, work: Path) -> int:
+    count = options.namespaces
+    with (
+        running_control_plane(work / "plane") as plane,
+        FakeAuthAPI({USERNAME: PASSWORD}, access_lifetime=3600, tls=True) as fake,
+        contextlib.closing(api_client(plane.admin_kubeconfig, pool_size=WORKERS)) as api,
+    ):
+        install_crds(api)
+        core = client.CoreV1Api(api)
+        core.create_namespace({"metadata": {"name": "platform"}})  # type: ignore[arg-type]
+        login: Any = {
+            "metadata": {"name": "login"},
+            "stringData": {"username": USERNAME, "password": PASSWORD},
+        }
+        core.create_namespaced_secret("platform", login)
+        began = time.monotonic()
+        make_namespaces(api, [f"team-{i:04d}" for i in range(count)], {LABEL: VALUE})
+        print(f"created {count} namespaces in {time.monotonic() - began:.1f}s")
+
+        operator, _ = start_operator(plane, fake, work / "operator.log", options.python)
+        with operator:
+            body = {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "ClusterSimacanCredential",
+                "metadata": {"name": "fanout"},
+                "spec": {
+                    "credentialsSecretRef": {"name": "login", "namespace": "platform"},
+                    "namespaceSelector": {"matchLabels": {LABEL: VALUE}},
+                    "secretName": "simacan-token",
+                    "authURL": fake.base_url,
+                },
+            }
+            created: Any = client.CustomObjectsApi(api).create_cluster_custom_object(
+                GROUP, VERSION, CLUSTER_PLURAL, body
+            )
+            uid = created["metadata"]["uid"]
+            began = time.monotonic()
+            wait_for(
+                lambda: all_served(api, count, uid), options.timeout, "all served", operator, POLL_SECONDS
+            )
+            fan_out = time.monotonic() - began
+            calls = fake.count()
+            settle(operator, options.settle)
+            rss = operator.sample().rss_kib
+
+            began = time.monotonic()
+            make_namespaces(api, ["late-joiner"], {LABEL: VALUE})
+            wait_for(lambda: all_served(api, count + 1, uid), 60, "late joiner served", operator, 0.1)
+            joiner = time.monotonic() - began
+
+        fake.reset_counts()
+        restarted, metrics_port = start_operator(plane, fake, work / "operator.log", options.python)
+        with restarted:
+            began = time.monotonic()
+            wait_for(lambda: reported_ready(metrics_port), options.timeout, "Ready again", restarted, 0.2)
+            restart_seconds = time.monotonic() - began
+            settle(restarted, options.settle)
+            restart_calls = fake.count()
+            restart_rss = restarted.sample().rss_kib
+            restart_ready = all_served(api, count + 1, uid)
+
+    print(f"namespaces selected:                 {count}")
+    print(f"time from create to all served:      {fan_out:.1f}s")
+    print(f"Auth API calls:                      {calls} (login and refresh)")
+    print(f"operator RSS, settled:               {rss / 1024:.1f} MiB")
+    print(f"a namespace labelled later, served:  {joiner:.2f}s")
+    print(f"after a restart: Ready again in:     {restart_seconds:.1f}s (from process start)")
+    print(f"after a restart: Auth API calls:     {restart_calls}; all served: {restart_ready}")
+    print(f"after a restart: operator RSS:       {restart_rss / 1024:.1f} MiB")
+    return 0 if calls == 1 and restart_calls == 0 and restart_ready else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="benchmarks/cluster_fanout.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--namespaces", type=int, default=500)
+    parser.add_argument("--settle", type=float, default=10.0, help="seconds to idle before sampling RSS")
+    parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--python", default=sys.executable, help="interpreter with the operator installed")
+    options = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="cluster-fanout-") as work:
+        try:
+            return run(options, Path(work))
+        except BenchmarkError as error:
+            print(f"benchmark failed: {error}", file=sys.stderr)
+            return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""ClusterSimacanCredential's pure parts: which namespaces it selects, the view each namespace's
+pass reads, and how many namespaces' outcomes become one status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from simacan_token_operator.clusterspec import (
+    OWNER_LABEL,
+    NamespaceInfo,
+    namespace_info,
+    namespaced_view,
+    parse_cluster_spec,
+)
+from simacan_token_operator.clusterstatus import (
+    FAILED_LIST_CAP,
+    NO_NAMESPACES,
+    aggregate,
+    fold_events,
+    render_cluster_status,
+)
+from simacan_token_operator.report import Note
+from simacan_token_operator.spec import SpecError
+from simacan_token_operator.status import Outcome
+from simacan_token_operator.tokens import TokenSet
+
+
+def spec(**extra: Any) -> dict[str, Any]:
+    return {
+        "credentialsSecretRef": {"name": "login", "namespace": "platform"},
+        "secretName": "simacan-token",
+        **extra,
+    }
+
+
+def ns(labels: dict[str, str] | None = None, terminating: bool = False) -> NamespaceInfo:
+    return NamespaceInfo(labels or {}, terminating)
+
+
+NAMESPACES = {
+    "routing": ns({"team": "routing", "tier": "prod"}),
+    "planning": ns({"team": "planning", "tier": "prod"}),
+    "sandbox": ns({"team": "routing", "tier": "dev"}),
+    "leaving": ns({"team": "routing", "tier": "prod"}, terminating=True),
+    "plain": ns(),
+}
+
+
+@pytest.mark.parametrize(
+    ("extra", "selected"),
+    [
+        ({}, set()),
+        ({"namespaceSelector": {}}, {"routing", "planning", "sandbox", "plain"}),
+        ({"namespaceSelector": {"matchLabels": {"team": "routing"}}}, {"routing", "sandbox"}),
+        ({"namespaces": ["plain", "absent"]}, {"plain"}),
+        (
+            {"namespaceSelector": {"matchLabels": {"tier": "prod"}}, "namespaces": ["sandbox"]},
+            {"routing", "planning", "sandbox"},
+        ),
+        (
+            {
+                "namespaceSelector": {
+                    "matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["dev"]}]
+                }
+            },
+            {"routing", "planning", "plain"},
+        ),
+        (
+            {"namespaceSelector": {"matchExpressions": [{"key": "team", "operator": "DoesNotExist"}]}},
+            {"plain"},
+        ),
+        (
+            {"namespaceSelector": {"matchExpressions": [{"key": "team", "operator": "Exists"}]}},
+            {"routing", "planning", "sandbox"},
+        ),
+        ({"namespaces": ["leaving"]}, set()),
+    ],
+)
+def test_selection_is_the_label_selector_or_the_list_never_a_terminating_namespace(
+    extra: dict[str, Any], selected: set[str]
+) -> None:
+    assert parse_cluster_spec("fleet", spec(**extra)).select(NAMESPACES) == selected
+
+
+@pytest.mark.parametrize(
+    ("broken", "field"),
+    [
+        ({"credentialsSecretRef": {"name": "login"}}, "credentialsSecretRef.namespace"),
+        ({"secretName": None}, "secretName"),
+        ({"namespaces": "routing"}, "namespaces"),
+        (
+            {"namespaceSelector": {"matchExpressions": [{"key": "a", "operator": "Near"}]}},
+            "namespaceSelector",
+        ),
+        ({"namespaceSelector": {"matchExpressions": [{"key": "a", "operator": "In"}]}}, "namespaceSelector"),
+        ({"refreshBefore": "soon"}, "refreshBefore"),
+    ],
+)
+def test_a_spec_it_cannot_act_on_names_the_field(broken: dict[str, Any], field: str) -> None:
+    with pytest.raises(SpecError, match=field):
+        parse_cluster_spec("fleet", spec(**broken))
+
+
+def test_each_namespace_reads_a_namespaced_view_that_labels_the_secret_with_the_owner() -> None:
+    credential = {
+        "apiVersion": "auth.simacan.com/v1alpha1",
+        "kind": "ClusterSimacanCredential",
+        "metadata": {"name": "fleet", "uid": "u-1", "generation": 3, "annotations": {}},
+        "spec": spec(secretTemplate={"labels": {"team": "x"}}, suspend=True, namespaces=["a"]),
+    }
+    view = namespaced_view(credential, "routing")
+    assert view["metadata"] == {
+        "name": "fleet",
+        "namespace": "routing",
+        "uid": "u-1",
+        "generation": 3,
+        "annotations": {},
+    }
+    assert view["kind"] == "ClusterSimacanCredential"
+    assert view["spec"] == {
+        "credentialsSecretRef": {"name": "login"},
+        "secretName": "simacan-token",
+        "secretTemplate": {"labels": {"team": "x", OWNER_LABEL: "u-1"}},
+        "suspend": True,
+    }
+
+
+def test_a_namespace_being_deleted_is_terminating() -> None:
+    assert namespace_info({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}}).terminating
+    assert namespace_info({"metadata": {}, "status": {"phase": "Terminating"}}).terminating
+    assert not namespace_info({"metadata": {"labels": {"a": "b"}}, "status": {"phase": "Active"}}).terminating
+
+
+def token(expires_at: float) -> TokenSet:
+    return TokenSet(
+        access_token=f"a.{expires_at}.c",
+        refresh_token=None,
+        obtained_at=expires_at - 3600,
+        expires_at=expires_at,
+        refresh_expires_at=None,
+        subject="fleet@example.com",
+    )
+
+
+def valid(expires_at: float) -> Outcome:
+    return Outcome(True, "TokenValid", "ok", token=token(expires_at), next_refresh=expires_at - 1200)
+
+
+def test_no_namespace_is_ready_with_reason_no_namespaces() -> None:
+    overall = aggregate({})
+    assert (overall.ready, overall.reason) == (True, NO_NAMESPACES)
+
+
+def test_ready_only_when_every_namespace_holds_a_valid_token() -> None:
+    outcomes = {"a": valid(5000.0), "b": valid(4000.0)}
+    overall = aggregate(outcomes)
+    assert (overall.ready, overall.reason) == (True, "TokenValid")
+    assert overall.token is not None and overall.token.expires_at == 4000.0, "the first to expire"
+    assert overall.next_refresh == 2800.0
+
+    outcomes["c"] = Outcome(False, "SecretConflict", "not ours", failure=True)
+    overall = aggregate(outcomes)
+    assert (overall.ready, overall.reason) == (False, "SecretConflict")
+    assert "1 of 3 namespaces" in overall.message and "c (SecretConflict)" in overall.message
+
+
+def test_status_counts_all_and_lists_a_capped_number_of_failures() -> None:
+    outcomes = {f"ns-{i:03d}": Outcome(False, "SecretConflict", "not ours", failure=True) for i in range(50)}
+    outcomes["ok"] = valid(5000.0)
+    status = render_cluster_status(
+        aggregate(outcomes),
+        outcomes,
+        {"ns-000": "reworded"},
+        secret_name="simacan-token",
+        generation=2,
+        handled_request=None,
+        previous=None,
+        now=1000.0,
+    )
+    assert (status["namespaces"], status["failedCount"]) == (51, 50)
+    assert len(status["failedNamespaces"]) == FAILED_LIST_CAP
+    assert status["failedNamespaces"][0] == {
+        "namespace": "ns-000",
+        "reason": "SecretConflict",
+        "message": "reworded",
+    }
+    assert status["conditions"][0]["status"] == "False"
+    assert status["expiresAt"] == "1970-01-01T01:23:20Z"
+
+
+def test_events_of_many_namespaces_fold_into_one_per_reason() -> None:
+    notes = [(f"ns-{i}", Note("Normal", "Issued", "issued the first token")) for i in range(7)]
+    notes.append(("ns-9", Note("Warning", "SecretConflict", "not ours")))
+    folded = fold_events(notes)
+    assert folded == [
+        Note(
+            "Normal",
+            "Issued",
+            "7 namespaces (ns-0, ns-1, ns-2, ns-3, ns-4 and 2 more): issued the first token",
+        ),
+        Note("Warning", "SecretConflict", "namespace ns-9: not ours"),
+    ]
