@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import json
 import re
 import secrets
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -58,6 +59,15 @@ class NotLeader(KubeError):
 class Fence(Protocol):
     def write_budget(self) -> float | None:
         """Seconds a write may take from now; None when this replica must not write at all."""
+
+    def track(self, write: asyncio.Future[Any]) -> None:
+        """A write has been sent; it ends (answered, failed or timed out) when `write` is done."""
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark the outcome of a write as seen even when its caller was cancelled meanwhile."""
+    if not future.cancelled():
+        future.exception()
 
 
 _DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
@@ -140,8 +150,12 @@ class Kube:
         self._events = EventMemory()
 
     async def _call(self, action: str, method: str, path: str, **kwargs: Any) -> Body:
+        return await self._mapped(action, asyncio.to_thread(self._api.json, method, path, **kwargs))
+
+    @staticmethod
+    async def _mapped(action: str, call: Awaitable[Body]) -> Body:
         try:
-            return await asyncio.to_thread(self._api.json, method, path, **kwargs)
+            return await call
         except ApiException as error:
             raise KubeError(action, int(error.status or 0), _status_reason(error)) from None
         except (OSError, ValueError) as error:  # urllib3 connection errors derive from OSError
@@ -152,14 +166,21 @@ class Kube:
 
         The check is made right before the request leaves; a request already sent when
         leadership ends is cut off by its timeout, which the fence keeps shorter than the time
-        before a standby may take over. Replaces carry a resourceVersion, so a late one fails."""
+        before a standby may take over. The fence also learns of every write in flight: a
+        cancelled caller does not stop the thread sending it, and a clean hand-over waits for it.
+        Replaces carry a resourceVersion, so a late one fails."""
         budget = READ_TIMEOUT if self._fence is None else self._fence.write_budget()
         if budget is None:
             raise NotLeader(action)
         budget = min(budget, READ_TIMEOUT)
         timeout = (min(CONNECT_TIMEOUT, budget), budget)
+        send = functools.partial(self._api.json, method, path, timeout=timeout, **kwargs)
+        sending = asyncio.get_running_loop().run_in_executor(None, send)
+        sending.add_done_callback(_retrieve)
+        if self._fence is not None:
+            self._fence.track(sending)
         try:
-            return await asyncio.wait_for(self._call(action, method, path, timeout=timeout, **kwargs), budget)
+            return await self._mapped(action, asyncio.wait_for(asyncio.shield(sending), budget))
         except TimeoutError:
             raise KubeError(action, 0, "TimeoutError") from None
 

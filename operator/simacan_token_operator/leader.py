@@ -66,6 +66,7 @@ class LeaderElector:
         self._leading = False
         self._lost: asyncio.Event | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._writes: set[asyncio.Future[Any]] = set()
         self.connected = asyncio.Event()
         """Set after the first successful API round trip: the standby is healthy and ready."""
 
@@ -83,6 +84,11 @@ class LeaderElector:
         if not self.leading:
             return None
         return self._last_renewed + self.timings.duration - WRITE_MARGIN - time.monotonic()
+
+    def track(self, write: asyncio.Future[Any]) -> None:
+        """kube.Fence: remember a write in flight until it ends, so release() can wait for it."""
+        self._writes.add(write)
+        write.add_done_callback(self._writes.discard)
 
     async def acquire(self) -> None:
         """Return once this process holds the Lease."""
@@ -133,8 +139,14 @@ class LeaderElector:
                 await self._try_acquire_or_renew(remaining)
 
     async def release(self) -> None:
-        """Hand over at once on a clean shutdown instead of making the standby wait out the Lease."""
+        """Hand over at once on a clean shutdown instead of making the standby wait out the Lease.
+
+        Writes are refused from here on; writes still in flight (their callers may have been
+        cancelled, their threads not) end first, within their budget, so the next leader's
+        writes cannot cross them."""
         self._set_leading(False)
+        if self._writes:
+            await asyncio.wait(set(self._writes), timeout=READ_TIMEOUT)
         timeout = (CONNECT_TIMEOUT, READ_TIMEOUT / 3)
         try:
             lease = await asyncio.to_thread(self._api.json, "GET", self._path, timeout=timeout)

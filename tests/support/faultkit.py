@@ -77,8 +77,8 @@ def operator_args(auth: FakeAuthAPI) -> list[str]:
     return ["--allowed-auth-host", f"127.0.0.1:{auth.port}", "--auth-ca-file", str(auth.ca_file)]
 
 
-def credential_spec(auth: FakeAuthAPI, secret: str = "login") -> dict[str, Any]:
-    return {"credentialsSecretRef": {"name": secret}, "authURL": auth.base_url}
+def credential_spec(auth: FakeAuthAPI, secret: str = "login", **extra: Any) -> dict[str, Any]:
+    return {"credentialsSecretRef": {"name": secret}, "authURL": auth.base_url, **extra}
 
 
 def token_expiry(secret: dict[str, Any] | None) -> float | None:
@@ -314,11 +314,11 @@ class Scene:
         self.operators.append(operator)
         return operator.start()
 
-    def create_credentials(self, names: Sequence[str]) -> None:
+    def create_credentials(self, names: Sequence[str], **spec: Any) -> None:
         if self.ns.secret("login") is None:
             self.ns.create_login_secret("login", USERNAME, PASSWORD)
         for name in names:
-            self.ns.create_credential(name, credential_spec(self.auth))
+            self.ns.create_credential(name, credential_spec(self.auth, **spec))
 
     def all_ready(self, names: Sequence[str], after: float = 0.0) -> bool:
         """Every credential Ready=True with an unexpired token issued after `after` in its Secret."""

@@ -159,18 +159,23 @@ def api_outage(
     work_dir: Path,
     component: str,
     credentials: int = 5,
-    lifetime: float = 30.0,
+    lifetime: float = 90.0,
+    refresh_before: int = 70,
 ) -> Outcome:
     """`component` (kube-apiserver: SIGKILL; etcd: SIGTERM) goes down and stays down until every
     token is due for refresh, then comes back with the same data. The operator must recover
-    without restarting: every due token refreshed, and a credential created after the return served."""
+    without restarting: every due token refreshed, and a credential created after the return served.
+
+    Tokens fall due 20 s after issue but live 90 s, so that a slow restart of the API server
+    (it takes 5-20 s on a busy machine) still leaves them valid: any time without a valid token
+    is then the operator's, not the scenario's."""
     assert plane.processes is not None
     names = [f"cred-{i}" for i in range(credentials)]
     violations: list[str] = []
     with scene(plane, operator_kubeconfig, work_dir, lifetime=lifetime) as current:
         operator = current.start_operator()
         pid = operator.pid
-        current.create_credentials(names)
+        current.create_credentials(names, refreshBefore=f"{refresh_before}s")
         eventually(lambda: current.all_ready(names), timeout=60, what="all Ready")
         due = max(_next_refresh(current, n) for n in names)
         with SecretRecorder(current.quiet_api(), current.ns.name) as recorder:

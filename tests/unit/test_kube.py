@@ -122,6 +122,9 @@ class _Closed:
     def write_budget(self) -> float | None:
         return None
 
+    def track(self, write: asyncio.Future[Any]) -> None:
+        raise AssertionError("a refused write is never sent")
+
 
 def test_a_replica_that_is_not_the_leader_writes_nothing(api: client.ApiClient) -> None:
     namespace = _namespace(api, "ns-a")

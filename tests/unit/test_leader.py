@@ -8,8 +8,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from kubernetes import client
 
 from localenv.tcpproxy import TcpProxy
+from simacan_token_operator.kube import Kube
 from simacan_token_operator.leader import LeaderElector, LeaseTimings
 from tests.unit.kubeapi import api_client_for, emulated_api
 
@@ -68,3 +70,30 @@ def test_a_black_holed_leader_stops_writing_before_the_standby_takes_over(api: t
         f"fence closed {fenced - blackholed:.2f}s after the black hole; "
         f"standby led {standby_won - fenced:.2f}s later"
     )
+
+
+def test_a_clean_hand_over_waits_for_a_write_whose_caller_was_cancelled(api: tuple[str, TcpProxy]) -> None:
+    """Stopping cancels the workers, not the threads sending their writes: the Lease is released
+    only once the write in flight has ended, so it cannot land after the next leader's."""
+    direct, proxy = api
+    writes_via_proxy = f"http://127.0.0.1:{proxy.port}"
+
+    async def scenario() -> tuple[float, float]:
+        leader = _elector(direct, "leader")
+        await leader.acquire()
+        kube = Kube(api_client_for(writes_via_proxy), fence=leader)
+        proxy.blackhole()  # the write goes out and hangs
+        secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "type": "Opaque"}
+        writing = asyncio.create_task(kube.create_secret("default", secret))
+        await asyncio.sleep(0.2)
+        writing.cancel()
+        started = time.monotonic()
+        await leader.release()
+        released = time.monotonic() - started
+        budget_left = leader._last_renewed + TIMINGS.duration - started
+        return released, budget_left
+
+    released, budget_left = asyncio.run(scenario())
+    assert 0.5 < released <= budget_left + 0.5  # waited for the write, no longer than its budget
+    lease = client.CoordinationV1Api(api_client_for(api[0])).read_namespaced_lease("unit-lease", "default")
+    assert lease.spec is not None and lease.spec.holder_identity is None
