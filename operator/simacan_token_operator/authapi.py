@@ -7,7 +7,7 @@ import json
 import ssl
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from email.utils import parsedate_to_datetime
 
 import certifi
@@ -44,10 +44,10 @@ Observer = Callable[[str, str, float], None]
 """Called with (endpoint, outcome, seconds) after every request, for metrics."""
 
 
-def http_client(ca_file: str | None = None) -> httpx.AsyncClient:
-    """One pooled client for the whole operator; an extra CA adds to, not replaces, the public roots."""
+def http_client(ca_files: str | Sequence[str] | None = None) -> httpx.AsyncClient:
+    """One pooled client for the whole operator; extra CAs add to, not replace, the public roots."""
     context = ssl.create_default_context(cafile=certifi.where())
-    if ca_file:
+    for ca_file in [ca_files] if isinstance(ca_files, str) else ca_files or ():
         context.load_verify_locations(cafile=ca_file)
     return httpx.AsyncClient(
         verify=context,

@@ -70,8 +70,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     run.add_argument(
         "--auth-ca-file",
+        action="append",
+        default=[],
         metavar="PATH",
-        help="extra CA bundle (PEM) to trust for the Auth API, added to the public roots",
+        help="extra CA bundle (PEM) to trust for the Auth API, added to the public roots (repeatable)",
     )
     run.add_argument("--metrics-port", type=int, default=8080, help="port for /metrics (default 8080)")
     run.add_argument(
