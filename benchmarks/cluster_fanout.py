@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import shutil
 import sys
 import tempfile
 import time
@@ -86,8 +87,9 @@ def make_namespaces(api: client.ApiClient, names: Sequence[str], labels: dict[st
         list(pool.map(create, names))
 
 
-def start_operator(plane: ControlPlane, fake: FakeAuthAPI, log: Path, python: str) -> tuple[Child, int]:
-    metrics_port = free_port()
+def start_operator(plane: ControlPlane, fake: FakeAuthAPI, log: Path, python: str) -> tuple[Child, int, int]:
+    """The operator watching all namespaces; returns it, its metrics port and its health port."""
+    metrics_port, health_port = free_port(), free_port()
     argv = [
         python,
         "-m",
@@ -100,11 +102,18 @@ def start_operator(plane: ControlPlane, fake: FakeAuthAPI, log: Path, python: st
         "--bind-address",
         "127.0.0.1",
         "--health-port",
-        str(free_port()),
+        str(health_port),
         "--metrics-port",
         str(metrics_port),
     ]
-    return Child("operator", argv, child_env(plane.admin_kubeconfig), log), metrics_port
+    return Child("operator", argv, child_env(plane.admin_kubeconfig), log), metrics_port, health_port
+
+
+def answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=5).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def reported_ready(metrics_port: int) -> bool:
@@ -153,8 +162,11 @@ def run(options: argparse.Namespace, work: Path) -> int:
         make_namespaces(api, [f"team-{i:04d}" for i in range(count)], {LABEL: VALUE})
         print(f"created {count} namespaces in {time.monotonic() - began:.1f}s")
 
-        operator, _ = start_operator(plane, fake, work / "operator.log", options.python)
+        operator, _, health_port = start_operator(plane, fake, work / "operator.log", options.python)
         with operator:
+            # Timed from the ClusterSimacanCredential's creation, not from the process start.
+            ready_url = f"http://127.0.0.1:{health_port}/readyz"
+            wait_for(lambda: answers(ready_url), 60, "operator /readyz", operator, 0.2)
             body = {
                 "apiVersion": f"{GROUP}/{VERSION}",
                 "kind": "ClusterSimacanCredential",
@@ -185,7 +197,7 @@ def run(options: argparse.Namespace, work: Path) -> int:
             joiner = time.monotonic() - began
 
         fake.reset_counts()
-        restarted, metrics_port = start_operator(plane, fake, work / "operator.log", options.python)
+        restarted, metrics_port, _ = start_operator(plane, fake, work / "operator.log", options.python)
         with restarted:
             began = time.monotonic()
             wait_for(lambda: reported_ready(metrics_port), options.timeout, "Ready again", restarted, 0.2)
@@ -203,6 +215,8 @@ def run(options: argparse.Namespace, work: Path) -> int:
     print(f"after a restart: Ready again in:     {restart_seconds:.1f}s (from process start)")
     print(f"after a restart: Auth API calls:     {restart_calls}; all served: {restart_ready}")
     print(f"after a restart: operator RSS:       {restart_rss / 1024:.1f} MiB")
+    if options.log is not None:
+        shutil.copyfile(work / "operator.log", options.log)
     return 0 if calls == 1 and restart_calls == 0 and restart_ready else 1
 
 
@@ -211,6 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--namespaces", type=int, default=500)
     parser.add_argument("--settle", type=float, default=10.0, help="seconds to idle before sampling RSS")
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--log", type=Path, help="keep the operator's log here")
     parser.add_argument("--python", default=sys.executable, help="interpreter with the operator installed")
     options = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="cluster-fanout-") as work:
