@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable
 
+import jwt
 import pytest
 
 from localenv.auth_standin import FakeAuthAPI, Fault
-from tests.conftest import PASSWORD, USERNAME, Issue, credential_spec
+from tests.conftest import PASSWORD, SUMMARY, USERNAME, Issue, credential_spec
 from tests.support.k8s import Namespace
 from tests.support.operator_process import OperatorProcess
 from tests.support.polling import eventually, stays
@@ -124,3 +126,23 @@ def test_plain_http_is_refused_even_for_an_allowed_host_port(
     eventually(lambda: ns.ready_reason("fleet-api") == ("False", "AuthURLNotAllowed"), what="refused")
     assert "https://" in ns.ready("fleet-api")["message"]  # type: ignore[index]
     assert auth.count() == 0
+
+
+def test_ready_turns_false_at_expiry_while_the_auth_api_hangs(
+    ns: Namespace, auth: FakeAuthAPI, issue: Issue
+) -> None:
+    """The refresh request is still under way (the Auth API accepted it and says nothing) when the
+    token expires: Ready follows the token, not the request."""
+    auth.access_lifetime = 6
+    token = issue().token
+    auth.set_fault("refresh", Fault.slow(60))
+    auth.set_fault("password", Fault.slow(60))
+    expires_at = jwt.decode(token, options={"verify_signature": False})["exp"]
+
+    eventually(
+        lambda: ns.ready_reason("fleet-api") == ("False", "TokenExpired"), timeout=15, what="TokenExpired"
+    )
+    late = time.time() - expires_at
+    SUMMARY.append(f"expiry: Ready turned False {late:.1f}s after the token expired, Auth API hanging")
+    assert late < 5, "within a second or two of expiry (generous here for CI load)"
+    assert ns.secret_text("fleet-api", "token") == token
