@@ -146,3 +146,17 @@ def test_ready_turns_false_at_expiry_while_the_auth_api_hangs(
     SUMMARY.append(f"expiry: Ready turned False {late:.1f}s after the token expired, Auth API hanging")
     assert late < 5, "within a second or two of expiry (generous here for CI load)"
     assert ns.secret_text("fleet-api", "token") == token
+
+
+def test_one_second_tokens_cause_no_refresh_storm(ns: Namespace, auth: FakeAuthAPI, issue: Issue) -> None:
+    auth.access_lifetime = 1
+    issue()
+    calls = auth.count()
+    started = time.monotonic()
+    eventually(
+        lambda: "TokenLifetimeTooShort" in ns.event_reasons("fleet-api"), timeout=10, what="the warning"
+    )
+    time.sleep(max(10 - (time.monotonic() - started), 0))  # a fixed window: the figure is a rate
+    made = auth.count() - calls
+    SUMMARY.append(f"storm: {made} Auth API calls in 10 s with 1 s tokens (spacing 1 s)")
+    assert made <= 12, "at most about one request a second per account"
