@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from simacan_token_operator.metrics import Metrics
-from tests.static.tools import REPO_ROOT, kustomize
+from tests.static.tools import REPO_ROOT, kustomize, require_tool
 
 MONITORING_DIR = REPO_ROOT / "manifests" / "monitoring"
 DASHBOARD_FILE = MONITORING_DIR / "dashboards" / "simacan-token-operator.json"
@@ -99,3 +100,8 @@ def exported_metric_names() -> set[str]:
     Metrics(registry)
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
     return {family.name + suffix for family in registry.collect() for suffix in suffixes[family.type]}
+
+
+def promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    binary = require_tool("promtool", "PROMTOOL_BIN", "bash localenv/install-deps.sh (Debian's prometheus)")
+    return subprocess.run([binary, *map(str, args)], capture_output=True, text=True, timeout=60, check=False)

@@ -1,7 +1,7 @@
 """The alert rules in manifests/monitoring/prometheusrule.yaml, checked and unit-tested by promtool.
 
 `promtool test rules` runs the cases in alert_rules_test.yaml (one-hour tokens, evaluated every
-minute) and alert_rules_short_tokens_test.yaml (the e2e test's 30-second tokens, every second) on
+minute) and alert_rules_short_tokens_test.yaml (30-second tokens, every second) on
 the rule groups extracted from the PrometheusRule as kustomize renders it.
 """
 
@@ -21,10 +21,10 @@ from tests.static.monitoring import (
     alerting_rules,
     exported_metric_names,
     metric_names,
+    promtool,
     rendered,
     write_rules_file,
 )
-from tests.static.tools import require_tool
 
 HERE = Path(__file__).parent
 CASES = [HERE / "alert_rules_test.yaml", HERE / "alert_rules_short_tokens_test.yaml"]
@@ -34,11 +34,6 @@ ALERTS = {
     "SimacanCredentialNotReady",
     "SimacanTokenOperatorAbsent",
 }
-
-
-def promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    binary = require_tool("promtool", "PROMTOOL_BIN", "bash localenv/install-deps.sh (Debian's prometheus)")
-    return subprocess.run([binary, *map(str, args)], capture_output=True, text=True, timeout=60, check=False)
 
 
 def run_cases(tmp_path: Path) -> subprocess.CompletedProcess[str]:

@@ -18,9 +18,9 @@ from tests.static.monitoring import (
     exported_metric_names,
     metric_names,
     one,
+    promtool,
     rendered,
 )
-from tests.static.test_alert_rules import promtool
 
 # What the dashboard's variables stand for, so that its queries can be parsed as PromQL.
 GRAFANA_VARIABLES = {"namespace": ".+", "job": ".+", "__rate_interval": "1m"}
