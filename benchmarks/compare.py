@@ -256,16 +256,16 @@ def run_one(contender: Contender, load: Load, options: argparse.Namespace, work_
 # --- results ---------------------------------------------------------------------------------------
 
 
-def load_results(path: Path) -> dict[str, dict[str, Any]]:
+def load_results(path: Path) -> dict[str, Any]:
+    """The results file: `runs` by "load contender", and `commands` (each invocation and its wall time)."""
     if not path.exists():
-        return {}
-    data: dict[str, dict[str, Any]] = json.loads(path.read_text())["runs"]
-    return data
+        return {"commands": [], "runs": {}}
+    document: dict[str, Any] = json.loads(path.read_text())
+    return document
 
 
-def save_results(path: Path, runs: dict[str, dict[str, Any]], total_seconds: float, command: str) -> None:
+def save_results(path: Path, document: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    document = {"last_command": command, "last_command_seconds": round(total_seconds), "runs": runs}
     path.write_text(json.dumps(document, indent=1) + "\n")
 
 
@@ -287,8 +287,9 @@ def render_table(runs: dict[str, dict[str, Any]]) -> str:
     ordered = sorted(runs.values(), key=lambda r: (r["logins"] > 1, r["credentials"], order[r["contender"]]))
     for run in ordered:
         existed = "" if run["all_exist_after"] is not None else f" ({run['existed']}/{run['credentials']})"
+        label = Load(run["credentials"], run["logins"]).label
         lines.append(
-            f"| {run['load_label']} | {run['contender']} | {run['calls_per_lifetime']:.1f} "
+            f"| {label} | {run['contender']} | {run['calls_per_lifetime']:.1f} "
             f"| {100 * run['expired_share']:.2f}% | {run['worst_lateness']:.1f} "
             f"| {_seconds(run['all_exist_after'])}{existed} "
             f"| {run['rss_end_kib'] / 1024:.0f} / {run['rss_peak_kib'] / 1024:.0f} "
@@ -397,7 +398,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = " ".join(["benchmarks/compare.py", *(sys.argv[1:] if argv is None else argv)])
     began = time.monotonic()
     results_file = options.results / RESULTS_FILE
-    runs = load_results(results_file)
+    document = load_results(results_file)
+    runs: dict[str, dict[str, Any]] = document["runs"]
+    invocation = {
+        "command": command,
+        "seconds": 0,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    document["commands"].append(invocation)
     try:
         contenders = make_contenders(options.contenders)
         with work_directory(options.work_dir) as work_dir:
@@ -405,7 +413,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for contender in contenders:
                     result = run_one(contender, load, options, work_dir)
                     runs[run_key(load.key, contender.name)] = asdict(result)
-                    save_results(results_file, runs, time.monotonic() - began, command)
+                    invocation["seconds"] = round(time.monotonic() - began)
+                    save_results(results_file, document)
     except BenchmarkError as error:
         print(f"benchmark failed: {error}", file=sys.stderr)
         return 2

@@ -27,8 +27,9 @@ from typing import Any
 import yaml
 
 from benchmarks.compare_kube import KubeClient
-from benchmarks.footprint import BenchmarkError, Child, child_env, free_port
+from benchmarks.footprint import BenchmarkError, Child, child_env
 from localenv.controlplane import ControlPlane
+from tests.support.operator_process import free_port
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -54,6 +55,8 @@ class Load:
 
     @property
     def label(self) -> str:
+        if self.credentials == 1:
+            return "1 credential"
         if self.logins == 1:
             return f"{self.credentials} sharing one account"
         if self.logins == self.credentials:

@@ -11,6 +11,8 @@ from typing import Any
 
 import matplotlib
 
+from benchmarks.compare_contenders import Load
+
 matplotlib.use("Agg")  # files only, no display
 
 import matplotlib.pyplot as plt
@@ -65,7 +67,7 @@ def _against_n(runs: Mapping[str, Mapping[str, Any]], path: Path) -> Path:
                     label=f"{name}, own accounts",
                 )
     calls_axis.set(
-        xscale="log", yscale="symlog", xlabel="token Secrets (N)", ylabel="Auth API calls per token lifetime"
+        xscale="log", yscale="log", xlabel="token Secrets (N)", ylabel="Auth API calls per token lifetime"
     )
     calls_axis.set_title("Auth API calls (steady state)")
     rss_axis.set(xscale="log", xlabel="token Secrets (N)", ylabel="RSS at the end (MiB)")
@@ -125,7 +127,8 @@ def _timeline(runs: Mapping[str, Mapping[str, Any]], load: str, path: Path) -> P
     axes[-1, 0].set_xlabel(
         f"seconds since the contender started (token lifetime {chosen[0]['lifetime']:.0f}s)"
     )
-    figure.suptitle(f"Secrets holding an expired token: {chosen[0]['load_label']}", fontsize=11)
+    label = Load(chosen[0]["credentials"], chosen[0]["logins"]).label
+    figure.suptitle(f"Secrets holding an expired token: {label}", fontsize=11)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
