@@ -167,17 +167,11 @@ async def reconcile(gathered: Gathered, services: Services) -> Result:
     try:
         spec = parse_spec(meta["name"], meta["namespace"], gathered.credential.get("spec") or {})
     except SpecError as error:
-        return _conclude(gathered, None, _failure(error), gathered.memory)
+        return _conclude(gathered, None, _failure(error))
+    if gathered.target is not None and not tokensecret.owned_by(gathered.target, meta["uid"]):
+        return _conclude(gathered, spec, _conflict(spec))
 
-    target = gathered.target
-    if target is not None and not tokensecret.owned_by(target, meta["uid"]):
-        message = (
-            f"Secret {spec.target_secret} already exists and is not owned by this SimacanCredential; "
-            "it is left untouched. Delete that Secret or set spec.secretName to a free name."
-        )
-        return _conclude(gathered, spec, Outcome(False, reasons.SECRET_CONFLICT, message, failure=True))
-
-    stored = tokensecret.read_stored(target) if target is not None else None
+    stored = tokensecret.read_stored(gathered.target) if gathered.target is not None else None
     held = stored.token if stored and stored.token and gathered.now < stored.token.expires_at else None
     try:
         services.auth_policy.check_auth_url(spec.auth_url)
@@ -188,82 +182,139 @@ async def reconcile(gathered: Gathered, services: Services) -> Result:
     except SpecError as error:
         return _conclude(gathered, spec, _keeping_valid_token(_failure(error), held))
 
-    key = f"{meta['namespace']}/{meta['name']}"
-    services.pool.attach(source, key)
-    memory = _note_user_inputs(gathered, services.pool, source)
-    request, pending = _refresh_request(gathered, memory)
-    memory = dataclasses.replace(memory, pending_request=pending)
+    current = _Pass.start(gathered, services, spec, stored, held, source)
+    trigger = why_reissue(current.observe())
+    if trigger is None:  # the Secret is as it should be: adopt its token, whoever wrote it
+        return current.adopt()
+    try:
+        token = await current.token_for(trigger)
+    except AuthError as error:
+        return current.failed(error)
+    except TimeoutError:
+        return current.expired_while_waiting()
+    return current.write(trigger, token)
 
-    def next_refresh(token: TokenSet) -> float:
-        return refresh_time(
-            token.obtained_at, token.expires_at, spec.refresh_before, jitter_fraction(meta["uid"])
+
+@dataclass(frozen=True)
+class _Pass:
+    """One pass once the spec, the Secret and the login are known: observe, then act on a trigger."""
+
+    gathered: Gathered
+    services: Services
+    spec: CredentialSpec
+    stored: tokensecret.StoredSecret | None
+    held: TokenSet | None
+    """The Secret's token while it is unexpired: a failure keeps Ready True on it."""
+    source: LoginSource
+    memory: Memory
+    request: str | None
+    """A refresh request not yet handled."""
+
+    @classmethod
+    def start(
+        cls,
+        gathered: Gathered,
+        services: Services,
+        spec: CredentialSpec,
+        stored: tokensecret.StoredSecret | None,
+        held: TokenSet | None,
+        source: LoginSource,
+    ) -> _Pass:
+        meta = gathered.credential["metadata"]
+        services.pool.attach(source, f"{meta['namespace']}/{meta['name']}")
+        memory = _note_user_inputs(gathered, services.pool, source)
+        request, pending = _refresh_request(gathered, memory)
+        memory = dataclasses.replace(memory, pending_request=pending)
+        return cls(gathered, services, spec, stored, held, source, memory, request)
+
+    def next_refresh(self, token: TokenSet) -> float:
+        jitter = jitter_fraction(self.gathered.credential["metadata"]["uid"])
+        return refresh_time(token.obtained_at, token.expires_at, self.spec.refresh_before, jitter)
+
+    def render(self, token: TokenSet) -> Body:
+        return tokensecret.render(self.spec, _owner(self.gathered.credential), token, self.source.account)
+
+    def observe(self) -> Observed:
+        """Gather, then decide: the complete input of triggers.py, from the raw objects."""
+        stored, memory = self.stored, self.memory
+        token = stored.token if stored else None
+        return Observed(
+            now=self.gathered.now,
+            secret_name=self.spec.target_secret,
+            stored=stored,
+            account=self.source.account,
+            login_key=self.source.key,
+            last_login_key=memory.login_key,
+            written_digest=memory.written_digest,
+            refresh_at=self.next_refresh(token) if token else None,
+            refresh_request=self.request,
+            in_sync=token is None or tokensecret.in_sync(self.gathered.target or {}, self.render(token)),
         )
 
-    owner = _owner(gathered.credential)
-    as_stored = (
-        tokensecret.render(spec, owner, stored.token, source.account) if stored and stored.token else None
-    )
-    observed = Observed(
-        now=gathered.now,
-        secret_name=spec.target_secret,
-        stored=stored,
-        account=source.account,
-        login_key=source.key,
-        last_login_key=memory.login_key,
-        written_digest=memory.written_digest,
-        refresh_at=next_refresh(stored.token) if stored and stored.token else None,
-        refresh_request=request,
-        in_sync=as_stored is None or tokensecret.in_sync(target or {}, as_stored),
-    )
-    trigger = why_reissue(observed)
-    if trigger is None:  # the Secret is as it should be: adopt its token, whoever wrote it
-        assert stored is not None and stored.token is not None
-        memory = dataclasses.replace(memory, login_key=source.key, written_digest=stored.token_digest)
-        return _conclude(gathered, spec, _valid(spec, stored.token, next_refresh(stored.token)), memory)
+    def adopt(self) -> Result:
+        assert self.stored is not None and self.stored.token is not None
+        token = self.stored.token
+        memory = dataclasses.replace(
+            self.memory, login_key=self.source.key, written_digest=self.stored.token_digest
+        )
+        return _conclude(self.gathered, self.spec, _valid(self.spec, token, self.next_refresh(token)), memory)
 
-    if not trigger.needs_new_token and stored is not None and stored.token and as_stored is not None:
-        token, desired = stored.token, as_stored
-    else:
-        try:
-            due = stored.token if stored and trigger.reason in (reasons.EXPIRING, reasons.EXPIRED) else None
-            token = await _obtain(services, source, trigger, memory, next_refresh, held, due)
-        except AuthError as error:
-            attempt = "rejected" if isinstance(error, PermanentAuthError) else "retrying"
-            outcome = _auth_failure(error, services, source)
-            return _conclude(gathered, spec, _keeping_valid_token(outcome, held), memory, attempt=attempt)
-        except TimeoutError:
-            message = (
-                "the token in the Secret has expired while a request to the Auth API is still under way; "
-                "the Secret is updated as soon as it answers"
-            )
-            outcome = Outcome(
-                False, reasons.TOKEN_EXPIRED, message, wake_at=services.clock() + 1, failure=True
-            )
-            return _conclude(gathered, spec, outcome, memory, attempt="retrying")
-        desired = tokensecret.render(spec, owner, token, source.account)
+    async def token_for(self, trigger: Trigger) -> TokenSet:
+        """The Secret's own token when only the Secret needs rewriting, else one from the pool."""
+        stored = self.stored.token if self.stored else None
+        if not trigger.needs_new_token and stored is not None:
+            return stored
+        due = stored if trigger.reason in (reasons.EXPIRING, reasons.EXPIRED) else None
+        return await _obtain(
+            self.services, self.source, trigger, self.memory, self.next_refresh, self.held, due
+        )
 
-    write = SecretWrite(
-        body=desired if target is None else tokensecret.merged_for_replace(target, desired),
-        create=target is None,
-        reason=trigger.reason,
+    def failed(self, error: AuthError) -> Result:
+        attempt = "rejected" if isinstance(error, PermanentAuthError) else "retrying"
+        outcome = _keeping_valid_token(_auth_failure(error, self.services, self.source), self.held)
+        return _conclude(self.gathered, self.spec, outcome, self.memory, attempt=attempt)
+
+    def expired_while_waiting(self) -> Result:
+        message = (
+            "the token in the Secret has expired while a request to the Auth API is still under way; "
+            "the Secret is updated as soon as it answers"
+        )
+        retry_at = self.services.clock() + 1.0
+        outcome = Outcome(False, reasons.TOKEN_EXPIRED, message, wake_at=retry_at, failure=True)
+        return _conclude(self.gathered, self.spec, outcome, self.memory, attempt="retrying")
+
+    def write(self, trigger: Trigger, token: TokenSet) -> Result:
+        target, pending = self.gathered.target, self.memory.pending_request
+        desired = self.render(token)
+        write = SecretWrite(
+            body=desired if target is None else tokensecret.merged_for_replace(target, desired),
+            create=target is None,
+            reason=trigger.reason,
+        )
+        satisfied = pending is not None and token.obtained_at >= pending[1]
+        memory = dataclasses.replace(
+            self.memory,
+            login_key=self.source.key,
+            written_digest=tokensecret.digest(token.access_token),
+            handled_request=pending[0] if satisfied and pending else self.memory.handled_request,
+        )
+        return _conclude(
+            self.gathered,
+            self.spec,
+            _valid(self.spec, token, self.next_refresh(token)),
+            memory,
+            write=write,
+            events=report.write_events(trigger, self.gathered.memory.last_reason),
+            attempt="success" if trigger.needs_new_token else None,
+        )
+
+
+def _conflict(spec: CredentialSpec) -> Outcome:
+    message = (
+        f"Secret {spec.target_secret} already exists and is not owned by this SimacanCredential; "
+        "it is left untouched. Delete that Secret or set spec.secretName to a free name."
     )
-    memory = dataclasses.replace(
-        memory,
-        login_key=source.key,
-        written_digest=tokensecret.digest(token.access_token),
-        handled_request=(
-            pending[0] if pending is not None and token.obtained_at >= pending[1] else memory.handled_request
-        ),
-    )
-    return _conclude(
-        gathered,
-        spec,
-        _valid(spec, token, next_refresh(token)),
-        memory,
-        write=write,
-        events=report.write_events(trigger, gathered.memory.last_reason),
-        attempt="success" if trigger.needs_new_token else None,
-    )
+    return Outcome(False, reasons.SECRET_CONFLICT, message, failure=True)
 
 
 # -- inputs -------------------------------------------------------------------------------------
@@ -454,7 +505,7 @@ class _Consumed:
 
 
 def _consumers(gathered: Gathered, spec: CredentialSpec, outcome: Outcome, memory: Memory) -> _Consumed:
-    """Restart targets that hold an older token than the Secret's, and workloads that will.
+    """Restart targets that hold an older token than the Secret's, and workloads that would.
 
     Level-based: a target is due while its last restart (or its creation) predates the token
     in the Secret, so an operator restart, a leader change or a no-op pass restarts nothing,
@@ -499,34 +550,46 @@ def _consumers(gathered: Gathered, spec: CredentialSpec, outcome: Outcome, memor
         )
 
     status: dict[str, Any] = {"restarts": listed or None}
-    stale = memory.stale_consumers
-    if gathered.namespace_workloads is not None:
-        stale = consumers.stale(gathered.namespace_workloads, spec.target_secret, spec.restart_targets)
-    if stale is not None:
-        stale_since = memory.stale_since
-        if stale != memory.stale_consumers or stale_since is None:
-            stale_since = rfc3339(gathered.now)
-            if stale:
-                message = (
-                    f"{', '.join(stale)} read Secret {spec.target_secret} through an env var or a subPath "
-                    "mount and keep their first token until restarted; mount the whole Secret as a volume "
-                    "or list them in spec.rolloutRestartTargets"
-                )
-                events.append(report.Note("Warning", reasons.CONSUMERS_STALE, message))
-        condition = {
-            "type": reasons.CONSUMERS_STALE,
-            "status": "True" if stale else "False",
-            "reason": reasons.READS_AT_START if stale else reasons.NO_STALE_CONSUMERS,
-            "message": (
-                f"{', '.join(stale)} keep their first token until restarted"
-                if stale
-                else f"no workload reads Secret {spec.target_secret} only at start"
-            ),
-            "lastTransitionTime": stale_since,
-        }
-        status["conditions"] = [condition]
-        status["staleConsumers"] = list(stale)
-        memory = dataclasses.replace(memory, stale_consumers=stale, stale_since=stale_since)
+    stale_events, stale_status, memory = _stale_consumers(gathered, spec, memory)
+    events.extend(stale_events)
+    status.update(stale_status)
     if wake_at != outcome.wake_at:
         outcome = dataclasses.replace(outcome, wake_at=wake_at)
     return _Consumed(tuple(restarts), memory, outcome, tuple(events), status)
+
+
+def _stale_consumers(
+    gathered: Gathered, spec: CredentialSpec, memory: Memory
+) -> tuple[list[report.Note], dict[str, Any], Memory]:
+    """The ConsumersStale condition, and a Warning when the set of stale consumers changes."""
+    events: list[report.Note] = []
+    status: dict[str, Any] = {}
+    stale = memory.stale_consumers
+    if gathered.namespace_workloads is not None:
+        stale = consumers.stale(gathered.namespace_workloads, spec.target_secret, spec.restart_targets)
+    if stale is None:
+        return events, status, memory
+    stale_since = memory.stale_since
+    if stale != memory.stale_consumers or stale_since is None:
+        stale_since = rfc3339(gathered.now)
+        if stale:
+            message = (
+                f"{', '.join(stale)} read Secret {spec.target_secret} through an env var or a subPath "
+                "mount and keep their first token until restarted; mount the whole Secret as a volume "
+                "or list them in spec.rolloutRestartTargets"
+            )
+            events.append(report.Note("Warning", reasons.CONSUMERS_STALE, message))
+    condition = {
+        "type": reasons.CONSUMERS_STALE,
+        "status": "True" if stale else "False",
+        "reason": reasons.READS_AT_START if stale else reasons.NO_STALE_CONSUMERS,
+        "message": (
+            f"{', '.join(stale)} keep their first token until restarted"
+            if stale
+            else f"no workload reads Secret {spec.target_secret} only at start"
+        ),
+        "lastTransitionTime": stale_since,
+    }
+    status["conditions"] = [condition]
+    status["staleConsumers"] = list(stale)
+    return events, status, dataclasses.replace(memory, stale_consumers=stale, stale_since=stale_since)
