@@ -564,56 +564,84 @@ def _jwt_with_raw_payload(payload: bytes) -> str:
     return f"{header}.{_b64(payload)}.{_b64(b'signature')}"
 
 
-def _odd_answers(make_jwt: MakeJwt) -> list[tuple[str, Fault]]:
+def _odd_answers(make_jwt: MakeJwt) -> dict[str, Fault]:
     now = time.time()
     good = make_jwt(exp=now + 3600)
     digits = "9" * 5000
-    return [
-        ("exp of 10**400", Fault.with_claims(exp=10**400)),
-        ("exp of 1e18", Fault.with_claims(exp=10**18)),
-        ("exp in the year 2100", Fault.with_claims(exp=4_102_444_800)),
-        ("exp as text", Fault.with_claims(exp="soon")),
-        ("exp of true", Fault.with_claims(exp=True)),
-        ("expires_in of 1e300", Fault.raw(f'{{"access_token": "{good}", "expires_in": 1e300}}')),
-        ("expires_in of 2 days", Fault.raw(f'{{"access_token": "{good}", "expires_in": 172800}}')),
-        ("expires_in of 1e999 (infinity)", Fault.raw(f'{{"access_token": "{good}", "expires_in": 1e999}}')),
-        ("expires_in of 5,000 digits", Fault.raw(f'{{"access_token": "{good}", "expires_in": {digits}}}')),
-        (
-            "exp of 5,000 digits",
-            Fault.raw(
-                json.dumps(
-                    {
-                        "access_token": _jwt_with_raw_payload(f'{{"exp":{digits}}}'.encode()),
-                        "expires_in": 3600,
-                    }
-                )
+    return dict(
+        [
+            ("exp-10e400", Fault.with_claims(exp=10**400)),
+            ("exp-1e18", Fault.with_claims(exp=10**18)),
+            ("exp-2100", Fault.with_claims(exp=4_102_444_800)),
+            ("exp-text", Fault.with_claims(exp="soon")),
+            ("exp-true", Fault.with_claims(exp=True)),
+            ("expires-in-1e300", Fault.raw(f'{{"access_token": "{good}", "expires_in": 1e300}}')),
+            ("expires-in-2-days", Fault.raw(f'{{"access_token": "{good}", "expires_in": 172800}}')),
+            ("expires-in-infinity", Fault.raw(f'{{"access_token": "{good}", "expires_in": 1e999}}')),
+            ("expires-in-5000-digits", Fault.raw(f'{{"access_token": "{good}", "expires_in": {digits}}}')),
+            (
+                "exp-5000-digits",
+                Fault.raw(
+                    json.dumps(
+                        {
+                            "access_token": _jwt_with_raw_payload(f'{{"exp":{digits}}}'.encode()),
+                            "expires_in": 3600,
+                        }
+                    )
+                ),
             ),
-        ),
-        (
-            "lone surrogate in the access token",
-            Fault.raw(f'{{"access_token": "{good[:20]}\\ud800{good[20:]}"}}'),
-        ),
-        (
-            "lone surrogate in the refresh token",
-            Fault.raw(f'{{"access_token": "{good}", "refresh_token": "ab\\udfffcd"}}'),
-        ),
-        ("space in the refresh token", Fault.raw(f'{{"access_token": "{good}", "refresh_token": "ab cd"}}')),
-        ("newline in the access token", Fault.raw(f'{{"access_token": "{good}\\n"}}')),
-        ("invalid UTF-8", Fault.raw(b'{"access_token": "\xff\xfe"}')),
-        ("JSON nested 100,000 deep", Fault.raw("[" * 100_000 + "]" * 100_000)),
-        ("JSON null", Fault.raw("null")),
-        ("JSON list", Fault.raw(f'["{good}"]')),
-        ("empty body", Fault.raw(b"")),
-        ("claims not an object", Fault.raw(json.dumps({"access_token": _jwt_with_raw_payload(b"[1, 2]")}))),
-    ]
+            (
+                "surrogate-in-access-token",
+                Fault.raw(f'{{"access_token": "{good[:20]}\\ud800{good[20:]}"}}'),
+            ),
+            (
+                "surrogate-in-refresh-token",
+                Fault.raw(f'{{"access_token": "{good}", "refresh_token": "ab\\udfffcd"}}'),
+            ),
+            ("space-in-refresh-token", Fault.raw(f'{{"access_token": "{good}", "refresh_token": "ab cd"}}')),
+            ("newline-in-access-token", Fault.raw(f'{{"access_token": "{good}\\n"}}')),
+            ("invalid-utf8", Fault.raw(b'{"access_token": "\xff\xfe"}')),
+            ("json-nested-100000-deep", Fault.raw("[" * 100_000 + "]" * 100_000)),
+            ("json-null", Fault.raw("null")),
+            ("json-list", Fault.raw(f'["{good}"]')),
+            ("empty-body", Fault.raw(b"")),
+            (
+                "claims-not-an-object",
+                Fault.raw(json.dumps({"access_token": _jwt_with_raw_payload(b"[1, 2]")})),
+            ),
+        ]
+    )
 
 
-@pytest.mark.parametrize("index", range(20))
+ODD_ANSWERS = [
+    "exp-10e400",
+    "exp-1e18",
+    "exp-2100",
+    "exp-text",
+    "exp-true",
+    "expires-in-1e300",
+    "expires-in-2-days",
+    "expires-in-infinity",
+    "expires-in-5000-digits",
+    "exp-5000-digits",
+    "surrogate-in-access-token",
+    "surrogate-in-refresh-token",
+    "space-in-refresh-token",
+    "newline-in-access-token",
+    "invalid-utf8",
+    "json-nested-100000-deep",
+    "json-null",
+    "json-list",
+    "empty-body",
+    "claims-not-an-object",
+]
+
+
+@pytest.mark.parametrize("what", ODD_ANSWERS)
 async def test_odd_200_answers_are_malformed_never_untyped(
-    fake_auth: FakeAuthAPI, api: AuthAPI, source: LoginSource, make_jwt: MakeJwt, index: int
+    fake_auth: FakeAuthAPI, api: AuthAPI, source: LoginSource, make_jwt: MakeJwt, what: str
 ) -> None:
-    what, fault = _odd_answers(make_jwt)[index]
-    fake_auth.fail_next("password", fault)
+    fake_auth.fail_next("password", _odd_answers(make_jwt)[what])
 
     try:
         token = await login(api, source)
@@ -624,7 +652,7 @@ async def test_odd_200_answers_are_malformed_never_untyped(
 
 
 def test_every_odd_answer_is_tested() -> None:
-    assert len(_odd_answers(lambda **_: "x.y.z")) == 20
+    assert list(_odd_answers(lambda **_: "x.y.z")) == ODD_ANSWERS
 
 
 async def test_a_subject_with_a_lone_surrogate_is_dropped_not_fatal(

@@ -1,0 +1,73 @@
+"""Every row of the README's "Bad input and how it is handled" table names tests that exist.
+
+A row without a test is a promise nobody checks; a renamed test would silently orphan its row.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SECTION = "## Bad input and how it is handled"
+
+
+def _section() -> str:
+    text = (REPO / "README.md").read_text()
+    start = text.index(SECTION)
+    end = text.index("\n## ", start + len(SECTION))
+    return text[start:end]
+
+
+def _references() -> dict[str, list[str]]:
+    """Test file -> node ids (function[param]) named in the last cell of its table's rows."""
+    found: dict[str, list[str]] = {}
+    current = ""
+    for line in _section().splitlines():
+        heading = re.search(r"\(`(tests/[\w/]+\.py)`\)", line)
+        if heading:
+            current = heading.group(1)
+            found[current] = []
+        elif line.startswith("| ") and not line.startswith(("| input", "| answer", "|---")):
+            cells = [cell.strip() for cell in line.strip().strip("|").split(" | ")]
+            assert current, f"a row before any test file is named: {line}"
+            ids = re.findall(r"`(test_[^`]+)`", cells[-1])
+            assert ids, f"a row without a test: {line}"
+            found[current].extend(ids)
+    return found
+
+
+def _collected(paths: list[str]) -> set[str]:
+    """Node ids as pytest collects them (one run for all files: collection is the slow part)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *paths],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return set(result.stdout.splitlines())
+
+
+def test_every_bad_input_row_names_a_test_that_exists() -> None:
+    references = _references()
+    assert set(references) == {
+        "tests/e2e/test_bad_input_schema.py",
+        "tests/integration/test_bad_input.py",
+        "tests/unit/test_authapi.py",
+        "tests/unit/test_tokens.py",
+    }
+    collected = _collected(sorted(references))
+    missing = [f"{path}::{id}" for path, ids in references.items() for id in ids]
+    missing = [node for node in missing if node not in collected]
+    assert not missing, f"README rows name tests that do not exist: {missing}"
+
+
+def test_the_table_has_at_least_forty_rows() -> None:
+    rows = [line for line in _section().splitlines() if line.startswith("| `") or line.startswith("| ")]
+    rows = [row for row in rows if not row.startswith(("| input", "| answer", "|---"))]
+    assert len(rows) >= 40, len(rows)
