@@ -37,6 +37,9 @@ if ! command -v kubectl >/dev/null; then
     "${as_root[@]}" ln -sf "$bin_dir/kubectl" /usr/local/bin/kubectl
 fi
 
+# The Prometheus Operator's CRDs, for the e2e test that applies manifests/monitoring/.
+"$here/prometheus-operator-crds.sh" >/dev/null
+
 bin_dir="$("$here/build-control-plane.sh" --with-kubelet)"
 echo "etcd: $(command -v etcd), kubectl: $(command -v kubectl), containerd: $(command -v containerd)," \
     "control plane and kubelet: $bin_dir" >&2

@@ -8,6 +8,9 @@ it; the job name and labels are those the ServiceMonitor gives the scrape.
 
 from __future__ import annotations
 
+import copy
+import json
+import subprocess
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -17,13 +20,13 @@ from typing import Any
 import pytest
 
 from localenv.auth_standin import ENDPOINTS, FakeAuthAPI, Fault
+from localenv.controlplane import ControlPlane
 from tests.conftest import SUMMARY, Issue
-from tests.static.monitoring import METRICS_JOB, dashboard, dashboard_queries, write_rules_file
+from tests.e2e.conftest import OPERATOR_NAMESPACE, REPO, kubectl
+from tests.static.monitoring import METRICS_JOB, dashboard, dashboard_queries, rendered, write_rules_file
 from tests.support.k8s import Namespace
 from tests.support.polling import eventually
 from tests.support.prometheus import Prometheus, running_prometheus
-
-OPERATOR_NAMESPACE = "simacan-token-operator"
 
 
 @pytest.fixture
@@ -135,3 +138,44 @@ def test_expiring_soon_fires_while_the_auth_api_is_down_and_resolves_after_recov
             timeout=15,
             what="SimacanTokenOperatorAbsent pending",
         )
+
+
+def prometheus_operator_crds() -> Path:
+    script = REPO / "localenv" / "prometheus-operator-crds.sh"
+    result = subprocess.run([str(script)], capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, f"{script.name} failed:\n{result.stderr}"
+    return Path(result.stdout.strip())
+
+
+def test_monitoring_manifests_install_where_the_prometheus_operator_crds_are(installed: ControlPlane) -> None:
+    """`kubectl apply -k manifests/monitoring/` against the real CRD schemas, with strict field
+    validation (kubectl's default): a misspelt or misplaced field would be refused, not pruned."""
+    crds = prometheus_operator_crds()
+    kinds = {"prometheusrules": "PrometheusRule", "servicemonitors": "ServiceMonitor"}
+    for plural in kinds:
+        crd = crds / f"monitoring.coreos.com_{plural}.yaml"
+        kubectl(installed, "apply", "--server-side", "-f", str(crd))
+    for plural in kinds:
+        kubectl(installed, "wait", "--for=condition=Established", f"crd/{plural}.monitoring.coreos.com")
+
+    kubectl(installed, "apply", "-k", str(REPO / "manifests" / "monitoring"))
+
+    expected = {(o["kind"], o["metadata"]["name"]): o for o in rendered()}
+    for plural, kind in kinds.items():
+        listed = kubectl(installed, "get", plural, "-n", OPERATOR_NAMESPACE, "-o", "json")
+        (stored,) = json.loads(listed)["items"]
+        want = expected[(kind, stored["metadata"]["name"])]
+        assert stored["spec"] == want["spec"], f"{kind} changed on the way in"
+
+    # The schema is enforced: the same ServiceMonitor with a misspelt field is refused.
+    monitor = copy.deepcopy(expected[("ServiceMonitor", "simacan-token-operator")])
+    monitor["spec"]["endpoints"][0]["honourLabels"] = True
+    refused = subprocess.run(
+        ["kubectl", "--kubeconfig", str(installed.admin_kubeconfig), "apply", "--dry-run=server", "-f", "-"],
+        input=json.dumps(monitor),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode != 0 and "honourLabels" in refused.stderr, refused.stderr
