@@ -35,7 +35,6 @@ FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 def configure(level: str) -> None:
     """Log to stderr at `level`; kopf's per-watch chatter only at debug; HTTP libraries at WARNING."""
     logging.basicConfig(level=getattr(logging, level.upper()), format=FORMAT, stream=sys.stderr, force=True)
-    if level != "debug":
-        logging.getLogger("kopf").setLevel(logging.WARNING)
+    logging.getLogger("kopf").setLevel(logging.NOTSET if level == "debug" else logging.WARNING)
     for name in HTTP_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
