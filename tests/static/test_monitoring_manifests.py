@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import kubernetes_validate  # type: ignore[import-untyped]
 import yaml
 
 from tests.static.conftest import load_all
@@ -21,6 +22,7 @@ from tests.static.monitoring import (
     promtool,
     rendered,
 )
+from tests.static.test_manifests import KUBERNETES_VERSION
 
 # What the dashboard's variables stand for, so that its queries can be parsed as PromQL.
 GRAFANA_VARIABLES = {"namespace": ".+", "job": ".+", "__rate_interval": "1m"}
@@ -46,6 +48,7 @@ def test_service_monitor_scrapes_the_metrics_service_with_the_credentials_namesp
 
 def test_dashboard_ships_in_a_configmap_grafana_picks_up() -> None:
     configmap = one(rendered(), "ConfigMap")
+    kubernetes_validate.validate(configmap, KUBERNETES_VERSION, strict=True)
     assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert configmap["data"] == {DASHBOARD_FILE.name: DASHBOARD_FILE.read_text()}
     board = dashboard()
