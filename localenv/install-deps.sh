@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the e2e tier needs and is not in the repository: etcd (Debian's etcd-server),
 # kubectl, the cached kube-apiserver/kube-controller-manager/kubelet build, and for the node
-# (localenv/node.py) Debian's containerd, runc and busybox-static.
+# (localenv/node.py) Debian's containerd, runc and busybox-static; for the alert tests Debian's
+# prometheus (promtool too) and the Prometheus Operator's CRDs (localenv/prometheus-operator-crds.sh).
 # Idempotent: with everything present it only checks, and never runs apt-get update.
 set -euo pipefail
 
