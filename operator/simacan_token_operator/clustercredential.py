@@ -35,7 +35,7 @@ from .kube import KubeError, ObjectRef
 from .reconcile import Gathered, Memory, Result, reconcile
 from .report import Note
 from .schedule import backoff_delay, jitter_fraction
-from .spec import CredentialSpec, SpecError
+from .spec import REFRESH_REQUESTED_ANNOTATION, CredentialSpec, SpecError
 from .status import Outcome, ReadyState, ready_reason, ready_state, status_digest
 from .worker import CONFLICT_RETRY_SECONDS, Runtime
 
@@ -59,6 +59,9 @@ class ClusterWorker:
         self.credential: Mapping[str, Any] = {k: v for k, v in credential.items() if k != "status"}
         request = status.get("lastRefreshRequest")
         self._handled_request: str | None = request if isinstance(request, str) else None
+        self._request_seen: tuple[str, float] | None = None
+        """A refresh request and when it was first seen: one moment for all namespaces, so that
+        the one new token satisfies them all (a later moment per namespace would ask again)."""
         self._status_digest: str | None = status_digest(status) if status else None
         self._ready: ReadyState | None = ready_state(status)
         self._last_reason: str | None = ready_reason(status)
@@ -152,6 +155,11 @@ class ClusterWorker:
         """One round over the namespaces that need it; returns when to look again."""
         runtime = self.runtime
         dirty, self._dirty = self._dirty, set()
+        request = (self.credential["metadata"].get("annotations") or {}).get(REFRESH_REQUESTED_ANNOTATION)
+        if not isinstance(request, str) or not request:
+            self._request_seen = None
+        elif self._request_seen is None or self._request_seen[0] != request:
+            self._request_seen = (request, runtime.clock())
         try:
             spec = parse_cluster_spec(self.name, self.credential.get("spec") or {})
         except SpecError as error:
@@ -207,6 +215,10 @@ class ClusterWorker:
         runtime = self.runtime
         view = namespaced_view(self.credential, namespace)
         memory = self._memories.get(namespace) or Memory(handled_request=self._handled_request)
+        request = self._request_seen
+        pending = memory.pending_request
+        if request is not None and request[0] not in (memory.handled_request, pending and pending[0]):
+            memory = dataclasses.replace(memory, pending_request=request)
         try:
             async with runtime.kube_gate:
                 target = await self.kube.read_secret(namespace, self.spec.secret_name if self.spec else "")

@@ -316,3 +316,28 @@ def test_an_operator_for_some_namespaces_ignores_the_kind_and_says_so(
     eventually(lambda: "ClusterSimacanCredentials are ignored" in operator.logs(), what="said at start")
     stays(lambda: fleet.status() == {} and namespace.secret(SECRET) is None, 2, what="not served")
     assert auth.calls == []
+
+
+def test_refresh_requested_annotation_gives_every_namespace_one_new_token(
+    fleet: Fleet, auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
+) -> None:
+    namespaces = [fleet.namespace() for _ in range(3)]
+    fleet.create(auth)
+    cluster_operator()
+    first = all_served(fleet, namespaces)
+
+    patch = {"metadata": {"annotations": {"auth.simacan.com/refresh-requested-at": "2026-12-01T00:00:00Z"}}}
+    fleet.custom.patch_cluster_custom_object(GROUP, VERSION, PLURAL, fleet.name, patch)
+    eventually(
+        lambda: (
+            len(set(fleet.served(namespaces).values()) - {first, None}) == 1
+            and None not in fleet.served(namespaces).values()
+            and first not in fleet.served(namespaces).values()
+        ),
+        timeout=10,
+        what="one new token in every namespace",
+    )
+    eventually(
+        lambda: fleet.status().get("lastRefreshRequest") == "2026-12-01T00:00:00Z", what="request recorded"
+    )
+    assert auth.count() == 2, f"one login, then one new token for all: {auth.calls}"
