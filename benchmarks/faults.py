@@ -10,7 +10,7 @@ timings are the median of the runs. What each column means:
 - Secret writes, Auth API calls, Events: from the fault until the end of the run, seen by a watch
   on the API server, by the fake Auth API, and in the namespace's Events (count included).
 - no valid token: the longest time any token Secret held no unexpired token.
-- recover: black hole: until the standby leads; outages: from the API's return until every
+- recover: black hole and rollout: until the standby leads; outages: from the API's return until every
   credential is Ready with a token issued after the outage began; crashes: from the kill until the
   restarted operator has handled the refresh and the status agrees with the Secret.
 """
@@ -34,11 +34,13 @@ from tests.support.faultscenarios import (
     api_outage,
     blackhole_leader,
     crash_during_refresh,
+    rolling_upgrade,
 )
 
 Scenario = Callable[[ControlPlane, Path, Path], Outcome]
 SCENARIOS: dict[str, Scenario] = {
     "blackhole": blackhole_leader,
+    "rollout": rolling_upgrade,
     "apiserver": lambda plane, kc, work: api_outage(plane, kc, work, "kube-apiserver"),
     "etcd": lambda plane, kc, work: api_outage(plane, kc, work, "etcd"),
     "crash-before-secret": lambda plane, kc, work: crash_during_refresh(plane, kc, work, "secret-write"),
@@ -81,6 +83,8 @@ def table(results: dict[str, list[Outcome]]) -> str:
     ]
     for outcomes in results.values():
         runs = [o.figures for o in outcomes]
+        if not runs:
+            continue
         lines.append(
             f"| {runs[0].fault} | {len(runs)} | {_count([r.secret_writes for r in runs])} "
             f"| {_count([r.auth_calls for r in runs])} | {_count([r.events for r in runs])} "
@@ -105,7 +109,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         operator_kubeconfig = install(plane)
         for run in range(options.runs):
             for name in chosen:
-                outcome = SCENARIOS[name](plane, operator_kubeconfig, work / f"{name}-{run}")
+                try:
+                    outcome = SCENARIOS[name](plane, operator_kubeconfig, work / f"{name}-{run}")
+                except Exception as error:  # one failed run is reported, the others still count
+                    broken.append(f"{name} run {run + 1} failed: {type(error).__name__}: {error}")
+                    print(f"{name} run {run + 1} failed: {error}", file=sys.stderr, flush=True)
+                    continue
                 results[name].append(outcome)
                 figures = outcome.figures
                 print(

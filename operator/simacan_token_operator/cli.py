@@ -166,6 +166,7 @@ async def run_operator(options: argparse.Namespace) -> int:
 
         leading = False
         lost: asyncio.Task[None] | None = None
+        handing_over: asyncio.Task[None] | None = None
         secrets: SecretWatch | None = None
         app = build_app(controller, metrics, ready)
         runners = [await serve(app, options.bind_address, options.health_port)]
@@ -189,6 +190,9 @@ async def run_operator(options: argparse.Namespace) -> int:
                 leading = True
                 lost = asyncio.create_task(elector.hold())
                 lost.add_done_callback(lambda _: stop.set())
+                # On SIGTERM hand over at once: the fence refuses writes from then on, and
+                # kopf's own shutdown takes seconds longer.
+                handing_over = asyncio.create_task(_release_when_stopped(elector, stop))
             else:
                 metrics.leader.set(1)
             secrets = SecretWatch(api_client, options.namespace, controller.secret_changed, controller.resync)
@@ -205,7 +209,7 @@ async def run_operator(options: argparse.Namespace) -> int:
                 ready_flag=kopf_ready,
                 stop_flag=stop,
             )
-            return 1 if lost is not None and lost.done() else 0
+            return 1 if elector is not None and elector.lost else 0
         finally:
             if secrets is not None:
                 await secrets.stop()
@@ -218,10 +222,17 @@ async def run_operator(options: argparse.Namespace) -> int:
                 lost.cancel()
                 if elector is not None:
                     await elector.release()
+            if handing_over is not None and not handing_over.done():
+                handing_over.cancel()
             for runner in runners:
                 await runner.cleanup()
             with contextlib.suppress(Exception):
                 api_client.close()  # type: ignore[no-untyped-call]
+
+
+async def _release_when_stopped(elector: LeaderElector, stop: asyncio.Event) -> None:
+    await stop.wait()
+    await elector.release()
 
 
 async def _first_of(wanted: Coroutine[Any, Any, None], other: Coroutine[Any, Any, Any]) -> bool:

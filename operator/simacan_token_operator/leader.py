@@ -67,6 +67,10 @@ class LeaderElector:
         self._lost: asyncio.Event | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._writes: set[asyncio.Future[Any]] = set()
+        self._stopping = False
+        self._holding: asyncio.Event | None = None
+        self.lost = False
+        """True once leadership ended at the renew deadline (not by release())."""
         self.connected = asyncio.Event()
         """Set after the first successful API round trip: the standby is healthy and ready."""
 
@@ -101,25 +105,30 @@ class LeaderElector:
         logger.info("became leader on Lease %s/%s", self.namespace, self.name)
 
     async def hold(self) -> None:
-        """Keep renewing; return the moment the renew deadline passes without a renewal.
+        """Keep renewing; return at the renew deadline if no renewal made it in time.
 
-        A timer watches the deadline, so this returns on time even while a renewal hangs."""
+        A timer ends leadership at the deadline even while a renewal hangs; each attempt is cut
+        off at the deadline too. No sub-tasks: kopf cancels tasks created after it started when
+        it stops, and this one must outlive kopf to release the Lease."""
         loop = asyncio.get_running_loop()
         self._lost = asyncio.Event()
-        self._timer = loop.call_at(self._deadline(), self._lost.set)
-        renewing = asyncio.create_task(self._renew_loop())
+        self._holding = asyncio.Event()
+        self._timer = loop.call_at(self._deadline(), self._deadline_passed)
         try:
-            lost = asyncio.ensure_future(self._lost.wait())
-            await asyncio.wait({lost, renewing}, return_when=asyncio.FIRST_COMPLETED)
-            lost.cancel()
-            if renewing.done():  # it only ends by cancellation; anything else is a bug to show
-                renewing.result()
+            while not self._lost.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.timings.retry_period):
+                        await self._lost.wait()
+                remaining = self._deadline() - time.monotonic()
+                if not self._lost.is_set() and remaining > 0:
+                    await self._try_acquire_or_renew(remaining)
         finally:
             self._timer.cancel()
-            renewing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewing
             self._set_leading(False)
+            self._holding.set()
+        if self._stopping:
+            return  # released on purpose
+        self.lost = True
         logger.error(
             "could not renew the Lease %s/%s within its renew deadline (%.0fs): stopped writing; stopping",
             self.namespace,
@@ -131,12 +140,10 @@ class LeaderElector:
         # time.monotonic() is the event loop's clock (asyncio's BaseEventLoop.time)
         return self._last_renewed + self.timings.renew_deadline
 
-    async def _renew_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.timings.retry_period)
-            remaining = self._deadline() - time.monotonic()
-            if remaining > 0:
-                await self._try_acquire_or_renew(remaining)
+    def _deadline_passed(self) -> None:
+        self._set_leading(False)  # the fence is closed by the clock already; this tells the metric
+        if self._lost is not None:
+            self._lost.set()
 
     async def release(self) -> None:
         """Hand over at once on a clean shutdown instead of making the standby wait out the Lease.
@@ -144,7 +151,13 @@ class LeaderElector:
         Writes are refused from here on; writes still in flight (their callers may have been
         cancelled, their threads not) end first, within their budget, so the next leader's
         writes cannot cross them."""
+        self._stopping = True
         self._set_leading(False)
+        if self._lost is not None and self._holding is not None:
+            self._lost.set()  # hold() stops renewing; an attempt in flight ends first
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(READ_TIMEOUT):
+                    await self._holding.wait()
         if self._writes:
             await asyncio.wait(set(self._writes), timeout=READ_TIMEOUT)
         timeout = (CONNECT_TIMEOUT, READ_TIMEOUT / 3)
@@ -169,7 +182,8 @@ class LeaderElector:
         per_request = max(min(READ_TIMEOUT, within / 2), 0.1)
         timeout = (min(CONNECT_TIMEOUT, per_request), per_request)
         try:
-            won_at = await asyncio.wait_for(asyncio.to_thread(self._attempt, timeout), within)
+            async with asyncio.timeout(within):  # a scope, not a task (see hold)
+                won_at = await asyncio.to_thread(self._attempt, timeout)
         except TimeoutError:
             logger.warning("Lease %s/%s: no answer within %.1fs", self.namespace, self.name, within)
             return False
@@ -204,6 +218,8 @@ class LeaderElector:
                 "spec": self._spec(acquire_time=None, transitions=0),
             }
             collection = self._path.rsplit("/", 1)[0]
+            if self._stopping:
+                return None
             self._api.json("POST", collection, body=body, timeout=timeout)
             return now
         spec = lease.get("spec") or {}
@@ -222,6 +238,8 @@ class LeaderElector:
         transitions = (spec.get("leaseTransitions") or 0) + (0 if holder == self.identity else 1)
         keep = spec.get("acquireTime") if holder == self.identity else None
         lease["spec"] = self._spec(acquire_time=keep, transitions=transitions)
+        if self._stopping:  # released meanwhile: never take the Lease back
+            return None
         self._api.json("PUT", self._path, body=lease, timeout=timeout)  # carries resourceVersion
         return now
 
@@ -239,7 +257,7 @@ class LeaderElector:
         self._last_renewed = max(self._last_renewed, started)
         if self._timer is not None and self._lost is not None and not self._lost.is_set():
             self._timer.cancel()
-            self._timer = asyncio.get_running_loop().call_at(self._deadline(), self._lost.set)
+            self._timer = asyncio.get_running_loop().call_at(self._deadline(), self._deadline_passed)
 
     def _set_leading(self, leading: bool) -> None:
         if leading != self._leading:

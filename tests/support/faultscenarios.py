@@ -150,6 +150,51 @@ def blackhole_leader(plane: ControlPlane, operator_kubeconfig: Path, work_dir: P
     return Outcome(figures, violations)
 
 
+def rolling_upgrade(plane: ControlPlane, operator_kubeconfig: Path, work_dir: Path) -> Outcome:
+    """A rollout: the new replica starts as a standby, the old one gets SIGTERM while it keeps
+    refreshing 6-second tokens; it must finish its writes and release the Lease before the new
+    one leads, so the two never write at the same time."""
+    name = "fleet-api"
+    lease = f"rollout-{uuid.uuid4().hex[:8]}"
+    elect = ("--leader-election-namespace", OPERATOR_NAMESPACE, "--leader-election-id", lease)
+    violations: list[str] = []
+    with scene(plane, operator_kubeconfig, work_dir, lifetime=6) as current:
+        old = current.start_operator(*elect)
+        eventually(lambda: old.metric("simacan_leader") == 1.0, timeout=30, what="old version leads")
+        new = current.start_operator(*elect)
+        current.create_credentials([name])
+        eventually(lambda: current.all_ready([name]), timeout=30, what="first token")
+        with (
+            SecretRecorder(current.quiet_api(), current.ns.name) as recorder,
+            LeaderSampler({"old": lambda: old, "new": lambda: new}) as sampler,
+        ):
+            eventually(
+                lambda: len(recorder.writes([name], time.time() - 10)) >= 2, timeout=30, what="refreshes"
+            )
+            calls, events = current.auth.count(), current.event_count()
+            stopping = time.time()
+            exit_code = old.stop()
+            eventually(lambda: sampler.first("new", True, stopping), timeout=30, what="new version leads")
+            new_leads = sampler.first("new", True, stopping) or 0.0
+            eventually(lambda: recorder.writes([name], new_leads), timeout=30, what="the new version writes")
+        if exit_code != 0:
+            violations.append(f"the old version exited with {exit_code} on SIGTERM")
+        if sampler.overlap_seconds() > 0:
+            violations.append(f"two leaders for {sampler.overlap_seconds():.2f}s")
+        figures = _figures(
+            "rolling upgrade (SIGTERM the leader)",
+            current,
+            recorder,
+            [name],
+            stopping,
+            calls,
+            events,
+            recover=new_leads - stopping,
+            overlap=sampler.overlap_seconds(),
+        )
+    return Outcome(figures, violations)
+
+
 # --- API server and etcd outages ------------------------------------------------------------------
 
 

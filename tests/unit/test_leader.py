@@ -40,6 +40,7 @@ def test_a_black_holed_leader_stops_writing_before_the_standby_takes_over(api: t
     direct, proxy = api
     proxied = f"http://127.0.0.1:{proxy.port}"
     changes: list[bool] = []
+    leader_lost: list[bool] = []
 
     async def scenario() -> tuple[float, float, float]:
         leader = _elector(proxied, "leader", changes)
@@ -57,6 +58,7 @@ def test_a_black_holed_leader_stops_writing_before_the_standby_takes_over(api: t
             await asyncio.sleep(0.01)
         fenced = time.monotonic()
         await asyncio.wait_for(holding, TIMINGS.renew_deadline)  # returns without the hung renewal
+        leader_lost.append(leader.lost)
         await asyncio.wait_for(taking_over, TIMINGS.duration * 3)
         return blackholed, fenced, time.monotonic()
 
@@ -66,6 +68,7 @@ def test_a_black_holed_leader_stops_writing_before_the_standby_takes_over(api: t
     # The standby may only win a full lease duration after the last renewal it saw.
     assert standby_won - fenced >= TIMINGS.duration - TIMINGS.renew_deadline - 0.2
     assert changes == [True, False]
+    assert leader_lost == [True]
     print(
         f"fence closed {fenced - blackholed:.2f}s after the black hole; "
         f"standby led {standby_won - fenced:.2f}s later"
@@ -96,4 +99,23 @@ def test_a_clean_hand_over_waits_for_a_write_whose_caller_was_cancelled(api: tup
     released, budget_left = asyncio.run(scenario())
     assert 0.5 < released <= budget_left + 0.5  # waited for the write, no longer than its budget
     lease = client.CoordinationV1Api(api_client_for(api[0])).read_namespaced_lease("unit-lease", "default")
+    assert lease.spec is not None and lease.spec.holder_identity is None
+
+
+def test_release_ends_holding_quietly_and_never_takes_the_lease_back(api: tuple[str, TcpProxy]) -> None:
+    direct, _ = api
+    leases = client.CoordinationV1Api(api_client_for(direct))
+
+    async def scenario() -> None:
+        leader = _elector(direct, "leader")
+        await leader.acquire()
+        holding = asyncio.create_task(leader.hold())
+        await asyncio.sleep(TIMINGS.retry_period * 2)
+        await leader.release()
+        await asyncio.wait_for(holding, 1)  # release() ends hold() at once
+        assert not leader.lost and leader.write_budget() is None
+        await asyncio.sleep(TIMINGS.retry_period * 3)  # no renewal after the release
+
+    asyncio.run(scenario())
+    lease = leases.read_namespaced_lease("unit-lease", "default")
     assert lease.spec is not None and lease.spec.holder_identity is None
