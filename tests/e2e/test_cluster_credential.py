@@ -19,6 +19,7 @@ from tests.integration.test_cluster_credential import (
     test_namespaces_that_start_or_stop_matching_gain_or_lose_the_secret_within_seconds,
     test_no_secret_material_in_logs_events_or_status,
     test_one_login_serves_every_selected_namespace,
+    test_refresh_requested_annotation_gives_every_namespace_one_new_token,
 )
 from tests.integration.test_cluster_credential import cluster_operator as cluster_operator
 from tests.integration.test_cluster_credential import fleet as fleet
@@ -31,6 +32,7 @@ __all__ = [
     "test_namespaces_that_start_or_stop_matching_gain_or_lose_the_secret_within_seconds",
     "test_no_secret_material_in_logs_events_or_status",
     "test_one_login_serves_every_selected_namespace",
+    "test_refresh_requested_annotation_gives_every_namespace_one_new_token",
 ]
 
 HOLD = "auth.simacan.com/test-hold"
