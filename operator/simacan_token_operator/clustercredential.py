@@ -166,7 +166,7 @@ class ClusterWorker:
             self.spec = None
             failed = Outcome(False, error.reason, error.message, failure=True)
             changed = error.reason != self._last_reason
-            await self._report(failed, {}, [Note("Warning", error.reason, error.message)] if changed else [])
+            await self._report(failed, [Note("Warning", error.reason, error.message)] if changed else [])
             return None
         self.spec, previous = spec, self.selected
         self.selected = spec.select(self._namespaces)
@@ -185,32 +185,23 @@ class ClusterWorker:
             async with runtime.kube_gate:
                 secret = await self.kube.read_secret(spec.credentials_namespace, spec.credentials_secret)
             problem = _credentials_problem(spec, self.credential, secret)
-        results = await asyncio.gather(*(self._namespace_pass(ns, secret) for ns in todo))
-        notes = [
-            (ns, self._reworded(note, problem))
-            for ns, result in zip(todo, results, strict=True)
-            for note in result
-        ]
+        results = await asyncio.gather(*(self._namespace_pass(ns, secret, problem) for ns in todo))
+        notes = [(ns, note) for ns, result in zip(todo, results, strict=True) for note in result]
         outcomes = {ns: self._outcomes.get(ns, PENDING) for ns in self.selected}
-        messages = {
-            ns: self._reworded(Note("", o.reason, o.message), problem).message
-            for ns, o in outcomes.items()
-            if not o.ready
-        }
-        await self._report(aggregate(outcomes), messages, fold_events(notes), outcomes)
+        await self._report(aggregate(outcomes), fold_events(notes), outcomes)
         pending = [self._due[ns] for ns in self.selected if ns in self._due]
         return min(pending) if pending else None
 
-    def _reworded(self, note: Note, problem: SpecError | None) -> Note:
+    def _reworded(self, reason: str, message: str, problem: SpecError | None) -> str:
         """The pass speaks of a SimacanCredential and of the credentials Secret in the target
         namespace; say which object and where the Secret really is."""
-        if problem is not None and note.reason == problem.reason:
-            return dataclasses.replace(note, message=problem.message)
-        return dataclasses.replace(
-            note, message=note.message.replace("this SimacanCredential", f"{CLUSTER_KIND} {self.name}")
-        )
+        if problem is not None and reason == problem.reason:
+            return problem.message
+        return message.replace("this SimacanCredential", f"{CLUSTER_KIND} {self.name}")
 
-    async def _namespace_pass(self, namespace: str, secret: Mapping[str, Any] | None) -> tuple[Note, ...]:
+    async def _namespace_pass(
+        self, namespace: str, secret: Mapping[str, Any] | None, problem: SpecError | None
+    ) -> tuple[Note, ...]:
         """Gather, decide, write for one namespace; its Events are returned to be folded."""
         runtime = self.runtime
         view = namespaced_view(self.credential, namespace)
@@ -241,7 +232,10 @@ class ClusterWorker:
             self._due[namespace] = runtime.clock() + CONFLICT_RETRY_SECONDS
             return ()
         self._memories[namespace] = result.memory
-        self._outcomes[namespace] = result.outcome
+        outcome = result.outcome
+        self._outcomes[namespace] = dataclasses.replace(
+            outcome, message=self._reworded(outcome.reason, outcome.message, problem)
+        )
         if result.write is not None:
             self._holding = (self._holding or set()) | {namespace}
         if result.requeue_at is None:
@@ -250,7 +244,10 @@ class ClusterWorker:
             self._due[namespace] = result.requeue_at
         if result.attempt is not None:
             runtime.metrics.refreshes.labels(result.attempt).inc()
-        return result.events
+        return tuple(
+            dataclasses.replace(note, message=self._reworded(note.reason, note.message, problem))
+            for note in result.events
+        )
 
     async def _write(self, namespace: str, result: Result) -> bool:
         """False if another writer got to the Secret first (404 or 409): look again shortly."""
@@ -304,11 +301,7 @@ class ClusterWorker:
             self._holding.discard(namespace)
 
     async def _report(
-        self,
-        overall: Outcome,
-        messages: Mapping[str, str],
-        events: list[Note],
-        outcomes: Mapping[str, Outcome] | None = None,
+        self, overall: Outcome, events: list[Note], outcomes: Mapping[str, Outcome] | None = None
     ) -> None:
         """Post the Events, patch the status if it changed, publish the metrics."""
         meta = self.credential["metadata"]
@@ -318,7 +311,6 @@ class ClusterWorker:
         status = render_cluster_status(
             overall,
             outcomes or {},
-            messages,
             secret_name=self.spec.secret_name if self.spec else None,
             generation=meta.get("generation"),
             handled_request=self._handled_request,

@@ -71,7 +71,6 @@ def aggregate(outcomes: Mapping[str, Outcome]) -> Outcome:
 def render_cluster_status(
     overall: Outcome,
     outcomes: Mapping[str, Outcome],
-    messages: Mapping[str, str],
     *,
     secret_name: str | None,
     generation: int | None,
@@ -79,7 +78,7 @@ def render_cluster_status(
     previous: ReadyState | None,
     now: float,
 ) -> dict[str, Any]:
-    """None deletes a field in the merge patch; `messages` overrides a namespace's own message."""
+    """None deletes a field in the merge patch."""
     state = "True" if overall.ready else "False"
     transition = previous.since if previous is not None and previous.status == state else rfc3339(now)
     failed = sorted(ns for ns, outcome in outcomes.items() if not outcome.ready)
@@ -93,7 +92,7 @@ def render_cluster_status(
             {
                 "namespace": ns,
                 "reason": outcomes[ns].reason,
-                "message": messages.get(ns, outcomes[ns].message),
+                "message": outcomes[ns].message,
             }
             for ns in failed[:FAILED_LIST_CAP]
         ],

@@ -172,7 +172,6 @@ def test_status_counts_all_and_lists_a_capped_number_of_failures() -> None:
     status = render_cluster_status(
         aggregate(outcomes),
         outcomes,
-        {"ns-000": "reworded"},
         secret_name="simacan-token",
         generation=2,
         handled_request=None,
@@ -184,7 +183,7 @@ def test_status_counts_all_and_lists_a_capped_number_of_failures() -> None:
     assert status["failedNamespaces"][0] == {
         "namespace": "ns-000",
         "reason": "SecretConflict",
-        "message": "reworded",
+        "message": "not ours",
     }
     assert status["conditions"][0]["status"] == "False"
     assert status["expiresAt"] == "1970-01-01T01:23:20Z"
