@@ -204,6 +204,10 @@ def test_namespaces_that_start_or_stop_matching_gain_or_lose_the_secret_within_s
     assert foreign_leaving.secret_text(SECRET, "token") == "not-from-the-operator"
     assert kept.secret_text(SECRET, "token") == token
     assert fleet.ready() == ("True", "TokenValid")
+
+    fleet.core.delete_namespace(joining.name)  # a deleted namespace needs nothing from us
+    eventually(lambda: fleet.status().get("namespaces") == 1, what="a deleted namespace dropped")
+    assert fleet.ready() == ("True", "TokenValid")
     assert auth.count() == 1, "the namespaces come and go, the login stays"
 
 
