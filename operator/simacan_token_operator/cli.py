@@ -118,6 +118,9 @@ def load_kube_config() -> client.ApiClient:
     # Room for the thread pool's calls and the Secret watch, so no connection is thrown away.
     configuration.connection_pool_maxsize = 32
     configuration.socket_options = keepalive_socket_options()  # a dead peer is dropped in ~25 s
+    # No silent retries: a resent write could land after its deadline (deadlines.py); callers
+    # retry with their own backoff, and a failed call shows up as one.
+    configuration.retries = False
     return client.ApiClient(configuration)
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
 
 from .deadlines import CONNECT_TIMEOUT, READ_TIMEOUT
 from .events import EventKey, EventMemory
@@ -158,7 +159,7 @@ class Kube:
             return await call
         except ApiException as error:
             raise KubeError(action, int(error.status or 0), _status_reason(error)) from None
-        except (OSError, ValueError) as error:  # urllib3 connection errors derive from OSError
+        except (OSError, ValueError, HTTPError) as error:  # no connection, timed out, cut off
             raise KubeError(action, 0, type(error).__name__) from None
 
     async def _write(self, action: str, method: str, path: str, **kwargs: Any) -> Body:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
 
 from .deadlines import CONNECT_TIMEOUT, READ_TIMEOUT
 from .kube import RawApi
@@ -174,7 +175,7 @@ class LeaderElector:
             }
             await asyncio.to_thread(self._api.json, "PUT", self._path, body=lease, timeout=timeout)
             logger.info("released the Lease %s/%s", self.namespace, self.name)
-        except (ApiException, OSError, ValueError) as error:
+        except (ApiException, OSError, ValueError, HTTPError) as error:
             logger.warning("could not release the Lease: %s", type(error).__name__)
 
     async def _try_acquire_or_renew(self, within: float) -> bool:
@@ -192,7 +193,7 @@ class LeaderElector:
                 return False
             logger.warning("Lease %s/%s: HTTP %s %s", self.namespace, self.name, error.status, error.reason)
             return False
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, HTTPError) as error:
             logger.warning("Lease %s/%s: %s", self.namespace, self.name, type(error).__name__)
             return False
         self.connected.set()

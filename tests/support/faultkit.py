@@ -169,7 +169,8 @@ class SecretRecorder:
                     self._record(obj, event["type"])
                     if self._stop.is_set():
                         break
-            except Exception:  # the API server is down or restarting: try again
+            except Exception:  # down or restarting, or 410 Gone as an HTTP status: list again
+                version = None  # a relist records each changed Secret once (deduplicated by resourceVersion)
                 self._stop.wait(0.2)
 
     def _record(self, secret: dict[str, Any], kind: str) -> None:
