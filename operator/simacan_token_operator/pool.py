@@ -26,8 +26,10 @@ MIN_FETCH_SPACING_SECONDS = 1.0
 """At most one request per login source this often while its tokens are short-lived: a token
 that lives a second must not become a login every few milliseconds. Below the shortest
 lifetime the tests use (3 s, refreshed after 2 s), so it never delays a normal refresh."""
-SHORT_LIFETIME_SECONDS = 60.0
-"""Tokens living less than this are short-lived; real Simacan tokens live an hour."""
+SHORT_LIFETIME_SECONDS = 10.0
+"""Tokens living less than this are short-lived (real Simacan tokens live an hour); only for them
+does the spacing hold a request back, so a forced refresh or a new password right after a
+refresh of a normal token is never delayed."""
 
 
 class TokenLifetimeTooShort(TransientAuthError):
