@@ -64,6 +64,7 @@ def test_defaults_are_filled_in_by_the_api_server(ns: Namespace) -> None:
     assert spec == {
         "credentialsSecretRef": {"name": "login", "usernameKey": "username", "passwordKey": "password"},
         "authURL": "https://auth-service.services.simacan.com/api/v1",
+        "minRestartInterval": "5m",
         "suspend": False,
     }
 
