@@ -173,7 +173,7 @@ def hold(child: Child, reader: SecretReader, seconds: float) -> None:
 def run_one(contender: Contender, load: Load, options: argparse.Namespace, work_dir: Path) -> RunResult:
     revision = operator_revision()
     names = secret_names(load)
-    run_dir = work_dir / f"{load.key}-{contender.name.replace('/', '_')}"
+    run_dir = work_dir / f"{load.key}-{contender.log_name}"
     with contextlib.ExitStack() as stack:
         plane = stack.enter_context(running_control_plane(run_dir / "cluster"))
         target = KubeTarget(plane.server, plane.ca_file, plane.admin_token)

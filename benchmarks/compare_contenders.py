@@ -97,6 +97,11 @@ class Contender(ABC):
     def notes(self, arena: Arena) -> str:
         return ""
 
+    @property
+    def log_name(self) -> str:
+        """A file name for the contender's log and work dir ("eso-2/3" has a slash)."""
+        return self.name.replace("/", "_")
+
 
 def apply_crds(kube: KubeClient, documents: Sequence[Mapping[str, Any]], timeout: float = 60.0) -> None:
     """Server-side apply (the ESO bundle is too large for client-side apply's annotation), then wait."""
@@ -167,7 +172,7 @@ class Ours(Contender):
             str(free_port()),
         ]
         env = child_env(arena.plane.admin_kubeconfig)
-        return Child(self.name, argv, env, arena.log_dir / f"{self.name}.log")
+        return Child(self.name, argv, env, arena.log_dir / f"{self.log_name}.log")
 
 
 # --- External Secrets Operator ---------------------------------------------------------------------
@@ -260,7 +265,7 @@ class ExternalSecrets(Contender):
             "--enable-leader-election=false",
         ]
         env = child_env(arena.plane.admin_kubeconfig)
-        return Child(self.name, argv, env, arena.log_dir / f"{self.name}.log")
+        return Child(self.name, argv, env, arena.log_dir / f"{self.log_name}.log")
 
     def notes(self, arena: Arena) -> str:
         return f"refreshInterval {arena.lifetime * self.refresh_fraction:.0f}s, --concurrent 1 (default)"
@@ -301,7 +306,7 @@ class CronLoop(Contender):
             f"{arena.lifetime * self.interval_fraction:g}",
         ]
         env = child_env(arena.plane.admin_kubeconfig, KUBE_TOKEN=arena.plane.admin_token)
-        return Child(self.name, argv, env, arena.log_dir / f"{self.name}.log")
+        return Child(self.name, argv, env, arena.log_dir / f"{self.log_name}.log")
 
     def notes(self, arena: Arena) -> str:
         return f"every {arena.lifetime * self.interval_fraction:g}s, 8 jobs at a time"
