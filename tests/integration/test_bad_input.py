@@ -23,6 +23,9 @@ from tests.support.k8s import Namespace, api_client
 from tests.support.operator_process import OperatorProcess
 from tests.support.polling import eventually, stays
 
+pytestmark = pytest.mark.xdist_group("bad-input")
+"""With `--dist loadgroup` the rows share one operator; with plain `-n` each worker starts its own."""
+
 
 @dataclass(frozen=True)
 class Row:
