@@ -62,15 +62,17 @@ def _figures(
     calls_before: int,
     events_before: int,
     recover: float,
+    until: tuple[float, int] | None = None,
     **extra: float,
 ) -> Figures:
-    now = time.time()
+    """Counts from `since` to now, or to `until` = (time, Auth API call count then)."""
+    end, calls_end = until if until is not None else (time.time(), current.auth.count())
     return Figures(
         fault=fault,
-        secret_writes=len(recorder.writes(names, since)),
-        auth_calls=current.auth.count() - calls_before,
+        secret_writes=len(recorder.writes(names, since, end)),
+        auth_calls=calls_end - calls_before,
         events=current.event_count() - events_before,
-        longest_invalid=recorder.longest_invalid(names, since, now),
+        longest_invalid=recorder.longest_invalid(names, since, end),
         recover=recover,
         extra=extra,
     )
@@ -239,7 +241,8 @@ def api_outage(
             back = time.time()
             starting.join(90)
             eventually(lambda: current.all_ready(names, after=down), timeout=90, what="all refreshed")
-            all_ready = time.time() - back
+            recovered = (time.time(), current.auth.count())  # the figures end here: later are routine
+            all_ready = recovered[0] - back
             created = time.time()
             current.create_credentials(["after-outage"])
             eventually(lambda: current.ns.secret("after-outage"), timeout=90, what="new credential's Secret")
@@ -257,6 +260,7 @@ def api_outage(
             calls,
             events,
             recover=all_ready,
+            until=recovered,
             new_credential=new_secret,
             outage=back - down,
         )
