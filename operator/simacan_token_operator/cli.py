@@ -156,6 +156,7 @@ async def run_operator(options: argparse.Namespace) -> int:
             cluster = ClusterController(runtime, ClusterKube(api_client, fence=elector))
             controller.also_on_secret.append(cluster.secret_changed)
             controller.also_on_resync.append(cluster.resync)
+            controller.also_overdue.append(cluster.overdue)
         namespaces: NamespaceWatch | None = None
         kopf_ready = asyncio.Event()
         stop = asyncio.Event()

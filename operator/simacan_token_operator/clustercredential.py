@@ -75,6 +75,8 @@ class ClusterWorker:
         """Namespaces to look at on the next pass; None: all selected."""
         self.selected: frozenset[str] = frozenset()
         self.spec: ClusterSpec | None = None
+        self.due_at: float | None = None
+        """When this worker should next run; /healthz flags it if it is long overdue."""
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -142,6 +144,7 @@ class ClusterWorker:
                     logger.exception("%s: unexpected error; retrying in %.0fs", self.name, delay)
                 self._dirty = None
                 wake_at = self.runtime.clock() + delay
+            self.due_at = wake_at
             timer = None
             if wake_at is not None:
                 timer = loop.call_later(max(wake_at - self.runtime.clock(), 0.0), self._wake.set)
@@ -423,6 +426,11 @@ class ClusterController:
     def resync(self) -> None:
         for worker in self.workers.values():
             worker.nudge()
+
+    def overdue(self, now: float, margin: float) -> list[str]:
+        """Workers whose planned run is more than `margin` seconds late (for /healthz)."""
+        late = self.workers.values()
+        return [f"cluster/{w.name}" for w in late if w.due_at is not None and now > w.due_at + margin]
 
     async def stop(self) -> None:
         for name in list(self.workers):

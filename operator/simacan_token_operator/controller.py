@@ -52,6 +52,7 @@ class Controller:
         self.also_on_secret: list[Callable[[str, str], None]] = []
         """Other consumers of Secret events (the ClusterSimacanCredential controller)."""
         self.also_on_resync: list[Callable[[], None]] = []
+        self.also_overdue: list[Callable[[float, float], list[str]]] = []
 
     async def observe(self, body: Mapping[str, Any]) -> None:
         """A SimacanCredential was listed, added or modified."""
@@ -95,7 +96,8 @@ class Controller:
 
     def overdue(self, now: float, margin: float) -> list[str]:
         """Workers whose planned run is more than `margin` seconds late: a sign of a stuck operator."""
-        return [w.key for w in self.workers.values() if w.due_at is not None and now > w.due_at + margin]
+        late = [w.key for w in self.workers.values() if w.due_at is not None and now > w.due_at + margin]
+        return late + [key for overdue in self.also_overdue for key in overdue(now, margin)]
 
     async def stop(self) -> None:
         for key in list(self.workers):

@@ -157,9 +157,10 @@ def test_one_login_serves_every_selected_namespace(
     listed = fleet.namespace(selected=False)
     other = fleet.namespace(selected=False)
     created = fleet.create(auth, namespaces=[listed.name])
-    cluster_operator()
+    operator = cluster_operator()
 
     all_served(fleet, [*labelled, listed])
+    assert operator.healthz().status_code == 200
     assert other.secret(SECRET) is None, "a namespace neither labelled nor listed gets nothing"
     assert auth.count("password") == 1 and auth.count() == 1, auth.calls
     secret = labelled[0].secret(SECRET)
