@@ -15,6 +15,7 @@ from tests.integration.test_cluster_credential import (
     Fleet,
     all_served,
     test_a_foreign_secret_in_one_namespace_is_listed_while_the_others_are_served,
+    test_a_rotated_password_is_one_new_login_for_every_namespace,
     test_deleted_or_edited_secret_is_restored_and_a_restart_makes_no_login,
     test_namespaces_that_start_or_stop_matching_gain_or_lose_the_secret_within_seconds,
     test_no_secret_material_in_logs_events_or_status,
@@ -28,6 +29,7 @@ from tests.support.polling import eventually
 
 __all__ = [
     "test_a_foreign_secret_in_one_namespace_is_listed_while_the_others_are_served",
+    "test_a_rotated_password_is_one_new_login_for_every_namespace",
     "test_deleted_or_edited_secret_is_restored_and_a_restart_makes_no_login",
     "test_namespaces_that_start_or_stop_matching_gain_or_lose_the_secret_within_seconds",
     "test_no_secret_material_in_logs_events_or_status",

@@ -346,3 +346,25 @@ def test_refresh_requested_annotation_gives_every_namespace_one_new_token(
         lambda: fleet.status().get("lastRefreshRequest") == "2026-12-01T00:00:00Z", what="request recorded"
     )
     assert auth.count() == 2, f"one login, then one new token for all: {auth.calls}"
+
+
+def test_a_rotated_password_is_one_new_login_for_every_namespace(
+    fleet: Fleet, auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
+) -> None:
+    namespaces = [fleet.namespace() for _ in range(3)]
+    fleet.create(auth)
+    cluster_operator()
+    first = all_served(fleet, namespaces)
+
+    auth.set_password(USERNAME, "rotated-password-9d2e")
+    fleet.platform.set_secret_data("login", password="rotated-password-9d2e")
+    eventually(
+        lambda: (
+            first not in fleet.served(namespaces).values()
+            and len(set(fleet.served(namespaces).values())) == 1
+        ),
+        timeout=10,
+        what="every namespace holds the new account's token",
+    )
+    assert auth.count("password") == 2, f"one login per password: {auth.calls}"
+    assert "PasswordChanged" in [e["reason"] for e in fleet.events()]
