@@ -253,7 +253,7 @@ def api_outage(
             violations.append("the operator process exited")
         figures = _figures(
             f"{component} {'killed' if component == 'kube-apiserver' else 'stopped'} "
-            f"{back - down:.0f}s, {credentials} tokens due",
+            f"until {credentials} tokens are due",
             current,
             recorder,
             names,
