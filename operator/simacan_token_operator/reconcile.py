@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,6 +121,8 @@ class Services:
     pool: TokenPool
     auth_policy: AuthURLPolicy
     clock: Callable[[], float]
+    while_waiting: Callable[[Awaitable[TokenSet]], Awaitable[TokenSet]] = lambda awaitable: awaitable
+    """Runs the wait for a token; the worker gives up its share of Kubernetes calls meanwhile."""
 
 
 @dataclass(frozen=True)
@@ -265,9 +267,9 @@ class _Pass:
         if not trigger.needs_new_token and stored is not None:
             return stored
         due = stored if trigger.reason in (reasons.EXPIRING, reasons.EXPIRED) else None
-        return await _obtain(
-            self.services, self.source, trigger, self.memory, self.next_refresh, self.held, due
-        )
+        services = self.services
+        wait = _obtain(services, self.source, trigger, self.memory, self.next_refresh, self.held, due)
+        return await services.while_waiting(wait)
 
     def failed(self, error: AuthError) -> Result:
         attempt = "rejected" if isinstance(error, PermanentAuthError) else "retrying"

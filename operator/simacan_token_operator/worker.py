@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from . import report
 from .consumers import RESTARTED_AT_ANNOTATION
@@ -27,6 +28,7 @@ from .spec import WORKLOAD_KINDS, AuthURLPolicy, SpecError, parse_spec
 from .tokensecret import rfc3339
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CONFLICT_RETRY_SECONDS = 0.5
 """After a 404 or 409 on a write another writer was quicker: read again shortly."""
@@ -111,6 +113,52 @@ class Runtime:
         return Services(self.pool, self.auth_policy, self.clock)
 
 
+class _Slot:
+    """One slot of a semaphore that can be given up for a while and taken back, and that is
+    released on exit only if it is held (a cancelled take-back leaves nothing to release)."""
+
+    def __init__(self, gate: asyncio.Semaphore) -> None:
+        self._gate = gate
+        self._held = False
+
+    async def __aenter__(self) -> _Slot:
+        await self._gate.acquire()
+        self._held = True
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._held:
+            self._held = False
+            self._gate.release()
+
+    async def given_up_while(self, awaitable: Awaitable[T]) -> T:
+        self._held = False
+        self._gate.release()
+        try:
+            return await awaitable
+        finally:
+            await self._gate.acquire()
+            self._held = True
+
+
+def _trimmed(secret: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A Secret without managedFields: thousands of passes at a start must not each keep a copy."""
+    if secret is not None:
+        (secret.get("metadata") or {}).pop("managedFields", None)
+    return secret
+
+
+def _only_keys(secret: dict[str, Any] | None, *keys: str) -> dict[str, Any] | None:
+    """Of the credentials Secret, only the keys the spec names and the resourceVersion."""
+    if secret is None:
+        return None
+    meta, data = secret.get("metadata") or {}, secret.get("data") or {}
+    return {
+        "metadata": {"name": meta.get("name"), "resourceVersion": meta.get("resourceVersion")},
+        "data": {key: data[key] for key in keys if key in data},
+    }
+
+
 class CredentialWorker:
     def __init__(self, credential: Mapping[str, Any], runtime: Runtime) -> None:
         """`credential` is the SimacanCredential as first seen, status included (after a restart
@@ -184,12 +232,15 @@ class CredentialWorker:
         return wake_at
 
     async def run_once(self) -> float | None:
-        """Gather, decide, act; returns when to look again (None: on events only)."""
+        """Gather, decide, act; returns when to look again (None: on events only).
+
+        The whole pass holds a slot of the Kubernetes gate, so at most KUBE_CONCURRENCY passes
+        (and their Secrets) are in memory at once, except while a pass waits for a token: then
+        it gives its slot up, and one slow login source cannot hold up the others."""
         runtime = self.runtime
-        async with runtime.kube_gate:
-            gathered = await self._gather()
-        result = await reconcile(gathered, runtime.services)
-        async with runtime.kube_gate:
+        async with _Slot(runtime.kube_gate) as slot:
+            services = dataclasses.replace(runtime.services, while_waiting=slot.given_up_while)
+            result = await reconcile(await self._gather(), services)
             if not await self._perform(result):
                 return runtime.clock() + CONFLICT_RETRY_SECONDS
         self.memory = result.memory
@@ -202,8 +253,12 @@ class CredentialWorker:
             spec = parse_spec(self.name, self.namespace, credential.get("spec") or {})
         except SpecError:  # the pass reports the spec; nothing to read
             return Gathered(credential, None, None, self.memory, self.runtime.clock())
-        target = await kube.read_secret(self.namespace, spec.target_secret)
-        credentials = await kube.read_secret(self.namespace, spec.credentials_secret)
+        target = _trimmed(await kube.read_secret(self.namespace, spec.target_secret))
+        credentials = _only_keys(
+            await kube.read_secret(self.namespace, spec.credentials_secret),
+            spec.username_key,
+            spec.password_key,
+        )
         workloads = {
             t: await kube.read_workload(self.namespace, t.kind, t.name) for t in spec.restart_targets
         }

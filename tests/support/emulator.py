@@ -164,10 +164,22 @@ CLUSTER_SIMACAN_CREDENTIALS: Final = ResourceType(
 )
 WORKLOADS: Final = tuple(
     ResourceType("apps", "v1", plural, kind)
-    for plural, kind in (("deployments", "Deployment"), ("statefulsets", "StatefulSet"), ("daemonsets", "DaemonSet"))
+    for plural, kind in (
+        ("deployments", "Deployment"),
+        ("statefulsets", "StatefulSet"),
+        ("daemonsets", "DaemonSet"),
+    )
 )
 RESOURCE_TYPES: Final = (
-    NAMESPACES, SECRETS, CONFIGMAPS, CORE_EVENTS, EVENTS, LEASES, SIMACAN_CREDENTIALS, CLUSTER_SIMACAN_CREDENTIALS, *WORKLOADS
+    NAMESPACES,
+    SECRETS,
+    CONFIGMAPS,
+    CORE_EVENTS,
+    EVENTS,
+    LEASES,
+    SIMACAN_CREDENTIALS,
+    CLUSTER_SIMACAN_CREDENTIALS,
+    *WORKLOADS,
 )
 
 

@@ -24,7 +24,7 @@ from simacan_token_operator.metrics import Metrics
 from simacan_token_operator.pool import MIN_FETCH_SPACING_SECONDS, TokenPool
 from simacan_token_operator.spec import AuthURLPolicy
 from simacan_token_operator.tokensecret import ACCOUNT_ANNOTATION, EXPIRES_AT_ANNOTATION, parse_rfc3339
-from simacan_token_operator.worker import CredentialWorker, Runtime
+from simacan_token_operator.worker import KUBE_CONCURRENCY, CredentialWorker, Runtime
 from tests.unit.conftest import PASSWORD, USERNAME, FakeClock
 from tests.unit.fakekube import FakeKube
 
@@ -742,3 +742,27 @@ async def test_stale_consumer_check_is_off_where_listing_is_forbidden(world: Wor
 
     assert all(c["type"] != "ConsumersStale" for c in world.status()["conditions"])
     assert "ConsumersStale" not in world.kube.event_reasons()
+
+
+async def test_passes_waiting_for_a_slow_auth_api_hold_no_kubernetes_slot(world: World) -> None:
+    """More passes wait on a dripping Auth API than the gate has slots; another still completes."""
+    assert world.runtime is not None
+    slow = KUBE_CONCURRENCY + 4
+    for i in range(slow):
+        world.auth.add_user(f"slow-{i}", "pw")
+        world.login_secret(f"login-{i}", username=f"slow-{i}", password="pw")
+        world.credential(f"slow-{i}", credentialsSecretRef={"name": f"login-{i}"})
+    world.auth.fail_next("password", Fault.drip(2.0), times=slow)
+    waiting = [asyncio.create_task(world.run(f"slow-{i}")) for i in range(slow)]
+    try:
+        for _ in range(100):
+            if world.auth.count() >= slow:
+                break
+            await asyncio.sleep(0.05)
+        assert world.auth.count() == slow, "every slow pass has its request under way"
+
+        await asyncio.wait_for(issued(world), timeout=5)
+    finally:
+        for task in waiting:
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
