@@ -345,7 +345,8 @@ class ClusterWorker:
             logger.warning("%s: could not post Event %s: %s", self.name, note.reason, error)
 
     def _pool_key(self, namespace: str) -> str:
-        return f"{namespace}/{self.name}"
+        """As reconcile.pool_user names this credential's view of `namespace`."""
+        return f"{CLUSTER_KIND}:{namespace}/{self.name}"
 
 
 def _credentials_problem(

@@ -222,8 +222,7 @@ class _Pass:
         held: TokenSet | None,
         source: LoginSource,
     ) -> _Pass:
-        meta = gathered.credential["metadata"]
-        services.pool.attach(source, f"{meta['namespace']}/{meta['name']}")
+        services.pool.attach(source, pool_user(gathered.credential))
         memory = _note_user_inputs(gathered, services.pool, source)
         request, pending = _refresh_request(gathered, memory)
         memory = dataclasses.replace(memory, pending_request=pending)
@@ -317,6 +316,13 @@ def _conflict(spec: CredentialSpec) -> Outcome:
         "it is left untouched. Delete that Secret or set spec.secretName to a free name."
     )
     return Outcome(False, reasons.SECRET_CONFLICT, message, failure=True)
+
+
+def pool_user(credential: Mapping[str, Any]) -> str:
+    """Who uses a pool entry: kind, namespace and name, so a SimacanCredential and a
+    ClusterSimacanCredential's view of the same name and namespace are two users."""
+    meta = credential["metadata"]
+    return f"{credential.get('kind')}:{meta['namespace']}/{meta['name']}"
 
 
 # -- inputs -------------------------------------------------------------------------------------

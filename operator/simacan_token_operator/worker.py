@@ -22,7 +22,7 @@ from .consumers import RESTARTED_AT_ANNOTATION
 from .kube import KubeError, ObjectRef
 from .metrics import Metrics
 from .pool import TokenPool
-from .reconcile import Gathered, Memory, Result, Services, reconcile
+from .reconcile import Gathered, Memory, Result, Services, pool_user, reconcile
 from .schedule import backoff_delay, jitter_fraction
 from .spec import WORKLOAD_KINDS, AuthURLPolicy, SpecError, parse_spec
 from .tokensecret import rfc3339
@@ -191,7 +191,7 @@ class CredentialWorker:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self.runtime.pool.detach(self.key)
+        self.runtime.pool.detach(pool_user(self.credential))
         self.runtime.metrics.forget(self.namespace, self.name)
 
     def update(self, credential: Mapping[str, Any]) -> None:
