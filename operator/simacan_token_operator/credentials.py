@@ -37,7 +37,13 @@ def login_source(spec: CredentialSpec, secret: Mapping[str, Any] | None) -> Logi
         )
     values: dict[str, str] = {}
     for key, field_name in ((spec.username_key, "usernameKey"), (spec.password_key, "passwordKey")):
-        value = without_final_newline(decoded_value(secret.get("data") or {}, key) or "")
+        data = secret.get("data") or {}
+        decoded = decoded_value(data, key)
+        if data.get(key) and decoded is None:
+            raise CredentialsKeyMissing(
+                f"{ref} key {key!r} (spec.credentialsSecretRef.{field_name}) is not UTF-8 text"
+            )
+        value = without_final_newline(decoded or "")
         if not value:
             raise CredentialsKeyMissing(
                 f"{ref} has no non-empty key {key!r} (spec.credentialsSecretRef.{field_name})"

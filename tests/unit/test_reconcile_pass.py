@@ -766,3 +766,18 @@ async def test_passes_waiting_for_a_slow_auth_api_hold_no_kubernetes_slot(world:
         for task in waiting:
             task.cancel()
         await asyncio.gather(*waiting, return_exceptions=True)
+
+
+async def test_a_password_that_is_not_utf8_is_named_as_such(world: World) -> None:
+    world.kube.put_secret(
+        NS,
+        {
+            "metadata": {"name": "login"},
+            "data": {"username": b64(USERNAME), "password": base64.b64encode(b"\xff\xfe").decode()},
+        },
+    )
+    world.credential()
+    await world.run()
+
+    assert world.ready() == ("False", "CredentialsKeyMissing")
+    assert "not UTF-8" in world.status()["conditions"][0]["message"]
