@@ -37,7 +37,7 @@ from .report import Note
 from .schedule import backoff_delay, jitter_fraction
 from .spec import REFRESH_REQUESTED_ANNOTATION, CredentialSpec, SpecError
 from .status import Outcome, ReadyState, ready_reason, ready_state, status_digest
-from .worker import CONFLICT_RETRY_SECONDS, Runtime
+from .worker import CONFLICT_RETRY_SECONDS, Runtime, sleep_until
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +128,6 @@ class ClusterWorker:
 
     async def _run(self) -> None:
         await self._listed.wait()
-        loop = asyncio.get_running_loop()
         failures = 0
         while True:
             self._wake.clear()
@@ -145,14 +144,7 @@ class ClusterWorker:
                 self._dirty = None
                 wake_at = self.runtime.clock() + delay
             self.due_at = wake_at
-            timer = None
-            if wake_at is not None:
-                timer = loop.call_later(max(wake_at - self.runtime.clock(), 0.0), self._wake.set)
-            try:
-                await self._wake.wait()
-            finally:
-                if timer is not None:
-                    timer.cancel()
+            await sleep_until(self._wake, wake_at, self.runtime.clock)
 
     async def run_once(self) -> float | None:
         """One round over the namespaces that need it; returns when to look again."""

@@ -113,6 +113,20 @@ class Runtime:
         return Services(self.pool, self.auth_policy, self.clock)
 
 
+async def sleep_until(wake: asyncio.Event, wake_at: float | None, clock: Callable[[], float]) -> None:
+    """Until `wake` is set or `wake_at` (by `clock`) comes; None waits for `wake` alone.
+
+    A timer handle rather than asyncio.wait_for: no extra Task per sleep, per credential."""
+    timer = None
+    if wake_at is not None:
+        timer = asyncio.get_running_loop().call_later(max(wake_at - clock(), 0.0), wake.set)
+    try:
+        await wake.wait()
+    finally:
+        if timer is not None:
+            timer.cancel()
+
+
 class _Slot:
     """One slot of a semaphore that can be given up for a while and taken back, and that is
     released on exit only if it is held (a cancelled take-back leaves nothing to release)."""
@@ -202,20 +216,11 @@ class CredentialWorker:
         self._wake.set()
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             self._wake.clear()
             wake_at = await self._pass_or_back_off()
             self.due_at = wake_at
-            # A timer handle rather than asyncio.wait_for: no extra Task per sleep, per credential.
-            timer = None
-            if wake_at is not None:
-                timer = loop.call_later(max(wake_at - self.runtime.clock(), 0.0), self._wake.set)
-            try:
-                await self._wake.wait()
-            finally:
-                if timer is not None:
-                    timer.cancel()
+            await sleep_until(self._wake, wake_at, self.runtime.clock)
 
     async def _pass_or_back_off(self) -> float | None:
         try:
