@@ -11,7 +11,6 @@ single changes (`on_change`): a namespace deleted during a break cannot linger.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -23,15 +22,11 @@ from urllib3.exceptions import HTTPError
 from .clusterspec import NamespaceInfo, namespace_info
 from .deadlines import CONNECT_TIMEOUT, WATCH_READ_TIMEOUT, WATCH_SERVER_TIMEOUT
 from .kube import RawApi
-from .secretwatch import METADATA_ONLY, METADATA_ONLY_LIST, RETRY_SECONDS
+from .secretwatch import METADATA_ONLY, METADATA_ONLY_LIST, RETRY_SECONDS, Gone, watch_events
 
 logger = logging.getLogger(__name__)
 
 PATH = "/api/v1/namespaces"
-
-
-class _Restart(Exception):
-    """The watch cannot go on from where it is (410 Gone): list again."""
 
 
 class NamespaceWatch:
@@ -72,7 +67,7 @@ class NamespaceWatch:
                     version = self._list()
                 version = self._follow(version)
                 failures = 0
-            except _Restart:
+            except Gone:
                 version = None
             except (ApiException, HTTPError, OSError, ValueError, KeyError) as error:
                 if self._stopping.is_set():
@@ -111,18 +106,9 @@ class NamespaceWatch:
         ).response
         self._response = response
         try:
-            for line in response:
-                if self._stopping.is_set():
-                    break
-                if not line.strip():
-                    continue
-                event = json.loads(line)
+            for event in watch_events(response, self._stopping):
                 obj = event.get("object") or {}
                 kind = event.get("type")
-                if kind == "ERROR":
-                    if obj.get("code") == 410:
-                        raise _Restart
-                    raise ValueError(f"watch error {obj.get('code')}: {obj.get('reason')}")
                 meta = obj.get("metadata") or {}
                 version = str(meta.get("resourceVersion") or version)
                 if kind in ("ADDED", "MODIFIED"):

@@ -15,7 +15,7 @@ import asyncio
 import json
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -33,8 +33,25 @@ RETRY_SECONDS = (0.5, 1.0, 2.0)
 """Short: the resync after an API server outage waits for this, and a list is cheap."""
 
 
-class _Gone(Exception):
+class Gone(Exception):
     """The resourceVersion is too old (HTTP 410): list again."""
+
+
+def watch_events(response: Any, stopping: threading.Event) -> Iterator[dict[str, Any]]:
+    """The events of one watch response, until it ends or `stopping` is set. An ERROR event
+    raises: Gone for 410, ValueError otherwise."""
+    for line in response:
+        if stopping.is_set():
+            return
+        if not line.strip():
+            continue
+        event = json.loads(line)
+        if event.get("type") == "ERROR":
+            obj = event.get("object") or {}
+            if obj.get("code") == 410:
+                raise Gone
+            raise ValueError(f"watch error {obj.get('code')}: {obj.get('reason')}")
+        yield event
 
 
 class SecretWatch:
@@ -86,7 +103,7 @@ class SecretWatch:
                         self._post(self._on_resync)
                 version = self._follow(namespace, version)
                 failures = 0
-            except _Gone:
+            except Gone:
                 version, missed = None, True
             except (ApiException, HTTPError, OSError, ValueError) as error:
                 if self._stopping.is_set():
@@ -127,18 +144,8 @@ class SecretWatch:
         ).response
         self._responses[namespace] = response
         try:
-            for line in response:
-                if self._stopping.is_set():
-                    break
-                if not line.strip():
-                    continue
-                event = json.loads(line)
-                obj = event.get("object") or {}
-                if event.get("type") == "ERROR":
-                    if obj.get("code") == 410:
-                        raise _Gone
-                    raise ValueError(f"watch error {obj.get('code')}: {obj.get('reason')}")
-                meta = obj.get("metadata") or {}
+            for event in watch_events(response, self._stopping):
+                meta = (event.get("object") or {}).get("metadata") or {}
                 version = str(meta.get("resourceVersion") or version)
                 if event.get("type") != "BOOKMARK":
                     self._post(self._on_change, str(meta.get("namespace")), str(meta.get("name")))
