@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -235,6 +236,13 @@ class _Pass:
     def render(self, token: TokenSet) -> Body:
         return tokensecret.render(self.spec, _owner(self.gathered.credential), token, self.source.account)
 
+    @functools.cached_property
+    def as_stored(self) -> Body | None:
+        """The Secret as it should be with the token it holds: compared in observe, written
+        again by a rewrite that needs no new token."""
+        token = self.stored.token if self.stored else None
+        return self.render(token) if token else None
+
     def observe(self) -> Observed:
         """Gather, then decide: the complete input of triggers.py, from the raw objects."""
         stored, memory = self.stored, self.memory
@@ -249,7 +257,7 @@ class _Pass:
             written_digest=memory.written_digest,
             refresh_at=self.next_refresh(token) if token else None,
             refresh_request=self.request,
-            in_sync=token is None or tokensecret.in_sync(self.gathered.target or {}, self.render(token)),
+            in_sync=self.as_stored is None or tokensecret.in_sync(self.gathered.target or {}, self.as_stored),
         )
 
     def adopt(self) -> Result:
@@ -286,7 +294,8 @@ class _Pass:
 
     def write(self, trigger: Trigger, token: TokenSet) -> Result:
         target, pending = self.gathered.target, self.memory.pending_request
-        desired = self.render(token)
+        stored = self.stored.token if self.stored else None
+        desired = self.as_stored if token is stored and self.as_stored is not None else self.render(token)
         write = SecretWrite(
             body=desired if target is None else tokensecret.merged_for_replace(target, desired),
             create=target is None,
