@@ -37,6 +37,8 @@ class FakeKube:
     workloads: dict[tuple[str, str, str], Body] = field(default_factory=dict)
     forbidden_namespaces: set[str] = field(default_factory=set)
     restarts: list[tuple[str, str, str]] = field(default_factory=list)
+    write_faults: list[KubeError] = field(default_factory=list)
+    """Raised, in order, by the next Secret writes instead of writing: an API server's 409, 429, 5xx."""
     """(kind, name, restartedAt) of every rollout restart."""
     _version: int = 0
 
@@ -66,6 +68,8 @@ class FakeKube:
         return copy.deepcopy(secret) if secret is not None else None
 
     async def create_secret(self, namespace: str, body: Body) -> Body:
+        if self.write_faults:
+            raise self.write_faults.pop(0)
         name = body["metadata"]["name"]
         if (namespace, name) in self.secrets:
             raise KubeError(f"creating Secret {namespace}/{name}", 409, "AlreadyExists")
@@ -73,6 +77,8 @@ class FakeKube:
         return self.put_secret(namespace, body)
 
     async def replace_secret(self, namespace: str, body: Body) -> Body:
+        if self.write_faults:
+            raise self.write_faults.pop(0)
         name = body["metadata"]["name"]
         current = self.secrets.get((namespace, name))
         if current is None:

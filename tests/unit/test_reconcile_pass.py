@@ -20,11 +20,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from localenv.auth_standin import FakeAuthAPI, Fault
 from simacan_token_operator.authapi import AuthAPI, http_client
+from simacan_token_operator.kube import KubeError
 from simacan_token_operator.metrics import Metrics
 from simacan_token_operator.pool import MIN_FETCH_SPACING_SECONDS, TokenPool
+from simacan_token_operator.schedule import BACKOFF_BASE_SECONDS
 from simacan_token_operator.spec import AuthURLPolicy
 from simacan_token_operator.tokensecret import ACCOUNT_ANNOTATION, EXPIRES_AT_ANNOTATION, parse_rfc3339
-from simacan_token_operator.worker import KUBE_CONCURRENCY, CredentialWorker, Runtime
+from simacan_token_operator.worker import CONFLICT_RETRY_SECONDS, KUBE_CONCURRENCY, CredentialWorker, Runtime
 from tests.unit.conftest import PASSWORD, USERNAME, FakeClock
 from tests.unit.fakekube import FakeKube
 
@@ -781,3 +783,28 @@ async def test_a_password_that_is_not_utf8_is_named_as_such(world: World) -> Non
 
     assert world.ready() == ("False", "CredentialsKeyMissing")
     assert "not UTF-8" in world.status()["conditions"][0]["message"]
+
+
+async def test_a_conflicting_write_is_retried_shortly_after_reading_again(world: World) -> None:
+    world.login_secret()
+    world.credential()
+    world.kube.write_faults.append(KubeError("creating Secret", 409, "AlreadyExists"))
+    wake_at = await world.run()
+
+    assert wake_at == world.clock.now + CONFLICT_RETRY_SECONDS
+    assert world.kube.secret_writes == [] and world.kube.status_patches == 0 and world.kube.events == []
+    await world.run()
+    assert world.ready() == ("True", "TokenValid")
+    assert world.auth.count() == 1, "the retry reuses the token obtained for the failed write"
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+async def test_a_throttled_or_failing_api_server_is_backed_off(world: World, status: int) -> None:
+    world.login_secret()
+    world.credential()
+    world.kube.write_faults.append(KubeError("creating Secret", status, "injected"))
+    worker = CredentialWorker(world.credentials[(NS, "fleet-api")], world.runtime)  # type: ignore[arg-type]
+    wake_at = await worker._pass_or_back_off()
+
+    assert wake_at is not None and wake_at >= world.clock.now + BACKOFF_BASE_SECONDS / 2
+    assert world.kube.secret_writes == [] and world.kube.status_patches == 0
