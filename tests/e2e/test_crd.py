@@ -88,3 +88,39 @@ def test_kubectl_get_shows_ready_secret_expires_and_age(ns: Namespace, installed
     printed = kubectl(installed, "get", "simacancredentials", "-n", ns.name).splitlines()
     assert printed[0].split() == ["NAME", "READY", "SECRET", "EXPIRES", "AGE"]
     assert printed[1].split()[:4] == ["c", "True", "c", "2026-11-28T12:00:00Z"]
+
+
+def test_kubectl_get_cluster_credentials_shows_ready_namespaces_failed_expires_and_age(
+    ns: Namespace, installed: ControlPlane
+) -> None:
+    name = f"fleet-{ns.name}"  # cluster-scoped: unique per test
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ClusterSimacanCredential",
+        "metadata": {"name": name},
+        "spec": {"credentialsSecretRef": {"name": "login", "namespace": ns.name}, "secretName": "t"},
+    }
+    ns.custom.create_cluster_custom_object(GROUP, VERSION, "clustersimacancredentials", body)
+    try:
+        status = {
+            "namespaces": 12,
+            "failedCount": 1,
+            "expiresAt": "2026-11-28T12:00:00Z",
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "False",
+                    "reason": "SecretConflict",
+                    "message": "1 of 12 namespaces failed",
+                    "lastTransitionTime": "2026-11-28T11:00:00Z",
+                }
+            ],
+        }
+        ns.custom.patch_cluster_custom_object_status(
+            GROUP, VERSION, "clustersimacancredentials", name, {"status": status}
+        )
+        printed = kubectl(installed, "get", "clustersimacancredential", name).splitlines()
+        assert printed[0].split() == ["NAME", "READY", "NAMESPACES", "FAILED", "EXPIRES", "AGE"]
+        assert printed[1].split()[:5] == [name, "False", "12", "1", "2026-11-28T12:00:00Z"]
+    finally:
+        ns.custom.delete_cluster_custom_object(GROUP, VERSION, "clustersimacancredentials", name)
