@@ -219,6 +219,7 @@ class Call:
     status: int | None  # None: connection dropped without a response
     at: float  # clock() when the answer was decided (before any injected delay)
     fault: FaultKind | None = None
+    peer: str = ""  # the caller's IP address: shows whether a pod or a local process asked
 
 
 @dataclass(frozen=True)
@@ -308,12 +309,16 @@ class FakeAuthAPI:
         refresh_error_status: int = 400,
         rotate_refresh_tokens: bool = False,
         tls: bool = False,
+        host: str = "127.0.0.1",
         port: int = 0,
         path_prefix: str = DEFAULT_PATH_PREFIX,
         clock: Callable[[], float] = time.time,
         signing_key: rsa.RSAPrivateKey | None = None,
     ) -> None:
-        """`signing_key` lets a suite share one RSA key across many fakes; by default start() makes one."""
+        """`signing_key` lets a suite share one RSA key across many fakes; by default start() makes one.
+
+        `host` is the IPv4 address to serve on: loopback, or a pod network's gateway for pods to reach.
+        """
         # Plain attributes: tests may change them while the server runs; each request reads them once.
         self.access_lifetime = access_lifetime
         self.refresh_lifetime = refresh_lifetime
@@ -322,6 +327,7 @@ class FakeAuthAPI:
         self.rotate_refresh_tokens = rotate_refresh_tokens
 
         self._tls = tls
+        self._host = host
         self._port = port
         self._prefix = path_prefix.rstrip("/")
         self._clock = clock
@@ -358,7 +364,7 @@ class FakeAuthAPI:
             self._signing_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         tls_context = self._server_tls_context() if self._tls else None
         self._stopping.clear()
-        server = _Server(("127.0.0.1", self._port), self, tls_context)
+        server = _Server((self._host, self._port), self, tls_context)
         self._port = server.server_address[1]
         thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.01}, name=f"fakeauth:{self._port}"
@@ -408,7 +414,7 @@ class FakeAuthAPI:
     @property
     def base_url(self) -> str:
         scheme = "https" if self._tls else "http"
-        return f"{scheme}://127.0.0.1:{self.port}{self._prefix}"
+        return f"{scheme}://{self._host}:{self.port}{self._prefix}"
 
     @property
     def ca_file(self) -> Path:
@@ -549,7 +555,7 @@ class FakeAuthAPI:
                 return endpoint
         return None
 
-    def _answer(self, endpoint: Endpoint, form: Mapping[str, str] | None) -> _Reply:
+    def _answer(self, endpoint: Endpoint, form: Mapping[str, str] | None, peer: str = "") -> _Reply:
         """Decide the whole reply and record the call; `form` is None when the body was not a form."""
         with self._calls_changed:
             fault = self._next_fault(endpoint)
@@ -558,7 +564,7 @@ class FakeAuthAPI:
             username = self._claimed_username(endpoint, form or {})
             reply = self._reply(endpoint, form, fault)
             self._calls.append(
-                Call(endpoint, username, reply.status, self._clock(), fault.kind if fault else None)
+                Call(endpoint, username, reply.status, self._clock(), fault.kind if fault else None, peer)
             )
             self._calls_changed.notify_all()
         return replace(reply, delay=fault.delay) if fault else reply
@@ -740,7 +746,7 @@ class FakeAuthAPI:
                 ca_name="fakeauth test CA",
                 common_name="localhost",
                 dns_names=["localhost"],
-                ip_addresses=["127.0.0.1"],
+                ip_addresses=sorted({"127.0.0.1", self._host}),
                 validity=datetime.timedelta(days=7),
             )
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -776,7 +782,7 @@ class _Server(ThreadingHTTPServer):
     def server_bind(self) -> None:
         # HTTPServer.server_bind() does a reverse DNS lookup (getfqdn); loopback needs none.
         socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = "127.0.0.1", self.server_address[1]
+        self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         sock = cast(socket.socket, request)
@@ -838,7 +844,7 @@ class _Handler(BaseHTTPRequestHandler):
         if body is None:
             return
         form = _parse_form(body) if self.headers.get_content_type() == FORM_CONTENT_TYPE else None
-        reply = fake._answer(endpoint, form)
+        reply = fake._answer(endpoint, form, str(self.client_address[0]))
         if reply.delay > 0 and fake._stopping.wait(reply.delay):
             reply = _DROP  # shutting down: give up on the delayed answer
         self._send(reply)

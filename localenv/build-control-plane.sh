@@ -6,6 +6,8 @@
 #   build-control-plane.sh                 kube-apiserver, kube-controller-manager
 #   build-control-plane.sh --with-kubectl  the same plus kubectl of the same version
 #   build-control-plane.sh --with-kubelet  the same plus kubelet (the e2e tier's node)
+#   build-control-plane.sh --with-pods     the same plus kubelet, kube-scheduler and kube-proxy
+#                                          (a node that runs Deployments on a pod network)
 #
 # k8s.io/kubernetes replaces its staging modules (k8s.io/api, k8s.io/client-go, ...) with
 # local paths, which `go build` of a dependency ignores; a small wrapper module pins each
@@ -24,7 +26,8 @@ for arg in "$@"; do
     case "$arg" in
         --with-kubectl) targets+=(kubectl) ;;
         --with-kubelet) targets+=(kubelet) ;;
-        *) echo "usage: $0 [--with-kubectl] [--with-kubelet]" >&2; exit 2 ;;
+        --with-pods) targets+=(kubelet kube-scheduler kube-proxy) ;;
+        *) echo "usage: $0 [--with-kubectl] [--with-kubelet] [--with-pods]" >&2; exit 2 ;;
     esac
 done
 

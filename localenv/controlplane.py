@@ -42,6 +42,7 @@ from localenv.pki import (
     write_private_key,
     write_serving_certificate,
 )
+from localenv.podnetwork import POD_GATEWAY
 
 BUILD_SCRIPT = Path(__file__).with_name("build-control-plane.sh")
 INSTALL_DEPS_SCRIPT = Path(__file__).with_name("install-deps.sh")
@@ -53,6 +54,14 @@ CONTROLLERS = (
     "serviceaccount-controller",
     "serviceaccount-token-controller",
 )
+POD_CONTROLLERS = (
+    "deployment-controller",
+    "replicaset-controller",
+    "endpointslice-controller",
+    "node-lifecycle-controller",
+    "root-ca-certificate-publisher-controller",
+)
+"""What running a Deployment on the pod network adds: rollouts, Service endpoints, node taints, the CA."""
 NODE_NAME = "e2e-node"
 """The one kubelet a control plane admits (localenv/node.py), as system:node:<NODE_NAME>."""
 STARTUP_TIMEOUT_SECONDS = 90.0
@@ -109,13 +118,18 @@ class ControlPlane:
 
 @contextlib.contextmanager
 def running_control_plane(
-    work_dir: Path, startup_timeout: float = STARTUP_TIMEOUT_SECONDS
+    work_dir: Path, startup_timeout: float = STARTUP_TIMEOUT_SECONDS, pods: bool = False
 ) -> Iterator[ControlPlane]:
-    """Start etcd, kube-apiserver and kube-controller-manager; stop all of them on exit, even on error."""
+    """Start etcd, kube-apiserver and kube-controller-manager; stop all of them on exit, even on error.
+
+    `pods=True` makes a control plane that runs Deployments on the pod network (localenv/podnetwork.py,
+    whose bridge must exist): kube-scheduler, the controllers in `POD_CONTROLLERS`, and an API server
+    that also listens on the pod gateway and advertises it as the `kubernetes` Service's endpoint.
+    """
     started = time.monotonic()
     work_dir = work_dir.resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
-    binaries = find_binaries()
+    binaries = find_binaries(pods)
     pki = _write_pki(work_dir / "pki")
     admin_token = secrets.token_urlsafe(32)
     token_file = work_dir / "pki" / "tokens.csv"
@@ -125,7 +139,7 @@ def running_control_plane(
         f'{admin_token},admin,admin-uid,"system:masters"\n'
         f'{node_token},system:node:{NODE_NAME},node-uid,"system:nodes"\n',
     )
-    etcd_client, etcd_peer, apiserver_port, kcm_port = _free_ports(4)
+    etcd_client, etcd_peer, apiserver_port, kcm_port, scheduler_port = _free_ports(5)
     server = f"https://127.0.0.1:{apiserver_port}"
     admin_kubeconfig = work_dir / "admin.kubeconfig"
     write_kubeconfig(admin_kubeconfig, server, pki.tls.ca_file, "admin", admin_token)
@@ -145,7 +159,12 @@ def running_control_plane(
         apiserver = supervisor.start(
             "kube-apiserver",
             _apiserver_argv(
-                binaries["kube-apiserver"], pki, token_file, etcd_port=etcd_client, port=apiserver_port
+                binaries["kube-apiserver"],
+                pki,
+                token_file,
+                etcd_port=etcd_client,
+                port=apiserver_port,
+                pods=pods,
             ),
         )
         ready = _Https(server, pki.tls.ca_file, admin_token)
@@ -162,8 +181,18 @@ def running_control_plane(
                 admin_kubeconfig,
                 work_dir / "kcm-certs",
                 port=kcm_port,
+                controllers=CONTROLLERS + POD_CONTROLLERS if pods else CONTROLLERS,
             ),
         )
+        pids = {"etcd": etcd.pid, "kube-apiserver": apiserver.pid, "kube-controller-manager": kcm.pid}
+        if pods:
+            scheduler = supervisor.start(
+                "kube-scheduler",
+                _scheduler_argv(
+                    binaries["kube-scheduler"], admin_kubeconfig, work_dir / "scheduler-certs", scheduler_port
+                ),
+            )
+            pids["kube-scheduler"] = scheduler.pid
         _wait_until(
             lambda: ready.ok("/api/v1/namespaces/default/serviceaccounts/default"),
             deadline,
@@ -178,7 +207,7 @@ def running_control_plane(
             admin_token=admin_token,
             work_dir=work_dir,
             provision_seconds=time.monotonic() - started,
-            pids={"etcd": etcd.pid, "kube-apiserver": apiserver.pid, "kube-controller-manager": kcm.pid},
+            pids=pids,
             processes=_Processes(supervisor, restartable),
         )
 
@@ -199,12 +228,29 @@ def _etcd_argv(binary: str, data_dir: Path, client_port: int, peer_port: int) ->
     ]
 
 
-def _apiserver_argv(binary: str, pki: _Pki, token_file: Path, etcd_port: int, port: int) -> list[str]:
+def _apiserver_argv(
+    binary: str, pki: _Pki, token_file: Path, etcd_port: int, port: int, pods: bool
+) -> list[str]:
+    if pods:
+        # Pods reach it on the gateway through the `kubernetes` Service, whose endpoint it maintains.
+        # It listens on every address, since it takes only one and tests and kubelet use loopback.
+        # Kubelet by its InternalIP (the gateway), never by a name that would need a DNS lookup.
+        addresses = [
+            "--bind-address=0.0.0.0",
+            f"--advertise-address={POD_GATEWAY}",
+            "--kubelet-preferred-address-types=InternalIP",
+        ]
+    else:
+        # No kubelets and a single apiserver: nothing to reconcile the kubernetes Service to.
+        addresses = [
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            "--endpoint-reconciler-type=none",
+        ]
     return [
         binary,
         f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-        "--bind-address=127.0.0.1",
-        "--advertise-address=127.0.0.1",
+        *addresses,
         f"--secure-port={port}",
         f"--cert-dir={pki.tls.ca_file.parent}",
         f"--tls-cert-file={pki.tls.cert_file}",
@@ -216,18 +262,16 @@ def _apiserver_argv(binary: str, pki: _Pki, token_file: Path, etcd_port: int, po
         f"--service-account-key-file={pki.sa_public}",
         f"--service-account-signing-key-file={pki.sa_private}",
         f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
-        # No kubelets and a single apiserver: nothing to reconcile the kubernetes Service to.
-        "--endpoint-reconciler-type=none",
     ]
 
 
 def _controller_manager_argv(
-    binary: str, pki: _Pki, kubeconfig: Path, cert_dir: Path, port: int
+    binary: str, pki: _Pki, kubeconfig: Path, cert_dir: Path, port: int, controllers: Sequence[str]
 ) -> list[str]:
     return [
         binary,
         f"--kubeconfig={kubeconfig}",
-        f"--controllers={','.join(CONTROLLERS)}",
+        f"--controllers={','.join(controllers)}",
         f"--service-account-private-key-file={pki.sa_private}",
         f"--root-ca-file={pki.tls.ca_file}",
         "--use-service-account-credentials=false",
@@ -238,8 +282,24 @@ def _controller_manager_argv(
     ]
 
 
-def find_binaries() -> dict[str, str]:
-    """Locate etcd and the cached control-plane binaries, building the latter on first use."""
+def _scheduler_argv(binary: str, kubeconfig: Path, cert_dir: Path, port: int) -> list[str]:
+    return [
+        binary,
+        f"--kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        "--leader-elect=false",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={port}",
+        f"--cert-dir={cert_dir}",
+    ]
+
+
+def find_binaries(pods: bool = False) -> dict[str, str]:
+    """Locate etcd and the cached control-plane binaries, building the latter on first use.
+
+    `pods=True` adds kube-scheduler (and builds kubelet and kube-proxy, which the node looks up).
+    """
     etcd = shutil.which("etcd")
     if etcd is None:
         raise ControlPlaneError(f"etcd not found on PATH; run {INSTALL_DEPS_SCRIPT}")
@@ -247,12 +307,15 @@ def find_binaries() -> dict[str, str]:
     if bin_dir_env:
         bin_dir = Path(bin_dir_env)
     else:
-        built = subprocess.run(["bash", str(BUILD_SCRIPT)], check=False, capture_output=True, text=True)
+        flags = ["--with-pods"] if pods else []
+        built = subprocess.run(
+            ["bash", str(BUILD_SCRIPT), *flags], check=False, capture_output=True, text=True
+        )
         if built.returncode != 0:
             raise ControlPlaneError(f"{BUILD_SCRIPT} failed:\n{_tail(built.stderr)}")
         bin_dir = Path(built.stdout.strip().splitlines()[-1])
     found = {"etcd": etcd}
-    for name in ("kube-apiserver", "kube-controller-manager"):
+    for name in ("kube-apiserver", "kube-controller-manager", *(["kube-scheduler"] if pods else [])):
         path = bin_dir / name
         if not os.access(path, os.X_OK):
             raise ControlPlaneError(f"{path} is missing or not executable")
@@ -503,7 +566,7 @@ def _write_pki(directory: Path) -> _Pki:
             "kubernetes.default.svc",
             "kubernetes.default.svc.cluster.local",
         ),
-        ip_addresses=("127.0.0.1", str(first_service_ip)),
+        ip_addresses=("127.0.0.1", str(first_service_ip), POD_GATEWAY),
         validity=datetime.timedelta(days=1),
         file_stem="apiserver",
     )

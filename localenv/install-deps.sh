@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the e2e tier needs and is not in the repository: etcd (Debian's etcd-server),
-# kubectl, the cached kube-apiserver/kube-controller-manager/kubelet build, and for the node
-# (localenv/node.py) Debian's containerd, runc and busybox-static; for the alert tests Debian's
-# prometheus (promtool too) and the Prometheus Operator's CRDs (localenv/prometheus-operator-crds.sh).
+# kubectl, the cached kube-apiserver/kube-controller-manager/kubelet/kube-scheduler/kube-proxy build,
+# and for the node (localenv/node.py) Debian's containerd, runc and busybox-static; for its pod
+# network (localenv/podnetwork.py) containernetworking-plugins, iptables and conntrack (kube-proxy);
+# buildah to build the image (localenv/build-image.sh); for the alert tests Debian's prometheus
+# (promtool too) and the Prometheus Operator's CRDs (localenv/prometheus-operator-crds.sh).
 # Idempotent: with everything present it only checks, and never runs apt-get update.
 set -euo pipefail
 
@@ -15,6 +17,11 @@ command -v etcd >/dev/null || missing+=(etcd-server)
 command -v containerd >/dev/null && command -v ctr >/dev/null || missing+=(containerd)
 command -v runc >/dev/null || missing+=(runc)
 [[ -x /bin/busybox ]] && /bin/busybox --list >/dev/null 2>&1 || missing+=(busybox-static)
+[[ -x /usr/lib/cni/bridge && -x /usr/lib/cni/host-local ]] || missing+=(containernetworking-plugins)
+command -v iptables >/dev/null || missing+=(iptables)
+command -v conntrack >/dev/null || missing+=(conntrack)
+command -v buildah >/dev/null || missing+=(buildah)
+command -v debootstrap >/dev/null || missing+=(debootstrap)
 # promtool for the alert rule tests (tests/static) and prometheus for the e2e alert test.
 command -v promtool >/dev/null && command -v prometheus >/dev/null || missing+=(prometheus)
 
@@ -41,6 +48,6 @@ fi
 # The Prometheus Operator's CRDs, for the e2e test that applies manifests/monitoring/.
 "$here/prometheus-operator-crds.sh" >/dev/null
 
-bin_dir="$("$here/build-control-plane.sh" --with-kubelet)"
+bin_dir="$("$here/build-control-plane.sh" --with-pods)"
 echo "etcd: $(command -v etcd), kubectl: $(command -v kubectl), containerd: $(command -v containerd)," \
-    "control plane and kubelet: $bin_dir" >&2
+    "buildah: $(command -v buildah), control plane, kubelet, kube-scheduler, kube-proxy: $bin_dir" >&2

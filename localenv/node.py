@@ -2,10 +2,13 @@
 
 The control plane alone has no kubelet, so nothing there mounts a Secret into a container. This adds one
 node (`controlplane.NODE_NAME`) the way the feasibility check found it works on a cgroup v1 machine
-without a registry or CNI: Debian's containerd and runc with their own root, state and socket, images
-built here from busybox (`localenv.images`), and kubelet built from the same Go module as the control
-plane. The node stays NotReady (no CNI plugin) and there is no scheduler, so pods set `nodeName`,
-`hostNetwork: true` and `automountServiceAccountToken: false`. Every process is stopped by its PID, every
+without a registry: Debian's containerd and runc with their own root, state and socket, images built
+here from busybox (`localenv.images`), and kubelet built from the same Go module as the control plane.
+
+By default the node has no CNI: it stays NotReady, there is no scheduler, so pods set `nodeName`,
+`hostNetwork: true` and `automountServiceAccountToken: false`. With `pods=True` (and a control plane
+started with `pods=True`) it is a node that runs Deployments as they are: a pod network
+(`localenv.podnetwork`), kube-proxy, and the node turns Ready. Every process is stopped by its PID, every
 mount under the work directory is unmounted, and the kernel settings kubelet changes are put back.
 """
 
@@ -33,6 +36,7 @@ from localenv.controlplane import (
     BUILD_SCRIPT,
     INSTALL_DEPS_SCRIPT,
     NODE_NAME,
+    SERVICE_CLUSTER_IP_RANGE,
     ControlPlane,
     ControlPlaneError,
     _free_ports,
@@ -44,6 +48,15 @@ from localenv.controlplane import (
     running_control_plane,
 )
 from localenv.images import PAUSE_IMAGE, write_node_images
+from localenv.podnetwork import (
+    CNI_PLUGIN_DIR,
+    POD_GATEWAY,
+    host_bridge,
+    remove_kube_proxy_rules,
+    write_cni_config,
+    write_kube_proxy_config,
+)
+from localenv.podnetwork import KERNEL_TUNABLES as POD_NETWORK_TUNABLES
 
 STARTUP_TIMEOUT_SECONDS = 120.0
 COMMAND_TIMEOUT_SECONDS = 60.0
@@ -57,6 +70,7 @@ KERNEL_TUNABLES = (
     "kernel/panic_on_oops",
     "kernel/keys/root_maxkeys",
     "kernel/keys/root_maxbytes",
+    *POD_NETWORK_TUNABLES,
 )
 
 
@@ -82,6 +96,20 @@ class Node:
     sync_frequency: str
     provision_seconds: float
     pids: dict[str, int]
+    ctr: _Ctr
+
+    def import_image(self, archive: Path) -> None:
+        """Load an image archive into the node's containerd, as a pull would (no registry here)."""
+        self.ctr.run("images", "import", "--snapshotter", "native", str(archive))
+
+    def container_pid(self, container_id: str) -> int:
+        """The host PID of a running container's first process (`containerd://` prefix allowed)."""
+        wanted = container_id.removeprefix("containerd://")
+        for line in self.ctr.run("tasks", "list").splitlines()[1:]:
+            fields = line.split()
+            if len(fields) >= 3 and fields[0] == wanted and fields[2] == "RUNNING":
+                return int(fields[1])
+        raise NodeError(f"container {wanted} has no running task")
 
     def container_log(self, namespace: str, pod: str, container: str) -> list[LogLine]:
         """Complete lines of the container's log (kubelet's CRI log format), oldest first."""
@@ -100,26 +128,32 @@ def running_node(
     work_dir: Path,
     sync_frequency: str | None = CI_SYNC_FREQUENCY,
     startup_timeout: float = STARTUP_TIMEOUT_SECONDS,
+    pods: bool = False,
 ) -> Iterator[Node]:
     """Start containerd and kubelet for `plane`, wait until the Node is registered; tear all down on exit.
 
     `sync_frequency=None` keeps kubelet's default (1 minute), which sets how late a mounted Secret updates.
+    `pods=True` adds the pod network and kube-proxy and waits until the Node is Ready.
     """
     started = time.monotonic()
     work_dir = work_dir.resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
-    binaries = find_node_binaries()
+    binaries = find_node_binaries(pods)
     layout = _Layout(work_dir)
     layout.create()
     images = write_node_images(layout.images)
-    _write_containerd_config(layout)
-    kubelet_port, healthz_port = _free_ports(2)
+    _write_containerd_config(layout, CNI_PLUGIN_DIR if pods else layout.cni / "bin")
+    kubelet_port, healthz_port, proxy_healthz_port, proxy_metrics_port = _free_ports(4)
     _write_kubelet_config(layout, kubelet_port, healthz_port, sync_frequency)
     deadline = time.monotonic() + startup_timeout
     tunables = _read_tunables()
 
     try:
-        with _Supervisor(layout.logs) as supervisor:
+        with contextlib.ExitStack() as network, _Supervisor(layout.logs) as supervisor:
+            if pods:
+                network.enter_context(host_bridge())
+                write_cni_config(layout.cni / "conf", layout.root / "cni-ipam", SERVICE_CLUSTER_IP_RANGE)
+                network.callback(remove_kube_proxy_rules, binaries["kube-proxy"])
             containerd = supervisor.start(
                 "containerd", [binaries["containerd"], "--config", str(layout.containerd_config)]
             )
@@ -129,17 +163,33 @@ def running_node(
             try:
                 for archive in images.values():
                     ctr.run("images", "import", "--snapshotter", "native", str(archive))
-                kubelet = supervisor.start("kubelet", _kubelet_argv(binaries["kubelet"], plane, layout))
+                kubelet = supervisor.start("kubelet", _kubelet_argv(binaries["kubelet"], plane, layout, pods))
                 _wait_until(
                     lambda: _node_registered(plane), deadline, kubelet, f"Node {NODE_NAME} registered"
                 )
+                pids = {"containerd": containerd.pid, "kubelet": kubelet.pid}
+                if pods:
+                    proxy_config = layout.root / "kube-proxy.json"
+                    write_kube_proxy_config(
+                        proxy_config,
+                        plane.admin_kubeconfig,
+                        NODE_NAME,
+                        proxy_healthz_port,
+                        proxy_metrics_port,
+                    )
+                    proxy = supervisor.start(
+                        "kube-proxy", [binaries["kube-proxy"], f"--config={proxy_config}"]
+                    )
+                    pids["kube-proxy"] = proxy.pid
+                    _wait_until(lambda: _node_ready(plane), deadline, kubelet, f"Node {NODE_NAME} Ready")
                 yield Node(
                     name=NODE_NAME,
                     work_dir=work_dir,
                     pod_logs_dir=layout.pod_logs,
                     sync_frequency=sync_frequency or "1m (default)",
                     provision_seconds=time.monotonic() - started,
-                    pids={"containerd": containerd.pid, "kubelet": kubelet.pid},
+                    pids=pids,
+                    ctr=ctr,
                 )
             finally:
                 # Kubelet first, so it restarts nothing; then the containers, whose shims outlive containerd.
@@ -154,8 +204,9 @@ def running_node(
         shutil.rmtree(layout.root, ignore_errors=True)
 
 
-def find_node_binaries() -> dict[str, str]:
-    """kubelet from the cached build (built on first use); containerd, ctr and runc from Debian.
+def find_node_binaries(pods: bool = False) -> dict[str, str]:
+    """kubelet (and for `pods`, kube-proxy) from the cached build (built on first use); containerd,
+    ctr and runc from Debian.
 
     containerd finds the shim, and the shim runc, on PATH, so all of them must be on ours.
     """
@@ -169,16 +220,16 @@ def find_node_binaries() -> dict[str, str]:
     if bin_dir_env:
         bin_dir = Path(bin_dir_env)
     else:
-        built = subprocess.run(
-            ["bash", str(BUILD_SCRIPT), "--with-kubelet"], check=False, capture_output=True, text=True
-        )
+        flag = "--with-pods" if pods else "--with-kubelet"
+        built = subprocess.run(["bash", str(BUILD_SCRIPT), flag], check=False, capture_output=True, text=True)
         if built.returncode != 0:
-            raise NodeError(f"{BUILD_SCRIPT} --with-kubelet failed:\n{_tail(built.stderr)}")
+            raise NodeError(f"{BUILD_SCRIPT} {flag} failed:\n{_tail(built.stderr)}")
         bin_dir = Path(built.stdout.strip().splitlines()[-1])
-    kubelet = bin_dir / "kubelet"
-    if not os.access(kubelet, os.X_OK):
-        raise NodeError(f"{kubelet} is missing or not executable")
-    found["kubelet"] = str(kubelet)
+    for name in ("kubelet", "kube-proxy") if pods else ("kubelet",):
+        binary = bin_dir / name
+        if not os.access(binary, os.X_OK):
+            raise NodeError(f"{binary} is missing or not executable")
+        found[name] = str(binary)
     return found
 
 
@@ -211,7 +262,7 @@ class _Layout:
         self.pod_logs.mkdir(mode=0o755, exist_ok=True)
 
 
-def _write_containerd_config(layout: _Layout) -> None:
+def _write_containerd_config(layout: _Layout, cni_bin_dir: Path) -> None:
     """CRI with the native snapshotter; `restrict_oom_score_adj`, or runc fails setting -998 here."""
     cri = '[plugins."io.containerd.grpc.v1.cri"]'
     layout.containerd_config.write_text(
@@ -243,7 +294,7 @@ def _write_containerd_config(layout: _Layout) -> None:
                 f"{cri[:-1]}.containerd.runtimes.runc.options]",
                 f'  Root = "{layout.containerd_state / "runc"}"',
                 f"{cri[:-1]}.cni]",
-                f'  bin_dir = "{layout.cni / "bin"}"',
+                f'  bin_dir = "{cni_bin_dir}"',
                 f'  conf_dir = "{layout.cni / "conf"}"',
                 "",
             ]
@@ -283,15 +334,17 @@ def _write_kubelet_config(layout: _Layout, port: int, healthz_port: int, sync_fr
     layout.kubelet_config.write_text(json.dumps(config, indent=2) + "\n")
 
 
-def _kubelet_argv(binary: str, plane: ControlPlane, layout: _Layout) -> list[str]:
+def _kubelet_argv(binary: str, plane: ControlPlane, layout: _Layout, pods: bool) -> list[str]:
+    # Without a pod network no --node-ip: kubelet refuses a loopback one and nothing connects to it.
+    node_ip = [f"--node-ip={POD_GATEWAY}"] if pods else []
     return [
         binary,
         f"--config={layout.kubelet_config}",
         f"--kubeconfig={plane.node_kubeconfig}",
         f"--root-dir={layout.kubelet_root}",
         f"--cert-dir={layout.kubelet_root / 'pki'}",
-        # No --node-ip: kubelet refuses a loopback one; nothing connects to the node's address anyway.
         f"--hostname-override={NODE_NAME}",
+        *node_ip,
     ]
 
 
@@ -304,6 +357,13 @@ def _node_registered(plane: ControlPlane) -> bool:
                 return False
             raise
     return True
+
+
+def _node_ready(plane: ControlPlane) -> bool:
+    with plane.admin_api_client() as api:
+        node = client.CoreV1Api(api).read_node(NODE_NAME)
+    conditions = (node.status.conditions if node.status else None) or []
+    return any(c.type == "Ready" and c.status == "True" for c in conditions)
 
 
 # --- containerd ------------------------------------------------------------------------------------
