@@ -215,6 +215,14 @@ async def run_operator(options: argparse.Namespace) -> int:
             )
             return 1 if elector is not None and elector.lost else 0
         finally:
+            if handing_over is not None:
+                if stop.is_set():
+                    # Let the hand-over finish (release() bounds its own waits): cancelled, an idle
+                    # operator whose kopf stops in a blink exits holding the Lease, and the standby
+                    # waits out its whole duration.
+                    await handing_over
+                else:
+                    handing_over.cancel()
             if secrets is not None:
                 await secrets.stop()
             if namespaces is not None:
@@ -226,8 +234,6 @@ async def run_operator(options: argparse.Namespace) -> int:
                 lost.cancel()
                 if elector is not None:
                     await elector.release()
-            if handing_over is not None and not handing_over.done():
-                handing_over.cancel()
             for runner in runners:
                 await runner.cleanup()
             with contextlib.suppress(Exception):

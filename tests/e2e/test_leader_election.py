@@ -47,7 +47,10 @@ def test_standby_takes_over_and_keeps_refreshing(
     if how == "crash":
         first.kill()
     else:
+        first_identity = f"-{first.pid}"
         assert first.stop() == 0
+        # A clean stop hands the Lease over before the process exits, so the standby need not wait it out.
+        assert not (holder() or "").endswith(first_identity), "the stopped leader exited holding the Lease"
     eventually(
         lambda: (holder() or "").endswith(f"-{second.pid}"), timeout=30, what="standby holds the Lease"
     )
