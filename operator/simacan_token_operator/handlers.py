@@ -55,9 +55,11 @@ def build_registry(
 
     @kopf.on.login(registry=registry)
     async def login(**kwargs: Any) -> kopf.AiohttpSession | None:
-        """A private registry gets none of kopf's default login handlers: in a pod use the
-        ServiceAccount, elsewhere the kubeconfig, like the kubernetes client does."""
-        info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+        """A private registry gets none of kopf's default login handlers. Log in through the
+        kubernetes client's loader, as `cli.load_kube_config` does, so kopf and the client talk to
+        the same address: in a pod, KUBERNETES_SERVICE_HOST; kopf's own service-account login
+        would use the name kubernetes.default.svc, which needs cluster DNS."""
+        info = kopf.login_via_client(**kwargs)
         return None if info is None else keepalive_session(info)
 
     @kopf.on.cleanup(registry=registry)
