@@ -96,15 +96,18 @@ class Node:
     sync_frequency: str
     provision_seconds: float
     pids: dict[str, int]
-    ctr: _Ctr
+    ctr: _Ctr | None = None
+    """containerd's client; None for a Node made only to read logs."""
 
     def import_image(self, archive: Path) -> None:
         """Load an image archive into the node's containerd, as a pull would (no registry here)."""
+        assert self.ctr is not None, "a Node without containerd"
         self.ctr.run("images", "import", "--snapshotter", "native", str(archive))
 
     def container_pid(self, container_id: str) -> int:
         """The host PID of a running container's first process (`containerd://` prefix allowed)."""
         wanted = container_id.removeprefix("containerd://")
+        assert self.ctr is not None, "a Node without containerd"
         for line in self.ctr.run("tasks", "list").splitlines()[1:]:
             fields = line.split()
             if len(fields) >= 3 and fields[0] == wanted and fields[2] == "RUNNING":
