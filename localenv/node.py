@@ -70,7 +70,6 @@ KERNEL_TUNABLES = (
     "kernel/panic_on_oops",
     "kernel/keys/root_maxkeys",
     "kernel/keys/root_maxbytes",
-    *POD_NETWORK_TUNABLES,
 )
 
 
@@ -149,7 +148,9 @@ def running_node(
     kubelet_port, healthz_port, proxy_healthz_port, proxy_metrics_port = _free_ports(4)
     _write_kubelet_config(layout, kubelet_port, healthz_port, sync_frequency)
     deadline = time.monotonic() + startup_timeout
-    tunables = _read_tunables()
+    # The pod network's settings only for a pod network: a node without one, stopping while another
+    # runs beside it, must not turn off that one's forwarding.
+    tunables = _read_tunables(KERNEL_TUNABLES + (POD_NETWORK_TUNABLES if pods else ()))
 
     try:
         with contextlib.ExitStack() as network, _Supervisor(layout.logs) as supervisor:
@@ -445,9 +446,9 @@ def _remove_legacy_log_links(pod_logs: Path) -> None:
             link.unlink(missing_ok=True)
 
 
-def _read_tunables() -> dict[str, str]:
+def _read_tunables(names: Sequence[str]) -> dict[str, str]:
     values: dict[str, str] = {}
-    for name in KERNEL_TUNABLES:
+    for name in names:
         with contextlib.suppress(OSError):
             values[name] = (Path("/proc/sys") / name).read_text().strip()
     return values
