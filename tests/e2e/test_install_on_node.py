@@ -52,7 +52,7 @@ FIRST_TAG, SECOND_TAG = "e2e-1", "e2e-2"
 CA_MOUNT = "/etc/simacan-auth-ca"
 PASSWORD = "correct horse battery staple"
 TOKEN_LIFETIME_SECONDS = 120
-"""The operator refreshes with a quarter of the lifetime left (30 s), more than a Lease's 15 s plus the
+"""The operator refreshes two thirds into the lifetime (40 s left), more than a Lease's 15 s plus the
 standby's 2 s retry: a leader lost just before a refresh leaves its successor time, as an hour's token
 does in production. Shorter tokens would test the Lease timings, not the install."""
 READY_TIMEOUT_SECONDS = 180
