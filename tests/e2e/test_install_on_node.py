@@ -37,6 +37,8 @@ from localenv.images import BUSYBOX_IMAGE
 from localenv.node import Node, running_node
 from localenv.operator_image import OPERATOR_IMAGE_REPOSITORY, build_operator_image
 from localenv.podnetwork import POD_GATEWAY, POD_SUBNET
+from simacan_token_operator.leader import LeaseTimings
+from simacan_token_operator.spec import REFRESH_REQUESTED_ANNOTATION
 from tests.conftest import SUMMARY
 from tests.e2e.conftest import REPO, kubectl
 from tests.support.k8s import Namespace, api_client
@@ -57,8 +59,7 @@ standby's 2 s retry: a leader lost just before a refresh leaves its successor ti
 does in production. Shorter tokens would test the Lease timings, not the install."""
 READY_TIMEOUT_SECONDS = 180
 UPGRADE_TOKEN_LIFETIME_SECONDS = 900
-LEASE_DURATION_SECONDS = 15.0  # leader.LeaseTimings.duration
-REFRESH_REQUESTED = "auth.simacan.com/refresh-requested-at"
+LEASE_DURATION_SECONDS = LeaseTimings().duration
 LIVENESS_RESTART_TIMEOUT_SECONDS = 150  # initialDelay 10 s + 3 failed probes 20 s apart, 5 s each
 
 
@@ -210,7 +211,8 @@ def test_deleting_the_leader_pod_fails_over_without_an_expired_token(cluster: Cl
     assert without_leader < LEASE_DURATION_SECONDS, f"no leader for {without_leader:.1f}s"
     # The successor works: a refresh asked for now is done by it, and no token ever expired meanwhile.
     before = ns.secret_text("route-a", "token")
-    ns.patch_credential("route-a", {"metadata": {"annotations": {REFRESH_REQUESTED: str(time.time())}}})
+    asked = {REFRESH_REQUESTED_ANNOTATION: str(time.time())}
+    ns.patch_credential("route-a", {"metadata": {"annotations": asked}})
     watch.until(lambda: ns.secret_text("route-a", "token") != before, timeout=60)
     peers = {call.peer for call in _logins(cluster, "failover-user")}
     assert _pod_ips(cluster, INSTALL_NAMESPACE)[successor] in peers
