@@ -12,6 +12,7 @@ turns the Service addresses into pod or gateway addresses, as on a real node.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import subprocess
 from collections.abc import Iterator
@@ -25,6 +26,8 @@ CNI_PLUGIN_DIR = Path("/usr/lib/cni")
 """Debian's containernetworking-plugins."""
 NETWORK_NAME = "simacan-e2e"
 NETNS_DIR = Path("/var/run/netns")
+LOCK_FILE = Path("/run/lock/simacan-pod-network.lock")
+"""One bridge name, one subnet: a second pod network on the machine would take over the first one's."""
 # Set by the bridge plugin (forwarding for a gateway) and needed for Service traffic between pods on
 # one bridge; both are put back on stop.
 KERNEL_TUNABLES = ("net/ipv4/ip_forward", "net/bridge/bridge-nf-call-iptables")
@@ -73,17 +76,26 @@ def host_bridge() -> Iterator[None]:
         raise PodNetworkError(
             f"{CNI_PLUGIN_DIR}/bridge missing: install Debian's containernetworking-plugins"
         )
-    namespaces_before = _pod_namespaces()
-    _ip("link", "delete", BRIDGE, check=False)  # left by a run that was killed
-    _ip("link", "add", BRIDGE, "type", "bridge")
-    try:
-        _ip("address", "add", f"{POD_GATEWAY}/{POD_SUBNET.split('/')[1]}", "dev", BRIDGE)
-        _ip("link", "set", BRIDGE, "up")
-        yield
-    finally:
-        for name in _pod_namespaces() - namespaces_before:
-            _ip("netns", "delete", name, check=False)
-        _ip("link", "delete", BRIDGE, check=False)
+    LOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
+    with LOCK_FILE.open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PodNetworkError(
+                f"another pod network runs on this machine ({LOCK_FILE} is locked): one at a time, so run "
+                "the tests that use it on one pytest-xdist worker (--dist loadfile)"
+            ) from None
+        namespaces_before = _pod_namespaces()
+        _ip("link", "delete", BRIDGE, check=False)  # left by a run that was killed
+        _ip("link", "add", BRIDGE, "type", "bridge")
+        try:
+            _ip("address", "add", f"{POD_GATEWAY}/{POD_SUBNET.split('/')[1]}", "dev", BRIDGE)
+            _ip("link", "set", BRIDGE, "up")
+            yield
+        finally:
+            for name in _pod_namespaces() - namespaces_before:
+                _ip("netns", "delete", name, check=False)
+            _ip("link", "delete", BRIDGE, check=False)
 
 
 def write_kube_proxy_config(

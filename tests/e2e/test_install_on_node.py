@@ -7,9 +7,9 @@ node's containerd. `manifests/` is applied through an overlay that changes only 
 the allowed Auth API host and the CA of the stand-in Auth API, which listens on the pod network's
 gateway. No operator runs as a local process here: every token comes from a pod.
 
-The tests share one cluster and run in file order on one xdist worker (group `pod-network`):
-install, lease, tokens, probes and metrics, failover, container kill, frozen process, upgrade, and
-then the namespaced install.
+The tests share one cluster and run in file order, so they need one xdist worker for the file
+(`--dist loadfile`, as scripts/test runs them): install, lease, tokens, probes and metrics,
+failover, container kill, frozen process, upgrade, and then the namespaced install.
 """
 
 from __future__ import annotations
@@ -43,8 +43,6 @@ from tests.conftest import SUMMARY
 from tests.e2e.conftest import REPO, kubectl
 from tests.support.k8s import Namespace, api_client
 from tests.support.polling import eventually
-
-pytestmark = pytest.mark.xdist_group("pod-network")
 
 INSTALL_NAMESPACE = "simacan-token-operator"
 DEPLOYMENT = "simacan-token-operator"
