@@ -9,7 +9,8 @@ gateway. No operator runs as a local process here: every token comes from a pod.
 
 The tests share one cluster and run in file order, so they need one xdist worker for the file
 (`--dist loadfile`, as scripts/test runs them): install, lease, tokens, probes and metrics,
-failover, container kill, frozen process, upgrade, and then the namespaced install.
+failover, container kill, frozen process, upgrade, memory under a few hundred credentials, and then
+the namespaced install.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ does in production. Shorter tokens would test the Lease timings, not the install
 READY_TIMEOUT_SECONDS = 180
 UPGRADE_TOKEN_LIFETIME_SECONDS = 900
 LEASE_DURATION_SECONDS = LeaseTimings().duration
+LOAD_CREDENTIALS, LOAD_NAMESPACES = 300, 3
 LIVENESS_RESTART_TIMEOUT_SECONDS = 150  # initialDelay 10 s + 3 failed probes 20 s apart, 5 s each
 
 
@@ -310,6 +312,35 @@ def test_upgrade_replaces_pods_one_at_a_time_without_a_login_or_a_gap(cluster: C
     )
 
 
+def test_the_leader_stays_within_its_memory_limit_serving_many_credentials(cluster: Cluster) -> None:
+    """The Deployment's 384Mi limit, held by the leader's cgroup while it serves a few hundred."""
+    holder = _lease_holder(cluster, INSTALL_NAMESPACE)
+    assert holder
+    pod = cluster.core.read_namespaced_pod(holder, INSTALL_NAMESPACE)
+    restarts = _restart_count(pod)
+    namespaces = [Namespace.create(cluster.api, prefix="load") for _ in range(LOAD_NAMESPACES)]
+    started = time.monotonic()
+    for ns in namespaces:
+        for index in range(LOAD_CREDENTIALS // LOAD_NAMESPACES):
+            _create_credential(ns, cluster.auth, f"load-{index}", user="load-user")
+
+    def served() -> bool:
+        return sum(_token_secrets(cluster, ns.name) for ns in namespaces) == LOAD_CREDENTIALS
+
+    eventually(served, timeout=300, interval=1, what=f"{LOAD_CREDENTIALS} token Secrets")
+    all_served = time.monotonic() - started
+    cgroup = _memory_cgroup(cluster.node.container_pid(_container_id(pod)))
+    limit = int((cgroup / "memory.limit_in_bytes").read_text())
+    peak = int((cgroup / "memory.max_usage_in_bytes").read_text())
+    SUMMARY.append(
+        f"e2e: the leader pod served {LOAD_CREDENTIALS} credentials in {all_served:.0f}s; container memory "
+        f"peak {peak / 2**20:.0f} MiB of its {limit / 2**20:.0f} MiB limit"
+    )
+    assert limit == 384 * 2**20, "the manifests' memory limit is not the container's cgroup limit"
+    assert peak < limit
+    assert _restart_count(cluster.core.read_namespaced_pod(holder, INSTALL_NAMESPACE)) == restarts
+
+
 # --- the namespaced install -------------------------------------------------------------------------
 
 
@@ -476,6 +507,22 @@ def _lease_holder(cluster: Cluster, namespace: str) -> str | None:
             return None
         raise
     return lease.spec.holder_identity or None
+
+
+def _memory_cgroup(pid: int) -> Path:
+    """The cgroup v1 memory directory of a process (this machine's kubelet runs on cgroup v1)."""
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            return Path("/sys/fs/cgroup/memory") / path.lstrip("/")
+    raise AssertionError(f"no memory cgroup for {pid}")
+
+
+def _token_secrets(cluster: Cluster, namespace: str) -> int:
+    secrets: Any = cluster.core.list_namespaced_secret(namespace)
+    return sum(
+        1 for item in secrets.items if item.metadata.name.startswith("load-") and "token" in (item.data or {})
+    )
 
 
 def _root_mount_options(pid: int) -> set[str]:
