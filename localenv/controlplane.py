@@ -303,19 +303,24 @@ def find_binaries(pods: bool = False) -> dict[str, str]:
     etcd = shutil.which("etcd")
     if etcd is None:
         raise ControlPlaneError(f"etcd not found on PATH; run {INSTALL_DEPS_SCRIPT}")
+    names = ("kube-apiserver", "kube-controller-manager", *(["kube-scheduler"] if pods else []))
+    return {"etcd": etcd, **built_binaries(names, ["--with-pods"] if pods else [])}
+
+
+def built_binaries(names: Sequence[str], build_flags: Sequence[str]) -> dict[str, str]:
+    """Kubernetes binaries from $SIMACAN_K8S_BIN_DIR, or from the cached build (`BUILD_SCRIPT
+    build_flags`, which builds them on first use)."""
     bin_dir_env = os.environ.get("SIMACAN_K8S_BIN_DIR")
     if bin_dir_env:
         bin_dir = Path(bin_dir_env)
     else:
-        flags = ["--with-pods"] if pods else []
-        built = subprocess.run(
-            ["bash", str(BUILD_SCRIPT), *flags], check=False, capture_output=True, text=True
-        )
+        argv = ["bash", str(BUILD_SCRIPT), *build_flags]
+        built = subprocess.run(argv, check=False, capture_output=True, text=True)
         if built.returncode != 0:
-            raise ControlPlaneError(f"{BUILD_SCRIPT} failed:\n{_tail(built.stderr)}")
+            raise ControlPlaneError(f"{' '.join(argv[1:])} failed:\n{_tail(built.stderr)}")
         bin_dir = Path(built.stdout.strip().splitlines()[-1])
-    found = {"etcd": etcd}
-    for name in ("kube-apiserver", "kube-controller-manager", *(["kube-scheduler"] if pods else [])):
+    found: dict[str, str] = {}
+    for name in names:
         path = bin_dir / name
         if not os.access(path, os.X_OK):
             raise ControlPlaneError(f"{path} is missing or not executable")

@@ -33,7 +33,6 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from localenv.controlplane import (
-    BUILD_SCRIPT,
     INSTALL_DEPS_SCRIPT,
     NODE_NAME,
     SERVICE_CLUSTER_IP_RANGE,
@@ -43,8 +42,8 @@ from localenv.controlplane import (
     _Started,
     _stop,
     _Supervisor,
-    _tail,
     _wait_until,
+    built_binaries,
     running_control_plane,
 )
 from localenv.images import PAUSE_IMAGE, write_node_images
@@ -101,7 +100,7 @@ class Node:
     def import_image(self, archive: Path) -> None:
         """Load an image archive into the node's containerd, as a pull would (no registry here)."""
         assert self.ctr is not None, "a Node without containerd"
-        self.ctr.run("images", "import", "--snapshotter", "native", str(archive))
+        self.ctr.import_image(archive)
 
     def container_pid(self, container_id: str) -> int:
         """The host PID of a running container's first process (`containerd://` prefix allowed)."""
@@ -166,7 +165,7 @@ def running_node(
             kubelet: _Started | None = None
             try:
                 for archive in images.values():
-                    ctr.run("images", "import", "--snapshotter", "native", str(archive))
+                    ctr.import_image(archive)
                 kubelet = supervisor.start("kubelet", _kubelet_argv(binaries["kubelet"], plane, layout, pods))
                 _wait_until(
                     lambda: _node_registered(plane), deadline, kubelet, f"Node {NODE_NAME} registered"
@@ -220,21 +219,9 @@ def find_node_binaries(pods: bool = False) -> dict[str, str]:
         if path is None:
             raise NodeError(f"{name} not found on PATH; run {INSTALL_DEPS_SCRIPT}")
         found[name] = path
-    bin_dir_env = os.environ.get("SIMACAN_K8S_BIN_DIR")
-    if bin_dir_env:
-        bin_dir = Path(bin_dir_env)
-    else:
-        flag = "--with-pods" if pods else "--with-kubelet"
-        built = subprocess.run(["bash", str(BUILD_SCRIPT), flag], check=False, capture_output=True, text=True)
-        if built.returncode != 0:
-            raise NodeError(f"{BUILD_SCRIPT} {flag} failed:\n{_tail(built.stderr)}")
-        bin_dir = Path(built.stdout.strip().splitlines()[-1])
-    for name in ("kubelet", "kube-proxy") if pods else ("kubelet",):
-        binary = bin_dir / name
-        if not os.access(binary, os.X_OK):
-            raise NodeError(f"{binary} is missing or not executable")
-        found[name] = str(binary)
-    return found
+    if pods:
+        return found | built_binaries(("kubelet", "kube-proxy"), ["--with-pods"])
+    return found | built_binaries(("kubelet",), ["--with-kubelet"])
 
 
 # --- layout and configuration ----------------------------------------------------------------------
@@ -387,6 +374,9 @@ class _Ctr:
         if check and result.returncode != 0:
             raise NodeError(f"ctr {' '.join(args)} failed: {result.stderr.strip()}")
         return result.stdout
+
+    def import_image(self, archive: Path) -> None:
+        self.run("images", "import", "--snapshotter", "native", str(archive))
 
     def ready(self) -> bool:
         return (
