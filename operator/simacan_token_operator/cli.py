@@ -169,7 +169,6 @@ async def run_operator(options: argparse.Namespace) -> int:
             return kopf_ready.is_set() or (elector is not None and elector.connected.is_set() and not leading)
 
         leading = False
-        lost: asyncio.Task[None] | None = None
         handing_over: asyncio.Task[None] | None = None
         secrets: SecretWatch | None = None
         app = build_app(controller, metrics, ready)
@@ -216,13 +215,12 @@ async def run_operator(options: argparse.Namespace) -> int:
             return 1 if elector is not None and elector.lost else 0
         finally:
             if handing_over is not None:
-                if stop.is_set():
-                    # Let the hand-over finish (release() bounds its own waits): cancelled, an idle
-                    # operator whose kopf stops in a blink exits holding the Lease, and the standby
-                    # waits out its whole duration.
-                    await handing_over
-                else:
-                    handing_over.cancel()
+                # Every way out (SIGTERM, a lost Lease, kopf failing) hands over through this one
+                # task, awaited to its end (release() bounds its own waits): cancelled, an idle
+                # operator whose kopf stops in a blink exits holding the Lease, and the standby
+                # waits out its whole duration.
+                stop.set()
+                await handing_over
             if secrets is not None:
                 await secrets.stop()
             if namespaces is not None:
@@ -230,10 +228,6 @@ async def run_operator(options: argparse.Namespace) -> int:
             if cluster is not None:
                 await cluster.stop()
             await controller.stop()
-            if lost is not None and not lost.done():
-                lost.cancel()
-                if elector is not None:
-                    await elector.release()
             for runner in runners:
                 await runner.cleanup()
             with contextlib.suppress(Exception):
