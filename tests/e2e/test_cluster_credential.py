@@ -14,6 +14,7 @@ from tests.integration.test_cluster_credential import (
     SECRET,
     Fleet,
     all_served,
+    served_in_three_namespaces,
     test_a_foreign_secret_in_one_namespace_is_listed_while_the_others_are_served,
     test_a_rotated_password_is_one_new_login_for_every_namespace,
     test_deleted_or_edited_secret_is_restored_and_a_restart_makes_no_login,
@@ -43,10 +44,7 @@ HOLD = "auth.simacan.com/test-hold"
 def test_deleting_it_garbage_collects_the_secret_in_every_namespace(
     fleet: Fleet, auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
 ) -> None:
-    namespaces = [fleet.namespace() for _ in range(3)]
-    fleet.create(auth)
-    cluster_operator()
-    all_served(fleet, namespaces)
+    namespaces, _, _ = served_in_three_namespaces(fleet, auth, cluster_operator)
 
     fleet.delete()
     # The garbage collector learns of a new CRD's objects at its next discovery resync (30 s).

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
-from kubernetes.client.exceptions import ApiException
 
 from localenv.auth_standin import FakeAuthAPI
 from localenv.node import Node
@@ -50,7 +49,7 @@ def test_mounted_token_rotates_before_expiry_while_subpath_and_env_keep_the_firs
     first_exp = _exp(first)
     written: dict[str, Written] = {}
     _record_secret(ns, written)
-    _create_pod(ns, pod_manifest("reader", SECRET, node.name))
+    ns.create_pod(pod_manifest("reader", SECRET, node.name))
 
     def log() -> list[Reading]:
         return readings(node.container_log(ns.name, "reader", CONTAINER))
@@ -106,23 +105,6 @@ def _record_secret(ns: Namespace, written: dict[str, Written]) -> None:
     annotations = secret["metadata"].get("annotations") or {}
     refreshed_at = datetime.datetime.fromisoformat(annotations[REFRESHED_AT].replace("Z", "+00:00"))
     written[digest(token)] = Written(_exp(token), refreshed_at.timestamp(), time.time())
-
-
-def _create_pod(ns: Namespace, manifest: dict[str, Any]) -> None:
-    """Retried while the namespace's default ServiceAccount, which admission requires, is being made."""
-
-    body: Any = manifest
-
-    def create() -> bool:
-        try:
-            ns.core.create_namespaced_pod(ns.name, body)
-        except ApiException as error:
-            if error.status == 403 and "serviceaccount" in str(error.body):
-                return False
-            raise
-        return True
-
-    eventually(create, timeout=30, what="reader pod created")
 
 
 def _exp(token: str) -> int:

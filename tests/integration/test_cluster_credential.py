@@ -150,6 +150,17 @@ def all_served(fleet: Fleet, namespaces: list[Namespace]) -> str:
     return token
 
 
+def served_in_three_namespaces(
+    fleet: Fleet, auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
+) -> tuple[list[Namespace], OperatorProcess, str]:
+    """Three selected namespaces, the ClusterSimacanCredential and an operator, once all three hold
+    its one token; returns them with that token."""
+    namespaces = [fleet.namespace() for _ in range(3)]
+    fleet.create(auth)
+    operator = cluster_operator()
+    return namespaces, operator, all_served(fleet, namespaces)
+
+
 def test_one_login_serves_every_selected_namespace(
     fleet: Fleet, auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
 ) -> None:
@@ -241,10 +252,7 @@ def test_a_foreign_secret_in_one_namespace_is_listed_while_the_others_are_served
 def test_deleted_or_edited_secret_is_restored_and_a_restart_makes_no_login(
     fleet: Fleet, auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
 ) -> None:
-    namespaces = [fleet.namespace() for _ in range(3)]
-    fleet.create(auth)
-    operator = cluster_operator()
-    token = all_served(fleet, namespaces)
+    namespaces, operator, token = served_in_three_namespaces(fleet, auth, cluster_operator)
 
     namespaces[0].delete_secret(SECRET)
     namespaces[1].set_secret_data(SECRET, token="tampered")
@@ -326,10 +334,7 @@ def test_an_operator_for_some_namespaces_ignores_the_kind_and_says_so(
 def test_refresh_requested_annotation_gives_every_namespace_one_new_token(
     fleet: Fleet, auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
 ) -> None:
-    namespaces = [fleet.namespace() for _ in range(3)]
-    fleet.create(auth)
-    cluster_operator()
-    first = all_served(fleet, namespaces)
+    namespaces, _, first = served_in_three_namespaces(fleet, auth, cluster_operator)
 
     patch = {"metadata": {"annotations": {"auth.simacan.com/refresh-requested-at": "2026-12-01T00:00:00Z"}}}
     fleet.custom.patch_cluster_custom_object(GROUP, VERSION, PLURAL, fleet.name, patch)
@@ -351,10 +356,7 @@ def test_refresh_requested_annotation_gives_every_namespace_one_new_token(
 def test_a_rotated_password_is_one_new_login_for_every_namespace(
     fleet: Fleet, auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
 ) -> None:
-    namespaces = [fleet.namespace() for _ in range(3)]
-    fleet.create(auth)
-    cluster_operator()
-    first = all_served(fleet, namespaces)
+    namespaces, _, first = served_in_three_namespaces(fleet, auth, cluster_operator)
 
     auth.set_password(USERNAME, "rotated-password-9d2e")
     fleet.platform.set_secret_data("login", password="rotated-password-9d2e")

@@ -78,6 +78,23 @@ class Namespace:
     def delete_secret(self, name: str) -> None:
         self.core.delete_namespaced_secret(name, self.name)
 
+    # -- Pods ------------------------------------------------------------------------------------
+
+    def create_pod(self, manifest: Mapping[str, Any]) -> None:
+        """Retried while the namespace's default ServiceAccount, which admission requires, is being made."""
+        body: Any = manifest
+
+        def create() -> bool:
+            try:
+                self.core.create_namespaced_pod(self.name, body)
+            except ApiException as error:
+                if error.status == 403 and "serviceaccount" in str(error.body):
+                    return False
+                raise
+            return True
+
+        eventually(create, timeout=30, what=f"pod {manifest['metadata']['name']} created")
+
     # -- SimacanCredentials ----------------------------------------------------------------------
 
     def create_credential(
