@@ -22,7 +22,7 @@
 # Idempotent: the image carries a recipe label (a hash of this script); when the stored image has the same
 # one the script only checks and exits. Prints the image reference on stdout; logs on stderr.
 # `base-image.sh --print-reference` only prints the name the stand-in gets, and needs neither root nor buildah.
-# Needs root (debootstrap, chroot) and the packages buildah and debootstrap (build-image.sh installs them).
+# Needs root (debootstrap, chroot) and the packages buildah and debootstrap (localenv/install-deps.sh installs them).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -72,7 +72,7 @@ fi
 
 [[ $(id -u) -eq 0 ]] || die "needs root (debootstrap, chroot and buildah's storage); run it with sudo"
 for tool in buildah debootstrap flock; do
-    command -v "$tool" >/dev/null || die "$tool is missing; localenv/build-image.sh installs it from Debian"
+    command -v "$tool" >/dev/null || die "$tool is missing; run localenv/install-deps.sh"
 done
 
 # One builder at a time: a second caller waits here, then finds the image already built.

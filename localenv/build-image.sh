@@ -8,7 +8,7 @@
 # ARCHIVE defaults to ${TMPDIR:-/tmp}/simacan-token-operator-TAG.docker-archive.tar. Prints the archive path
 # as the last line on stdout; everything else goes to stderr.
 #
-# - Installs buildah, runc, debootstrap and debian-archive-keyring from Debian when missing.
+# - Needs buildah, runc, debootstrap and debian-archive-keyring from Debian (localenv/install-deps.sh).
 # - localenv/base-image.sh puts a local stand-in for the FROM image into buildah's storage (Debian's
 #   Python 3.11.2, not the release base), so the build runs with --pull=never.
 # - --layers: a rebuild reuses every step whose inputs did not change; the pip cache mounts
@@ -52,17 +52,10 @@ output="$(cd "$(dirname "$output")" && pwd)/$(basename "$output")"
 
 as_root=()
 [[ $(id -u) -eq 0 ]] || as_root=(sudo)
-missing=()
-command -v buildah >/dev/null || missing+=(buildah)
-command -v runc >/dev/null || missing+=(runc)
-command -v debootstrap >/dev/null || missing+=(debootstrap)
-[[ -f /usr/share/keyrings/debian-archive-keyring.gpg ]] || missing+=(debian-archive-keyring)
-if [[ ${#missing[@]} -gt 0 ]]; then
-    log "installing ${missing[*]} from Debian"
-    export DEBIAN_FRONTEND=noninteractive
-    "${as_root[@]}" apt-get update -qq >&2
-    "${as_root[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-fi
+for tool in buildah runc debootstrap; do
+    command -v "$tool" >/dev/null || die "$tool is missing; run localenv/install-deps.sh"
+done
+[[ -f /usr/share/keyrings/debian-archive-keyring.gpg ]] || die "Debian's archive keyring is missing; run localenv/install-deps.sh"
 
 started=$SECONDS
 "${as_root[@]}" bash "$here/base-image.sh" >/dev/null

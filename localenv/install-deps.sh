@@ -22,6 +22,7 @@ command -v iptables >/dev/null || missing+=(iptables)
 command -v conntrack >/dev/null || missing+=(conntrack)
 command -v buildah >/dev/null || missing+=(buildah)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
+[[ -f /usr/share/keyrings/debian-archive-keyring.gpg ]] || missing+=(debian-archive-keyring)
 # promtool for the alert rule tests (tests/static) and prometheus for the e2e alert test.
 command -v promtool >/dev/null && command -v prometheus >/dev/null || missing+=(prometheus)
 
