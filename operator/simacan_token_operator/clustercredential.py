@@ -32,12 +32,12 @@ from .clusterspec import (
 )
 from .clusterstatus import PENDING, aggregate, fold_events, render_cluster_status
 from .kube import KubeError, ObjectRef
-from .reconcile import Gathered, Memory, Result, reconcile
+from .reconcile import Gathered, Memory, reconcile, refused_write
 from .report import Note
 from .schedule import backoff_delay, jitter_fraction
-from .spec import REFRESH_REQUESTED_ANNOTATION, CredentialSpec, SpecError
+from .spec import CredentialSpec, SpecError, refresh_request
 from .status import Outcome, ReadyState, ready_reason, ready_state, status_digest
-from .worker import CONFLICT_RETRY_SECONDS, Runtime, sleep_until
+from .worker import CONFLICT_RETRY_SECONDS, Runtime, WriteRefused, sleep_until, write_secret
 
 logger = logging.getLogger(__name__)
 
@@ -150,8 +150,8 @@ class ClusterWorker:
         """One round over the namespaces that need it; returns when to look again."""
         runtime = self.runtime
         dirty, self._dirty = self._dirty, set()
-        request = (self.credential["metadata"].get("annotations") or {}).get(REFRESH_REQUESTED_ANNOTATION)
-        if not isinstance(request, str) or not request:
+        request = refresh_request(self.credential["metadata"].get("annotations"))
+        if request is None:
             self._request_seen = None
         elif self._request_seen is None or self._request_seen[0] != request:
             self._request_seen = (request, runtime.clock())
@@ -211,7 +211,12 @@ class ClusterWorker:
             gathered = Gathered(view, target, secret, memory, runtime.clock())
             result = await reconcile(gathered, runtime.services)
             async with runtime.kube_gate:
-                written = await self._write(namespace, result)
+                try:
+                    written = await write_secret(self.kube, namespace, result, self.name)
+                except WriteRefused as refused:
+                    logger.warning("%s: %s", self.name, refused.message)
+                    result = refused_write(gathered, result, refused.message)
+                    written = True
         except KubeError as error:
             if namespace not in self._outcomes:
                 self._outcomes[namespace] = dataclasses.replace(
@@ -243,31 +248,6 @@ class ClusterWorker:
             dataclasses.replace(note, message=self._reworded(note.reason, note.message, problem))
             for note in result.events
         )
-
-    async def _write(self, namespace: str, result: Result) -> bool:
-        """False if another writer got to the Secret first (404 or 409): look again shortly."""
-        write = result.write
-        if write is None:
-            return True
-        try:
-            if write.create:
-                await self.kube.create_secret(namespace, write.body)
-            else:
-                await self.kube.replace_secret(namespace, write.body)
-        except KubeError as error:
-            if error.status in (404, 409):
-                return False
-            raise
-        token = result.outcome.token
-        logger.info(
-            "%s: wrote Secret %s/%s (%s); valid until %s",
-            self.name,
-            namespace,
-            write.body["metadata"]["name"],
-            write.reason,
-            tokensecret.rfc3339(token.expires_at) if token else "?",
-        )
-        return True
 
     async def _release(self, spec: ClusterSpec) -> None:
         """Forget namespaces that stopped matching, and delete our Secret there (only if ours)."""

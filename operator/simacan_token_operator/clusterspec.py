@@ -11,7 +11,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .spec import API_VERSION, GROUP, REFRESH_REQUESTED_ANNOTATION, SpecError, parse_spec
+from . import limits
+from .spec import (
+    API_VERSION,
+    GROUP,
+    REFRESH_REQUESTED_ANNOTATION,
+    SpecError,
+    kept_annotations,
+    parse_spec,
+)
 
 CLUSTER_PLURAL = "clustersimacancredentials"
 CLUSTER_KIND = "ClusterSimacanCredential"
@@ -94,6 +102,11 @@ def _selector(value: object) -> tuple[Requirement, ...] | None:
     expressions = value.get("matchExpressions") or []
     if not isinstance(labels, Mapping) or not isinstance(expressions, list):
         raise SpecError("spec.namespaceSelector: matchLabels is a map, matchExpressions a list")
+    if len(labels) > limits.MAX_SELECTOR_LABELS or len(expressions) > limits.MAX_SELECTOR_EXPRESSIONS:
+        raise SpecError(
+            f"spec.namespaceSelector: at most {limits.MAX_SELECTOR_LABELS} matchLabels and "
+            f"{limits.MAX_SELECTOR_EXPRESSIONS} matchExpressions"
+        )
     requirements = [Requirement(str(k), "In", frozenset({str(v)})) for k, v in labels.items()]
     for expression in expressions:
         if not isinstance(expression, Mapping):
@@ -101,6 +114,11 @@ def _selector(value: object) -> tuple[Requirement, ...] | None:
         operator, values = expression.get("operator"), expression.get("values") or []
         if operator not in ("In", "NotIn", "Exists", "DoesNotExist") or not isinstance(values, list):
             raise SpecError(f"spec.namespaceSelector: unknown operator {operator!r}")
+        if len(values) > limits.MAX_SELECTOR_VALUES:
+            raise SpecError(
+                f"spec.namespaceSelector: a matchExpression has {len(values)} values; "
+                f"at most {limits.MAX_SELECTOR_VALUES}"
+            )
         if (operator in ("In", "NotIn")) != bool(values):
             raise SpecError(f"spec.namespaceSelector: {operator} needs values if and only if In or NotIn")
         requirements.append(Requirement(str(expression.get("key")), operator, frozenset(map(str, values))))
@@ -141,7 +159,6 @@ def namespaced_view(credential: Mapping[str, Any], namespace: str) -> dict[str, 
 def snapshot(body: Mapping[str, Any], with_status: bool) -> dict[str, Any]:
     """Only what the worker reads, not managedFields and the rest."""
     meta = body["metadata"]
-    request = (meta.get("annotations") or {}).get(REFRESH_REQUESTED_ANNOTATION)
     kept: dict[str, Any] = {
         "apiVersion": body.get("apiVersion"),
         "kind": body.get("kind"),
@@ -149,7 +166,7 @@ def snapshot(body: Mapping[str, Any], with_status: bool) -> dict[str, Any]:
             "name": meta["name"],
             "uid": meta.get("uid"),
             "generation": meta.get("generation"),
-            "annotations": {REFRESH_REQUESTED_ANNOTATION: request} if request is not None else {},
+            "annotations": kept_annotations(meta.get("annotations")),
         },
         "spec": body.get("spec"),
     }

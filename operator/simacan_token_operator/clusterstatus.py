@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from . import reasons
+from .limits import MAX_CONDITION_MESSAGE_CHARS, MAX_FAILED_NAMESPACE_MESSAGE_CHARS, shortened
 from .report import Note
 from .status import READY, Outcome, ReadyState
 from .tokensecret import rfc3339
@@ -92,7 +93,7 @@ def render_cluster_status(
             {
                 "namespace": ns,
                 "reason": outcomes[ns].reason,
-                "message": outcomes[ns].message,
+                "message": shortened(outcomes[ns].message, MAX_FAILED_NAMESPACE_MESSAGE_CHARS),
             }
             for ns in failed[:FAILED_LIST_CAP]
         ],
@@ -106,7 +107,7 @@ def render_cluster_status(
                 "type": READY,
                 "status": state,
                 "reason": overall.reason,
-                "message": overall.message,
+                "message": shortened(overall.message, MAX_CONDITION_MESSAGE_CHARS),
                 "observedGeneration": generation,
                 "lastTransitionTime": transition,
             }

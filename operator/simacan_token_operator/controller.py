@@ -6,15 +6,13 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .spec import REFRESH_REQUESTED_ANNOTATION, watched_secrets
+from .spec import REFRESH_REQUESTED_ANNOTATION, kept_annotations, watched_secrets
 from .worker import CredentialWorker, Runtime
 
 
 def _snapshot(body: Mapping[str, Any], with_status: bool) -> dict[str, Any]:
     """Only what a worker reads, not the whole object with its managedFields: kept per credential."""
     meta = body["metadata"]
-    annotations = meta.get("annotations") or {}
-    request = annotations.get(REFRESH_REQUESTED_ANNOTATION)
     snapshot: dict[str, Any] = {
         "apiVersion": body.get("apiVersion"),
         "kind": body.get("kind"),
@@ -23,7 +21,7 @@ def _snapshot(body: Mapping[str, Any], with_status: bool) -> dict[str, Any]:
             "namespace": meta["namespace"],
             "uid": meta.get("uid"),
             "generation": meta.get("generation"),
-            "annotations": {REFRESH_REQUESTED_ANNOTATION: request} if request is not None else {},
+            "annotations": kept_annotations(meta.get("annotations")),
         },
         "spec": body.get("spec"),
     }

@@ -52,6 +52,8 @@ ROLLOUT_RESTARTED = "RolloutRestarted"
 RESTART_TARGET_NOT_FOUND = "RestartTargetNotFound"
 
 # -- Events only -------------------------------------------------------------------------------
+REFRESH_REQUEST_IGNORED = "RefreshRequestIgnored"
+"""The refresh-requested-at annotation is longer than its bound (limits.py)."""
 ISSUED = "Issued"
 RECOVERED = "Recovered"
 

@@ -19,10 +19,16 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import consumers, credentials, reasons, report, tokensecret
+from . import consumers, credentials, limits, reasons, report, tokensecret
 from .errors import AuthError, PermanentAuthError, TransientAuthError
 from .pool import TokenPool
-from .schedule import BACKOFF_BASE_SECONDS, jitter_fraction, refresh_time
+from .schedule import (
+    BACKOFF_BASE_SECONDS,
+    RESTORE_QUIET_SECONDS,
+    jitter_fraction,
+    refresh_time,
+    restore_delay,
+)
 from .spec import (
     REFRESH_REQUESTED_ANNOTATION,
     AuthURLPolicy,
@@ -30,7 +36,9 @@ from .spec import (
     LoginSource,
     RestartTarget,
     SpecError,
+    oversized_refresh_request,
     parse_spec,
+    refresh_request,
 )
 from .status import Outcome, ReadyState, ready_reason, ready_state, render_status, status_digest
 from .tokens import TokenSet
@@ -76,6 +84,14 @@ class Memory:
     stale_since: str | None = None
     missing_targets: tuple[str, ...] = ()
     """Restart targets last reported as missing."""
+    ignored_request: str | None = None
+    """A refresh-requested-at value too long to act on, already warned about."""
+    restores: int = 0
+    """Restores of a Secret someone else changed, in a row; they back off (schedule.restore_delay)."""
+    last_restore_at: float | None = None
+    refused_write: tuple[tuple[Any, ...], str] | None = None
+    """The inputs (generation, Secret version) with which the API server refused the Secret
+    write, and its message: not tried again until one of them changes."""
 
     @classmethod
     def from_status(cls, status: Mapping[str, Any] | None) -> Memory:
@@ -176,6 +192,9 @@ async def reconcile(gathered: Gathered, services: Services) -> Result:
 
     stored = tokensecret.read_stored(gathered.target) if gathered.target is not None else None
     held = stored.token if stored and stored.token and gathered.now < stored.token.expires_at else None
+    refused = gathered.memory.refused_write
+    if refused is not None and refused[0] == _write_inputs(gathered):
+        return _conclude(gathered, spec, _keeping_valid_token(_refused_outcome(refused[1]), held))
     try:
         services.auth_policy.check_auth_url(spec.auth_url)
         if spec.suspend:
@@ -189,6 +208,8 @@ async def reconcile(gathered: Gathered, services: Services) -> Result:
     trigger = why_reissue(current.observe())
     if trigger is None:  # the Secret is as it should be: adopt its token, whoever wrote it
         return current.adopt()
+    if current.restoring(trigger) and current.restore_at() > gathered.now:
+        return current.restore_deferred(trigger)
     try:
         token = await current.token_for(trigger)
     except AuthError as error:
@@ -224,7 +245,7 @@ class _Pass:
         source: LoginSource,
     ) -> _Pass:
         services.pool.attach(source, pool_user(gathered.credential))
-        memory = _note_user_inputs(gathered, services.pool, source)
+        memory = dataclasses.replace(_note_user_inputs(gathered, services.pool, source), refused_write=None)
         request, pending = _refresh_request(gathered, memory)
         memory = dataclasses.replace(memory, pending_request=pending)
         return cls(gathered, services, spec, stored, held, source, memory, request)
@@ -259,6 +280,32 @@ class _Pass:
             refresh_request=self.request,
             in_sync=self.as_stored is None or tokensecret.in_sync(self.gathered.target or {}, self.as_stored),
         )
+
+    def restoring(self, trigger: Trigger) -> bool:
+        """Whether writing means undoing someone else's change to a Secret this process wrote."""
+        return trigger.reason in RESTORE_REASONS and self.memory.written_digest is not None
+
+    def _quiet(self) -> bool:
+        """No restore for a while: the next one is immediate and counts as the first."""
+        last = self.memory.last_restore_at
+        return last is None or self.gathered.now - last > RESTORE_QUIET_SECONDS
+
+    def restore_at(self) -> float:
+        last = self.memory.last_restore_at
+        if last is None or self._quiet():
+            return self.gathered.now
+        return last + restore_delay(self.memory.restores)
+
+    def restore_deferred(self, trigger: Trigger) -> Result:
+        at = self.restore_at()
+        message = (
+            f"{trigger.message} at {rfc3339(at)}: it was changed by someone else {self.memory.restores} "
+            "times in a row, so restores back off (up to 5 minutes)"
+        )
+        outcome = Outcome(False, trigger.reason, message, wake_at=at, failure=True)
+        if not trigger.needs_new_token:  # only labels or annotations were changed: the token is ours
+            outcome = _keeping_valid_token(outcome, self.held)
+        return _conclude(self.gathered, self.spec, outcome, self.memory)
 
     def adopt(self) -> Result:
         assert self.stored is not None and self.stored.token is not None
@@ -302,8 +349,13 @@ class _Pass:
             reason=trigger.reason,
         )
         satisfied = pending is not None and token.obtained_at >= pending[1]
+        restoring = self.restoring(trigger)
         memory = dataclasses.replace(
             self.memory,
+            restores=(1 if self._quiet() else self.memory.restores + 1)
+            if restoring
+            else self.memory.restores,
+            last_restore_at=self.gathered.now if restoring else self.memory.last_restore_at,
             login_key=self.source.key,
             written_digest=tokensecret.digest(token.access_token),
             handled_request=pending[0] if satisfied and pending else self.memory.handled_request,
@@ -317,6 +369,37 @@ class _Pass:
             events=report.write_events(trigger, self.gathered.memory.last_reason),
             attempt="success" if trigger.needs_new_token else None,
         )
+
+
+RESTORE_REASONS = frozenset({reasons.SECRET_MISSING, reasons.SECRET_INVALID, reasons.SECRET_MODIFIED})
+"""Triggers that undo another writer's change (deleted, unreadable, replaced or edited Secret)."""
+
+REFUSED_WRITE_STATUSES = frozenset({413, 422})
+"""The API server refuses a Secret for what it holds (too large, an invalid label): the same
+write would be refused again, so it is reported and not retried until the inputs change."""
+
+
+def refused_write(gathered: Gathered, result: Result, why: str) -> Result:
+    """The Result to act on when the API server refused `result.write` for its content."""
+    meta = gathered.credential["metadata"]
+    spec = parse_spec(meta["name"], meta["namespace"], gathered.credential.get("spec") or {})
+    stored = tokensecret.read_stored(gathered.target) if gathered.target is not None else None
+    held = stored.token if stored and stored.token and gathered.now < stored.token.expires_at else None
+    message = (
+        f"the API server refused to write Secret {spec.target_secret} ({why}); fix spec.secretTemplate, "
+        "or remove labels and annotations others added to that Secret"
+    )
+    memory = dataclasses.replace(gathered.memory, refused_write=(_write_inputs(gathered), message))
+    return _conclude(gathered, spec, _keeping_valid_token(_refused_outcome(message), held), memory)
+
+
+def _write_inputs(gathered: Gathered) -> tuple[Any, ...]:
+    version = ((gathered.target or {}).get("metadata") or {}).get("resourceVersion")
+    return (gathered.credential["metadata"].get("generation"), version)
+
+
+def _refused_outcome(message: str) -> Outcome:
+    return Outcome(False, reasons.INVALID_SPEC, message, failure=True)
 
 
 def _conflict(spec: CredentialSpec) -> Outcome:
@@ -338,8 +421,20 @@ def pool_user(credential: Mapping[str, Any]) -> str:
 
 
 def _annotation(credential: Mapping[str, Any]) -> str | None:
-    value = (credential["metadata"].get("annotations") or {}).get(REFRESH_REQUESTED_ANNOTATION)
-    return value if isinstance(value, str) and value else None
+    return refresh_request(credential["metadata"].get("annotations"))
+
+
+def _ignored_request(gathered: Gathered, memory: Memory) -> tuple[tuple[report.Note, ...], Memory]:
+    """A refresh request too long to act on gets one Warning per value, and nothing else."""
+    value = oversized_refresh_request(gathered.credential["metadata"].get("annotations"))
+    if value is None or value == memory.ignored_request:
+        return (), dataclasses.replace(memory, ignored_request=value)
+    message = (
+        f"annotation {REFRESH_REQUESTED_ANNOTATION} is longer than {limits.MAX_REFRESH_REQUEST_CHARS} "
+        "characters and is ignored; set it to a timestamp, e.g. $(date -u +%FT%TZ)"
+    )
+    note = report.Note("Warning", reasons.REFRESH_REQUEST_IGNORED, message)
+    return (note,), dataclasses.replace(memory, ignored_request=value)
 
 
 def _note_user_inputs(gathered: Gathered, pool: TokenPool, source: LoginSource) -> Memory:
@@ -478,7 +573,8 @@ def _conclude(
 ) -> Result:
     """Render the status and the Events for an outcome, and what to remember of them."""
     memory = memory or gathered.memory
-    events = (*events, *report.problem_events(outcome, gathered.memory.last_reason))
+    ignored, memory = _ignored_request(gathered, memory)
+    events = (*events, *report.problem_events(outcome, gathered.memory.last_reason), *ignored)
     restarts: tuple[WorkloadRestart, ...] = ()
     extra: dict[str, Any] = {}
     if spec is not None:

@@ -60,6 +60,20 @@ def backoff_delay(failures: int, jitter: float, retry_after: float | None = None
     return delay
 
 
+RESTORE_BACKOFF_CAP_SECONDS = 300.0
+RESTORE_QUIET_SECONDS = 2 * RESTORE_BACKOFF_CAP_SECONDS
+"""A Secret left alone this long after its last restore starts again with an immediate restore."""
+
+
+def restore_delay(restores: int) -> float:
+    """How long after the previous restore the next may be written: none for the first, then 1 s
+    doubling to 5 min while someone keeps changing the Secret, so that one tenant cannot keep the
+    operator's write slots busy."""
+    if restores <= 0:
+        return 0.0
+    return min(2.0 ** min(restores - 1, 32), RESTORE_BACKOFF_CAP_SECONDS)
+
+
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 

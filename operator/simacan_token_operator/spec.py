@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from . import reasons
+from . import limits, reasons
 from .schedule import parse_duration
 
 GROUP = "auth.simacan.com"
@@ -97,13 +97,70 @@ class RestartTarget:
         return f"{self.kind}/{self.name}"
 
 
+_QUALIFIED_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+_LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
+RENDERED_SIZES = {"token": limits.MAX_TOKEN_CHARS, "tokenType": len("Bearer"), "expiresAt": 20}
+"""The most each placeholder can become: what the render bound is checked against."""
+
+
+def _qualified_key(key: str) -> bool:
+    """Kubernetes' rule for label and annotation keys: [prefix/]name."""
+    prefix, _, name = key.rpartition("/")
+    if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix)):
+        return False
+    return len(name) <= 63 and bool(_QUALIFIED_NAME.fullmatch(name))
+
+
+def _labels(value: object) -> dict[str, str]:
+    labels = _str_map(value, "spec.secretTemplate.labels")
+    if len(labels) > limits.MAX_TEMPLATE_LABELS:
+        raise SpecError(
+            f"spec.secretTemplate.labels has {len(labels)} entries; at most {limits.MAX_TEMPLATE_LABELS}"
+        )
+    for key, label in labels.items():
+        if not _qualified_key(key):
+            raise SpecError(f"spec.secretTemplate.labels: {key!r:.80} is not a valid label key")
+        if len(label) > limits.MAX_LABEL_VALUE_CHARS or not _LABEL_VALUE.fullmatch(label):
+            raise SpecError(
+                f"spec.secretTemplate.labels.{key}: not a valid label value (at most "
+                f"{limits.MAX_LABEL_VALUE_CHARS} letters, digits, '-', '_' and '.')"
+            )
+    return labels
+
+
+def _annotations(value: object) -> dict[str, str]:
+    annotations = _str_map(value, "spec.secretTemplate.annotations")
+    if len(annotations) > limits.MAX_TEMPLATE_ANNOTATIONS:
+        raise SpecError(
+            f"spec.secretTemplate.annotations has {len(annotations)} entries; "
+            f"at most {limits.MAX_TEMPLATE_ANNOTATIONS}"
+        )
+    for key, text in annotations.items():
+        if len(key) > limits.MAX_ANNOTATION_KEY_CHARS or not _qualified_key(key):
+            raise SpecError(f"spec.secretTemplate.annotations: {key!r:.80} is not a valid annotation key")
+        if len(text) > limits.MAX_ANNOTATION_VALUE_CHARS:
+            raise SpecError(
+                f"spec.secretTemplate.annotations.{key}: "
+                f"longer than {limits.MAX_ANNOTATION_VALUE_CHARS} characters"
+            )
+    return annotations
+
+
 def _data_templates(value: object) -> dict[str, str]:
     templates = _str_map(value, "spec.secretTemplate.data")
+    if len(templates) > limits.MAX_DATA_TEMPLATES:
+        raise SpecError(
+            f"spec.secretTemplate.data has {len(templates)} keys; at most {limits.MAX_DATA_TEMPLATES}"
+        )
     for key, template in templates.items():
-        if not _SECRET_KEY.fullmatch(key) or len(key) > 253:
+        if not _SECRET_KEY.fullmatch(key) or len(key) > limits.MAX_DATA_KEY_CHARS:
             raise SpecError(f"spec.secretTemplate.data: {key!r:.80} is not a valid Secret key")
         if key in STANDARD_KEYS:
             raise SpecError(f"spec.secretTemplate.data: {key!r} is a standard key the operator writes itself")
+        if len(template) > limits.MAX_DATA_TEMPLATE_CHARS:
+            raise SpecError(
+                f"spec.secretTemplate.data.{key}: longer than {limits.MAX_DATA_TEMPLATE_CHARS} characters"
+            )
         rest = PLACEHOLDER_PATTERN.sub("", template)
         unknown = [name for name in PLACEHOLDER_PATTERN.findall(template) if name not in PLACEHOLDERS]
         if unknown or "{{" in rest or "}}" in rest:
@@ -112,7 +169,24 @@ def _data_templates(value: object) -> dict[str, str]:
                 f"spec.secretTemplate.data.{key}: unknown placeholder {what:.60}; "
                 "use {{ .token }}, {{ .tokenType }} or {{ .expiresAt }}"
             )
+    worst = rendered_size_bound(templates)
+    if worst > limits.MAX_RENDERED_DATA_BYTES:
+        raise SpecError(
+            f"spec.secretTemplate.data could render {worst} bytes of Secret data, counting each "
+            f"{{{{ .token }}}} as a token of {limits.MAX_TOKEN_CHARS} characters; the bound is "
+            f"{limits.MAX_RENDERED_DATA_BYTES} bytes for all keys together (the token key included): "
+            "use fewer or shorter templates"
+        )
     return templates
+
+
+def rendered_size_bound(templates: Mapping[str, str]) -> int:
+    """The most the token Secret's data can hold with these templates, in bytes."""
+    total = sum(RENDERED_SIZES.values())  # the standard keys: token, token_type, expires_at
+    for template in templates.values():
+        names = PLACEHOLDER_PATTERN.findall(template)
+        total += len(PLACEHOLDER_PATTERN.sub("", template).encode()) + sum(RENDERED_SIZES[n] for n in names)
+    return total
 
 
 def _restart_targets(value: object) -> tuple[RestartTarget, ...]:
@@ -129,14 +203,16 @@ def _restart_targets(value: object) -> tuple[RestartTarget, ...]:
     return tuple(dict.fromkeys(targets))
 
 
-def _duration(value: object, where: str, default: float) -> float:
+def _duration(value: object, where: str) -> float | None:
     if value is None:
-        return default
+        return None
+    text = str(value)
+    if len(text) > limits.MAX_DURATION_CHARS:
+        raise SpecError(f"{where}: longer than {limits.MAX_DURATION_CHARS} characters")
     try:
-        seconds = parse_duration(str(value))
+        return parse_duration(text)
     except ValueError as error:
         raise SpecError(f"{where}: {error}") from None
-    return seconds
 
 
 @dataclass(frozen=True)
@@ -200,15 +276,10 @@ def parse_spec(name: str, namespace: str, spec: Mapping[str, Any]) -> Credential
         raise SpecError("spec.credentialsSecretRef.name is required")
     credentials_secret = _secret_name(ref["name"], "spec.credentialsSecretRef.name")
     secret_name = _secret_name(spec.get("secretName") or name, "spec.secretName")
-    refresh_before = spec.get("refreshBefore")
-    seconds: float | None = None
-    if refresh_before is not None:
-        try:
-            seconds = parse_duration(str(refresh_before))
-        except ValueError as error:
-            raise SpecError(f"spec.refreshBefore: {error}") from None
-        if seconds <= 0:
-            raise SpecError("spec.refreshBefore must be longer than 0s")
+    seconds = _duration(spec.get("refreshBefore"), "spec.refreshBefore")
+    if seconds is not None and seconds <= 0:
+        raise SpecError("spec.refreshBefore must be longer than 0s")
+    restart_interval = _duration(spec.get("minRestartInterval"), "spec.minRestartInterval")
     template = spec.get("secretTemplate") or {}
     if not isinstance(template, Mapping):
         raise SpecError("spec.secretTemplate must be an object")
@@ -223,16 +294,43 @@ def parse_spec(name: str, namespace: str, spec: Mapping[str, Any]) -> Credential
         password_key=str(ref.get("passwordKey") or "password"),
         auth_url=auth_url.rstrip("/"),
         secret_name=secret_name,
-        labels=_str_map(template.get("labels"), "spec.secretTemplate.labels"),
-        annotations=_str_map(template.get("annotations"), "spec.secretTemplate.annotations"),
+        labels=_labels(template.get("labels")),
+        annotations=_annotations(template.get("annotations")),
         refresh_before=seconds,
         suspend=bool(spec.get("suspend", False)),
         data_templates=_data_templates(template.get("data")),
         restart_targets=_restart_targets(spec.get("rolloutRestartTargets")),
-        min_restart_interval=_duration(
-            spec.get("minRestartInterval"), "spec.minRestartInterval", DEFAULT_MIN_RESTART_INTERVAL
+        min_restart_interval=max(
+            DEFAULT_MIN_RESTART_INTERVAL if restart_interval is None else restart_interval,
+            limits.MIN_RESTART_INTERVAL_SECONDS,  # a CRD older than this bound may have let less in
         ),
     )
+
+
+def refresh_request(annotations: Mapping[str, Any] | None) -> str | None:
+    """The refresh-requested-at value when it is one the operator acts on: non-empty text of at
+    most MAX_REFRESH_REQUEST_CHARS (it is copied into status)."""
+    value = (annotations or {}).get(REFRESH_REQUESTED_ANNOTATION)
+    if not isinstance(value, str) or not value or len(value) > limits.MAX_REFRESH_REQUEST_CHARS:
+        return None
+    return value
+
+
+def oversized_refresh_request(annotations: Mapping[str, Any] | None) -> str | None:
+    """The start of a refresh-requested-at value too long to act on, to warn about it once."""
+    value = (annotations or {}).get(REFRESH_REQUESTED_ANNOTATION)
+    if isinstance(value, str) and len(value) > limits.MAX_REFRESH_REQUEST_CHARS:
+        return value[: limits.MAX_REFRESH_REQUEST_CHARS + 1]
+    return None
+
+
+def kept_annotations(annotations: Mapping[str, Any] | None) -> dict[str, str]:
+    """Of a credential's annotations, what a worker keeps: the refresh request, cut to one
+    character past its bound (enough to tell that it is too long, never 256 KiB per credential)."""
+    value = (annotations or {}).get(REFRESH_REQUESTED_ANNOTATION)
+    if not isinstance(value, str):
+        return {}
+    return {REFRESH_REQUESTED_ANNOTATION: value[: limits.MAX_REFRESH_REQUEST_CHARS + 1]}
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .limits import MAX_CONDITION_MESSAGE_CHARS, shortened
 from .tokens import TokenSet
 from .tokensecret import rfc3339
 
@@ -65,7 +66,7 @@ def render_status(
                 "type": READY,
                 "status": state,
                 "reason": outcome.reason,
-                "message": outcome.message,
+                "message": shortened(outcome.message, MAX_CONDITION_MESSAGE_CHARS),
                 "observedGeneration": generation,
                 "lastTransitionTime": transition,
             }

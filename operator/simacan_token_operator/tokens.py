@@ -15,6 +15,8 @@ from typing import Any
 
 import jwt
 
+from .limits import MAX_TOKEN_CHARS
+
 MAX_TOKEN_LIFETIME_SECONDS = 24 * 3600.0
 """Simacan access tokens live one hour; a token claiming more than a day is a lie or an attack,
 whether it comes from the Auth API or is read back from a Secret."""
@@ -64,6 +66,8 @@ def unverified_claims(token: str) -> dict[str, Any]:
 
     The operator only schedules by `exp`; the Simacan APIs verify the signature.
     """
+    if len(token) > MAX_TOKEN_CHARS:
+        raise TokenParseError(f"access_token is longer than {MAX_TOKEN_CHARS} characters")
     if not _TOKEN_TEXT.fullmatch(token):
         raise TokenParseError("access_token is not a JWT (it holds characters a token cannot have)")
     try:
@@ -147,6 +151,8 @@ def parse_token_response(payload: object, sent_at: float) -> TokenSet:
     refresh_token = payload.get("refresh_token")
     if refresh_token is not None and (not isinstance(refresh_token, str) or not refresh_token):
         raise TokenParseError("the response's refresh_token is not a string")
+    if refresh_token is not None and len(refresh_token) > MAX_TOKEN_CHARS:
+        raise TokenParseError(f"the response's refresh_token is longer than {MAX_TOKEN_CHARS} characters")
     if refresh_token is not None and not _TOKEN_TEXT.fullmatch(refresh_token):
         raise TokenParseError("the response's refresh_token holds characters a token cannot have")
     expires_at = token_expiry(access_token, sent_at, payload.get("expires_in"))

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .limits import MAX_TOKEN_CHARS
 from .spec import GROUP, PLACEHOLDER_PATTERN, CredentialSpec
 from .tokens import TokenParseError, TokenSet, jwt_exp, stored_token
 
@@ -49,9 +50,13 @@ def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
-def decoded_value(data: Mapping[str, Any], key: str) -> str | None:
+def decoded_value(data: Mapping[str, Any], key: str, max_chars: int | None = None) -> str | None:
+    """The key's value as text; None when absent, not base64 UTF-8, or (with `max_chars`) longer,
+    which is judged before anything is decoded."""
     value = data.get(key)
     if not isinstance(value, str):
+        return None
+    if max_chars is not None and len(value) > 4 * -(-max_chars // 3):
         return None
     try:
         return base64.b64decode(value, validate=True).decode()
@@ -84,7 +89,8 @@ class StoredSecret:
 def read_stored(secret: Mapping[str, Any]) -> StoredSecret:
     metadata = secret.get("metadata") or {}
     annotations = metadata.get("annotations") or {}
-    raw = decoded_value(secret.get("data") or {}, TOKEN_KEY)
+    data = secret.get("data") or {}
+    raw = decoded_value(data, TOKEN_KEY, MAX_TOKEN_CHARS)
     annotated_expiry = parse_rfc3339(annotations.get(EXPIRES_AT_ANNOTATION))
     token: TokenSet | None = None
     jwt_expiry: float | None = None

@@ -22,7 +22,16 @@ from .consumers import RESTARTED_AT_ANNOTATION
 from .kube import KubeError, ObjectRef
 from .metrics import Metrics
 from .pool import TokenPool
-from .reconcile import Gathered, Memory, Result, Services, pool_user, reconcile
+from .reconcile import (
+    REFUSED_WRITE_STATUSES,
+    Gathered,
+    Memory,
+    Result,
+    Services,
+    pool_user,
+    reconcile,
+    refused_write,
+)
 from .schedule import backoff_delay, jitter_fraction
 from .spec import WORKLOAD_KINDS, AuthURLPolicy, SpecError, parse_spec
 from .tokensecret import rfc3339
@@ -33,6 +42,43 @@ T = TypeVar("T")
 CONFLICT_RETRY_SECONDS = 0.5
 """After a 404 or 409 on a write another writer was quicker: read again shortly."""
 KUBE_CONCURRENCY = 16
+
+
+class WriteRefused(Exception):
+    """The API server refused the token Secret for what it holds; `message` names the call and why."""
+
+    def __init__(self, error: KubeError) -> None:
+        super().__init__(str(error))
+        self.message = str(error)
+
+
+async def write_secret(kube: KubeSeam, namespace: str, result: Result, who: str) -> bool:
+    """Create or replace the token Secret a pass asked for; False if another writer got there
+    first (404 or 409: look again shortly); WriteRefused if the API server refused its content."""
+    write = result.write
+    if write is None:
+        return True
+    try:
+        if write.create:
+            await kube.create_secret(namespace, write.body)
+        else:
+            await kube.replace_secret(namespace, write.body)
+    except KubeError as error:
+        if error.status in (404, 409):
+            return False
+        if error.status in REFUSED_WRITE_STATUSES:
+            raise WriteRefused(error) from None
+        raise
+    token = result.outcome.token
+    logger.info(
+        "%s: wrote Secret %s/%s (%s); valid until %s",
+        who,
+        namespace,
+        write.body["metadata"]["name"],
+        write.reason,
+        rfc3339(token.expires_at) if token else "?",
+    )
+    return True
 
 
 class KubeSeam(Protocol):
@@ -245,8 +291,15 @@ class CredentialWorker:
         runtime = self.runtime
         async with _Slot(runtime.kube_gate) as slot:
             services = dataclasses.replace(runtime.services, while_waiting=slot.given_up_while)
-            result = await reconcile(await self._gather(), services)
-            if not await self._perform(result):
+            gathered = await self._gather()
+            result = await reconcile(gathered, services)
+            try:
+                performed = await self._perform(result)
+            except WriteRefused as refused:
+                logger.warning("%s: %s", self.key, refused.message)
+                result = refused_write(gathered, result, refused.message)
+                performed = await self._perform(result)
+            if not performed:
                 return runtime.clock() + CONFLICT_RETRY_SECONDS
         self.memory = result.memory
         report.publish(runtime.metrics, self.namespace, self.name, result.outcome, result.attempt)
@@ -274,25 +327,8 @@ class CredentialWorker:
     async def _perform(self, result: Result) -> bool:
         """Write, announce, record; False if another writer got to the Secret first."""
         kube = self.runtime.kube
-        write = result.write
-        if write is not None:
-            try:
-                if write.create:
-                    await kube.create_secret(self.namespace, write.body)
-                else:
-                    await kube.replace_secret(self.namespace, write.body)
-            except KubeError as error:
-                if error.status in (404, 409):
-                    return False
-                raise
-            token = result.outcome.token
-            logger.info(
-                "%s: wrote Secret %s (%s); valid until %s",
-                self.key,
-                write.body["metadata"]["name"],
-                write.reason,
-                rfc3339(token.expires_at) if token else "?",
-            )
+        if not await write_secret(kube, self.namespace, result, self.key):
+            return False
         for restart in result.restarts:
             target = restart.target
             try:
