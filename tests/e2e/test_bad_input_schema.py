@@ -96,7 +96,93 @@ ROWS = [
         "spec.secretTemplate.labels.team",
         "string",
     ),
+    # Bounds on what a tenant controls (limits.py): the CRD rejects what the operator would refuse.
+    Row(
+        "labels-33",
+        {**LOGIN, "secretTemplate": {"labels": {f"l{i}": "v" for i in range(33)}}},
+        "spec.secretTemplate.labels",
+        "32",
+    ),
+    Row(
+        "label-value-64",
+        {**LOGIN, "secretTemplate": {"labels": {"team": "v" * 64}}},
+        "spec.secretTemplate.labels.team",
+        "63",
+    ),
+    Row(
+        "label-key-invalid",
+        {**LOGIN, "secretTemplate": {"labels": {"a b": "v"}}},
+        "spec.secretTemplate.labels",
+        "label keys",
+    ),
+    Row(
+        "annotations-33",
+        {**LOGIN, "secretTemplate": {"annotations": {f"a{i}": "v" for i in range(33)}}},
+        "spec.secretTemplate.annotations",
+        "32",
+    ),
+    Row(
+        "annotation-value-4097",
+        {**LOGIN, "secretTemplate": {"annotations": {"a": "v" * 4097}}},
+        "spec.secretTemplate.annotations.a",
+        "4096",
+    ),
+    Row(
+        "annotation-key-318",
+        {**LOGIN, "secretTemplate": {"annotations": {"a" * 318: "v"}}},
+        "spec.secretTemplate.annotations",
+        "annotation keys",
+    ),
+    Row(
+        "data-17-keys",
+        {**LOGIN, "secretTemplate": {"data": {f"k{i}": "v" for i in range(17)}}},
+        "spec.secretTemplate.data",
+        "16",
+    ),
+    Row(
+        "data-key-slash",
+        {**LOGIN, "secretTemplate": {"data": {"a/b": "v"}}},
+        "spec.secretTemplate.data",
+        "Secret keys",
+    ),
+    Row(
+        "restart-target-name-path",
+        {**LOGIN, "rolloutRestartTargets": [{"kind": "Deployment", "name": "../x"}]},
+        "spec.rolloutRestartTargets[0].name",
+        "should match",
+    ),
+    Row("refresh-before-33", {**LOGIN, "refreshBefore": "1s" * 17}, "spec.refreshBefore", "32"),
+    Row(
+        "min-restart-interval-1s",
+        {**LOGIN, "minRestartInterval": "59s"},
+        "spec.minRestartInterval",
+        "at least 1m",
+    ),
 ]
+
+
+def at_every_bound() -> dict[str, Any]:
+    """A spec with every bounded field at its bound: the CRD accepts it."""
+    labels = {f"example.com/{'l' * 50}{i:02d}": "v" * 63 for i in range(32)}
+    annotations = {f"{'p' * 253}/{'a' * 61}{i:02d}": "v" * 4096 for i in range(32)}
+    return {
+        **LOGIN,
+        "secretName": "s" * 253,
+        "secretTemplate": {
+            "labels": labels,
+            "annotations": annotations,
+            "data": {f"{i:02d}" + "k" * 251: "x" * 4096 for i in range(16)},
+        },
+        "rolloutRestartTargets": [{"kind": "Deployment", "name": f"{i:02d}" + "d" * 251} for i in range(32)],
+        "minRestartInterval": "1m",
+        "refreshBefore": "1h" + "0m" * 15,
+    }
+
+
+def test_a_spec_at_every_bound_passes_the_crd(ns: Namespace) -> None:
+    created = _create(ns, at_every_bound())
+
+    assert len(created["spec"]["secretTemplate"]["annotations"]) == 32
 
 
 def _create(ns: Namespace, spec: dict[str, Any]) -> Any:
@@ -174,3 +260,65 @@ def test_kubectl_apply_fails_up_front(
     with pytest.raises(ApiException) as missing:
         ns.credential("c")
     assert missing.value.status == 404
+
+
+def _cluster_spec(selector: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "credentialsSecretRef": {"name": "login", "namespace": "simacan-token-operator"},
+        "secretName": "simacan-token",
+        "namespaceSelector": selector,
+    }
+
+
+@pytest.mark.parametrize(
+    ("selector", "says"),
+    [
+        pytest.param({"matchLabels": {f"l{i}": "v" for i in range(33)}}, "32", id="33-match-labels"),
+        pytest.param(
+            {"matchExpressions": [{"key": f"k{i}", "operator": "Exists"} for i in range(17)]},
+            "16",
+            id="17-match-expressions",
+        ),
+        pytest.param(
+            {"matchExpressions": [{"key": "k", "operator": "In", "values": [f"v{i}" for i in range(33)]}]},
+            "32",
+            id="33-values",
+        ),
+    ],
+)
+def test_the_api_server_bounds_a_cluster_credentials_selector(
+    ns: Namespace, selector: dict[str, Any], says: str
+) -> None:
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ClusterSimacanCredential",
+        "metadata": {"name": f"bounds-{ns.name}"},
+        "spec": _cluster_spec(selector),
+    }
+    with pytest.raises(ApiException) as rejected:
+        ns.custom.create_cluster_custom_object(GROUP, VERSION, "clustersimacancredentials", body)
+
+    assert rejected.value.status == 422
+    message = json.loads(rejected.value.body or "{}")["message"]
+    assert "spec.namespaceSelector" in message and says in message, message
+
+
+def test_a_cluster_credential_selector_at_its_bounds_passes_the_crd(ns: Namespace) -> None:
+    selector = {
+        "matchLabels": {f"example.com/l{i}": "v" * 63 for i in range(32)},
+        "matchExpressions": [
+            {"key": f"k{i}", "operator": "NotIn", "values": [f"v{j}" for j in range(32)]} for i in range(16)
+        ],
+    }
+    name = f"bounds-{ns.name}"
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ClusterSimacanCredential",
+        "metadata": {"name": name},
+        "spec": _cluster_spec(selector),
+    }
+    created: Any = ns.custom.create_cluster_custom_object(GROUP, VERSION, "clustersimacancredentials", body)
+    try:
+        assert len(created["spec"]["namespaceSelector"]["matchExpressions"]) == 16
+    finally:
+        ns.custom.delete_cluster_custom_object(GROUP, VERSION, "clustersimacancredentials", name)
