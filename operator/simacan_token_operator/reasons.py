@@ -50,6 +50,11 @@ READS_AT_START = "ReadsTokenAtStart"
 NO_STALE_CONSUMERS = "NoStaleConsumers"
 ROLLOUT_RESTARTED = "RolloutRestarted"
 RESTART_TARGET_NOT_FOUND = "RestartTargetNotFound"
+ROLLOUT_RESTARTS = "RolloutRestarts"
+"""Condition type: whether the operator may read and restart its rolloutRestartTargets."""
+RESTARTS_PERMITTED = "RestartsPermitted"
+RESTART_NOT_PERMITTED = "RestartNotPermitted"
+"""Condition reason and Event reason: HTTP 403 on reading or patching a restart target (RBAC)."""
 
 # -- Events only -------------------------------------------------------------------------------
 REFRESH_REQUEST_IGNORED = "RefreshRequestIgnored"

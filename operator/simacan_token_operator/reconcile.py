@@ -53,6 +53,38 @@ Several writers (other credentials of the login, other operators) then all follo
 schedule instead of handing each other tokens that differ by milliseconds (or by the second
 that `exp` rounds away) and are due again at once."""
 
+RESTART_RETRY_SECONDS = 300.0
+"""A restart target the operator may not read or patch (HTTP 403) is tried again this often, so a
+grant added later (manifests/components/rollout-restarts) takes effect without an edit."""
+
+
+@dataclass(frozen=True)
+class RestartRefused:
+    """The API server refused a verb on a restart target (HTTP 403): the grant is missing."""
+
+    verb: str
+    """get (reading it) or patch (restarting it)."""
+    at: float
+    """When: a refused patch is tried again RESTART_RETRY_SECONDS later."""
+
+
+@dataclass(frozen=True)
+class RestartsCondition:
+    """The RolloutRestarts condition last written: its Warning fires when the message changes."""
+
+    status: str
+    message: str
+    since: str
+
+    @classmethod
+    def from_condition(cls, condition: Mapping[str, Any] | None) -> RestartsCondition | None:
+        if condition is None:
+            return None
+        status, message, since = (condition.get(k) for k in ("status", "message", "lastTransitionTime"))
+        if isinstance(status, str) and isinstance(message, str) and isinstance(since, str):
+            return cls(status, message, since)
+        return None
+
 
 @dataclass(frozen=True)
 class Memory:
@@ -92,6 +124,8 @@ class Memory:
     refused_write: tuple[tuple[Any, ...], str] | None = None
     """The inputs (generation, Secret version) with which the API server refused the Secret
     write, and its message: not tried again until one of them changes."""
+    restarts: RestartsCondition | None = None
+    """The RolloutRestarts condition last written; None when the spec has no restart targets."""
 
     @classmethod
     def from_status(cls, status: Mapping[str, Any] | None) -> Memory:
@@ -102,6 +136,9 @@ class Memory:
         stale_condition: Mapping[str, Any] = next(
             (c for c in status.get("conditions") or [] if c.get("type") == reasons.CONSUMERS_STALE), {}
         )
+        restarts = next(
+            (c for c in status.get("conditions") or [] if c.get("type") == reasons.ROLLOUT_RESTARTS), None
+        )
         return cls(
             handled_request=request if isinstance(request, str) else None,
             status_digest=status_digest(status),
@@ -109,6 +146,7 @@ class Memory:
             last_reason=ready_reason(status),
             stale_consumers=tuple(stale) if isinstance(stale, list) else None,
             stale_since=stale_condition.get("lastTransitionTime"),
+            restarts=RestartsCondition.from_condition(restarts),
         )
 
 
@@ -129,6 +167,8 @@ class Gathered:
     """The spec's restart targets as read (None: not found)."""
     namespace_workloads: Sequence[tuple[str, Mapping[str, Any]]] | None = None
     """Every (kind, workload) in the namespace, for the stale-consumer check; None when unknown."""
+    restart_refused: Mapping[RestartTarget, RestartRefused] = field(default_factory=dict)
+    """Restart targets the API server refused to us: get in this gather, patch in an earlier restart."""
 
 
 @dataclass(frozen=True)
@@ -157,6 +197,8 @@ class WorkloadRestart:
     resource_version: str
     at: str
     """The new value of the restartedAt annotation."""
+    done: report.Note
+    """The Event to post once the restart happened."""
 
 
 @dataclass(frozen=True)
@@ -630,6 +672,7 @@ def _consumers(gathered: Gathered, spec: CredentialSpec, outcome: Outcome, memor
     wake_at = outcome.wake_at
     token = outcome.token
     missing = tuple(str(t) for t, body in gathered.workloads.items() if body is None)
+    refused = {t: r for t, r in gathered.restart_refused.items() if r.verb == "get"}
     if missing and missing != memory.missing_targets:
         message = (
             f"rolloutRestartTargets {', '.join(missing)} not found in namespace {spec.namespace}; "
@@ -651,21 +694,34 @@ def _consumers(gathered: Gathered, spec: CredentialSpec, outcome: Outcome, memor
             allowed = last + spec.min_restart_interval  # postponed, never dropped
             wake_at = allowed if wake_at is None else min(wake_at, allowed)
             continue
+        refusal = gathered.restart_refused.get(target)
+        if refusal is not None:  # a refused patch: reported, and tried again now and then
+            refused[target] = refusal
+            if gathered.now < refusal.at + RESTART_RETRY_SECONDS:
+                continue
         version = str((body.get("metadata") or {}).get("resourceVersion") or "")
         # Not before the token's arrival, which may follow the pass's start; a millisecond up
         # because the annotation keeps milliseconds: otherwise the target stays due.
         at = max(gathered.now, token.obtained_at) + 0.001
-        restarts.append(WorkloadRestart(target, version, tokensecret.rfc3339_precise(at)))
-        listed = [entry for entry in listed if (entry["kind"], entry["name"]) != (target.kind, target.name)]
-        listed.append({"kind": target.kind, "name": target.name, "restartedAt": rfc3339(at)})
-        events.append(
-            report.Note("Normal", reasons.ROLLOUT_RESTARTED, f"restarted {target} to load the new token")
-        )
+        # Announced, and listed in status.restarts by the next pass, once it happened: a patch
+        # may be refused (403).
+        done = report.Note("Normal", reasons.ROLLOUT_RESTARTED, f"restarted {target} to load the new token")
+        restarts.append(WorkloadRestart(target, version, tokensecret.rfc3339_precise(at), done))
 
     status: dict[str, Any] = {"restarts": listed or None}
     stale_events, stale_status, memory = _stale_consumers(gathered, spec, memory)
     events.extend(stale_events)
     status.update(stale_status)
+    pending = any(r.target not in gathered.restart_refused for r in restarts)
+    permission = _restart_permission(gathered, spec, memory, refused, pending)
+    events.extend(permission.events)
+    memory = permission.memory
+    if permission.condition is not None:
+        status["conditions"] = [*status.get("conditions", []), permission.condition]
+    for refusal in refused.values():
+        retry = refusal.at + RESTART_RETRY_SECONDS
+        retry = retry if gathered.now < retry else gathered.now + RESTART_RETRY_SECONDS
+        wake_at = retry if wake_at is None else min(wake_at, retry)
     if wake_at != outcome.wake_at:
         outcome = dataclasses.replace(outcome, wake_at=wake_at)
     return _Consumed(tuple(restarts), memory, outcome, tuple(events), status)
@@ -706,3 +762,60 @@ def _stale_consumers(
     status["conditions"] = [condition]
     status["staleConsumers"] = list(stale)
     return events, status, dataclasses.replace(memory, stale_consumers=stale, stale_since=stale_since)
+
+
+@dataclass(frozen=True)
+class _Permission:
+    events: tuple[report.Note, ...]
+    condition: dict[str, Any] | None
+    memory: Memory
+
+
+def _restart_permission(
+    gathered: Gathered,
+    spec: CredentialSpec,
+    memory: Memory,
+    refused: Mapping[RestartTarget, RestartRefused],
+    pending: bool,
+) -> _Permission:
+    """The RolloutRestarts condition, and one Warning when the set of refusals changes.
+
+    `pending`: a restart is about to be tried whose permission is unknown (the first try, or the
+    first after an operator restart). The condition stays as it was until the worker's next pass,
+    which knows: so a change makes one Warning, not one per piece learnt.
+    """
+    if not spec.restart_targets:
+        return _Permission((), None, dataclasses.replace(memory, restarts=None))
+    previous = memory.restarts
+    if pending:
+        if previous is None:
+            return _Permission((), None, memory)
+        current = previous
+    elif refused:
+        verbs = ", ".join(f"{refused[t].verb} {t}" for t in sorted(refused, key=str))
+        message = (
+            f"not permitted (HTTP 403): {verbs}; the token Secret is kept up to date, but these "
+            "rolloutRestartTargets are not restarted. To allow restarts, add the component "
+            "manifests/components/rollout-restarts to the operator's install (it grants patch on "
+            "Deployments, StatefulSets and DaemonSets; get comes with the default install). "
+            f"Tried again every {RESTART_RETRY_SECONDS / 60:.0f} minutes."
+        )
+        current = RestartsCondition("False", message, _since(previous, "False", gathered.now))
+    else:
+        message = "every restart target could be read and no restart was refused"
+        current = RestartsCondition("True", message, _since(previous, "True", gathered.now))
+    events: tuple[report.Note, ...] = ()
+    if current.status == "False" and (previous is None or previous.message != current.message):
+        events = (report.Note("Warning", reasons.RESTART_NOT_PERMITTED, current.message),)
+    condition = {
+        "type": reasons.ROLLOUT_RESTARTS,
+        "status": current.status,
+        "reason": reasons.RESTARTS_PERMITTED if current.status == "True" else reasons.RESTART_NOT_PERMITTED,
+        "message": current.message,
+        "lastTransitionTime": current.since,
+    }
+    return _Permission(events, condition, dataclasses.replace(memory, restarts=current))
+
+
+def _since(previous: RestartsCondition | None, status: str, now: float) -> str:
+    return previous.since if previous is not None and previous.status == status else rfc3339(now)

@@ -26,6 +26,7 @@ from .reconcile import (
     REFUSED_WRITE_STATUSES,
     Gathered,
     Memory,
+    RestartRefused,
     Result,
     Services,
     pool_user,
@@ -33,7 +34,7 @@ from .reconcile import (
     refused_write,
 )
 from .schedule import backoff_delay, jitter_fraction
-from .spec import WORKLOAD_KINDS, AuthURLPolicy, SpecError, parse_spec
+from .spec import WORKLOAD_KINDS, AuthURLPolicy, RestartTarget, SpecError, parse_spec
 from .tokensecret import rfc3339
 
 logger = logging.getLogger(__name__)
@@ -234,6 +235,10 @@ class CredentialWorker:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._failures = 0
+        self._refused_patch: dict[RestartTarget, float] = {}
+        """Restart targets whose patch got HTTP 403, and the time of the pass that tried it."""
+        self._refused_get: set[RestartTarget] = set()
+        self._gathered_at = 0.0
 
     @property
     def key(self) -> str:
@@ -317,18 +322,43 @@ class CredentialWorker:
             spec.username_key,
             spec.password_key,
         )
-        workloads = {
-            t: await kube.read_workload(self.namespace, t.kind, t.name) for t in spec.restart_targets
-        }
+        workloads, refused = await self._read_restart_targets(spec.restart_targets)
         assert self.runtime.workloads is not None
         listed = await self.runtime.workloads.get(self.namespace)
-        return Gathered(credential, target, credentials, self.memory, self.runtime.clock(), workloads, listed)
+        self._gathered_at = self.runtime.clock()
+        return Gathered(
+            credential, target, credentials, self.memory, self._gathered_at, workloads, listed, refused
+        )
+
+    async def _read_restart_targets(
+        self, targets: tuple[RestartTarget, ...]
+    ) -> tuple[dict[RestartTarget, dict[str, Any] | None], dict[RestartTarget, RestartRefused]]:
+        """Each target as read (None: not found), and those we may not read or (lately) patch.
+
+        A 403 is the pass's to report (RestartNotPermitted); it never stops the token's refresh."""
+        self._refused_patch = {t: at for t, at in self._refused_patch.items() if t in targets}
+        refused = {t: RestartRefused("patch", at) for t, at in self._refused_patch.items()}
+        workloads: dict[RestartTarget, dict[str, Any] | None] = {}
+        refused_get: set[RestartTarget] = set()
+        for t in targets:
+            try:
+                workloads[t] = await self.runtime.kube.read_workload(self.namespace, t.kind, t.name)
+            except KubeError as error:
+                if error.status != 403:
+                    raise
+                refused[t] = RestartRefused("get", self.runtime.clock())
+                refused_get.add(t)
+                if t not in self._refused_get:
+                    logger.warning("%s: may not read restart target %s: %s", self.key, t, error)
+        self._refused_get = refused_get
+        return workloads, refused
 
     async def _perform(self, result: Result) -> bool:
         """Write, announce, record; False if another writer got to the Secret first."""
         kube = self.runtime.kube
         if not await write_secret(kube, self.namespace, result, self.key):
             return False
+        done: list[report.Note] = []
         for restart in result.restarts:
             target = restart.target
             try:
@@ -343,9 +373,18 @@ class CredentialWorker:
             except KubeError as error:
                 if error.status in (404, 409):  # changed meanwhile (maybe restarted by another replica)
                     return False
-                raise
+                if error.status != 403:
+                    raise
+                if target not in self._refused_patch:  # news: the next pass reports it
+                    logger.warning("%s: may not restart %s: %s", self.key, target, error)
+                    self.nudge()
+                self._refused_patch[target] = self._gathered_at
+                continue
+            self._refused_patch.pop(target, None)
+            self.nudge()  # the next pass lists the restart and reports that restarts are permitted
+            done.append(restart.done)
             logger.info("%s: restarted %s to load the new token", self.key, target)
-        for note in result.events:
+        for note in (*result.events, *done):
             await self._post(note)
         if result.status is not None:
             try:

@@ -2,12 +2,12 @@
 
 Importing the test functions here collects them a second time, with this directory's
 `cluster` fixture: a real kube-apiserver, with the operator running under the manifests' RBAC.
+The rollout-restart scenario needs the opt-in component: it runs in test_rollout_restarts.py.
 """
 
 from tests.integration.test_consumers import (
     test_env_var_consumer_is_warned_about,
     test_extra_keys_hold_the_token_in_the_shape_a_client_wants,
-    test_restart_target_restarts_once_per_new_token_and_not_on_operator_restart,
 )
 from tests.integration.test_convergence import test_three_active_operators_converge
 from tests.integration.test_failures import (
@@ -46,7 +46,6 @@ __all__ = [
     "test_refresh_requested_annotation_forces_a_new_token",
     "test_refreshes_before_expiry_again_and_again",
     "test_restart_makes_no_login_while_token_valid",
-    "test_restart_target_restarts_once_per_new_token_and_not_on_operator_restart",
     "test_spec_changes_take_effect_immediately",
     "test_three_active_operators_converge",
     "test_wrong_password_is_reported_and_not_retried_until_the_secret_changes",

@@ -3,13 +3,12 @@ scenario tests run the operator under this identity and fail on any 403)."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from kubernetes import client
-
+from tests.e2e.components import RESTARTS, granted, rollout_restarts
 from tests.e2e.conftest import OPERATOR_NAMESPACE
 from tests.support.cluster import ClusterHandle
-from tests.support.k8s import Namespace, api_client
+from tests.support.k8s import Namespace
+
+__all__ = ["rollout_restarts"]  # the fixture, used below
 
 NEEDED = {
     ("auth.simacan.com", "simacancredentials", "get"),
@@ -30,10 +29,11 @@ NEEDED = {
     ("", "secrets", "delete"),
     ("", "events", "create"),
     ("", "events", "patch"),
+    # Read only: restart targets and the stale-consumer check. Patching them is opt-in (RESTARTS).
     *{
         ("apps", kind, verb)
         for kind in ("deployments", "statefulsets", "daemonsets")
-        for verb in ("get", "list", "patch")
+        for verb in ("get", "list")
     },
 }
 LEADER_ELECTION = {
@@ -41,24 +41,6 @@ LEADER_ELECTION = {
     ("coordination.k8s.io", "leases", "create"),
     ("coordination.k8s.io", "leases", "update"),
 }
-EVERY_AUTHENTICATED_USER = {"authorization.k8s.io", "authentication.k8s.io"}
-"""Self-review APIs that Kubernetes grants to everyone; not ours to trim."""
-
-
-def granted(cluster: ClusterHandle, namespace: str) -> set[tuple[str, str, str]]:
-    api = client.AuthorizationV1Api(api_client(cluster.operator_kubeconfig))
-    review: Any = {"spec": {"namespace": namespace}}
-    status = api.create_self_subject_rules_review(review).status
-    assert status is not None
-    rules = status.resource_rules
-    return {
-        (group, resource, verb)
-        for rule in rules
-        for group in rule.api_groups or []
-        for resource in rule.resources or []
-        for verb in rule.verbs
-        if group not in EVERY_AUTHENTICATED_USER
-    }
 
 
 def test_operator_may_do_exactly_what_it_needs_in_a_users_namespace(
@@ -69,3 +51,10 @@ def test_operator_may_do_exactly_what_it_needs_in_a_users_namespace(
 
 def test_operator_may_also_hold_its_lease_in_its_own_namespace(cluster: ClusterHandle) -> None:
     assert granted(cluster, OPERATOR_NAMESPACE) == NEEDED | LEADER_ELECTION
+
+
+def test_the_rollout_restarts_component_grants_patch_on_workloads_and_nothing_else(
+    cluster: ClusterHandle, ns: Namespace, rollout_restarts: None
+) -> None:
+    assert granted(cluster, ns.name) == NEEDED | RESTARTS
+    assert granted(cluster, "kube-system") == NEEDED | RESTARTS, "the ClusterRole's grant is cluster-wide"

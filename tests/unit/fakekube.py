@@ -36,6 +36,8 @@ class FakeKube:
     status_patches: int = 0
     workloads: dict[tuple[str, str, str], Body] = field(default_factory=dict)
     forbidden_namespaces: set[str] = field(default_factory=set)
+    forbidden_workload_verbs: set[tuple[str, str]] = field(default_factory=set)
+    """(verb, kind) the operator's role lacks: get or patch on Deployment, StatefulSet, DaemonSet (403)."""
     restarts: list[tuple[str, str, str]] = field(default_factory=list)
     write_faults: list[KubeError] = field(default_factory=list)
     """Raised, in order, by the next Secret writes instead of writing: an API server's 409, 429, 5xx."""
@@ -102,7 +104,12 @@ class FakeKube:
     async def post_event(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None:
         self.events.append(RecordedEvent(ref.namespace, ref.name, type_, reason, message))
 
+    def _authorize(self, verb: str, kind: str, action: str) -> None:
+        if (verb, kind) in self.forbidden_workload_verbs:
+            raise KubeError(action, 403, f"{kind.lower()}s.apps is forbidden: cannot {verb}")
+
     async def read_workload(self, namespace: str, kind: str, name: str) -> Body | None:
+        self._authorize("get", kind, f"reading {kind} {namespace}/{name}")
         workload = self.workloads.get((namespace, kind, name))
         return copy.deepcopy(workload) if workload is not None else None
 
@@ -114,6 +121,7 @@ class FakeKube:
     async def restart_workload(
         self, namespace: str, kind: str, name: str, resource_version: str, annotation: str, value: str
     ) -> None:
+        self._authorize("patch", kind, f"restarting {kind} {namespace}/{name}")
         workload = self.workloads.get((namespace, kind, name))
         if workload is None:
             raise KubeError(f"restarting {kind} {namespace}/{name}", 404, "NotFound")

@@ -23,12 +23,13 @@ from simacan_token_operator.authapi import AuthAPI, http_client
 from simacan_token_operator.kube import KubeError
 from simacan_token_operator.metrics import Metrics
 from simacan_token_operator.pool import MIN_FETCH_SPACING_SECONDS, TokenPool
+from simacan_token_operator.reconcile import RESTART_RETRY_SECONDS
 from simacan_token_operator.schedule import BACKOFF_BASE_SECONDS
 from simacan_token_operator.spec import AuthURLPolicy
 from simacan_token_operator.tokensecret import ACCOUNT_ANNOTATION, EXPIRES_AT_ANNOTATION, parse_rfc3339
 from simacan_token_operator.worker import CONFLICT_RETRY_SECONDS, KUBE_CONCURRENCY, CredentialWorker, Runtime
 from tests.unit.conftest import PASSWORD, USERNAME, FakeClock
-from tests.unit.fakekube import FakeKube
+from tests.unit.fakekube import FakeKube, RecordedEvent
 
 NS = "logistics"
 OTHER_NS = "planning"
@@ -724,6 +725,123 @@ async def test_missing_target_is_a_warning_not_a_failure(world: World) -> None:
 
     assert world.ready() == ("True", "TokenValid")
     assert world.kube.event_reasons().count("RestartTargetNotFound") == 1
+
+
+APP = {"kind": "Deployment", "name": "app"}
+DB = {"kind": "StatefulSet", "name": "db"}
+
+
+def restarts_condition(world: World) -> dict[str, Any]:
+    found = [c for c in world.status().get("conditions", []) if c["type"] == "RolloutRestarts"]
+    assert len(found) == 1, world.status().get("conditions")
+    condition: dict[str, Any] = found[0]
+    return condition
+
+
+def not_permitted_warnings(world: World) -> list[RecordedEvent]:
+    return [e for e in world.kube.events if e.reason == "RestartNotPermitted"]
+
+
+@pytest.mark.parametrize(
+    ("forbidden", "refused", "restarted"),
+    [
+        pytest.param({("get", "Deployment")}, "get Deployment/app", {"StatefulSet"}, id="read-forbidden"),
+        pytest.param(
+            {("patch", "Deployment")}, "patch Deployment/app", {"StatefulSet"}, id="patch-forbidden"
+        ),
+        pytest.param(
+            {("get", "Deployment"), ("patch", "Deployment")},
+            "get Deployment/app",
+            {"StatefulSet"},
+            id="read-and-patch-forbidden",
+        ),
+        pytest.param(
+            {("patch", "Deployment"), ("get", "StatefulSet")},
+            "patch Deployment/app, get StatefulSet/db",
+            set(),
+            id="patch-one-read-other-forbidden",
+        ),
+    ],
+)
+async def test_a_forbidden_restart_target_is_reported_once_while_the_token_is_kept_fresh(
+    world: World, forbidden: set[tuple[str, str]], refused: str, restarted: set[str]
+) -> None:
+    world.kube.put_workload(NS, "Deployment", deployment("app", env_from="fleet-api"))
+    world.kube.put_workload(NS, "StatefulSet", deployment("db", env_from="fleet-api"))
+    world.kube.forbidden_workload_verbs |= forbidden
+    first = await issued(world, rolloutRestartTargets=[APP, DB], minRestartInterval="1s")
+    for _ in range(3):  # the pass right after a refused patch reports it; then no-op passes
+        await world.run()
+    world.clock.now = refresh_due(world)  # a new token: the targets are due again
+    for _ in range(3):
+        await world.run()
+
+    assert world.token() != first, "the token was refreshed"
+    assert world.ready() == ("True", "TokenValid")
+    condition = restarts_condition(world)
+    assert (condition["status"], condition["reason"]) == ("False", "RestartNotPermitted")
+    assert condition["message"].startswith(f"not permitted (HTTP 403): {refused}; the token Secret is kept")
+    assert "add the component manifests/components/rollout-restarts" in condition["message"]
+    (warning,) = not_permitted_warnings(world)
+    assert (warning.type, warning.message) == ("Warning", condition["message"])
+    assert {kind for kind, _, _ in world.kube.restarts} == restarted
+    assert [entry["kind"] for entry in world.status().get("restarts", [])] == sorted(restarted)
+
+
+async def test_a_refused_restart_is_tried_again_and_clears_once_permitted(world: World) -> None:
+    world.kube.put_workload(NS, "Deployment", deployment("app", env_from="fleet-api"))
+    world.kube.forbidden_workload_verbs.add(("patch", "Deployment"))
+    await issued(world, rolloutRestartTargets=[APP])
+    refused_at = world.clock.now
+    wake_at = await world.run()
+    assert restarts_condition(world)["status"] == "False"
+    assert wake_at == refused_at + RESTART_RETRY_SECONDS, "tried again in five minutes, not at the refresh"
+
+    world.kube.forbidden_workload_verbs.clear()  # the component is applied
+    world.clock.now = wake_at
+    await world.run()
+    assert len(world.kube.restarts) == 1
+    await world.run()
+    condition = restarts_condition(world)
+    assert (condition["status"], condition["reason"]) == ("True", "RestartsPermitted")
+    assert len(not_permitted_warnings(world)) == 1
+
+
+async def test_an_operator_restart_does_not_repeat_the_not_permitted_warning(world: World) -> None:
+    world.kube.put_workload(NS, "Deployment", deployment("app", env_from="fleet-api"))
+    world.kube.forbidden_workload_verbs.add(("patch", "Deployment"))
+    await issued(world, rolloutRestartTargets=[APP])
+    await world.run()
+    reported = restarts_condition(world)
+    patches = world.kube.status_patches
+
+    world.restart()  # a new process knows the refusal only from the status
+    for _ in range(3):
+        await world.run()
+
+    assert restarts_condition(world) == reported
+    assert world.kube.status_patches == patches, "the status stays as it was"
+    assert len(not_permitted_warnings(world)) == 1
+
+
+async def test_a_refused_restart_is_reported_by_the_very_next_pass(world: World) -> None:
+    """The running loop, not a test, starts the pass that reports a refused patch."""
+    assert world.runtime is not None
+    world.kube.put_workload(NS, "Deployment", deployment("app", env_from="fleet-api"))
+    world.kube.forbidden_workload_verbs.add(("patch", "Deployment"))
+    world.login_secret()
+    worker = CredentialWorker(world.credential(rolloutRestartTargets=[APP]), world.runtime)
+    worker.start()
+    try:
+        for _ in range(500):  # up to 5 s; the next planned pass is the refresh, 40 (fake) minutes on
+            if not_permitted_warnings(world):
+                break
+            await asyncio.sleep(0.01)
+        assert len(not_permitted_warnings(world)) == 1
+        assert restarts_condition(world)["status"] == "False"
+        assert world.ready() == ("True", "TokenValid")
+    finally:
+        await worker.stop()
 
 
 async def test_env_and_subpath_consumers_are_warned_about_once(world: World) -> None:
