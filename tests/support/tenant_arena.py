@@ -331,8 +331,9 @@ class Arena:
 
     @contextlib.contextmanager
     def measuring(self, name: str) -> Iterator[Attack]:
-        """Reset the peak, read RSS, run the attack, then read the peak (from the guard if the
-        operator has ended) and judge: memory, exits, the neighbour."""
+        """Wait for the RSS to settle and read it, reset the peak, run the attack, watch a little
+        longer, then read the peak (from the guard if the operator has ended) and judge: memory,
+        exits, the neighbour."""
         self.ensure_operator()
         operator = self.operator
         assert operator.process is not None

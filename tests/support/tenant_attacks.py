@@ -268,6 +268,7 @@ def _fingerprint(token: str) -> str:
 def template_bomb(arena: Arena) -> Figures:
     """A 40 KiB self-made JWT in the tenant's own token Secret, then data templates that pass the
     CRD but render to far more than the bound. The operator must say InvalidSpec, naming the bound."""
+    arena.ensure_operator()  # the tenant's first token comes from the operator
     ns = arena.namespace("bomb")
     name = "bomb"
     try:
