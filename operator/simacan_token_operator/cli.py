@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 from collections.abc import Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -30,7 +31,7 @@ from .namespacewatch import NamespaceWatch
 from .pool import TokenPool
 from .secretwatch import SecretWatch
 from .spec import DEFAULT_ALLOWED_HOSTS, AuthURLPolicy
-from .worker import Runtime
+from .worker import KUBE_CONCURRENCY, Runtime
 
 logger = logging.getLogger("simacan_token_operator")
 
@@ -131,6 +132,12 @@ async def run_operator(options: argparse.Namespace) -> int:
         or AuthURLPolicy().allowed_hosts,
     )
     metrics = Metrics()
+    # Every Kubernetes call runs in the default executor (the client is synchronous): a thread for
+    # each slot of the Kubernetes gate, and a few more so that Lease renewals never queue behind
+    # Secret writes (the default, cores + 4, is 6 threads on 2 cores).
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=KUBE_CONCURRENCY + 4, thread_name_prefix="kube")
+    )
     api_client = load_kube_config()
     elector = (
         LeaderElector(

@@ -256,7 +256,7 @@ class Kube:
                 if error.status != 404:
                     raise
                 self._events.forget(key)  # expired on the server meanwhile: post afresh
-        name = f"{ref.name}.{secrets.token_hex(8)}"
+        name = f"{ref.name[:236]}.{secrets.token_hex(8)}"  # an object name has at most 253 characters
         body: Body = {
             "apiVersion": "v1",
             "kind": "Event",

@@ -13,7 +13,7 @@ import contextvars
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -43,6 +43,8 @@ T = TypeVar("T")
 CONFLICT_RETRY_SECONDS = 0.5
 """After a 404 or 409 on a write another writer was quicker: read again shortly."""
 KUBE_CONCURRENCY = 16
+NAMESPACE_CONCURRENCY = 4
+"""Of the KUBE_CONCURRENCY slots, at most this many serve one namespace at a time."""
 
 
 class WriteRefused(Exception):
@@ -145,6 +147,7 @@ class Runtime:
     metrics: Metrics
     clock: Callable[[], float] = time.time
     kube_gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(KUBE_CONCURRENCY))
+    namespace_gates: NamespaceGates = field(default_factory=lambda: NamespaceGates(NAMESPACE_CONCURRENCY))
     workloads: NamespaceWorkloads | None = None
     """Set by __post_init__: the namespace workload lists for the stale-consumer check."""
     """Bounds concurrent Kubernetes calls: a start with thousands of credentials stays a steady
@@ -174,32 +177,73 @@ async def sleep_until(wake: asyncio.Event, wake_at: float | None, clock: Callabl
             timer.cancel()
 
 
-class _Slot:
-    """One slot of a semaphore that can be given up for a while and taken back, and that is
-    released on exit only if it is held (a cancelled take-back leaves nothing to release)."""
+class NamespaceGates:
+    """A semaphore per namespace with work in flight, so that one namespace's credentials hold at
+    most NAMESPACE_CONCURRENCY of the shared Kubernetes slots: a tenant with many credentials (or
+    many restart targets) queues behind itself, not in front of its neighbours."""
 
-    def __init__(self, gate: asyncio.Semaphore) -> None:
-        self._gate = gate
-        self._held = False
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._gates: dict[str, tuple[asyncio.Semaphore, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def held(self, namespace: str) -> AsyncIterator[asyncio.Semaphore]:
+        """The namespace's semaphore, kept while anyone uses it and dropped after the last."""
+        gate, users = self._gates.get(namespace) or (asyncio.Semaphore(self._limit), 0)
+        self._gates[namespace] = (gate, users + 1)
+        try:
+            yield gate
+        finally:
+            gate, users = self._gates[namespace]
+            if users == 1:
+                del self._gates[namespace]
+            else:
+                self._gates[namespace] = (gate, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._gates)
+
+
+class _Slot:
+    """One slot of each of some semaphores (taken in order), that can be given up for a while and
+    taken back, and that are released on exit only if held (a cancelled take-back leaves nothing
+    to release)."""
+
+    def __init__(self, *gates: asyncio.Semaphore) -> None:
+        self._gates = gates
+        self._held = 0
+
+    async def _take(self) -> None:
+        for gate in self._gates:
+            await gate.acquire()
+            self._held += 1
+
+    def _give(self) -> None:
+        for gate in reversed(self._gates[: self._held]):
+            gate.release()
+        self._held = 0
 
     async def __aenter__(self) -> _Slot:
-        await self._gate.acquire()
-        self._held = True
+        try:
+            await self._take()
+        except BaseException:
+            self._give()
+            raise
         return self
 
     async def __aexit__(self, *_: object) -> None:
-        if self._held:
-            self._held = False
-            self._gate.release()
+        self._give()
 
     async def given_up_while(self, awaitable: Awaitable[T]) -> T:
-        self._held = False
-        self._gate.release()
+        self._give()
         try:
             return await awaitable
         finally:
-            await self._gate.acquire()
-            self._held = True
+            try:
+                await self._take()
+            except BaseException:
+                self._give()
+                raise
 
 
 def _trimmed(secret: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -294,7 +338,10 @@ class CredentialWorker:
         (and their Secrets) are in memory at once, except while a pass waits for a token: then
         it gives its slot up, and one slow login source cannot hold up the others."""
         runtime = self.runtime
-        async with _Slot(runtime.kube_gate) as slot:
+        async with (
+            runtime.namespace_gates.held(self.namespace) as own,
+            _Slot(own, runtime.kube_gate) as slot,
+        ):
             services = dataclasses.replace(runtime.services, while_waiting=slot.given_up_while)
             gathered = await self._gather()
             result = await reconcile(gathered, services)

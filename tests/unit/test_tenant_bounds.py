@@ -3,6 +3,7 @@ offending credential only (limits.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import itertools
 from typing import Any
@@ -16,6 +17,7 @@ from simacan_token_operator.schedule import RESTORE_BACKOFF_CAP_SECONDS, restore
 from simacan_token_operator.spec import SpecError, parse_spec, rendered_size_bound
 from simacan_token_operator.tokens import TokenParseError, parse_token_response, stored_token
 from simacan_token_operator.tokensecret import read_stored
+from simacan_token_operator.worker import KUBE_CONCURRENCY, NAMESPACE_CONCURRENCY
 from tests.unit.test_reconcile_pass import NS, World, auth, b64, clock, issued, world
 
 FIXTURES = (auth, clock, world)
@@ -263,3 +265,36 @@ def test_secret_data_bytes_are_counted_not_characters() -> None:
     template = {"k": "€" * 4096}  # 3 bytes each in UTF-8
     assert rendered_size_bound(template) >= 3 * 4096
     assert base64.b64decode(b64("€")) == "€".encode()
+
+
+# -- one namespace cannot take every Kubernetes slot ----------------------------------------------
+
+
+async def test_a_namespace_stuck_in_kubernetes_calls_leaves_slots_for_its_neighbours(world: World) -> None:
+    """More passes of one namespace than the gate has slots hang in Kubernetes calls; a
+    credential in another namespace still gets its token."""
+    assert world.runtime is not None
+    stuck = asyncio.Event()
+    reads = world.kube.read_secret
+
+    async def read_secret(namespace: str, name: str) -> dict[str, Any] | None:
+        if namespace == "tenant":
+            await stuck.wait()
+        return await reads(namespace, name)
+
+    world.kube.read_secret = read_secret  # type: ignore[method-assign]
+    world.login_secret(namespace="tenant")
+    tenant = [f"c{i}" for i in range(KUBE_CONCURRENCY + 4)]
+    for name in tenant:
+        world.credential(name, namespace="tenant")
+    passes = [asyncio.create_task(world.run(name, "tenant")) for name in tenant]
+    try:
+        await asyncio.sleep(0.1)
+        assert not any(task.done() for task in passes)
+        assert world.runtime.kube_gate._value == KUBE_CONCURRENCY - NAMESPACE_CONCURRENCY
+
+        await asyncio.wait_for(issued(world), timeout=5)
+    finally:
+        stuck.set()
+        await asyncio.gather(*passes, return_exceptions=True)
+    assert len(world.runtime.namespace_gates) == 0, "no gate is kept for a namespace without work"
