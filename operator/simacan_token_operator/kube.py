@@ -293,11 +293,45 @@ class Kube:
                 return None
             raise
 
-    async def list_workloads(self, namespace: str, kind: str) -> list[Body]:
-        path = _workload_path(namespace, kind, None)
-        listed = await self._call(f"listing {kind}s in {namespace}", "GET", path)
-        items = listed.get("items") or []
-        return [item for item in items if isinstance(item, dict)]
+    async def list_workload_stamps(
+        self, namespace: str, kind: str, limit: int, continue_token: str | None
+    ) -> StampPage:
+        """One page of a namespace's workloads of one kind, as (name, uid, generation) only.
+
+        Metadata only (PartialObjectMetadataList), and decoded keeping only those fields: the
+        rest of each item (annotations, managedFields) is dropped as soon as it is parsed."""
+        listed = await self._read_keeping(
+            f"listing {kind}s in {namespace}",
+            _workload_path(namespace, kind, None),
+            _STAMP_FIELDS,
+            query={"limit": limit, "continue": continue_token or None},
+            accept=METADATA_LIST,
+        )
+        stamps = tuple(stamp for item in listed.get("items") or [] if (stamp := _stamp(item)) is not None)
+        token = (listed.get("metadata") or {}).get("continue")
+        return StampPage(stamps, token if isinstance(token, str) and token else None)
+
+    async def read_workload_fields(
+        self, namespace: str, kind: str, name: str, keep: frozenset[str]
+    ) -> Body | None:
+        """A workload decoded keeping only the keys in `keep` (and its name, uid and generation),
+        at any depth; None if it does not exist."""
+        try:
+            return await self._read_keeping(
+                f"reading {kind} {namespace}/{name}",
+                _workload_path(namespace, kind, name),
+                keep | _STAMP_FIELDS,
+            )
+        except KubeError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    async def _read_keeping(self, action: str, path: str, keep: frozenset[str], **kwargs: Any) -> Body:
+        def fetch() -> Body:
+            return decoded_keeping(self._api.request("GET", path, **kwargs).read(), keep)
+
+        return await self._mapped(action, asyncio.to_thread(fetch))
 
     async def restart_workload(
         self, namespace: str, kind: str, name: str, resource_version: str, annotation: str, value: str
@@ -317,6 +351,52 @@ class Kube:
 
 
 WORKLOAD_RESOURCES = {"Deployment": "deployments", "StatefulSet": "statefulsets", "DaemonSet": "daemonsets"}
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+_STAMP_FIELDS = frozenset({"items", "metadata", "continue", "name", "uid", "generation", "resourceVersion"})
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadStamp:
+    """Who a workload is and which version of its spec: enough to tell whether it changed."""
+
+    name: str
+    uid: str
+    generation: int | str
+    """metadata.generation (bumped by every spec change); the resourceVersion where a server
+    keeps no generation."""
+
+
+@dataclass(frozen=True, slots=True)
+class StampPage:
+    stamps: tuple[WorkloadStamp, ...]
+    continue_token: str | None
+    """None on the last page."""
+
+
+def _stamp(item: object) -> WorkloadStamp | None:
+    meta = item.get("metadata") if isinstance(item, dict) else None
+    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
+        return None
+    generation = meta.get("generation")
+    if not isinstance(generation, int):
+        generation = str(meta.get("resourceVersion") or "")
+    return WorkloadStamp(meta["name"], str(meta.get("uid") or meta["name"]), generation)
+
+
+def decoded_keeping(raw: bytes, keep: frozenset[str]) -> Body:
+    """A JSON object decoded keeping, in every object at any depth, only the keys in `keep`.
+
+    Each object is filtered as soon as it is parsed, so a workload's megabyte of annotations,
+    managedFields or env values never exists as Python objects beyond one value at a time;
+    what is held at most is the response's bytes, their text and the kept fields."""
+
+    def kept(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        return {key: value for key, value in pairs if key in keep}
+
+    decoded = json.loads(raw, object_pairs_hook=kept)
+    if not isinstance(decoded, dict):
+        raise ValueError("the API server answered with something other than a JSON object")
+    return decoded
 
 
 def _workload_path(namespace: str, kind: str, name: str | None) -> str:

@@ -112,7 +112,10 @@ class Memory:
     last_reason: str | None = None
     """The Ready reason last written: Events fire when it changes, not on every pass."""
     stale_consumers: tuple[str, ...] | None = None
-    """Workloads last reported as reading the token only at start; None before the first check."""
+    """Workloads last reported as reading the token only at start (the first STALE_LISTED of
+    them); None before the first check."""
+    stale_count: int = 0
+    """How many there were in all."""
     stale_since: str | None = None
     missing_targets: tuple[str, ...] = ()
     """Restart targets last reported as missing."""
@@ -133,6 +136,7 @@ class Memory:
             return cls()
         request = status.get("lastRefreshRequest")
         stale = status.get("staleConsumers")
+        count = status.get("staleConsumerCount")
         stale_condition: Mapping[str, Any] = next(
             (c for c in status.get("conditions") or [] if c.get("type") == reasons.CONSUMERS_STALE), {}
         )
@@ -145,6 +149,7 @@ class Memory:
             ready=ready_state(status),
             last_reason=ready_reason(status),
             stale_consumers=tuple(stale) if isinstance(stale, list) else None,
+            stale_count=count if isinstance(count, int) else len(stale) if isinstance(stale, list) else 0,
             stale_since=stale_condition.get("lastTransitionTime"),
             restarts=RestartsCondition.from_condition(restarts),
         )
@@ -165,8 +170,8 @@ class Gathered:
     now: float
     workloads: Mapping[RestartTarget, Mapping[str, Any] | None] = field(default_factory=dict)
     """The spec's restart targets as read (None: not found)."""
-    namespace_workloads: Sequence[tuple[str, Mapping[str, Any]]] | None = None
-    """Every (kind, workload) in the namespace, for the stale-consumer check; None when unknown."""
+    namespace_workloads: consumers.Survey | None = None
+    """The verdicts on the namespace's workloads, for the stale-consumer check; None when unknown."""
     restart_refused: Mapping[RestartTarget, RestartRefused] = field(default_factory=dict)
     """Restart targets the API server refused to us: get in this gather, patch in an earlier restart."""
 
@@ -730,38 +735,55 @@ def _consumers(gathered: Gathered, spec: CredentialSpec, outcome: Outcome, memor
 def _stale_consumers(
     gathered: Gathered, spec: CredentialSpec, memory: Memory
 ) -> tuple[list[report.Note], dict[str, Any], Memory]:
-    """The ConsumersStale condition, and a Warning when the set of stale consumers changes."""
+    """The ConsumersStale condition, and a Warning when the set of stale consumers changes.
+
+    A namespace may hold thousands of such workloads: status, condition and Event name the
+    first STALE_LISTED (sorted) and count the rest, so the status patch stays small."""
     events: list[report.Note] = []
     status: dict[str, Any] = {}
-    stale = memory.stale_consumers
-    if gathered.namespace_workloads is not None:
-        stale = consumers.stale(gathered.namespace_workloads, spec.target_secret, spec.restart_targets)
-    if stale is None:
-        return events, status, memory
+    survey = gathered.namespace_workloads
+    if survey is None:
+        if memory.stale_consumers is None:
+            return events, status, memory
+        # What the last status said (an older operator's may name more than STALE_LISTED).
+        listed, count, partial = memory.stale_consumers[:STALE_LISTED], memory.stale_count, False
+    else:
+        found = consumers.stale(survey.verdicts, spec.target_secret, spec.restart_targets)
+        listed, count, partial = found[:STALE_LISTED], len(found), survey.partial
     stale_since = memory.stale_since
-    if stale != memory.stale_consumers or stale_since is None:
+    note = (
+        "; the check is partial: the namespace has more workloads than the operator keeps verdicts on"
+        if partial
+        else ""
+    )
+    if (listed, count) != (memory.stale_consumers, memory.stale_count) or stale_since is None:
         stale_since = rfc3339(gathered.now)
-        if stale:
-            message = (
-                f"{', '.join(stale)} read Secret {spec.target_secret} through an env var or a subPath "
-                "mount and keep their first token until restarted; mount the whole Secret as a volume "
-                "or list them in spec.rolloutRestartTargets"
+        if count:
+            rest = (
+                f" read Secret {spec.target_secret} through an env var or a subPath mount and keep "
+                "their first token until restarted; mount the whole Secret as a volume or list them "
+                f"in spec.rolloutRestartTargets{note}"
             )
+            message = _named(listed, count, MESSAGE_LIMIT - len(rest)) + rest
             events.append(report.Note("Warning", reasons.CONSUMERS_STALE, message))
+    if count:
+        rest = f" keep their first token until restarted{note}"
+        message = _named(listed, count, MESSAGE_LIMIT - len(rest)) + rest
+    else:
+        checked = "the operator checked " if partial else ""
+        message = f"no workload {checked}reads Secret {spec.target_secret} only at start{note}"
     condition = {
         "type": reasons.CONSUMERS_STALE,
-        "status": "True" if stale else "False",
-        "reason": reasons.READS_AT_START if stale else reasons.NO_STALE_CONSUMERS,
-        "message": (
-            f"{', '.join(stale)} keep their first token until restarted"
-            if stale
-            else f"no workload reads Secret {spec.target_secret} only at start"
-        ),
+        "status": "True" if count else "False",
+        "reason": reasons.READS_AT_START if count else reasons.NO_STALE_CONSUMERS,
+        "message": message,
         "lastTransitionTime": stale_since,
     }
     status["conditions"] = [condition]
-    status["staleConsumers"] = list(stale)
-    return events, status, dataclasses.replace(memory, stale_consumers=stale, stale_since=stale_since)
+    status["staleConsumers"] = list(listed)
+    status["staleConsumerCount"] = count
+    memory = dataclasses.replace(memory, stale_consumers=listed, stale_count=count, stale_since=stale_since)
+    return events, status, memory
 
 
 @dataclass(frozen=True)
@@ -819,3 +841,23 @@ def _restart_permission(
 
 def _since(previous: RestartsCondition | None, status: str, now: float) -> str:
     return previous.since if previous is not None and previous.status == status else rfc3339(now)
+
+
+STALE_LISTED = limits.MAX_STALE_CONSUMERS_LISTED
+"""Stale consumers named in the status, the condition and the Event; the rest are counted."""
+MESSAGE_LIMIT = limits.MAX_CONDITION_MESSAGE_CHARS
+
+
+def _named(names: Sequence[str], count: int, budget: int) -> str:
+    """`A, B and 3 more`: the names in order while they fit in `budget` characters."""
+    shown: list[str] = []
+    for name in names:
+        more = count - len(shown) - 1
+        tail = f" and {more} more" if more else ""
+        if len(", ".join([*shown, name]) + tail) > budget:
+            break
+        shown.append(name)
+    if not shown:
+        return f"{count} workload{'s' if count != 1 else ''}"
+    more = count - len(shown)
+    return ", ".join(shown) + (f" and {more} more" if more else "")

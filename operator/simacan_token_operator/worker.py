@@ -19,7 +19,7 @@ from typing import Any, Protocol, TypeVar
 
 from . import report
 from .consumers import RESTARTED_AT_ANNOTATION
-from .kube import KubeError, ObjectRef
+from .kube import KubeError, ObjectRef, StampPage
 from .metrics import Metrics
 from .pool import TokenPool
 from .reconcile import (
@@ -34,8 +34,9 @@ from .reconcile import (
     refused_write,
 )
 from .schedule import backoff_delay, jitter_fraction
-from .spec import WORKLOAD_KINDS, AuthURLPolicy, RestartTarget, SpecError, parse_spec
+from .spec import AuthURLPolicy, RestartTarget, SpecError, parse_spec
 from .tokensecret import rfc3339
+from .workloads import NamespaceWorkloads
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -93,48 +94,15 @@ class KubeSeam(Protocol):
     async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]: ...
     async def post_event(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None: ...
     async def read_workload(self, namespace: str, kind: str, name: str) -> dict[str, Any] | None: ...
-    async def list_workloads(self, namespace: str, kind: str) -> list[dict[str, Any]]: ...
+    async def list_workload_stamps(
+        self, namespace: str, kind: str, limit: int, continue_token: str | None
+    ) -> StampPage: ...
+    async def read_workload_fields(
+        self, namespace: str, kind: str, name: str, keep: frozenset[str]
+    ) -> dict[str, Any] | None: ...
     async def restart_workload(
         self, namespace: str, kind: str, name: str, resource_version: str, annotation: str, value: str
     ) -> None: ...
-
-
-WORKLOAD_LIST_TTL_SECONDS = 60.0
-"""The stale-consumer check lists a namespace's workloads at most this often, for all its credentials."""
-
-
-@dataclass
-class NamespaceWorkloads:
-    """A short-lived cache of each namespace's workloads, shared by the credentials in it."""
-
-    kube: KubeSeam
-    clock: Callable[[], float]
-    _listed: dict[str, tuple[float, list[tuple[str, dict[str, Any]]]]] = field(default_factory=dict)
-    _forbidden: set[str] = field(default_factory=set)
-
-    async def get(self, namespace: str) -> list[tuple[str, dict[str, Any]]] | None:
-        """None where the operator may not list workloads: the check is off there, said once."""
-        if namespace in self._forbidden:
-            return None
-        cached = self._listed.get(namespace)
-        if cached is not None and self.clock() < cached[0] + WORKLOAD_LIST_TTL_SECONDS:
-            return cached[1]
-        found: list[tuple[str, dict[str, Any]]] = []
-        try:
-            for kind in WORKLOAD_KINDS:
-                found.extend((kind, item) for item in await self.kube.list_workloads(namespace, kind))
-        except KubeError as error:
-            if error.status not in (403, 404):  # 404: an API server without the apps group
-                raise
-            self._forbidden.add(namespace)
-            logger.warning(
-                "cannot list workloads in %s (HTTP %s); the stale-consumer check is off there",
-                namespace,
-                error.status,
-            )
-            return None
-        self._listed[namespace] = (self.clock(), found)
-        return found
 
 
 @dataclass
@@ -147,12 +115,12 @@ class Runtime:
     metrics: Metrics
     clock: Callable[[], float] = time.time
     kube_gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(KUBE_CONCURRENCY))
-    namespace_gates: NamespaceGates = field(default_factory=lambda: NamespaceGates(NAMESPACE_CONCURRENCY))
-    workloads: NamespaceWorkloads | None = None
-    """Set by __post_init__: the namespace workload lists for the stale-consumer check."""
     """Bounds concurrent Kubernetes calls: a start with thousands of credentials stays a steady
     trickle instead of a burst that inflates memory for good. Never held while waiting for the
     Auth API, so a slow login source cannot hold up anyone else."""
+    namespace_gates: NamespaceGates = field(default_factory=lambda: NamespaceGates(NAMESPACE_CONCURRENCY))
+    workloads: NamespaceWorkloads | None = None
+    """Set by __post_init__: each namespace's workload verdicts, for the stale-consumer check."""
 
     def __post_init__(self) -> None:
         if self.workloads is None:
@@ -302,6 +270,8 @@ class CredentialWorker:
                 await self._task
         self.runtime.pool.detach(pool_user(self.credential))
         self.runtime.metrics.forget(self.namespace, self.name)
+        assert self.runtime.workloads is not None
+        self.runtime.workloads.release(self.namespace, self.key)
 
     def update(self, credential: Mapping[str, Any]) -> None:
         """A newer version of the SimacanCredential; the next pass uses it."""
@@ -371,7 +341,7 @@ class CredentialWorker:
         )
         workloads, refused = await self._read_restart_targets(spec.restart_targets)
         assert self.runtime.workloads is not None
-        listed = await self.runtime.workloads.get(self.namespace)
+        listed = self.runtime.workloads.survey(self.namespace, self.key, self.nudge)
         self._gathered_at = self.runtime.clock()
         return Gathered(
             credential, target, credentials, self.memory, self._gathered_at, workloads, listed, refused

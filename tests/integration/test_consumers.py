@@ -10,6 +10,7 @@ from kubernetes import client
 
 from localenv.auth_standin import FakeAuthAPI
 from simacan_token_operator.tokensecret import parse_rfc3339
+from simacan_token_operator.workloads import PAGE_SIZE
 from tests.conftest import PASSWORD, USERNAME, Issue, credential_spec
 from tests.support.k8s import Namespace
 from tests.support.operator_process import OperatorProcess
@@ -117,3 +118,20 @@ def test_env_var_consumer_is_warned_about(ns: Namespace, issue: Issue) -> None:
     condition = eventually(stale, timeout=90, what="ConsumersStale")
     assert "Deployment/env-reader" in condition["message"]
     assert "ConsumersStale" in ns.event_reasons("fleet-api")
+
+
+def test_a_stale_consumer_on_the_last_page_is_found(ns: Namespace, issue: Issue) -> None:
+    count = 2 * PAGE_SIZE + 5
+    for i in range(count - 1):
+        create_deployment(ns, f"app-{i:02}")
+    create_deployment(ns, "zz-env-reader", envFrom=[{"secretRef": {"name": "fleet-api"}}])
+    operator = issue().operator
+
+    def stale() -> Any:
+        return ns.credential("fleet-api").get("status", {}).get("staleConsumers")
+
+    eventually(
+        lambda: stale() == ["Deployment/zz-env-reader"], timeout=30, what="the consumer on the last page"
+    )
+    assert ns.credential("fleet-api")["status"]["staleConsumerCount"] == 1
+    assert f"surveyed workloads in {ns.name}: {count} listed in 5 pages" in operator.logs()

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import kubernetes
 import pytest
 
+from simacan_token_operator.kube import METADATA_LIST, RawApi
 from tests.support.cluster import ClusterHandle
 from tests.support.emulator import ApiServerEmulator, ObjectStore, running_emulator, serving, write_kubeconfig
 
@@ -469,3 +470,41 @@ def test_unknown_urls_get_kubernetes_status_errors(cluster: ClusterHandle) -> No
             get_json(cluster.server, path)
         body = json.load(info.value)
         assert (info.value.code, body["kind"], body["code"]) == (404, "Status", 404)
+
+
+def test_lists_page_with_limit_and_continue_and_can_be_metadata_only(
+    api: kubernetes.client.ApiClient,
+) -> None:
+    """As kube-apiserver pages a list (the stale-consumer check reads workloads this way)."""
+    apps: Any = kubernetes.client.AppsV1Api(api)
+    raw = RawApi(api)
+    for i in range(5):
+        template = {
+            "metadata": {"labels": {"app": "d"}},
+            "spec": {"containers": [{"name": "c", "image": "i"}]},
+        }
+        spec = {"replicas": 0, "selector": {"matchLabels": {"app": "d"}}, "template": template}
+        apps.create_namespaced_deployment(
+            NS, {"metadata": {"name": f"d-{i}", "annotations": {"a": "b"}}, "spec": spec}
+        )
+    path = f"/apis/apps/v1/namespaces/{NS}/deployments"
+
+    names, token, kinds = [], None, set()
+    while True:
+        listed = raw.json("GET", path, query={"limit": 2, "continue": token}, accept=METADATA_LIST)
+        kinds.add(listed["kind"])
+        assert all(set(item) == {"apiVersion", "kind", "metadata"} for item in listed["items"])
+        names.append([item["metadata"]["name"] for item in listed["items"]])
+        token = listed["metadata"].get("continue")
+        if not token:
+            break
+    assert names == [["d-0", "d-1"], ["d-2", "d-3"], ["d-4"]] and kinds == {"PartialObjectMetadataList"}
+
+    def generation() -> int:
+        return int(raw.json("GET", f"{path}/d-0")["metadata"]["generation"])
+
+    assert generation() == 1
+    apps.patch_namespaced_deployment("d-0", NS, {"metadata": {"labels": {"x": "y"}}})
+    assert generation() == 1
+    apps.patch_namespaced_deployment("d-0", NS, {"spec": {"replicas": 1}})
+    assert generation() == 2

@@ -20,8 +20,13 @@ Known divergences from kube-apiserver (the real-cluster tier covers these):
 * Strategic merge patch is applied as a JSON merge patch (lists are replaced, ``$patch`` directives ignored);
   server-side apply (``application/apply-patch+yaml``) and ``dryRun`` are refused; ``managedFields`` are
   not maintained.
-* List ignores ``limit``/``continue`` (always one page) and ``resourceVersion``/``resourceVersionMatch``
-  (always the latest state); the watch cache keeps the last 10,000 changes (older start points get 410).
+* List pages with ``limit``/``continue``, but each page shows the latest state (the real server serves
+  every page from the first page's snapshot, and its tokens expire); ``resourceVersion``/
+  ``resourceVersionMatch`` are ignored (always the latest state); the watch cache keeps the last 10,000
+  changes (older start points get 410). ``Accept: ...;as=PartialObjectMetadataList`` gives metadata only;
+  other forms (Table, a watch's PartialObjectMetadata) are answered with whole objects.
+* apps/v1 workloads track ``metadata.generation`` (bumped by any change outside metadata and status); a
+  Deployment's annotation change does not bump it here (it does on the real server).
 * Watches without ``timeoutSeconds`` stay open until the client leaves or the emulator stops (the real
   server closes them after 30-60 minutes); bookmarks are sent every ``bookmark_interval`` seconds of silence.
 * core/v1 and events.k8s.io/v1 Events are stored separately (the real server serves one store in two shapes).
@@ -88,6 +93,11 @@ class ResourceType:
     status_subresource: bool = False
     custom: bool = False  # from a CRD: tracks generation, refuses strategic merge, returns deleted objects
     field_labels: frozenset[str] = frozenset({"metadata.name", "metadata.namespace"})
+    generation: bool = False  # a built-in registry that tracks metadata.generation (apps/v1 workloads)
+
+    @property
+    def tracks_generation(self) -> bool:
+        return self.custom or self.generation
 
     @property
     def api_version(self) -> str:
@@ -163,7 +173,7 @@ CLUSTER_SIMACAN_CREDENTIALS: Final = ResourceType(
     custom=True,
 )
 WORKLOADS: Final = tuple(
-    ResourceType("apps", "v1", plural, kind)
+    ResourceType("apps", "v1", plural, kind, generation=True)
     for plural, kind in (
         ("deployments", "Deployment"),
         ("statefulsets", "StatefulSet"),
@@ -513,7 +523,7 @@ def _now() -> str:
 
 
 def _spec_of(obj: Obj) -> Obj:
-    """The part of a custom resource whose changes bump metadata.generation."""
+    """The part of an object whose changes bump metadata.generation (where it is tracked)."""
     return {key: val for key, val in obj.items() if key not in ("metadata", "status", "apiVersion", "kind")}
 
 
@@ -600,10 +610,10 @@ class ObjectStore:
         meta.update(name=name, uid=str(uuid.uuid4()), creationTimestamp=_now())
         if namespace is not None:
             meta["namespace"] = namespace
-        if rtype.custom:
+        if rtype.tracks_generation:
             meta["generation"] = 1
-            if rtype.status_subresource:
-                obj.pop("status", None)
+        if rtype.custom and rtype.status_subresource:
+            obj.pop("status", None)
         if rtype == self.namespaces:
             meta["labels"] = {**(meta.get("labels") or {}), "kubernetes.io/metadata.name": name}
             obj["spec"] = {"finalizers": ["kubernetes"], **(obj.get("spec") or {})}
@@ -678,7 +688,7 @@ class ObjectStore:
                 return current, False
             marked = copy.deepcopy(current)
             marked["metadata"].update(deletionTimestamp=_now(), deletionGracePeriodSeconds=0)
-            if rtype.custom:
+            if rtype.tracks_generation:
                 marked["metadata"]["generation"] = meta.get("generation", 0) + 1
             return self._commit(rtype, (namespace, name), "MODIFIED", marked, current), False
         deleted = self._commit(rtype, (namespace, name), "DELETED", current, current)
@@ -767,7 +777,7 @@ class ObjectStore:
                     meta[key] = current["metadata"][key]
             new.update(apiVersion=rtype.api_version, kind=rtype.kind)
             new = self._normalised(rtype, new)
-            if rtype.custom and _spec_of(new) != _spec_of(current):
+            if rtype.tracks_generation and _spec_of(new) != _spec_of(current):
                 meta["generation"] = current["metadata"].get("generation", 0) + 1
         new["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
         if new == current:  # the real server skips no-op writes: no new resourceVersion, no event
@@ -799,6 +809,39 @@ class ObjectStore:
 
 def _is_true(value: str | None) -> bool:
     return (value or "").lower() in ("true", "1")
+
+
+def _page(items: list[Obj], query: Mapping[str, str]) -> tuple[list[Obj], str | None]:
+    """`limit` items after the `continue` token's position, and the token for the next page.
+
+    The token names the last (namespace, name) served, as the real server's names the last
+    etcd key; unlike the real server's it does not pin the resourceVersion of the first page."""
+    try:
+        limit = int(query.get("limit") or 0)
+    except ValueError:
+        raise _bad_request("limit must be an integer") from None
+    start = 0
+    if query.get("continue"):
+        try:
+            after = tuple(json.loads(base64.urlsafe_b64decode(query["continue"])))
+        except (ValueError, TypeError):
+            raise _bad_request("continue key is not valid") from None
+        keys = [(o["metadata"].get("namespace") or "", o["metadata"]["name"]) for o in items]
+        start = next((i for i, key in enumerate(keys) if key > after), len(items))
+    if limit <= 0 or start + limit >= len(items):
+        return items[start:], None
+    last = items[start + limit - 1]["metadata"]
+    token = base64.urlsafe_b64encode(json.dumps([last.get("namespace") or "", last["name"]]).encode())
+    return items[start : start + limit], token.decode()
+
+
+def _metadata_only(listed: Obj) -> Obj:
+    """A list as a PartialObjectMetadataList, for `Accept: ...;as=PartialObjectMetadataList;...`."""
+    items = [
+        {"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": item["metadata"]}
+        for item in listed["items"]
+    ]
+    return {**listed, "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "items": items}
 
 
 def _json(payload: Obj, status: int = 200) -> aiohttp.web.Response:
@@ -884,7 +927,11 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
         if name is None:
             if method == "GET":
                 items = self.store.select(rtype, ObjectFilter.from_query(rtype, ns, None, raw.query))
-                return _json(self._list(rtype, items))
+                page, token = _page(items, raw.query)
+                listed = self._list(rtype, page, token)
+                if "as=PartialObjectMetadataList" in raw.headers.get("Accept", ""):
+                    listed = _metadata_only(listed)
+                return _json(listed)
             if method == "POST" and (ns is not None or not rtype.namespaced):
                 return _json(self.store.create(rtype, ns, body), status=201)
             if method == "DELETE":
@@ -925,13 +972,12 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
             )
         raise _method_not_allowed()
 
-    def _list(self, rtype: ResourceType, items: list[Obj]) -> Obj:
-        return {
-            "apiVersion": rtype.api_version,
-            "kind": f"{rtype.kind}List",
-            "metadata": {"resourceVersion": self.store.resource_version},
-            "items": items,
-        }
+    def _list(self, rtype: ResourceType, items: list[Obj], continue_token: str | None = None) -> Obj:
+        meta: Obj = {"resourceVersion": self.store.resource_version}
+        if continue_token:
+            meta["continue"] = continue_token
+        kind = f"{rtype.kind}List"
+        return {"apiVersion": rtype.api_version, "kind": kind, "metadata": meta, "items": items}
 
     def _bookmark(self, rtype: ResourceType, resource_version: int, *, initial_end: bool = False) -> Obj:
         meta: Obj = {"resourceVersion": str(resource_version)}

@@ -78,6 +78,6 @@ def observations() -> list[Observation]:
 
 @pytest.fixture
 def api(http: httpx.AsyncClient, observations: list[Observation]) -> AuthAPI:
-    return AuthAPI(http, observe=lambda endpoint, outcome, seconds: observations.append(
-        (endpoint, outcome, seconds)
-    ))
+    return AuthAPI(
+        http, observe=lambda endpoint, outcome, seconds: observations.append((endpoint, outcome, seconds))
+    )

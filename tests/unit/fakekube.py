@@ -8,11 +8,13 @@ counts writes, which is what the table tests assert on.
 from __future__ import annotations
 
 import copy
+import json
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from simacan_token_operator.kube import KubeError, ObjectRef
+from simacan_token_operator.kube import KubeError, ObjectRef, StampPage, WorkloadStamp, decoded_keeping
 
 Body = dict[str, Any]
 
@@ -38,10 +40,16 @@ class FakeKube:
     forbidden_namespaces: set[str] = field(default_factory=set)
     forbidden_workload_verbs: set[tuple[str, str]] = field(default_factory=set)
     """(verb, kind) the operator's role lacks: get or patch on Deployment, StatefulSet, DaemonSet (403)."""
+    list_faults: list[KubeError] = field(default_factory=list)
+    """Raised, in order, by the next workload lists instead of listing."""
+    workload_pages: list[tuple[str, str, int]] = field(default_factory=list)
+    """(namespace, kind, limit) of every page of workload stamps listed."""
+    full_reads: list[tuple[str, str, str]] = field(default_factory=list)
+    """(namespace, kind, name) of every workload read in full for the stale-consumer check."""
     restarts: list[tuple[str, str, str]] = field(default_factory=list)
+    """(kind, name, restartedAt) of every rollout restart."""
     write_faults: list[KubeError] = field(default_factory=list)
     """Raised, in order, by the next Secret writes instead of writing: an API server's 409, 429, 5xx."""
-    """(kind, name, restartedAt) of every rollout restart."""
     _version: int = 0
 
     def _next_version(self) -> str:
@@ -113,10 +121,34 @@ class FakeKube:
         workload = self.workloads.get((namespace, kind, name))
         return copy.deepcopy(workload) if workload is not None else None
 
-    async def list_workloads(self, namespace: str, kind: str) -> list[Body]:
+    async def list_workload_stamps(
+        self, namespace: str, kind: str, limit: int, continue_token: str | None
+    ) -> StampPage:
+        """By name, `limit` at a time; the continue token is the last name of the page."""
         if namespace in self.forbidden_namespaces:
             raise KubeError(f"listing {kind}s in {namespace}", 403, "Forbidden")
-        return [copy.deepcopy(w) for (ns, k, _), w in self.workloads.items() if (ns, k) == (namespace, kind)]
+        if self.list_faults:
+            raise self.list_faults.pop(0)
+        self.workload_pages.append((namespace, kind, limit))
+        names = sorted(n for (ns, k, n) in self.workloads if (ns, k) == (namespace, kind))
+        after = [name for name in names if continue_token is None or name > continue_token][:limit]
+        stamps = []
+        for name in after:
+            meta = self.workloads[(namespace, kind, name)]["metadata"]
+            stamps.append(WorkloadStamp(name, meta["uid"], meta["generation"]))
+        more = bool(after) and after[-1] != names[-1]
+        return StampPage(tuple(stamps), after[-1] if more else None)
+
+    async def read_workload_fields(
+        self, namespace: str, kind: str, name: str, keep: frozenset[str]
+    ) -> Body | None:
+        """As kube.Kube decodes it: only the keys in `keep` (and the stamp's), at any depth."""
+        workload = self.workloads.get((namespace, kind, name))
+        self.full_reads.append((namespace, kind, name))
+        if workload is None:
+            return None
+        stamp = {"metadata", "name", "uid", "generation"}
+        return decoded_keeping(json.dumps(workload).encode(), keep | stamp)
 
     async def restart_workload(
         self, namespace: str, kind: str, name: str, resource_version: str, annotation: str, value: str
@@ -130,14 +162,29 @@ class FakeKube:
         template = workload.setdefault("spec", {}).setdefault("template", {})
         template.setdefault("metadata", {}).setdefault("annotations", {})[annotation] = value
         workload["metadata"]["resourceVersion"] = self._next_version()
+        workload["metadata"]["generation"] += 1  # a pod-template change is a spec change
         self.restarts.append((kind, name, value))
 
     def put_workload(self, namespace: str, kind: str, body: Mapping[str, Any]) -> Body:
+        """Create or replace, as the apps registry does: a new object gets a uid and generation
+        1; a changed spec bumps the generation."""
         stored = copy.deepcopy(dict(body))
+        current = self.workloads.get((namespace, kind, stored["metadata"]["name"]))
+        generation = 1
+        uid = str(uuid.uuid4())
+        if current is not None:
+            uid = current["metadata"]["uid"]
+            changed = current.get("spec") != stored.get("spec")
+            generation = current["metadata"]["generation"] + (1 if changed else 0)
         stored["metadata"] = {
             **stored["metadata"],
             "namespace": namespace,
+            "uid": uid,
+            "generation": generation,
             "resourceVersion": self._next_version(),
         }
         self.workloads[(namespace, kind, stored["metadata"]["name"])] = stored
         return stored
+
+    def delete_workload(self, namespace: str, kind: str, name: str) -> None:
+        del self.workloads[(namespace, kind, name)]

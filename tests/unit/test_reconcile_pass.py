@@ -844,23 +844,87 @@ async def test_a_refused_restart_is_reported_by_the_very_next_pass(world: World)
         await worker.stop()
 
 
+async def surveyed(world: World) -> None:
+    """Until the workload survey the last pass started is done, then a pass that sees it."""
+    assert world.runtime is not None and world.runtime.workloads is not None
+    await world.runtime.workloads.settled()
+    await world.run()
+
+
 async def test_env_and_subpath_consumers_are_warned_about_once(world: World) -> None:
     world.kube.put_workload(NS, "Deployment", deployment("env-reader", env_from="fleet-api"))
     world.kube.put_workload(NS, "StatefulSet", deployment("subpath-reader", sub_path="fleet-api"))
     world.kube.put_workload(NS, "DaemonSet", deployment("other", env_from="someone-elses-secret"))
     await issued(world)
+    await surveyed(world)
     await world.run()
 
     stale = next(c for c in world.status()["conditions"] if c["type"] == "ConsumersStale")
     assert stale["status"] == "True"
     assert world.status()["staleConsumers"] == ["Deployment/env-reader", "StatefulSet/subpath-reader"]
+    assert world.status()["staleConsumerCount"] == 2
     assert world.kube.event_reasons().count("ConsumersStale") == 1
+
+
+async def test_stale_consumers_are_named_up_to_20_and_counted(world: World) -> None:
+    """Thousands of env-var consumers must not make a status patch the API server refuses."""
+    names = [f"reader-{i:02}-" + "x" * 200 for i in range(30)]
+    for name in names:
+        world.kube.put_workload(NS, "Deployment", deployment(name, env_from="fleet-api"))
+    await issued(world)
+    await surveyed(world)
+
+    status = world.status()
+    assert status["staleConsumers"] == [f"Deployment/{name}" for name in names[:20]]
+    assert status["staleConsumerCount"] == 30
+    stale = next(c for c in status["conditions"] if c["type"] == "ConsumersStale")
+    assert stale["status"] == "True"
+    assert len(stale["message"]) <= 1024
+    assert stale["message"].startswith(f"Deployment/{names[0]}, Deployment/{names[1]}")
+    # Four names of 221 characters fit in 1 KiB with the rest of the message, five do not.
+    assert stale["message"].count("Deployment/") == 4
+    assert " and 26 more keep their first token" in stale["message"]
+    warning = next(e for e in world.kube.events if e.reason == "ConsumersStale")
+    assert len(warning.message) <= 1024 and "more read Secret fleet-api" in warning.message
+
+    world.restart()  # a new process remembers the shown names and the count from the status
+    await world.run()
+    await surveyed(world)
+    assert world.kube.event_reasons().count("ConsumersStale") == 1
+
+
+async def test_a_long_stale_list_from_an_older_operator_is_cut_to_20(world: World) -> None:
+    """Where the check is off the last status is kept, but never more names than the CRD allows."""
+    world.kube.forbidden_namespaces.add(NS)
+    old = [f"Deployment/reader-{i:02}" for i in range(30)]
+    world.kube.statuses[(NS, "fleet-api")] = {"staleConsumers": old}
+    await issued(world)
+    await surveyed(world)
+
+    assert world.status()["staleConsumers"] == old[:20]
+    assert world.status()["staleConsumerCount"] == 30
+
+
+async def test_the_workload_verdicts_go_with_the_namespaces_last_credential(world: World) -> None:
+    world.kube.put_workload(NS, "Deployment", deployment("env-reader", env_from="fleet-api"))
+    await issued(world)
+    world.credential("second", secretName="second")
+    await world.run("second")
+    await surveyed(world)
+    assert world.runtime is not None and world.runtime.workloads is not None
+    assert world.runtime.workloads.kept == 2
+
+    await world.workers[(NS, "fleet-api")].stop()
+    assert world.runtime.workloads.kept == 2
+    await world.workers[(NS, "second")].stop()
+    assert world.runtime.workloads.kept == 0
 
 
 async def test_stale_consumer_check_is_off_where_listing_is_forbidden(world: World) -> None:
     world.kube.forbidden_namespaces.add(NS)
     world.kube.put_workload(NS, "Deployment", deployment("env-reader", env_from="fleet-api"))
     await issued(world)
+    await surveyed(world)
 
     assert all(c["type"] != "ConsumersStale" for c in world.status()["conditions"])
     assert "ConsumersStale" not in world.kube.event_reasons()
