@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from localenv.demoview import AuthCalls, Progress, render_plain, render_screen, verdict
-from simacan_token_operator.statusview import (
+from simacan_token_operator.app.statusview import (
     EXIT_ERROR,
     Snapshot,
     command,
@@ -20,7 +20,7 @@ from simacan_token_operator.statusview import (
     render_events,
     render_table,
 )
-from simacan_token_operator.tokensecret import rfc3339
+from simacan_token_operator.reconcile.tokensecret import rfc3339
 
 NOW = 1_800_000_000.0
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
