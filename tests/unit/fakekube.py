@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from simacan_token_operator.kube.client import KubeError, ObjectRef, StampPage, WorkloadStamp, decoded_keeping
+from simacan_token_operator.model.clusterspec import OWNER_LABEL
 
 Body = dict[str, Any]
 
@@ -36,6 +37,7 @@ class FakeKube:
     secret_writes: list[tuple[str, str]] = field(default_factory=list)
     """(verb, name) of every successful create or replace."""
     status_patches: int = 0
+    secret_deletes: list[tuple[str, str]] = field(default_factory=list)
     workloads: dict[tuple[str, str, str], Body] = field(default_factory=dict)
     forbidden_namespaces: set[str] = field(default_factory=set)
     forbidden_workload_verbs: set[tuple[str, str]] = field(default_factory=set)
@@ -65,7 +67,7 @@ class FakeKube:
         self.secrets[(namespace, stored["metadata"]["name"])] = stored
         return copy.deepcopy(stored)
 
-    def delete_secret(self, namespace: str, name: str) -> None:
+    def remove_secret(self, namespace: str, name: str) -> None:
         del self.secrets[(namespace, name)]
 
     def event_reasons(self, name: str | None = None) -> list[str]:
@@ -98,7 +100,20 @@ class FakeKube:
         self.secret_writes.append(("replace", name))
         return self.put_secret(namespace, body)
 
-    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> Body:
+    async def delete_secret(self, namespace: str, name: str, uid: str) -> None:
+        current = self.secrets.get((namespace, name))
+        if current is not None and current["metadata"].get("uid", uid) == uid:
+            del self.secrets[(namespace, name)]
+            self.secret_deletes.append((namespace, name))
+
+    async def namespaces_holding(self, owner_uid: str) -> set[str]:
+        return {
+            ns
+            for (ns, _), secret in self.secrets.items()
+            if (secret["metadata"].get("labels") or {}).get(OWNER_LABEL) == owner_uid
+        }
+
+    async def patch_status(self, plural: str, namespace: str, name: str, status: Mapping[str, Any]) -> Body:
         merged = dict(self.statuses.get((namespace, name), {}))
         for key, value in status.items():
             if value is None:

@@ -9,8 +9,10 @@ from aiohttp.test_utils import TestServer
 
 from simacan_token_operator.app.health import OVERDUE_MARGIN_SECONDS, build_app
 from simacan_token_operator.app.metrics import Metrics
+from simacan_token_operator.controller.kinds import Namespaced
 from simacan_token_operator.controller.routing import Controller
-from simacan_token_operator.controller.worker import CredentialWorker, Runtime
+from simacan_token_operator.controller.runtime import Runtime
+from simacan_token_operator.controller.worker import CredentialWorker
 
 NOW = 1_800_000_000.0
 
@@ -20,9 +22,9 @@ def controller_with_due_times(*due: float | None) -> Controller:
     controller = Controller(runtime)
     for i, due_at in enumerate(due):
         body = {"metadata": {"name": f"c{i}", "namespace": "ns", "uid": f"u{i}"}}
-        worker = CredentialWorker(body, runtime)
+        worker = CredentialWorker(body, runtime, Namespaced())
         worker.due_at = due_at
-        controller.workers[("ns", f"c{i}")] = worker
+        controller.workers[("SimacanCredential", "ns", f"c{i}")] = worker
     return controller
 
 

@@ -22,12 +22,10 @@ from localenv.auth_standin import FakeAuthAPI, Fault
 from simacan_token_operator.app.metrics import Metrics
 from simacan_token_operator.auth.client import AuthAPI, http_client
 from simacan_token_operator.auth.pool import MIN_FETCH_SPACING_SECONDS, TokenPool
-from simacan_token_operator.controller.worker import (
-    CONFLICT_RETRY_SECONDS,
-    KUBE_CONCURRENCY,
-    CredentialWorker,
-    Runtime,
-)
+from simacan_token_operator.controller.gates import KUBE_CONCURRENCY
+from simacan_token_operator.controller.kinds import Namespaced
+from simacan_token_operator.controller.runtime import CONFLICT_RETRY_SECONDS, Runtime
+from simacan_token_operator.controller.worker import CredentialWorker
 from simacan_token_operator.kube.client import KubeError
 from simacan_token_operator.model.schedule import BACKOFF_BASE_SECONDS
 from simacan_token_operator.model.spec import AuthURLPolicy
@@ -107,16 +105,20 @@ class World:
         }
 
     async def run(self, name: str = "fleet-api", namespace: str = NS) -> float | None:
-        """One pass of the credential's worker, started as a new process would start it."""
+        """One pass of the credential's worker, started as a new process would start it, or woken
+        as a watch event of its Secrets would wake it."""
         key = (namespace, name)
         worker = self.workers.get(key)
         body = self.credentials[key]
         if worker is None:
             assert self.runtime is not None
-            worker = CredentialWorker({**body, "status": self.kube.statuses.get(key)}, self.runtime)
+            worker = CredentialWorker(
+                {**body, "status": self.kube.statuses.get(key)}, self.runtime, Namespaced()
+            )
             self.workers[key] = worker
         else:
             worker.update(body)
+            worker.nudge()
         return await worker.run_once()
 
     def status(self, name: str = "fleet-api", namespace: str = NS) -> dict[str, Any]:
@@ -394,7 +396,7 @@ async def test_wrong_password_is_retried_once_the_secret_changes(world: World) -
 async def test_deleted_or_edited_secret_is_restored_without_a_login(world: World) -> None:
     token = await issued(world)
 
-    world.kube.delete_secret(NS, "fleet-api")
+    world.kube.remove_secret(NS, "fleet-api")
     await world.run()
     assert world.token() == token
 
@@ -842,7 +844,7 @@ async def test_a_refused_restart_is_reported_by_the_very_next_pass(world: World)
     world.kube.put_workload(NS, "Deployment", deployment("app", env_from="fleet-api"))
     world.kube.forbidden_workload_verbs.add(("patch", "Deployment"))
     world.login_secret()
-    worker = CredentialWorker(world.credential(rolloutRestartTargets=[APP]), world.runtime)
+    worker = CredentialWorker(world.credential(rolloutRestartTargets=[APP]), world.runtime, Namespaced())
     worker.start()
     try:
         for _ in range(500):  # up to 5 s; the next planned pass is the refresh, 40 (fake) minutes on
@@ -999,8 +1001,9 @@ async def test_a_throttled_or_failing_api_server_is_backed_off(world: World, sta
     world.login_secret()
     world.credential()
     world.kube.write_faults.append(KubeError("creating Secret", status, "injected"))
-    worker = CredentialWorker(world.credentials[(NS, "fleet-api")], world.runtime)  # type: ignore[arg-type]
-    wake_at = await worker._pass_or_back_off()
+    assert world.runtime is not None
+    worker = CredentialWorker(world.credentials[(NS, "fleet-api")], world.runtime, Namespaced())
+    wake_at = await worker.run_once()
 
     assert wake_at is not None and wake_at >= world.clock.now + BACKOFF_BASE_SECONDS / 2
     assert world.kube.secret_writes == [] and world.kube.status_patches == 0

@@ -11,7 +11,7 @@ from typing import Any
 import jwt
 import pytest
 
-from simacan_token_operator.controller.worker import KUBE_CONCURRENCY, NAMESPACE_CONCURRENCY
+from simacan_token_operator.controller.gates import KUBE_CONCURRENCY, NAMESPACE_CONCURRENCY
 from simacan_token_operator.kube.client import KubeError
 from simacan_token_operator.model import limits
 from simacan_token_operator.model.schedule import RESTORE_BACKOFF_CAP_SECONDS, restore_delay
@@ -214,13 +214,13 @@ async def test_a_secret_deleted_again_and_again_is_restored_with_backoff(world: 
     token = await issued(world)
     writes_after_issue = len(world.kube.secret_writes)
 
-    world.kube.delete_secret(NS, "fleet-api")
+    world.kube.remove_secret(NS, "fleet-api")
     await world.run()
     assert world.token() == token, "the first restore is immediate"
 
     restores = [world.clock.now]
     for _ in range(8):  # the tenant deletes it again at once, each time
-        world.kube.delete_secret(NS, "fleet-api")
+        world.kube.remove_secret(NS, "fleet-api")
         wake_at = await world.run()
         assert (NS, "fleet-api") not in world.kube.secrets, "not restored before its backoff"
         assert wake_at is not None
@@ -239,12 +239,12 @@ async def test_a_secret_deleted_again_and_again_is_restored_with_backoff(world: 
 async def test_restores_start_afresh_after_the_secret_was_left_alone(world: World) -> None:
     await issued(world)
     for _ in range(3):
-        world.kube.delete_secret(NS, "fleet-api")
+        world.kube.remove_secret(NS, "fleet-api")
         wake_at = await world.run()
         world.clock.now = wake_at or world.clock.now
         await world.run()
     world.clock.advance(601)
-    world.kube.delete_secret(NS, "fleet-api")
+    world.kube.remove_secret(NS, "fleet-api")
     await world.run()
     assert (NS, "fleet-api") in world.kube.secrets
 

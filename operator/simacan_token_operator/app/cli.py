@@ -23,10 +23,9 @@ from simacan_token_operator.app.health import build_app, serve
 from simacan_token_operator.app.metrics import Metrics
 from simacan_token_operator.auth.client import AuthAPI, http_client
 from simacan_token_operator.auth.pool import TokenPool
-from simacan_token_operator.controller.clustercredential import ClusterController
+from simacan_token_operator.controller.gates import KUBE_CONCURRENCY
 from simacan_token_operator.controller.routing import Controller
-from simacan_token_operator.controller.worker import KUBE_CONCURRENCY, Runtime
-from simacan_token_operator.kube.client import Kube
+from simacan_token_operator.controller.runtime import Runtime
 from simacan_token_operator.kube.clusterkube import ClusterKube
 from simacan_token_operator.kube.deadlines import keepalive_socket_options
 from simacan_token_operator.kube.leader import LeaderElector
@@ -153,18 +152,13 @@ async def run_operator(options: argparse.Namespace) -> int:
     )
     async with http_client(options.auth_ca_file) as http:
         runtime = Runtime(
-            kube=Kube(api_client, fence=elector),  # a replica that is not the leader writes nothing
+            kube=ClusterKube(api_client, fence=elector),  # a replica that is not the leader writes nothing
             pool=TokenPool(AuthAPI(http, metrics.observe_request)),
             auth_policy=policy,
             metrics=metrics,
         )
         controller = Controller(runtime)
-        cluster: ClusterController | None = None
-        if not options.namespace:  # ClusterSimacanCredentials need every namespace in view
-            cluster = ClusterController(runtime, ClusterKube(api_client, fence=elector))
-            controller.also_on_secret.append(cluster.secret_changed)
-            controller.also_on_resync.append(cluster.resync)
-            controller.also_overdue.append(cluster.overdue)
+        cluster = not options.namespace  # ClusterSimacanCredentials need every namespace in view
         namespaces: NamespaceWatch | None = None
         kopf_ready = asyncio.Event()
         stop = asyncio.Event()
@@ -190,7 +184,7 @@ async def run_operator(options: argparse.Namespace) -> int:
             scope,
             ", ".join(sorted(policy.allowed_hosts)),
         )
-        if cluster is None:
+        if not cluster:
             logger.info(
                 "ClusterSimacanCredentials are ignored: only an operator watching all namespaces serves them"
             )
@@ -208,8 +202,10 @@ async def run_operator(options: argparse.Namespace) -> int:
                 metrics.leader.set(1)
             secrets = SecretWatch(api_client, options.namespace, controller.secret_changed, controller.resync)
             secrets.start()
-            if cluster is not None:
-                namespaces = NamespaceWatch(api_client, cluster.namespaces_listed, cluster.namespace_changed)
+            if cluster:
+                namespaces = NamespaceWatch(
+                    api_client, controller.namespaces_listed, controller.namespace_changed
+                )
                 namespaces.start()
             await kopf.operator(
                 registry=build_registry(controller, stop, cluster),
@@ -233,8 +229,6 @@ async def run_operator(options: argparse.Namespace) -> int:
                 await secrets.stop()
             if namespaces is not None:
                 await namespaces.stop()
-            if cluster is not None:
-                await cluster.stop()
             await controller.stop()
             for runner in runners:
                 await runner.cleanup()

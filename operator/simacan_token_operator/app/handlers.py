@@ -8,7 +8,6 @@ from typing import Any
 import aiohttp
 import kopf
 
-from simacan_token_operator.controller.clustercredential import ClusterController
 from simacan_token_operator.controller.routing import Controller
 from simacan_token_operator.kube.deadlines import (
     CONNECT_TIMEOUT,
@@ -17,8 +16,8 @@ from simacan_token_operator.kube.deadlines import (
     WATCH_SERVER_TIMEOUT,
     keepalive_socket,
 )
-from simacan_token_operator.model.clusterspec import CLUSTER_PLURAL
-from simacan_token_operator.model.spec import GROUP, PLURAL, VERSION
+from simacan_token_operator.model.clusterspec import CLUSTER_KIND, CLUSTER_PLURAL
+from simacan_token_operator.model.spec import GROUP, KIND, PLURAL, VERSION
 
 RETRY_BACKOFFS = (0.5, 1.0, 1.0, *([2.0] * 28))
 """Seconds between kopf's retries of a failed request (about a minute in all, as kopf's default)."""
@@ -28,28 +27,28 @@ enough for thousands of objects, far shorter than aiohttp's five minutes."""
 
 
 def build_registry(
-    controller: Controller, stop: asyncio.Event, cluster: ClusterController | None = None
+    controller: Controller, stop: asyncio.Event, cluster: bool = False
 ) -> kopf.OperatorRegistry:
     """Only watching handlers: kopf stores no progress annotations and adds no finalizers.
 
     `cluster` only when watching all namespaces: only then are ClusterSimacanCredentials served."""
     registry = kopf.OperatorRegistry()
 
-    if cluster is not None:
+    if cluster:
 
         @kopf.on.event(GROUP, VERSION, CLUSTER_PLURAL, registry=registry)
         async def cluster_credential_event(event: kopf.RawEvent, name: str, **_: Any) -> None:
             if event["type"] == "DELETED":
-                await cluster.forget(name)
+                await controller.forget(CLUSTER_KIND, "", name)
             else:
-                await cluster.observe(event["object"])
+                await controller.observe(event["object"])
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     async def credential_event(event: kopf.RawEvent, namespace: str | None, name: str, **_: Any) -> None:
         if namespace is None:
             return  # SimacanCredential is namespaced; a cluster-scoped event cannot be ours
         if event["type"] == "DELETED":
-            await controller.forget(namespace, name)
+            await controller.forget(KIND, namespace, name)
         else:
             await controller.observe(event["object"])
 
@@ -65,8 +64,6 @@ def build_registry(
     @kopf.on.cleanup(registry=registry)
     async def stop_workers(**_: Any) -> None:
         await controller.stop()
-        if cluster is not None:
-            await cluster.stop()
         # kopf handles SIGTERM itself; without this its waiter on our stop flag counts as a
         # hung task and delays the exit (and a standby's takeover) by five seconds.
         stop.set()

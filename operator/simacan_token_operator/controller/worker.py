@@ -1,8 +1,12 @@
-"""The loop around one SimacanCredential: gather, run a pass, perform its result, sleep.
+"""The loop around one credential of either kind: run its targets' passes, report, sleep.
 
-Each credential gets one asyncio task that sleeps until its next refresh, a retry, or a
-nudge from a watch event. Sleeping tasks cost a few KiB, unlike a kopf daemon per object.
-The pass itself (reconcile.py) does no Kubernetes I/O; this module does all of it.
+Each credential gets one asyncio task that sleeps until a target's next refresh, a retry, or a
+nudge from a watch event. Sleeping tasks cost a few KiB, unlike a kopf daemon per object. A round
+looks only at the targets that need it: those whose Secret changed, whose refresh is due, or that
+just became targets; a change of the credential or its credentials Secret looks at all of them.
+The credentials Secret is read once per round, whatever the number of targets; all targets
+share one login through the token pool. The kind (kinds.py) says which targets there are and
+how their outcomes are reported.
 """
 
 from __future__ import annotations
@@ -12,255 +16,76 @@ import contextlib
 import contextvars
 import dataclasses
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
-from simacan_token_operator.controller.workloads import NamespaceWorkloads
-from simacan_token_operator.kube.client import KubeError, ObjectRef, StampPage
+from simacan_token_operator.controller.gates import Slot, sleep_until
+from simacan_token_operator.controller.kinds import Kind, Round, Scope
+from simacan_token_operator.controller.runtime import CONFLICT_RETRY_SECONDS, Runtime
+from simacan_token_operator.controller.target import Concluded, Target, only_keys
+from simacan_token_operator.kube.client import KubeError
+from simacan_token_operator.model.clusterspec import NamespaceInfo
 from simacan_token_operator.model.schedule import backoff_delay, jitter_fraction
-from simacan_token_operator.model.spec import AuthURLPolicy, RestartTarget, SpecError, parse_spec
-from simacan_token_operator.reconcile import report
-from simacan_token_operator.reconcile.consumers import RESTARTED_AT_ANNOTATION
-from simacan_token_operator.reconcile.decide import (
-    REFUSED_WRITE_STATUSES,
-    Gathered,
-    Memory,
-    RestartRefused,
-    Result,
-    Services,
-    TokenSource,
-    pool_user,
-    reconcile,
-    refused_write,
-)
-from simacan_token_operator.reconcile.report import MetricsSink
-from simacan_token_operator.reconcile.tokensecret import rfc3339
+from simacan_token_operator.model.spec import SpecError, refresh_request
+from simacan_token_operator.reconcile import tokensecret
+from simacan_token_operator.reconcile.clusterstatus import PENDING
+from simacan_token_operator.reconcile.decide import Memory, pool_user
+from simacan_token_operator.reconcile.report import Note
+from simacan_token_operator.reconcile.status import Outcome
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
-
-CONFLICT_RETRY_SECONDS = 0.5
-"""After a 404 or 409 on a write another writer was quicker: read again shortly."""
-KUBE_CONCURRENCY = 16
-NAMESPACE_CONCURRENCY = 4
-"""Of the KUBE_CONCURRENCY slots, at most this many serve one namespace at a time."""
-
-
-class WriteRefused(Exception):
-    """The API server refused the token Secret for what it holds; `message` names the call and why."""
-
-    def __init__(self, error: KubeError) -> None:
-        super().__init__(str(error))
-        self.message = str(error)
-
-
-async def write_secret(kube: KubeSeam, namespace: str, result: Result, who: str) -> bool:
-    """Create or replace the token Secret a pass asked for; False if another writer got there
-    first (404 or 409: look again shortly); WriteRefused if the API server refused its content."""
-    write = result.write
-    if write is None:
-        return True
-    try:
-        if write.create:
-            await kube.create_secret(namespace, write.body)
-        else:
-            await kube.replace_secret(namespace, write.body)
-    except KubeError as error:
-        if error.status in (404, 409):
-            return False
-        if error.status in REFUSED_WRITE_STATUSES:
-            raise WriteRefused(error) from None
-        raise
-    token = result.outcome.token
-    logger.info(
-        "%s: wrote Secret %s/%s (%s); valid until %s",
-        who,
-        namespace,
-        write.body["metadata"]["name"],
-        write.reason,
-        rfc3339(token.expires_at) if token else "?",
-    )
-    return True
-
-
-class KubeSeam(Protocol):
-    """The Kubernetes calls a worker makes; kube.Kube implements them over HTTP, tests over a dict."""
-
-    async def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None: ...
-    async def create_secret(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]: ...
-    async def replace_secret(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]: ...
-    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]: ...
-    async def post_event(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None: ...
-    async def read_workload(self, namespace: str, kind: str, name: str) -> dict[str, Any] | None: ...
-    async def list_workload_stamps(
-        self, namespace: str, kind: str, limit: int, continue_token: str | None
-    ) -> StampPage: ...
-    async def read_workload_fields(
-        self, namespace: str, kind: str, name: str, keep: frozenset[str]
-    ) -> dict[str, Any] | None: ...
-    async def restart_workload(
-        self, namespace: str, kind: str, name: str, resource_version: str, annotation: str, value: str
-    ) -> None: ...
-
-
-@dataclass
-class Runtime:
-    """What every worker shares."""
-
-    kube: KubeSeam
-    pool: TokenSource
-    auth_policy: AuthURLPolicy
-    metrics: MetricsSink
-    clock: Callable[[], float] = time.time
-    kube_gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(KUBE_CONCURRENCY))
-    """Bounds concurrent Kubernetes calls: a start with thousands of credentials stays a steady
-    trickle instead of a burst that inflates memory for good. Never held while waiting for the
-    Auth API, so a slow login source cannot hold up anyone else."""
-    namespace_gates: NamespaceGates = field(default_factory=lambda: NamespaceGates(NAMESPACE_CONCURRENCY))
-    workloads: NamespaceWorkloads | None = None
-    """Set by __post_init__: each namespace's workload verdicts, for the stale-consumer check."""
-
-    def __post_init__(self) -> None:
-        if self.workloads is None:
-            self.workloads = NamespaceWorkloads(self.kube, self.clock)
-
-    @property
-    def services(self) -> Services:
-        return Services(self.pool, self.auth_policy, self.clock)
-
-
-async def sleep_until(wake: asyncio.Event, wake_at: float | None, clock: Callable[[], float]) -> None:
-    """Until `wake` is set or `wake_at` (by `clock`) comes; None waits for `wake` alone.
-
-    A timer handle rather than asyncio.wait_for: no extra Task per sleep, per credential."""
-    timer = None
-    if wake_at is not None:
-        timer = asyncio.get_running_loop().call_later(max(wake_at - clock(), 0.0), wake.set)
-    try:
-        await wake.wait()
-    finally:
-        if timer is not None:
-            timer.cancel()
-
-
-class NamespaceGates:
-    """A semaphore per namespace with work in flight, so that one namespace's credentials hold at
-    most NAMESPACE_CONCURRENCY of the shared Kubernetes slots: a tenant with many credentials (or
-    many restart targets) queues behind itself, not in front of its neighbours."""
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._gates: dict[str, tuple[asyncio.Semaphore, int]] = {}
-
-    @contextlib.asynccontextmanager
-    async def held(self, namespace: str) -> AsyncIterator[asyncio.Semaphore]:
-        """The namespace's semaphore, kept while anyone uses it and dropped after the last."""
-        gate, users = self._gates.get(namespace) or (asyncio.Semaphore(self._limit), 0)
-        self._gates[namespace] = (gate, users + 1)
-        try:
-            yield gate
-        finally:
-            gate, users = self._gates[namespace]
-            if users == 1:
-                del self._gates[namespace]
-            else:
-                self._gates[namespace] = (gate, users - 1)
-
-    def __len__(self) -> int:
-        return len(self._gates)
-
-
-class _Slot:
-    """One slot of each of some semaphores (taken in order), that can be given up for a while and
-    taken back, and that are released on exit only if held (a cancelled take-back leaves nothing
-    to release)."""
-
-    def __init__(self, *gates: asyncio.Semaphore) -> None:
-        self._gates = gates
-        self._held = 0
-
-    async def _take(self) -> None:
-        for gate in self._gates:
-            await gate.acquire()
-            self._held += 1
-
-    def _give(self) -> None:
-        for gate in reversed(self._gates[: self._held]):
-            gate.release()
-        self._held = 0
-
-    async def __aenter__(self) -> _Slot:
-        try:
-            await self._take()
-        except BaseException:
-            self._give()
-            raise
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        self._give()
-
-    async def given_up_while(self, awaitable: Awaitable[T]) -> T:
-        self._give()
-        try:
-            return await awaitable
-        finally:
-            try:
-                await self._take()
-            except BaseException:
-                self._give()
-                raise
-
-
-def _trimmed(secret: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A Secret without managedFields: thousands of passes at a start must not each keep a copy."""
-    if secret is not None:
-        (secret.get("metadata") or {}).pop("managedFields", None)
-    return secret
-
-
-def _only_keys(secret: dict[str, Any] | None, *keys: str) -> dict[str, Any] | None:
-    """Of the credentials Secret, only the keys the spec names and the resourceVersion."""
-    if secret is None:
-        return None
-    meta, data = secret.get("metadata") or {}, secret.get("data") or {}
-    return {
-        "metadata": {"name": meta.get("name"), "resourceVersion": meta.get("resourceVersion")},
-        "data": {key: data[key] for key in keys if key in data},
-    }
+NO_NAMESPACES: Mapping[str, NamespaceInfo] = {}
 
 
 class CredentialWorker:
-    def __init__(self, credential: Mapping[str, Any], runtime: Runtime) -> None:
-        """`credential` is the SimacanCredential as first seen, status included (after a restart
-        the status is what this process remembers)."""
+    def __init__(
+        self,
+        credential: Mapping[str, Any],
+        runtime: Runtime,
+        kind: Kind,
+        namespaces: Mapping[str, NamespaceInfo] = NO_NAMESPACES,
+        listed: asyncio.Event | None = None,
+    ) -> None:
+        """`credential` as first seen, status included (after a restart the status is what this
+        process remembers). `namespaces` and `listed`: the namespace view a cluster-wide kind
+        selects from, and the flag that it is complete."""
         meta = credential["metadata"]
-        self.namespace: str = meta["namespace"]
         self.name: str = meta["name"]
-        self.runtime = runtime
-        self.memory = Memory.from_status(credential.get("status"))
+        self.namespace: str = meta.get("namespace") or ""
+        self.runtime, self.kind = runtime, kind
+        self._namespaces, self._listed = namespaces, listed
+        status = credential.get("status") or {}
         self.credential: Mapping[str, Any] = {k: v for k, v in credential.items() if k != "status"}
+        self._resumed: Memory | None = Memory.from_status(status) if kind.namespaced else None
+        """A namespaced pass resumes from the status it wrote; a cluster-wide target starts afresh."""
+        request = status.get("lastRefreshRequest")
+        self._handled_request: str | None = request if isinstance(request, str) else None
+        self._request_seen: tuple[str, float] | None = None
+        """A refresh request and when it was first seen: one moment for all targets, so that the
+        one new token satisfies them all (a later moment per target would ask again)."""
+        self.targets: dict[str, Target] = {}
+        self._holding: set[str] | None = None
+        """Namespaces where a cluster-wide credential's Secret may exist; listed by label once."""
+        self._dirty: set[str] | None = None
+        """Targets to look at on the next round; None: all of them."""
+        self.selected: frozenset[str] = frozenset()
+        self.scope: Scope | None = None
         self.due_at: float | None = None
-        """When this worker should next run; health checks flag it if it is long overdue."""
+        """When this worker should next run; /healthz flags it if it is long overdue."""
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._failures = 0
-        self._refused_patch: dict[RestartTarget, float] = {}
-        """Restart targets whose patch got HTTP 403, and the time of the pass that tried it."""
-        self._refused_get: set[RestartTarget] = set()
-        self._gathered_at = 0.0
 
     @property
     def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
+        return f"{self.namespace}/{self.name}" if self.kind.namespaced else self.name
+
+    # -- control ------------------------------------------------------------------------------
 
     def start(self) -> None:
         # A fresh context: started from a kopf handler, the task would otherwise inherit kopf's
         # context variables and keep that event's body, cause and logger alive for good.
         self._task = asyncio.create_task(
-            self._run(), name=f"credential:{self.key}", context=contextvars.Context()
+            self._run(), name=f"{self.kind.kind}:{self.key}", context=contextvars.Context()
         )
 
     async def stop(self) -> None:
@@ -268,159 +93,219 @@ class CredentialWorker:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self.runtime.pool.detach(pool_user(self.credential))
+        for namespace in list(self.targets):
+            self._forget(namespace)
         self.runtime.metrics.forget(self.namespace, self.name)
-        assert self.runtime.workloads is not None
-        self.runtime.workloads.release(self.namespace, self.key)
 
     def update(self, credential: Mapping[str, Any]) -> None:
-        """A newer version of the SimacanCredential; the next pass uses it."""
+        """A newer version of the credential; the next round uses it."""
         self.credential = credential
 
-    def nudge(self) -> None:
+    def nudge(self, namespace: str | None = None) -> None:
+        """Look again at one target, or (None) at all of them."""
+        if namespace is None:
+            self._dirty = None
+        elif self._dirty is not None:
+            self._dirty.add(namespace)
         self._wake.set()
 
+    def selection_changed(self) -> None:
+        """Namespaces or their labels changed: the next round compares the selection and looks at
+        newcomers only."""
+        self._wake.set()
+
+    def concerns(self, namespace: str, secret: str) -> bool | None:
+        """True: a target's token Secret; None: the credentials Secret (all targets); False: neither."""
+        scope = self.scope
+        if scope is None:
+            return False
+        if (namespace, secret) == (scope.credentials_namespace, scope.credentials_secret):
+            return None
+        return secret == scope.secret_name and namespace in self.selected
+
+    # -- the loop -----------------------------------------------------------------------------
+
     async def _run(self) -> None:
+        if self._listed is not None:
+            await self._listed.wait()
+        failures = 0
         while True:
             self._wake.clear()
-            wake_at = await self._pass_or_back_off()
+            try:
+                wake_at = await self.run_once()
+                failures = 0
+            except Exception as error:
+                failures += 1
+                delay = backoff_delay(failures, jitter_fraction(f"{self.key}:{failures}"))
+                if isinstance(error, KubeError):  # expected: the message names the call and the status
+                    logger.warning("%s: %s; retrying in %.0fs", self.key, error, delay)
+                else:
+                    logger.exception("%s: unexpected error; retrying in %.0fs", self.key, delay)
+                self._dirty = None
+                wake_at = self.runtime.clock() + delay
             self.due_at = wake_at
             await sleep_until(self._wake, wake_at, self.runtime.clock)
 
-    async def _pass_or_back_off(self) -> float | None:
-        try:
-            wake_at = await self.run_once()
-        except Exception as error:
-            self._failures += 1
-            delay = backoff_delay(self._failures, jitter_fraction(f"{self.key}:{self._failures}"))
-            if isinstance(error, KubeError):  # expected: the message names the call and the status
-                logger.warning("%s: %s; retrying in %.0fs", self.key, error, delay)
-            else:
-                logger.exception("%s: unexpected error; retrying in %.0fs", self.key, delay)
-            return self.runtime.clock() + delay
-        self._failures = 0
-        return wake_at
-
     async def run_once(self) -> float | None:
-        """Gather, decide, act; returns when to look again (None: on events only).
+        """One round over the targets that need it; returns when to look again (None: on events)."""
+        dirty, self._dirty = self._dirty, set()
+        self._note_request()
+        try:
+            scope = self.kind.scope(self.credential, self._namespaces)
+        except SpecError as error:
+            self.scope = None
+            await self._report(self._round({}, {}, problem=error))
+            return None
+        self.scope, previous = scope, self.selected
+        self.selected = scope.targets
+        await self._release(scope)
+        now = self.runtime.clock()
+        due = {ns for ns, target in self.targets.items() if target.due is not None and target.due <= now}
+        todo = sorted(
+            self.selected if dirty is None else (dirty & self.selected) | (self.selected - previous) | due
+        )
+        login = await self._read_credentials(scope) if todo and scope.credentials_secret else None
+        credentials = (scope.credentials_namespace, login)
+        concluded = await asyncio.gather(*(self._target_pass(ns, credentials) for ns in todo))
+        passes = {ns: done for ns, done in zip(todo, concluded, strict=True) if done is not None}
+        await self._report(
+            self._round(
+                {ns: p.notes for ns, p in passes.items()},
+                {ns: p.status for ns, p in passes.items() if p.status},
+            )
+        )
+        for ns, done in passes.items():  # kept once reported: a failed status patch discards them
+            self.targets[ns].memory = done.memory
+        pending = [t.due for ns, t in self.targets.items() if ns in self.selected and t.due is not None]
+        return min(pending) if pending else None
 
-        The whole pass holds a slot of the Kubernetes gate, so at most KUBE_CONCURRENCY passes
-        (and their Secrets) are in memory at once, except while a pass waits for a token: then
-        it gives its slot up, and one slow login source cannot hold up the others."""
+    def _note_request(self) -> None:
+        request = refresh_request(self.credential["metadata"].get("annotations"))
+        if request is None:
+            self._request_seen = None
+        elif self._request_seen is None or self._request_seen[0] != request:
+            self._request_seen = (request, self.runtime.clock())
+
+    async def _read_credentials(self, scope: Scope) -> Mapping[str, Any] | None:
+        assert scope.credentials_secret is not None
+        runtime, where = self.runtime, scope.credentials_namespace
+        async with runtime.namespace_gates.held(where) as own, Slot(own, runtime.kube_gate):
+            return only_keys(await runtime.kube.read_secret(where, scope.credentials_secret), *scope.keys)
+
+    async def _target_pass(
+        self, namespace: str, credentials: tuple[str, Mapping[str, Any] | None]
+    ) -> Concluded | None:
+        """One target's pass; None when it concluded nothing (a retry is planned)."""
         runtime = self.runtime
-        async with (
-            runtime.namespace_gates.held(self.namespace) as own,
-            _Slot(own, runtime.kube_gate) as slot,
-        ):
-            services = dataclasses.replace(runtime.services, while_waiting=slot.given_up_while)
-            gathered = await self._gather()
-            result = await reconcile(gathered, services)
-            try:
-                performed = await self._perform(result)
-            except WriteRefused as refused:
-                logger.warning("%s: %s", self.key, refused.message)
-                result = refused_write(gathered, result, refused.message)
-                performed = await self._perform(result)
-            if not performed:
-                return runtime.clock() + CONFLICT_RETRY_SECONDS
-        self.memory = result.memory
-        runtime.metrics.publish(self.namespace, self.name, result.outcome, result.attempt)
-        return result.requeue_at
-
-    async def _gather(self) -> Gathered:
-        credential, kube = self.credential, self.runtime.kube
+        target = self.targets.get(namespace)
+        if target is None:
+            memory = self._resumed or Memory(handled_request=self._handled_request)
+            self._resumed = None
+            target = self.targets[namespace] = Target(
+                namespace, memory, self.key, lambda: self.nudge(namespace)
+            )
+        request, pending = self._request_seen, target.memory.pending_request
+        if request is not None and request[0] not in (target.memory.handled_request, pending and pending[0]):
+            target.memory = dataclasses.replace(target.memory, pending_request=request)
+        view = self.kind.view(self.credential, namespace)
         try:
-            spec = parse_spec(self.name, self.namespace, credential.get("spec") or {})
-        except SpecError:  # the pass reports the spec; nothing to read
-            return Gathered(credential, None, None, self.memory, self.runtime.clock())
-        target = _trimmed(await kube.read_secret(self.namespace, spec.target_secret))
-        credentials = _only_keys(
-            await kube.read_secret(self.namespace, spec.credentials_secret),
-            spec.username_key,
-            spec.password_key,
-        )
-        workloads, refused = await self._read_restart_targets(spec.restart_targets)
-        assert self.runtime.workloads is not None
-        listed = self.runtime.workloads.survey(self.namespace, self.key, self.nudge)
-        self._gathered_at = self.runtime.clock()
-        return Gathered(
-            credential, target, credentials, self.memory, self._gathered_at, workloads, listed, refused
-        )
+            done = await target.run(view, credentials, runtime, survey=self.kind.namespaced)
+        except KubeError as error:
+            if target.outcome is None:
+                target.outcome = dataclasses.replace(PENDING, message=f"{PENDING.message}: {error}")
+            target.failures += 1
+            delay = backoff_delay(
+                target.failures, jitter_fraction(f"{self.key}:{namespace}:{target.failures}")
+            )
+            logger.warning("%s: namespace %s: %s; retrying in %.0fs", self.key, namespace, error, delay)
+            target.due = runtime.clock() + delay
+            return None
+        target.failures = 0
+        if done is None:
+            target.due = runtime.clock() + CONFLICT_RETRY_SECONDS
+            return None
+        target.outcome, target.due = done.outcome, done.requeue_at
+        if done.attempt is not None:
+            runtime.metrics.count_attempt(done.attempt)
+        return done
 
-    async def _read_restart_targets(
-        self, targets: tuple[RestartTarget, ...]
-    ) -> tuple[dict[RestartTarget, dict[str, Any] | None], dict[RestartTarget, RestartRefused]]:
-        """Each target as read (None: not found), and those we may not read or (lately) patch.
-
-        A 403 is the pass's to report (RestartNotPermitted); it never stops the token's refresh."""
-        self._refused_patch = {t: at for t, at in self._refused_patch.items() if t in targets}
-        refused = {t: RestartRefused("patch", at) for t, at in self._refused_patch.items()}
-        workloads: dict[RestartTarget, dict[str, Any] | None] = {}
-        refused_get: set[RestartTarget] = set()
-        for t in targets:
-            try:
-                workloads[t] = await self.runtime.kube.read_workload(self.namespace, t.kind, t.name)
-            except KubeError as error:
-                if error.status != 403:
-                    raise
-                refused[t] = RestartRefused("get", self.runtime.clock())
-                refused_get.add(t)
-                if t not in self._refused_get:
-                    logger.warning("%s: may not read restart target %s: %s", self.key, t, error)
-        self._refused_get = refused_get
-        return workloads, refused
-
-    async def _perform(self, result: Result) -> bool:
-        """Write, announce, record; False if another writer got to the Secret first."""
-        kube = self.runtime.kube
-        if not await write_secret(kube, self.namespace, result, self.key):
-            return False
-        done: list[report.Note] = []
-        for restart in result.restarts:
-            target = restart.target
-            try:
-                await kube.restart_workload(
-                    self.namespace,
-                    target.kind,
-                    target.name,
-                    restart.resource_version,
-                    RESTARTED_AT_ANNOTATION,
-                    restart.at,
-                )
-            except KubeError as error:
-                if error.status in (404, 409):  # changed meanwhile (maybe restarted by another replica)
-                    return False
-                if error.status != 403:
-                    raise
-                if target not in self._refused_patch:  # news: the next pass reports it
-                    logger.warning("%s: may not restart %s: %s", self.key, target, error)
-                    self.nudge()
-                self._refused_patch[target] = self._gathered_at
-                continue
-            self._refused_patch.pop(target, None)
-            self.nudge()  # the next pass lists the restart and reports that restarts are permitted
-            done.append(restart.done)
-            logger.info("%s: restarted %s to load the new token", self.key, target)
-        for note in (*result.events, *done):
-            await self._post(note)
-        if result.status is not None:
-            try:
-                await kube.patch_status(self.namespace, self.name, result.status)
-            except KubeError as error:
-                if error.status != 404:  # 404: deleted meanwhile; the watch will stop us
-                    raise
-        return True
-
-    async def _post(self, note: report.Note) -> None:
+    def _round(
+        self,
+        notes: Mapping[str, tuple[Note, ...]],
+        statuses: Mapping[str, dict[str, Any]],
+        problem: SpecError | None = None,
+    ) -> Round:
+        outcomes: dict[str, Outcome] = {
+            ns: self.targets[ns].outcome or PENDING if ns in self.targets else PENDING for ns in self.selected
+        }
+        handled = {t.memory.handled_request for ns, t in self.targets.items() if ns in self.selected}
+        if len(handled) == 1 and self.selected <= set(self.targets):
+            self._handled_request = handled.pop()
         meta = self.credential["metadata"]
-        ref = ObjectRef(
-            self.namespace,
-            self.name,
-            meta["uid"],
-            str(self.credential.get("apiVersion")),
-            str(self.credential.get("kind")),
+        secret_name = self.scope.secret_name if self.scope else None
+        return Round(
+            outcomes, notes, statuses, self._handled_request, secret_name, meta.get("generation"), problem
         )
+
+    async def _report(self, round_: Round) -> None:
+        """Post the Events, patch the status if it changed, publish the metrics."""
+        runtime = self.runtime
+        report = self.kind.report(round_, runtime.clock())
+        for note in report.notes:
+            await self._post(note)
+        if report.status is not None:
+            try:
+                async with Slot(runtime.kube_gate):
+                    await runtime.kube.patch_status(
+                        self.kind.plural, self.namespace, self.name, report.status
+                    )
+            except KubeError as error:
+                if error.status != 404:  # deleted meanwhile; the watch will stop us
+                    raise
+        self.kind.reported(report)
+        if report.overall is not None:
+            runtime.metrics.publish(self.namespace, self.name, report.overall, None)
+
+    async def _post(self, note: Note) -> None:
+        ref = self.kind.event_ref(self.credential)
         try:
-            await self.runtime.kube.post_event(ref, note.type, note.reason, note.message)
+            async with Slot(self.runtime.kube_gate):
+                await self.runtime.kube.post_event(ref, note.type, note.reason, note.message)
         except KubeError as error:
             logger.warning("%s: could not post Event %s: %s", self.key, note.reason, error)
+
+    # -- targets that go ----------------------------------------------------------------------
+
+    def _forget(self, namespace: str) -> None:
+        self.runtime.pool.detach(pool_user(self.kind.view(self.credential, namespace)))
+        if self.kind.namespaced:
+            assert self.runtime.workloads is not None
+            self.runtime.workloads.release(namespace, self.key)
+        self.targets.pop(namespace, None)
+
+    async def _release(self, scope: Scope) -> None:
+        """Forget targets that stopped being selected, and delete our Secret there (only ours)."""
+        for namespace in set(self.targets) - self.selected:
+            self._forget(namespace)
+        if self.kind.namespaced:
+            return  # a SimacanCredential's one target never changes
+        runtime, uid = self.runtime, self.credential["metadata"]["uid"]
+        if self._holding is None:
+            async with Slot(runtime.kube_gate):
+                self._holding = await runtime.kube.namespaces_holding(uid)
+        self._holding |= self.selected
+        for namespace in sorted(self._holding - self.selected):
+            if namespace in self._namespaces:  # a deleted namespace takes its Secrets along
+                async with Slot(runtime.kube_gate):
+                    secret = await runtime.kube.read_secret(namespace, scope.secret_name)
+                    if secret is not None and tokensecret.owned_by(secret, uid):
+                        await runtime.kube.delete_secret(
+                            namespace, scope.secret_name, secret["metadata"]["uid"]
+                        )
+                        logger.info(
+                            "%s: deleted Secret %s/%s (namespace no longer selected)",
+                            self.key,
+                            namespace,
+                            scope.secret_name,
+                        )
+            self._holding.discard(namespace)

@@ -25,7 +25,7 @@ from urllib3.exceptions import HTTPError
 
 from simacan_token_operator.kube.deadlines import CONNECT_TIMEOUT, READ_TIMEOUT
 from simacan_token_operator.kube.events import EventKey, EventMemory
-from simacan_token_operator.model.spec import GROUP, PLURAL, VERSION
+from simacan_token_operator.model.spec import GROUP, VERSION
 
 COMPONENT = "simacan-token-operator"
 
@@ -217,13 +217,12 @@ class Kube:
             body=body,
         )
 
-    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> Body:
-        path = (
-            f"/apis/{GROUP}/{VERSION}/namespaces/{checked_name('namespace', namespace)}/{PLURAL}/"
-            f"{checked_name('SimacanCredential', name)}/status"
-        )
+    async def patch_status(self, plural: str, namespace: str, name: str, status: Mapping[str, Any]) -> Body:
+        """A merge patch of a credential's status; `namespace` is empty for a cluster-scoped kind."""
+        where = f"namespaces/{checked_name('namespace', namespace)}/" if namespace else ""
+        path = f"/apis/{GROUP}/{VERSION}/{where}{plural}/{checked_name(plural, name)}/status"
         return await self._write(
-            f"updating the status of {namespace}/{name}",
+            f"updating the status of {plural} {namespace + '/' if namespace else ''}{name}",
             "PATCH",
             path,
             body={"status": dict(status)},

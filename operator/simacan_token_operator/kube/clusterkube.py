@@ -9,26 +9,13 @@ list of the Secrets one ClusterSimacanCredential wrote.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
-from simacan_token_operator.kube.client import Body, Kube, KubeError, checked_name
+from simacan_token_operator.kube.client import Kube, KubeError, checked_name
 from simacan_token_operator.kube.secretwatch import METADATA_ONLY_LIST
-from simacan_token_operator.model.clusterspec import CLUSTER_PLURAL, OWNER_LABEL
-from simacan_token_operator.model.spec import GROUP, VERSION
+from simacan_token_operator.model.clusterspec import OWNER_LABEL
 
 
 class ClusterKube(Kube):
-    async def patch_cluster_status(self, name: str, status: Mapping[str, Any]) -> Body:
-        checked = checked_name("ClusterSimacanCredential", name)
-        path = f"/apis/{GROUP}/{VERSION}/{CLUSTER_PLURAL}/{checked}/status"
-        return await self._write(
-            f"updating the status of ClusterSimacanCredential {name}",
-            "PATCH",
-            path,
-            body={"status": dict(status)},
-            content_type="application/merge-patch+json",
-        )
-
     async def delete_secret(self, namespace: str, name: str, uid: str) -> None:
         """Delete exactly the Secret read (uid precondition): a newer one of the same name stays."""
         where = checked_name("namespace", namespace)

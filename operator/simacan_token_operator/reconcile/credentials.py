@@ -28,8 +28,9 @@ def without_final_newline(value: str) -> str:
     return value
 
 
-def login_source(spec: CredentialSpec, secret: Mapping[str, Any] | None) -> LoginSource:
-    ref = f"Secret {spec.namespace}/{spec.credentials_secret}"
+def login_source(spec: CredentialSpec, secret: Mapping[str, Any] | None, namespace: str) -> LoginSource:
+    """`namespace` is where the credentials Secret lives, for the messages."""
+    ref = f"Secret {namespace}/{spec.credentials_secret}"
     if secret is None:
         raise CredentialsSecretNotFound(
             f"{ref} (spec.credentialsSecretRef) does not exist; create it with keys "

@@ -181,6 +181,8 @@ class Gathered:
     """The verdicts on the namespace's workloads, for the stale-consumer check; None when unknown."""
     restart_refused: Mapping[RestartTarget, RestartRefused] = field(default_factory=dict)
     """Restart targets the API server refused to us: get in this gather, patch in an earlier restart."""
+    credentials_namespace: str | None = None
+    """Where the credentials Secret lives when not in the credential's namespace (cluster kind)."""
 
 
 class TokenSource(Protocol):
@@ -252,7 +254,7 @@ async def reconcile(gathered: Gathered, services: Services) -> Result:
     except SpecError as error:
         return _conclude(gathered, None, _failure(error))
     if gathered.target is not None and not tokensecret.owned_by(gathered.target, meta["uid"]):
-        return _conclude(gathered, spec, _conflict(spec))
+        return _conclude(gathered, spec, _conflict(spec, str(gathered.credential.get("kind"))))
 
     stored = tokensecret.read_stored(gathered.target) if gathered.target is not None else None
     held = stored.token if stored and stored.token and gathered.now < stored.token.expires_at else None
@@ -264,7 +266,9 @@ async def reconcile(gathered: Gathered, services: Services) -> Result:
         if spec.suspend:
             suspended = Outcome(False, reasons.SUSPENDED, "refreshing is suspended (spec.suspend)")
             return _conclude(gathered, spec, _keeping_valid_token(suspended, held))
-        source = credentials.login_source(spec, gathered.credentials)
+        source = credentials.login_source(
+            spec, gathered.credentials, gathered.credentials_namespace or spec.namespace
+        )
     except SpecError as error:
         return _conclude(gathered, spec, _keeping_valid_token(_failure(error), held))
 
@@ -466,9 +470,9 @@ def _refused_outcome(message: str) -> Outcome:
     return Outcome(False, reasons.INVALID_SPEC, message, failure=True)
 
 
-def _conflict(spec: CredentialSpec) -> Outcome:
+def _conflict(spec: CredentialSpec, kind: str) -> Outcome:
     message = (
-        f"Secret {spec.target_secret} already exists and is not owned by this SimacanCredential; "
+        f"Secret {spec.target_secret} already exists and is not owned by this {kind}; "
         "it is left untouched. Delete that Secret or set spec.secretName to a free name."
     )
     return Outcome(False, reasons.SECRET_CONFLICT, message, failure=True)

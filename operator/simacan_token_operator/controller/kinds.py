@@ -1,0 +1,213 @@
+"""What differs between a SimacanCredential and a ClusterSimacanCredential, and nothing else.
+
+A credential serves one or more target namespaces from one login. A SimacanCredential is one with
+a single target, its own namespace; a ClusterSimacanCredential one with every namespace it
+selects, from a credentials Secret in another namespace. The kinds differ in how a spec is read
+(which targets, where the credentials Secret lives), the SimacanCredential-shaped view each
+target's pass reads, how the targets' outcomes become one status, and where Events go. The loop,
+backoff, gates, refresh requests, the pool key, Secret writes and Event posting are the worker's,
+once (worker.py), as cert-manager serves Issuer and ClusterIssuer through one helper.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from simacan_token_operator.kube.client import ObjectRef
+from simacan_token_operator.model.clusterspec import (
+    CLUSTER_KIND,
+    CLUSTER_PLURAL,
+    NamespaceInfo,
+    namespaced_view,
+    parse_cluster_spec,
+)
+from simacan_token_operator.model.spec import API_VERSION, KIND, PLURAL, SpecError, parse_spec
+from simacan_token_operator.reconcile.clusterstatus import (
+    PENDING,
+    aggregate,
+    fold_events,
+    render_cluster_status,
+)
+from simacan_token_operator.reconcile.report import Note
+from simacan_token_operator.reconcile.status import (
+    Outcome,
+    ReadyState,
+    ready_reason,
+    ready_state,
+    status_digest,
+)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Where a credential's passes look: its target namespaces and its credentials Secret."""
+
+    targets: frozenset[str]
+    credentials_namespace: str
+    credentials_secret: str | None
+    """None when the spec names none the operator could read (the pass reports the spec)."""
+    keys: tuple[str, str] = ("username", "password")
+    """The username and password keys: of the credentials Secret only these are kept."""
+    secret_name: str = ""
+    """The token Secret's name in every target (cluster kind: to release deselected namespaces)."""
+
+
+@dataclass(frozen=True)
+class Round:
+    """What one round of passes concluded, target by target, for the kind to report."""
+
+    outcomes: Mapping[str, Outcome]
+    """The latest outcome of every target, PENDING for one not yet served."""
+    notes: Mapping[str, tuple[Note, ...]]
+    """Events of this round's passes, by target."""
+    statuses: Mapping[str, dict[str, Any]]
+    """The status each namespace's pass rendered this round, where it changed."""
+    handled_request: str | None
+    secret_name: str | None
+    generation: int | None
+    problem: SpecError | None = None
+    """The credential's own spec problem, when no target could be served at all."""
+
+
+@dataclass(frozen=True)
+class Report:
+    """What to tell the user after a round: Events on the credential, its status, its metrics."""
+
+    notes: tuple[Note, ...]
+    status: dict[str, Any] | None
+    """None: unchanged since the last patch."""
+    overall: Outcome | None
+    """For the metrics; None when nothing was concluded this round."""
+    digest: str | None = None
+
+
+class Kind(Protocol):
+    kind: str
+    plural: str
+    namespaced: bool
+
+    def scope(self, credential: Mapping[str, Any], namespaces: Mapping[str, NamespaceInfo]) -> Scope:
+        """Raises SpecError when the credential's own spec cannot be acted on at all."""
+
+    def view(self, credential: Mapping[str, Any], namespace: str) -> dict[str, Any]:
+        """The SimacanCredential-shaped input of one target's pass."""
+
+    def report(self, round_: Round, now: float) -> Report: ...
+
+    def reported(self, report: Report) -> None:
+        """The report's status was written (or needed no write): remember it."""
+
+    def event_ref(self, credential: Mapping[str, Any]) -> ObjectRef: ...
+
+
+@dataclass
+class Namespaced:
+    """A SimacanCredential: one target, its own namespace; its pass's status is its status."""
+
+    kind: str = KIND
+    plural: str = PLURAL
+    namespaced: bool = True
+
+    def scope(self, credential: Mapping[str, Any], namespaces: Mapping[str, NamespaceInfo]) -> Scope:
+        meta = credential["metadata"]
+        try:
+            spec = parse_spec(meta["name"], meta["namespace"], credential.get("spec") or {})
+        except SpecError:  # the pass reports it, with the status and Event of any other pass
+            return Scope(frozenset({meta["namespace"]}), meta["namespace"], None)
+        keys = (spec.username_key, spec.password_key)
+        return Scope(
+            frozenset({spec.namespace}), spec.namespace, spec.credentials_secret, keys, spec.target_secret
+        )
+
+    def view(self, credential: Mapping[str, Any], namespace: str) -> dict[str, Any]:
+        return dict(credential)
+
+    def report(self, round_: Round, now: float) -> Report:
+        concluded = [ns for ns in round_.notes if ns in round_.outcomes]
+        if not concluded:  # no pass concluded this round (a backoff, a conflict)
+            return Report((), None, None)
+        (namespace,) = concluded
+        notes = round_.notes[namespace]
+        return Report(notes, round_.statuses.get(namespace), round_.outcomes[namespace])
+
+    def reported(self, report: Report) -> None:
+        """The pass keeps its own status digest (reconcile.Memory)."""
+
+    def event_ref(self, credential: Mapping[str, Any]) -> ObjectRef:
+        meta = credential["metadata"]
+        kind, version = str(credential.get("kind") or KIND), str(credential.get("apiVersion") or API_VERSION)
+        return ObjectRef(meta["namespace"], meta["name"], meta["uid"], version, kind)
+
+
+@dataclass
+class Clusterwide:
+    """A ClusterSimacanCredential: every selected namespace is a target; one status for all."""
+
+    kind: str = CLUSTER_KIND
+    plural: str = CLUSTER_PLURAL
+    namespaced: bool = False
+    status_digest: str | None = None
+    ready: ReadyState | None = None
+    last_reason: str | None = None
+
+    @classmethod
+    def from_status(cls, status: Mapping[str, Any] | None) -> Clusterwide:
+        status = status or {}
+        return cls(
+            status_digest=status_digest(status) if status else None,
+            ready=ready_state(status),
+            last_reason=ready_reason(status),
+        )
+
+    def scope(self, credential: Mapping[str, Any], namespaces: Mapping[str, NamespaceInfo]) -> Scope:
+        spec = parse_cluster_spec(credential["metadata"]["name"], credential.get("spec") or {})
+        ref = (credential.get("spec") or {}).get("credentialsSecretRef") or {}
+        keys = (str(ref.get("usernameKey") or "username"), str(ref.get("passwordKey") or "password"))
+        return Scope(
+            spec.select(namespaces),
+            spec.credentials_namespace,
+            spec.credentials_secret,
+            keys,
+            spec.secret_name,
+        )
+
+    def view(self, credential: Mapping[str, Any], namespace: str) -> dict[str, Any]:
+        return namespaced_view(credential, namespace)
+
+    def report(self, round_: Round, now: float) -> Report:
+        if round_.problem is not None:
+            error = round_.problem
+            overall = Outcome(False, error.reason, error.message, failure=True)
+            notes: tuple[Note, ...] = ()
+            if error.reason != self.last_reason:
+                notes = (Note("Warning", error.reason, error.message),)
+            outcomes: Mapping[str, Outcome] = {}
+        else:
+            outcomes = {ns: round_.outcomes.get(ns, PENDING) for ns in round_.outcomes}
+            overall = aggregate(outcomes)
+            notes = tuple(fold_events((ns, n) for ns, batch in sorted(round_.notes.items()) for n in batch))
+        status = render_cluster_status(
+            overall,
+            outcomes,
+            secret_name=round_.secret_name,
+            generation=round_.generation,
+            handled_request=round_.handled_request,
+            previous=self.ready,
+            now=now,
+        )
+        digest = status_digest(status)
+        return Report(notes, None if digest == self.status_digest else status, overall, digest)
+
+    def reported(self, report: Report) -> None:
+        if report.status is not None:
+            self.status_digest, self.ready = report.digest, ready_state(report.status)
+        if report.overall is not None:
+            self.last_reason = report.overall.reason
+
+    def event_ref(self, credential: Mapping[str, Any]) -> ObjectRef:
+        meta = credential["metadata"]
+        return ObjectRef(
+            "", meta["name"], meta["uid"], str(credential.get("apiVersion") or API_VERSION), self.kind
+        )

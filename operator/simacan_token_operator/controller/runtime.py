@@ -1,0 +1,111 @@
+"""What every worker shares (the Kubernetes seam, the token pool, the rules, the gates) and the
+one place a token Secret is written."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from simacan_token_operator.controller.gates import KUBE_CONCURRENCY, NAMESPACE_CONCURRENCY, NamespaceGates
+from simacan_token_operator.controller.workloads import NamespaceWorkloads
+from simacan_token_operator.kube.client import KubeError, ObjectRef, StampPage
+from simacan_token_operator.model.spec import AuthURLPolicy
+from simacan_token_operator.reconcile.decide import REFUSED_WRITE_STATUSES, Result, Services, TokenSource
+from simacan_token_operator.reconcile.report import MetricsSink
+from simacan_token_operator.reconcile.tokensecret import rfc3339
+
+logger = logging.getLogger(__name__)
+
+CONFLICT_RETRY_SECONDS = 0.5
+"""After a 404 or 409 on a write another writer was quicker: read again shortly."""
+
+
+class WriteRefused(Exception):
+    """The API server refused the token Secret for what it holds; `message` names the call and why."""
+
+    def __init__(self, error: KubeError) -> None:
+        super().__init__(str(error))
+        self.message = str(error)
+
+
+async def write_secret(kube: KubeSeam, namespace: str, result: Result, who: str) -> bool:
+    """Create or replace the token Secret a pass asked for; False if another writer got there
+    first (404 or 409: look again shortly); WriteRefused if the API server refused its content."""
+    write = result.write
+    if write is None:
+        return True
+    try:
+        if write.create:
+            await kube.create_secret(namespace, write.body)
+        else:
+            await kube.replace_secret(namespace, write.body)
+    except KubeError as error:
+        if error.status in (404, 409):
+            return False
+        if error.status in REFUSED_WRITE_STATUSES:
+            raise WriteRefused(error) from None
+        raise
+    token = result.outcome.token
+    logger.info(
+        "%s: wrote Secret %s/%s (%s); valid until %s",
+        who,
+        namespace,
+        write.body["metadata"]["name"],
+        write.reason,
+        rfc3339(token.expires_at) if token else "?",
+    )
+    return True
+
+
+class KubeSeam(Protocol):
+    """The Kubernetes calls a worker makes; kube.Kube implements them over HTTP, tests over a dict."""
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def create_secret(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]: ...
+    async def replace_secret(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]: ...
+    async def patch_status(
+        self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> dict[str, Any]: ...
+    async def delete_secret(self, namespace: str, name: str, uid: str) -> None: ...
+    async def namespaces_holding(self, owner_uid: str) -> set[str]: ...
+    async def post_event(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None: ...
+    async def read_workload(self, namespace: str, kind: str, name: str) -> dict[str, Any] | None: ...
+    async def list_workload_stamps(
+        self, namespace: str, kind: str, limit: int, continue_token: str | None
+    ) -> StampPage: ...
+    async def read_workload_fields(
+        self, namespace: str, kind: str, name: str, keep: frozenset[str]
+    ) -> dict[str, Any] | None: ...
+    async def restart_workload(
+        self, namespace: str, kind: str, name: str, resource_version: str, annotation: str, value: str
+    ) -> None: ...
+
+
+@dataclass
+class Runtime:
+    """What every worker shares."""
+
+    kube: KubeSeam
+    pool: TokenSource
+    auth_policy: AuthURLPolicy
+    metrics: MetricsSink
+    clock: Callable[[], float] = time.time
+    kube_gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(KUBE_CONCURRENCY))
+    """Bounds concurrent Kubernetes calls: a start with thousands of credentials stays a steady
+    trickle instead of a burst that inflates memory for good. Never held while waiting for the
+    Auth API, so a slow login source cannot hold up anyone else."""
+    namespace_gates: NamespaceGates = field(default_factory=lambda: NamespaceGates(NAMESPACE_CONCURRENCY))
+    workloads: NamespaceWorkloads | None = None
+    """Set by __post_init__: each namespace's workload verdicts, for the stale-consumer check."""
+
+    def __post_init__(self) -> None:
+        if self.workloads is None:
+            self.workloads = NamespaceWorkloads(self.kube, self.clock)
+
+    @property
+    def services(self) -> Services:
+        return Services(self.pool, self.auth_policy, self.clock)

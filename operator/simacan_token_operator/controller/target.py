@@ -1,0 +1,198 @@
+"""One target of a credential: its token Secret in one namespace, and what its passes remember.
+
+A pass here gathers (the token Secret, restart targets, the workload survey), runs the pure pass
+(reconcile/decide.py) and writes what it decided: the Secret and rollout restarts. Events and
+the status are the worker's to report, for all targets at once (kinds.py says how).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from simacan_token_operator.controller.gates import Slot
+from simacan_token_operator.controller.runtime import Runtime, WriteRefused, write_secret
+from simacan_token_operator.kube.client import KubeError
+from simacan_token_operator.model.spec import RestartTarget, SpecError, parse_spec
+from simacan_token_operator.reconcile.consumers import RESTARTED_AT_ANNOTATION
+from simacan_token_operator.reconcile.decide import (
+    Gathered,
+    Memory,
+    RestartRefused,
+    Result,
+    reconcile,
+    refused_write,
+)
+from simacan_token_operator.reconcile.report import Note
+from simacan_token_operator.reconcile.status import Outcome
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Concluded:
+    """One target's pass, performed: what to report, and what to remember once reported."""
+
+    outcome: Outcome
+    notes: tuple[Note, ...]
+    status: dict[str, Any] | None
+    memory: Memory
+    attempt: str | None
+    requeue_at: float | None
+
+
+def trimmed(secret: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A Secret without managedFields: thousands of passes at a start must not each keep a copy."""
+    if secret is not None:
+        (secret.get("metadata") or {}).pop("managedFields", None)
+    return secret
+
+
+def only_keys(secret: dict[str, Any] | None, *keys: str) -> dict[str, Any] | None:
+    """Of the credentials Secret, only the keys the spec names and the resourceVersion."""
+    if secret is None:
+        return None
+    meta, data = secret.get("metadata") or {}, secret.get("data") or {}
+    return {
+        "metadata": {"name": meta.get("name"), "resourceVersion": meta.get("resourceVersion")},
+        "data": {key: data[key] for key in keys if key in data},
+    }
+
+
+class Target:
+    def __init__(self, namespace: str, memory: Memory, who: str, nudge: Callable[[], None]) -> None:
+        """`who` names the credential in logs; `nudge` asks for another pass of this target."""
+        self.namespace = namespace
+        self.memory = memory
+        self.outcome: Outcome | None = None
+        """The last outcome concluded; None before the first."""
+        self.due: float | None = None
+        self.failures = 0
+        self._who, self._nudge = who, nudge
+        self._refused_patch: dict[RestartTarget, float] = {}
+        """Restart targets whose patch got HTTP 403, and the time of the pass that tried it."""
+        self._refused_get: set[RestartTarget] = set()
+        self._gathered_at = 0.0
+
+    async def run(
+        self,
+        view: Mapping[str, Any],
+        credentials: tuple[str, Mapping[str, Any] | None],
+        runtime: Runtime,
+        survey: bool,
+    ) -> Concluded | None:
+        """Gather, decide, write; None if another writer got to the Secret first. `credentials`:
+        the credentials Secret's namespace and what was read of it.
+
+        The pass holds a slot of its namespace's gate and of the shared one, so at most
+        KUBE_CONCURRENCY passes (and their Secrets) are in memory at once and one namespace holds
+        at most NAMESPACE_CONCURRENCY of them, except while a pass waits for a token: then it
+        gives its slots up, and one slow login source cannot hold up the others."""
+        async with runtime.namespace_gates.held(self.namespace) as own, Slot(own, runtime.kube_gate) as slot:
+            services = dataclasses.replace(runtime.services, while_waiting=slot.given_up_while)
+            gathered = await self._gather(view, credentials, runtime, survey)
+            result = await reconcile(gathered, services)
+            try:
+                done = await self._perform(result, runtime)
+            except WriteRefused as refused:
+                logger.warning("%s: %s", self._who, refused.message)
+                result = refused_write(gathered, result, refused.message)
+                done = await self._perform(result, runtime)
+            if done is None:
+                return None
+        notes = (*result.events, *done)
+        return Concluded(
+            result.outcome, notes, result.status, result.memory, result.attempt, result.requeue_at
+        )
+
+    async def _gather(
+        self,
+        view: Mapping[str, Any],
+        credentials: tuple[str, Mapping[str, Any] | None],
+        runtime: Runtime,
+        survey: bool,
+    ) -> Gathered:
+        meta = view["metadata"]
+        where, login = credentials
+        try:
+            spec = parse_spec(meta["name"], self.namespace, view.get("spec") or {})
+        except SpecError:  # the pass reports the spec; nothing to read
+            return Gathered(view, None, None, self.memory, runtime.clock())
+        secret = trimmed(await runtime.kube.read_secret(self.namespace, spec.target_secret))
+        workloads, refused = await self._read_restart_targets(spec.restart_targets, runtime)
+        listed = None
+        if survey:
+            assert runtime.workloads is not None
+            listed = runtime.workloads.survey(self.namespace, self._who, self._nudge)
+        self._gathered_at = runtime.clock()
+        return Gathered(
+            view,
+            secret,
+            login,
+            self.memory,
+            self._gathered_at,
+            workloads,
+            listed,
+            refused,
+            credentials_namespace=where,
+        )
+
+    async def _read_restart_targets(
+        self, targets: tuple[RestartTarget, ...], runtime: Runtime
+    ) -> tuple[dict[RestartTarget, dict[str, Any] | None], dict[RestartTarget, RestartRefused]]:
+        """Each target as read (None: not found), and those we may not read or (lately) patch.
+
+        A 403 is the pass's to report (RestartNotPermitted); it never stops the token's refresh."""
+        self._refused_patch = {t: at for t, at in self._refused_patch.items() if t in targets}
+        refused = {t: RestartRefused("patch", at) for t, at in self._refused_patch.items()}
+        workloads: dict[RestartTarget, dict[str, Any] | None] = {}
+        refused_get: set[RestartTarget] = set()
+        for t in targets:
+            try:
+                workloads[t] = await runtime.kube.read_workload(self.namespace, t.kind, t.name)
+            except KubeError as error:
+                if error.status != 403:
+                    raise
+                refused[t] = RestartRefused("get", runtime.clock())
+                refused_get.add(t)
+                if t not in self._refused_get:
+                    logger.warning("%s: may not read restart target %s: %s", self._who, t, error)
+        self._refused_get = refused_get
+        return workloads, refused
+
+    async def _perform(self, result: Result, runtime: Runtime) -> tuple[Note, ...] | None:
+        """Write the Secret and restart its consumers; the Events of restarts that happened, or
+        None if another writer got to the Secret (or a restart target) first."""
+        kube = runtime.kube
+        if not await write_secret(kube, self.namespace, result, self._who):
+            return None
+        done: list[Note] = []
+        for restart in result.restarts:
+            target = restart.target
+            try:
+                await kube.restart_workload(
+                    self.namespace,
+                    target.kind,
+                    target.name,
+                    restart.resource_version,
+                    RESTARTED_AT_ANNOTATION,
+                    restart.at,
+                )
+            except KubeError as error:
+                if error.status in (404, 409):  # changed meanwhile (maybe restarted by another replica)
+                    return None
+                if error.status != 403:
+                    raise
+                if target not in self._refused_patch:  # news: the next pass reports it
+                    logger.warning("%s: may not restart %s: %s", self._who, target, error)
+                    self._nudge()
+                self._refused_patch[target] = self._gathered_at
+                continue
+            self._refused_patch.pop(target, None)
+            self._nudge()  # the next pass lists the restart and reports that restarts are permitted
+            done.append(restart.done)
+            logger.info("%s: restarted %s to load the new token", self._who, target)
+        return tuple(done)
