@@ -292,7 +292,7 @@ _PATHS = {
 
 def apply(api: Any, obj: dict[str, Any], namespace: str | None = None) -> None:
     """Server-side apply, as `kubectl apply --server-side` does; no kubectl of any version needed."""
-    from simacan_token_operator.kube import RawApi
+    from simacan_token_operator.kube.client import RawApi
 
     prefix, plural, namespaced = _PATHS[obj["kind"]]
     where = f"/namespaces/{namespace}" if namespaced and namespace else ""
@@ -309,7 +309,7 @@ def apply(api: Any, obj: dict[str, Any], namespace: str | None = None) -> None:
 def _apply_all(api: Any, login: Login) -> None:
     import yaml
 
-    from simacan_token_operator.kube import RawApi
+    from simacan_token_operator.kube.client import RawApi
 
     raw = RawApi(api)
     apply(api, yaml.safe_load(CRD_FILE.read_text()))
@@ -472,7 +472,7 @@ class _View:
 
     def loop(self, api: Any) -> int:
         from localenv.demoview import Progress, render_plain, render_screen, verdict
-        from simacan_token_operator.statusview import StatusError, fetch, printable
+        from simacan_token_operator.app.statusview import StatusError, fetch, printable
 
         progress = Progress()
         operator_started = self._operator.started

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from simacan_token_operator.statusview import (
+from simacan_token_operator.app.statusview import (
     CredentialView,
     EventView,
     Snapshot,

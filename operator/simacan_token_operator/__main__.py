@@ -1,5 +1,5 @@
 import sys
 
-from .cli import main
+from simacan_token_operator.app.cli import main
 
 sys.exit(main())

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from localenv.controlplane import ControlPlane
-from simacan_token_operator.leader import LeaseTimings
+from simacan_token_operator.kube.leader import LeaseTimings
 from tests.support.cluster import ClusterHandle
 from tests.support.faultscenarios import blackhole_leader
 

@@ -36,8 +36,8 @@ from localenv.images import BUSYBOX_IMAGE
 from localenv.node import Node, running_node
 from localenv.operator_image import OPERATOR_IMAGE_REPOSITORY, build_operator_image
 from localenv.podnetwork import POD_GATEWAY, POD_SUBNET
-from simacan_token_operator.leader import LeaseTimings
-from simacan_token_operator.spec import REFRESH_REQUESTED_ANNOTATION
+from simacan_token_operator.kube.leader import LeaseTimings
+from simacan_token_operator.model.spec import REFRESH_REQUESTED_ANNOTATION
 from tests.conftest import SUMMARY
 from tests.e2e.conftest import REPO, kubectl
 from tests.support.faultkit import token_expiry

@@ -18,7 +18,7 @@ from kubernetes.client.exceptions import ApiException
 
 from localenv.auth_standin import FakeAuthAPI
 from localenv.controlplane import ControlPlane
-from simacan_token_operator.kube import RawApi
+from simacan_token_operator.kube.client import RawApi
 from tests.conftest import Issue, credential_spec
 from tests.support.k8s import GROUP, PLURAL, Namespace, api_client
 from tests.support.polling import eventually

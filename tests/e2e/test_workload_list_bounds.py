@@ -18,9 +18,9 @@ from typing import Any
 from kubernetes import client
 
 from localenv.auth_standin import FakeAuthAPI
-from simacan_token_operator.consumers import TEMPLATE_FIELDS
-from simacan_token_operator.kube import METADATA_LIST, Kube, RawApi, WorkloadStamp
-from simacan_token_operator.workloads import PAGE_SIZE
+from simacan_token_operator.controller.workloads import PAGE_SIZE
+from simacan_token_operator.kube.client import METADATA_LIST, Kube, RawApi, WorkloadStamp
+from simacan_token_operator.reconcile.consumers import TEMPLATE_FIELDS
 from tests.conftest import SUMMARY, Issue, credential_spec
 from tests.support.cluster import ClusterHandle
 from tests.support.k8s import Namespace, api_client

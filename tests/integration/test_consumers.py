@@ -9,8 +9,8 @@ from typing import Any
 from kubernetes import client
 
 from localenv.auth_standin import FakeAuthAPI
-from simacan_token_operator.tokensecret import parse_rfc3339
-from simacan_token_operator.workloads import PAGE_SIZE
+from simacan_token_operator.controller.workloads import PAGE_SIZE
+from simacan_token_operator.reconcile.tokensecret import parse_rfc3339
 from tests.conftest import PASSWORD, USERNAME, Issue, credential_spec
 from tests.support.k8s import Namespace
 from tests.support.operator_process import OperatorProcess

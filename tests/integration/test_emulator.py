@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import kubernetes
 import pytest
 
-from simacan_token_operator.kube import METADATA_LIST, RawApi
+from simacan_token_operator.kube.client import METADATA_LIST, RawApi
 from tests.support.cluster import ClusterHandle
 from tests.support.emulator import ApiServerEmulator, ObjectStore, running_emulator, serving, write_kubeconfig
 

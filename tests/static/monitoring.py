@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from prometheus_client import CollectorRegistry
 
-from simacan_token_operator.metrics import Metrics
+from simacan_token_operator.app.metrics import Metrics
 from tests.static.tools import REPO_ROOT, kustomize, require_tool
 
 MONITORING_DIR = REPO_ROOT / "manifests" / "monitoring"

@@ -24,7 +24,7 @@ from kubernetes import client, config
 
 from localenv.auth_standin import FakeAuthAPI
 from localenv.controlplane import ControlPlane
-from simacan_token_operator.kube import RawApi
+from simacan_token_operator.kube.client import RawApi
 from tests.support.k8s import Namespace, api_client
 from tests.support.operator_process import OperatorProcess
 from tests.support.polling import eventually

@@ -12,9 +12,9 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from simacan_token_operator.spec import GROUP as GROUP
-from simacan_token_operator.spec import PLURAL as PLURAL
-from simacan_token_operator.spec import VERSION as VERSION
+from simacan_token_operator.model.spec import GROUP as GROUP
+from simacan_token_operator.model.spec import PLURAL as PLURAL
+from simacan_token_operator.model.spec import VERSION as VERSION
 from tests.support.polling import eventually
 
 

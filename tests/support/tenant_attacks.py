@@ -22,8 +22,8 @@ from typing import Any
 import jwt
 from kubernetes import client
 
-from simacan_token_operator import reasons
-from simacan_token_operator.kube import RawApi
+from simacan_token_operator.kube.client import RawApi
+from simacan_token_operator.model import reasons
 from tests.support.faultkit import PASSWORD, USERNAME, credential_spec
 from tests.support.k8s import GROUP, PLURAL, VERSION, Namespace
 from tests.support.tenant_arena import (

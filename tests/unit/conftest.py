@@ -12,8 +12,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from localenv.auth_standin import FakeAuthAPI
-from simacan_token_operator.authapi import AuthAPI
-from simacan_token_operator.spec import LoginSource
+from simacan_token_operator.auth.client import AuthAPI
+from simacan_token_operator.model.spec import LoginSource
 
 USERNAME = "route-planner-bot@example.com"
 PASSWORD = "unit-test-password-Hq83vZk2"

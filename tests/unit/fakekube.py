@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from simacan_token_operator.kube import KubeError, ObjectRef, StampPage, WorkloadStamp, decoded_keeping
+from simacan_token_operator.kube.client import KubeError, ObjectRef, StampPage, WorkloadStamp, decoded_keeping
 
 Body = dict[str, Any]
 

@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from localenv.auth_standin import ExpiresInStyle, FakeAuthAPI, Fault
-from simacan_token_operator.authapi import MAX_BODY_BYTES, REQUEST_DEADLINE, AuthAPI, http_client
-from simacan_token_operator.errors import (
+from simacan_token_operator.auth.client import MAX_BODY_BYTES, REQUEST_DEADLINE, AuthAPI, http_client
+from simacan_token_operator.model.errors import (
     AuthError,
     InvalidCredentials,
     MalformedResponse,
@@ -26,8 +26,8 @@ from simacan_token_operator.errors import (
     RefreshRejected,
     TransientAuthError,
 )
-from simacan_token_operator.spec import LoginSource
-from simacan_token_operator.tokens import TokenSet
+from simacan_token_operator.model.spec import LoginSource
+from simacan_token_operator.model.tokens import TokenSet
 from tests.conftest import SUMMARY
 
 if TYPE_CHECKING:
@@ -423,7 +423,7 @@ async def test_identity_and_gzip_spellings_are_accepted(
 _RSS_PROBE = """
 import asyncio, json, resource, sys
 import httpx
-from simacan_token_operator.authapi import AuthAPI
+from simacan_token_operator.auth.client import AuthAPI
 
 def peak_kib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

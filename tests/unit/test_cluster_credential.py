@@ -7,24 +7,24 @@ from typing import Any
 
 import pytest
 
-from simacan_token_operator.clusterspec import (
+from simacan_token_operator.model.clusterspec import (
     OWNER_LABEL,
     NamespaceInfo,
     namespace_info,
     namespaced_view,
     parse_cluster_spec,
 )
-from simacan_token_operator.clusterstatus import (
+from simacan_token_operator.model.spec import SpecError
+from simacan_token_operator.model.tokens import TokenSet
+from simacan_token_operator.reconcile.clusterstatus import (
     FAILED_LIST_CAP,
     NO_NAMESPACES,
     aggregate,
     fold_events,
     render_cluster_status,
 )
-from simacan_token_operator.report import Note
-from simacan_token_operator.spec import SpecError
-from simacan_token_operator.status import Outcome
-from simacan_token_operator.tokens import TokenSet
+from simacan_token_operator.reconcile.report import Note
+from simacan_token_operator.reconcile.status import Outcome
 
 
 def spec(**extra: Any) -> dict[str, Any]:

@@ -12,10 +12,14 @@ from typing import Any
 
 import pytest
 
-from simacan_token_operator import consumers
-from simacan_token_operator.consumers import Survey, Verdict
-from simacan_token_operator.kube import KubeError, decoded_keeping
-from simacan_token_operator.workloads import PAGE_SIZE, WORKLOAD_LIST_TTL_SECONDS, NamespaceWorkloads
+from simacan_token_operator.controller.workloads import (
+    PAGE_SIZE,
+    WORKLOAD_LIST_TTL_SECONDS,
+    NamespaceWorkloads,
+)
+from simacan_token_operator.kube.client import KubeError, decoded_keeping
+from simacan_token_operator.reconcile import consumers
+from simacan_token_operator.reconcile.consumers import Survey, Verdict
 from tests.unit.conftest import FakeClock
 from tests.unit.fakekube import FakeKube
 

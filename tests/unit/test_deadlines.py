@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from simacan_token_operator import deadlines
+from simacan_token_operator.kube import deadlines
 
 
 def test_kopf_and_client_sockets_get_keepalive_and_a_user_timeout() -> None:

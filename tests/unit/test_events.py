@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from simacan_token_operator.events import EventMemory
+from simacan_token_operator.kube.events import EventMemory
 from tests.unit.conftest import FakeClock
 
 KEY = ("uid-1", "Warning", "AuthUnavailable", "HTTP 503")

@@ -7,10 +7,10 @@ from typing import Any
 import httpx
 from aiohttp.test_utils import TestServer
 
-from simacan_token_operator.controller import Controller
-from simacan_token_operator.health import OVERDUE_MARGIN_SECONDS, build_app
-from simacan_token_operator.metrics import Metrics
-from simacan_token_operator.worker import CredentialWorker, Runtime
+from simacan_token_operator.app.health import OVERDUE_MARGIN_SECONDS, build_app
+from simacan_token_operator.app.metrics import Metrics
+from simacan_token_operator.controller.routing import Controller
+from simacan_token_operator.controller.worker import CredentialWorker, Runtime
 
 NOW = 1_800_000_000.0
 

@@ -11,7 +11,14 @@ from typing import Any, ClassVar
 import pytest
 from kubernetes import client
 
-from simacan_token_operator.kube import InvalidName, Kube, KubeError, NotLeader, ObjectRef, checked_name
+from simacan_token_operator.kube.client import (
+    InvalidName,
+    Kube,
+    KubeError,
+    NotLeader,
+    ObjectRef,
+    checked_name,
+)
 from tests.unit.kubeapi import api_client_for, emulated_api
 
 

@@ -11,8 +11,8 @@ import pytest
 from kubernetes import client
 
 from localenv.tcpproxy import TcpProxy
-from simacan_token_operator.kube import Kube
-from simacan_token_operator.leader import LeaderElector, LeaseTimings
+from simacan_token_operator.kube.client import Kube
+from simacan_token_operator.kube.leader import LeaderElector, LeaseTimings
 from tests.unit.kubeapi import api_client_for, emulated_api
 
 TIMINGS = LeaseTimings(duration=3.0, renew_deadline=2.0, retry_period=0.3)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from simacan_token_operator import logs
+from simacan_token_operator.app import logs
 
 
 @pytest.fixture(autouse=True)

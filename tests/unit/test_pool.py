@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING
 import pytest
 
 from localenv.auth_standin import DEFAULT_REFRESH_LIFETIME, FakeAuthAPI, Fault
-from simacan_token_operator.authapi import AuthAPI
-from simacan_token_operator.errors import InvalidCredentials, MalformedResponse, TransientAuthError
-from simacan_token_operator.pool import MIN_FETCH_SPACING_SECONDS, TokenLifetimeTooShort, TokenPool
-from simacan_token_operator.spec import LoginSource
-from simacan_token_operator.tokens import TokenSet
+from simacan_token_operator.auth.client import AuthAPI
+from simacan_token_operator.auth.pool import MIN_FETCH_SPACING_SECONDS, TokenLifetimeTooShort, TokenPool
+from simacan_token_operator.model.errors import InvalidCredentials, MalformedResponse, TransientAuthError
+from simacan_token_operator.model.spec import LoginSource
+from simacan_token_operator.model.tokens import TokenSet
 
 if TYPE_CHECKING:
     from tests.unit.conftest import FakeClock

@@ -19,15 +19,24 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from localenv.auth_standin import FakeAuthAPI, Fault
-from simacan_token_operator.authapi import AuthAPI, http_client
-from simacan_token_operator.kube import KubeError
-from simacan_token_operator.metrics import Metrics
-from simacan_token_operator.pool import MIN_FETCH_SPACING_SECONDS, TokenPool
-from simacan_token_operator.reconcile import RESTART_RETRY_SECONDS
-from simacan_token_operator.schedule import BACKOFF_BASE_SECONDS
-from simacan_token_operator.spec import AuthURLPolicy
-from simacan_token_operator.tokensecret import ACCOUNT_ANNOTATION, EXPIRES_AT_ANNOTATION, parse_rfc3339
-from simacan_token_operator.worker import CONFLICT_RETRY_SECONDS, KUBE_CONCURRENCY, CredentialWorker, Runtime
+from simacan_token_operator.app.metrics import Metrics
+from simacan_token_operator.auth.client import AuthAPI, http_client
+from simacan_token_operator.auth.pool import MIN_FETCH_SPACING_SECONDS, TokenPool
+from simacan_token_operator.controller.worker import (
+    CONFLICT_RETRY_SECONDS,
+    KUBE_CONCURRENCY,
+    CredentialWorker,
+    Runtime,
+)
+from simacan_token_operator.kube.client import KubeError
+from simacan_token_operator.model.schedule import BACKOFF_BASE_SECONDS
+from simacan_token_operator.model.spec import AuthURLPolicy
+from simacan_token_operator.reconcile.decide import RESTART_RETRY_SECONDS
+from simacan_token_operator.reconcile.tokensecret import (
+    ACCOUNT_ANNOTATION,
+    EXPIRES_AT_ANNOTATION,
+    parse_rfc3339,
+)
 from tests.unit.conftest import PASSWORD, USERNAME, FakeClock
 from tests.unit.fakekube import FakeKube, RecordedEvent
 
@@ -566,8 +575,11 @@ async def test_statuses_and_events_never_carry_secrets(world: World) -> None:
 
 
 def metric(world: World, name: str, credential: str = "fleet-api") -> float | None:
-    assert world.runtime is not None
-    return world.runtime.metrics.registry.get_sample_value(name, {"namespace": NS, "name": credential})
+    assert world.runtime is not None and isinstance(world.runtime.metrics, Metrics)
+    value: float | None = world.runtime.metrics.registry.get_sample_value(
+        name, {"namespace": NS, "name": credential}
+    )
+    return value
 
 
 async def test_metrics_show_a_failing_refresh_while_the_old_token_is_valid(world: World) -> None:

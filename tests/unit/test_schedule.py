@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from simacan_token_operator.schedule import backoff_delay, jitter_fraction, parse_duration, refresh_time
+from simacan_token_operator.model.schedule import backoff_delay, jitter_fraction, parse_duration, refresh_time
 
 START = 1_700_000_000.0
 HOUR = 3600.0

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from simacan_token_operator.secretwatch import SecretWatch
+from simacan_token_operator.kube.secretwatch import SecretWatch
 from tests.unit.kubeapi import api_client_for
 
 

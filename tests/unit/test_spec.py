@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from simacan_token_operator.spec import (
+from simacan_token_operator.model.spec import (
     PRODUCTION_URL,
     STAGING_URL,
     AuthURLNotAllowed,

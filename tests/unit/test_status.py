@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from simacan_token_operator.status import (
+from simacan_token_operator.model.tokens import TokenSet
+from simacan_token_operator.reconcile.status import (
     Outcome,
     present,
     ready_reason,
@@ -10,7 +11,6 @@ from simacan_token_operator.status import (
     render_status,
     status_digest,
 )
-from simacan_token_operator.tokens import TokenSet
 
 T0 = 1_800_000_000.0
 TOKEN = TokenSet("header.claims.signature", None, obtained_at=T0, expires_at=T0 + 3600, subject="api-user")

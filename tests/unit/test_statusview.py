@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 
 from localenv.demoview import AuthCalls, Progress, render_plain, render_screen, verdict
-from simacan_token_operator.kube import RawApi
-from simacan_token_operator.statusview import (
+from simacan_token_operator.app.statusview import (
     EXIT_ERROR,
     EXIT_READY,
     Snapshot,
@@ -24,7 +23,8 @@ from simacan_token_operator.statusview import (
     render_events,
     render_table,
 )
-from simacan_token_operator.tokensecret import rfc3339
+from simacan_token_operator.kube.client import RawApi
+from simacan_token_operator.reconcile.tokensecret import rfc3339
 from tests.unit.kubeapi import api_client_for, emulated_api
 
 NOW = 1_800_000_000.0

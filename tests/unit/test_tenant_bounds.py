@@ -11,13 +11,13 @@ from typing import Any
 import jwt
 import pytest
 
-from simacan_token_operator import limits
-from simacan_token_operator.kube import KubeError
-from simacan_token_operator.schedule import RESTORE_BACKOFF_CAP_SECONDS, restore_delay
-from simacan_token_operator.spec import SpecError, parse_spec, rendered_size_bound
-from simacan_token_operator.tokens import TokenParseError, parse_token_response, stored_token
-from simacan_token_operator.tokensecret import read_stored
-from simacan_token_operator.worker import KUBE_CONCURRENCY, NAMESPACE_CONCURRENCY
+from simacan_token_operator.controller.worker import KUBE_CONCURRENCY, NAMESPACE_CONCURRENCY
+from simacan_token_operator.kube.client import KubeError
+from simacan_token_operator.model import limits
+from simacan_token_operator.model.schedule import RESTORE_BACKOFF_CAP_SECONDS, restore_delay
+from simacan_token_operator.model.spec import SpecError, parse_spec, rendered_size_bound
+from simacan_token_operator.model.tokens import TokenParseError, parse_token_response, stored_token
+from simacan_token_operator.reconcile.tokensecret import read_stored
 from tests.unit.test_reconcile_pass import NS, World, auth, b64, clock, issued, world
 
 FIXTURES = (auth, clock, world)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from simacan_token_operator.tokens import (
+from simacan_token_operator.model.tokens import (
     MAX_TOKEN_LIFETIME,
     TokenParseError,
     parse_token_response,

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from simacan_token_operator.spec import API_VERSION, KIND, CredentialSpec
-from simacan_token_operator.tokens import TokenSet
-from simacan_token_operator.tokensecret import (
+from simacan_token_operator.model.spec import API_VERSION, KIND, CredentialSpec
+from simacan_token_operator.model.tokens import TokenSet
+from simacan_token_operator.reconcile.tokensecret import (
     ACCOUNT_ANNOTATION,
     EXPIRES_AT_ANNOTATION,
     MANAGED_BY_LABEL,

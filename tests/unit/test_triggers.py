@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from simacan_token_operator.tokens import TokenSet
-from simacan_token_operator.tokensecret import StoredSecret
-from simacan_token_operator.triggers import POLICIES, Observed, Policy, Trigger, why_reissue
+from simacan_token_operator.model.tokens import TokenSet
+from simacan_token_operator.reconcile.tokensecret import StoredSecret
+from simacan_token_operator.reconcile.triggers import POLICIES, Observed, Policy, Trigger, why_reissue
 
 OBTAINED = 1_700_000_000.0
 EXPIRES = OBTAINED + 3600

@@ -1,0 +1,1 @@
+"""The process: CLI, kopf handlers, health and metrics endpoints, the status command, logging."""

@@ -1,0 +1,1 @@
+"""Every Kubernetes call: the client, watches, leader election, Events, deadlines."""

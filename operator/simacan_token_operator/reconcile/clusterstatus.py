@@ -1,0 +1,137 @@
+"""What a ClusterSimacanCredential's user reads: one status and a few Events for all its namespaces.
+
+Pure. Each namespace's pass concludes with an Outcome; this module folds them into one Ready
+condition (True only when every selected namespace holds a valid token), counts, a capped list
+of the namespaces that lack one, and the earliest expiry and refresh. Events of many namespaces
+with the same reason become one Event naming them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from simacan_token_operator.model import reasons
+from simacan_token_operator.model.limits import (
+    MAX_CONDITION_MESSAGE_CHARS,
+    MAX_FAILED_NAMESPACE_MESSAGE_CHARS,
+    shortened,
+)
+from simacan_token_operator.reconcile.report import Note
+from simacan_token_operator.reconcile.status import READY, Outcome, ReadyState
+from simacan_token_operator.reconcile.tokensecret import rfc3339
+
+NO_NAMESPACES = "NoNamespaces"
+FAILED_LIST_CAP = 20
+"""failedNamespaces lists at most this many (the status of thousands would be a large object);
+failedCount always has the full number."""
+NAMED_IN_EVENT = 5
+PENDING = Outcome(False, "Pending", "not served yet", failure=True)
+"""A selected namespace whose first pass has not succeeded (e.g. its Secret could not be read)."""
+
+
+def aggregate(outcomes: Mapping[str, Outcome]) -> Outcome:
+    """One Outcome for the whole selection; its token is the one expiring first."""
+    if not outcomes:
+        return Outcome(True, NO_NAMESPACES, "no namespace is selected (namespaceSelector, namespaces)")
+    failed = sorted(ns for ns, outcome in outcomes.items() if not outcome.ready)
+    tokens = [o.token for o in outcomes.values() if o.token is not None]
+    first = min(tokens, key=lambda token: token.expires_at) if tokens else None
+    refreshes = [o.next_refresh for o in outcomes.values() if o.next_refresh is not None]
+    wakes = [o.wake_at for o in outcomes.values() if o.wake_at is not None]
+    common = Outcome(
+        True,
+        reasons.TOKEN_VALID,
+        "",
+        token=first,
+        next_refresh=min(refreshes) if refreshes else None,
+        wake_at=min(wakes) if wakes else None,
+        failure=any(o.failure for o in outcomes.values()),
+    )
+    if failed:
+        reason, _ = Counter(outcomes[ns].reason for ns in failed).most_common(1)[0]
+        shown = ", ".join(f"{ns} ({outcomes[ns].reason})" for ns in failed[:NAMED_IN_EVENT])
+        more = f" and {len(failed) - NAMED_IN_EVENT} more" if len(failed) > NAMED_IN_EVENT else ""
+        message = f"{len(failed)} of {len(outcomes)} namespaces hold no valid token: {shown}{more}"
+        return dataclasses.replace(common, ready=False, reason=reason, message=message)
+    troubled = sorted(ns for ns, o in outcomes.items() if o.failure)
+    if troubled:
+        reason = outcomes[troubled[0]].reason
+        message = (
+            f"all {len(outcomes)} namespaces hold a valid token, but {len(troubled)} could not get a new one "
+            f"({troubled[0]}: {outcomes[troubled[0]].message})"
+        )
+        return dataclasses.replace(common, reason=reason, message=message)
+    if all(o.reason == reasons.SUSPENDED for o in outcomes.values()):
+        return dataclasses.replace(
+            common, reason=reasons.SUSPENDED, message="refreshing is suspended (spec.suspend)"
+        )
+    expiry = f"; the first expires at {rfc3339(first.expires_at)}" if first else ""
+    message = f"all {len(outcomes)} selected namespaces hold a valid token{expiry}"
+    return dataclasses.replace(common, message=message)
+
+
+def render_cluster_status(
+    overall: Outcome,
+    outcomes: Mapping[str, Outcome],
+    *,
+    secret_name: str | None,
+    generation: int | None,
+    handled_request: str | None,
+    previous: ReadyState | None,
+    now: float,
+) -> dict[str, Any]:
+    """None deletes a field in the merge patch."""
+    state = "True" if overall.ready else "False"
+    transition = previous.since if previous is not None and previous.status == state else rfc3339(now)
+    failed = sorted(ns for ns, outcome in outcomes.items() if not outcome.ready)
+    token = overall.token
+    return {
+        "observedGeneration": generation,
+        "secretName": secret_name,
+        "namespaces": len(outcomes),
+        "failedCount": len(failed),
+        "failedNamespaces": [
+            {
+                "namespace": ns,
+                "reason": outcomes[ns].reason,
+                "message": shortened(outcomes[ns].message, MAX_FAILED_NAMESPACE_MESSAGE_CHARS),
+            }
+            for ns in failed[:FAILED_LIST_CAP]
+        ],
+        "expiresAt": rfc3339(token.expires_at) if token else None,
+        "refreshedAt": rfc3339(token.obtained_at) if token else None,
+        "nextRefreshAt": rfc3339(overall.next_refresh) if overall.next_refresh else None,
+        "subject": token.subject if token else None,
+        "lastRefreshRequest": handled_request,
+        "conditions": [
+            {
+                "type": READY,
+                "status": state,
+                "reason": overall.reason,
+                "message": shortened(overall.message, MAX_CONDITION_MESSAGE_CHARS),
+                "observedGeneration": generation,
+                "lastTransitionTime": transition,
+            }
+        ],
+    }
+
+
+def fold_events(notes: Iterable[tuple[str, Note]]) -> list[Note]:
+    """(namespace, Event) pairs to post on the ClusterSimacanCredential: one per type and reason."""
+    grouped: defaultdict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
+    for namespace, note in notes:
+        grouped[note.type, note.reason].append((namespace, note.message))
+    folded = []
+    for (type_, reason), items in grouped.items():
+        items.sort()
+        if len(items) == 1:
+            message = f"namespace {items[0][0]}: {items[0][1]}"
+        else:
+            names = ", ".join(ns for ns, _ in items[:NAMED_IN_EVENT])
+            more = f" and {len(items) - NAMED_IN_EVENT} more" if len(items) > NAMED_IN_EVENT else ""
+            message = f"{len(items)} namespaces ({names}{more}): {items[0][1]}"
+        folded.append(Note(type_, reason, message))
+    return folded

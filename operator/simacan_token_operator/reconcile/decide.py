@@ -1,0 +1,880 @@
+"""One reconcile pass: from what was gathered to what to write, what to report and when to look again.
+
+controller-runtime's shape (`Reconcile(request) -> Result{RequeueAfter}`): the pass does no
+Kubernetes I/O. The worker (worker.py) gathers the objects before it and performs the result
+after it; the pass may only ask the token pool for a token. So a pass can be table-tested in
+process with plain dicts, a fake clock and the stand-in Auth API.
+
+Why a credential gets a new token is decided in triggers.py; what the user reads is rendered
+by status.py and report.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from simacan_token_operator.model import limits, reasons
+from simacan_token_operator.model.errors import AuthError, PermanentAuthError, TransientAuthError
+from simacan_token_operator.model.schedule import (
+    BACKOFF_BASE_SECONDS,
+    RESTORE_QUIET_SECONDS,
+    jitter_fraction,
+    refresh_time,
+    restore_delay,
+)
+from simacan_token_operator.model.spec import (
+    REFRESH_REQUESTED_ANNOTATION,
+    AuthURLPolicy,
+    CredentialSpec,
+    LoginSource,
+    RestartTarget,
+    SpecError,
+    oversized_refresh_request,
+    parse_spec,
+    refresh_request,
+)
+from simacan_token_operator.model.tokens import TokenSet
+from simacan_token_operator.reconcile import consumers, credentials, report, tokensecret
+from simacan_token_operator.reconcile.status import (
+    Outcome,
+    ReadyState,
+    ready_reason,
+    ready_state,
+    render_status,
+    status_digest,
+)
+from simacan_token_operator.reconcile.tokensecret import rfc3339
+from simacan_token_operator.reconcile.triggers import Observed, Trigger, why_reissue
+
+Body = dict[str, Any]
+
+FRESHNESS_FRACTION = 0.25
+"""A token from the pool replaces a due one only if it lives this share of a lifetime longer.
+Several writers (other credentials of the login, other operators) then all follow the Secret's
+schedule instead of handing each other tokens that differ by milliseconds (or by the second
+that `exp` rounds away) and are due again at once."""
+
+RESTART_RETRY_SECONDS = 300.0
+"""A restart target the operator may not read or patch (HTTP 403) is tried again this often, so a
+grant added later (manifests/components/rollout-restarts) takes effect without an edit."""
+
+
+@dataclass(frozen=True)
+class RestartRefused:
+    """The API server refused a verb on a restart target (HTTP 403): the grant is missing."""
+
+    verb: str
+    """get (reading it) or patch (restarting it)."""
+    at: float
+    """When: a refused patch is tried again RESTART_RETRY_SECONDS later."""
+
+
+@dataclass(frozen=True)
+class RestartsCondition:
+    """The RolloutRestarts condition last written: its Warning fires when the message changes."""
+
+    status: str
+    message: str
+    since: str
+
+    @classmethod
+    def from_condition(cls, condition: Mapping[str, Any] | None) -> RestartsCondition | None:
+        if condition is None:
+            return None
+        status, message, since = (condition.get(k) for k in ("status", "message", "lastTransitionTime"))
+        if isinstance(status, str) and isinstance(message, str) and isinstance(since, str):
+            return cls(status, message, since)
+        return None
+
+
+@dataclass(frozen=True)
+class Memory:
+    """All a worker remembers between passes; everything else is read afresh each time.
+
+    A fresh process starts from the credential's status (`from_status`), which is why a
+    restart neither logs in nor rewrites anything while the stored token is fine.
+    """
+
+    login_key: str | None = None
+    """Digest of auth URL, username and password the last pass used: a new one means a new password."""
+    written_digest: str | None = None
+    """Digest of the token last written or adopted: a different one in the Secret came from elsewhere."""
+    user_inputs: tuple[Any, ...] | None = None
+    """Generation, credentials Secret version and refresh annotation: when they change, a remembered
+    rejection of the login is forgiven."""
+    handled_request: str | None = None
+    """The last refresh-requested-at value that a new token satisfied."""
+    pending_request: tuple[str, float] | None = None
+    """A refresh request not yet satisfied, and when it was first seen."""
+    status_digest: str | None = None
+    """Digest of the status last written: an unchanged status is not patched again."""
+    ready: ReadyState | None = None
+    """The Ready condition last written, to keep its lastTransitionTime."""
+    last_reason: str | None = None
+    """The Ready reason last written: Events fire when it changes, not on every pass."""
+    stale_consumers: tuple[str, ...] | None = None
+    """Workloads last reported as reading the token only at start (the first STALE_LISTED of
+    them); None before the first check."""
+    stale_count: int = 0
+    """How many there were in all."""
+    stale_since: str | None = None
+    missing_targets: tuple[str, ...] = ()
+    """Restart targets last reported as missing."""
+    ignored_request: str | None = None
+    """A refresh-requested-at value too long to act on, already warned about."""
+    restores: int = 0
+    """Restores of a Secret someone else changed, in a row; they back off (schedule.restore_delay)."""
+    last_restore_at: float | None = None
+    refused_write: tuple[tuple[Any, ...], str] | None = None
+    """The inputs (generation, Secret version) with which the API server refused the Secret
+    write, and its message: not tried again until one of them changes."""
+    restarts: RestartsCondition | None = None
+    """The RolloutRestarts condition last written; None when the spec has no restart targets."""
+
+    @classmethod
+    def from_status(cls, status: Mapping[str, Any] | None) -> Memory:
+        if not status:
+            return cls()
+        request = status.get("lastRefreshRequest")
+        stale = status.get("staleConsumers")
+        count = status.get("staleConsumerCount")
+        stale_condition: Mapping[str, Any] = next(
+            (c for c in status.get("conditions") or [] if c.get("type") == reasons.CONSUMERS_STALE), {}
+        )
+        restarts = next(
+            (c for c in status.get("conditions") or [] if c.get("type") == reasons.ROLLOUT_RESTARTS), None
+        )
+        return cls(
+            handled_request=request if isinstance(request, str) else None,
+            status_digest=status_digest(status),
+            ready=ready_state(status),
+            last_reason=ready_reason(status),
+            stale_consumers=tuple(stale) if isinstance(stale, list) else None,
+            stale_count=count if isinstance(count, int) else len(stale) if isinstance(stale, list) else 0,
+            stale_since=stale_condition.get("lastTransitionTime"),
+            restarts=RestartsCondition.from_condition(restarts),
+        )
+
+
+@dataclass(frozen=True)
+class Gathered:
+    """The complete input of one pass, as read just before it."""
+
+    credential: Mapping[str, Any]
+    """The SimacanCredential: apiVersion, kind, metadata (name, namespace, uid, generation,
+    annotations) and spec."""
+    target: Mapping[str, Any] | None
+    """The token Secret, or None if it does not exist."""
+    credentials: Mapping[str, Any] | None
+    """The credentials Secret, or None if it does not exist (or the spec names none)."""
+    memory: Memory
+    now: float
+    workloads: Mapping[RestartTarget, Mapping[str, Any] | None] = field(default_factory=dict)
+    """The spec's restart targets as read (None: not found)."""
+    namespace_workloads: consumers.Survey | None = None
+    """The verdicts on the namespace's workloads, for the stale-consumer check; None when unknown."""
+    restart_refused: Mapping[RestartTarget, RestartRefused] = field(default_factory=dict)
+    """Restart targets the API server refused to us: get in this gather, patch in an earlier restart."""
+
+
+class TokenSource(Protocol):
+    """The shared token pool (auth.pool.TokenPool), as a pass and a worker use it."""
+
+    def attach(self, source: LoginSource, user: str) -> None: ...
+    def detach(self, user: str) -> None: ...
+    def forgive(self, source: LoginSource) -> None: ...
+    def retry_at(self, source: LoginSource) -> float | None: ...
+    async def obtain(self, source: LoginSource, usable: Callable[[TokenSet], bool]) -> TokenSet: ...
+
+
+@dataclass(frozen=True)
+class Services:
+    """What a pass may use besides its input: the shared token pool and the operator's rules."""
+
+    pool: TokenSource
+    auth_policy: AuthURLPolicy
+    clock: Callable[[], float]
+    while_waiting: Callable[[Awaitable[TokenSet]], Awaitable[TokenSet]] = lambda awaitable: awaitable
+    """Runs the wait for a token; the worker gives up its share of Kubernetes calls meanwhile."""
+
+
+@dataclass(frozen=True)
+class SecretWrite:
+    body: Body
+    create: bool
+    """POST a new Secret; otherwise PUT with the resourceVersion read, so a concurrent edit gets 409."""
+    reason: str
+    """The trigger that made the write, for the log."""
+
+
+@dataclass(frozen=True)
+class WorkloadRestart:
+    target: RestartTarget
+    resource_version: str
+    at: str
+    """The new value of the restartedAt annotation."""
+    done: report.Note
+    """The Event to post once the restart happened."""
+
+
+@dataclass(frozen=True)
+class Result:
+    """What to do after a pass, in order: write the Secret, post the Events, patch the status."""
+
+    outcome: Outcome
+    memory: Memory
+    """To keep once everything was written; a failed write discards it."""
+    write: SecretWrite | None = None
+    events: tuple[report.Note, ...] = ()
+    restarts: tuple[WorkloadRestart, ...] = ()
+    """Rollout restarts to perform after the Secret write."""
+    status: Body | None = None
+    """The status to patch; None when it is what was written last time."""
+    attempt: str | None = None
+    """How obtaining a token went, for the attempts counter: success, retrying, rejected."""
+
+    @property
+    def requeue_at(self) -> float | None:
+        return self.outcome.wake_at
+
+
+async def reconcile(gathered: Gathered, services: Services) -> Result:
+    """Bring the token Secret and the status in line with the spec and the token's schedule."""
+    meta = gathered.credential["metadata"]
+    try:
+        spec = parse_spec(meta["name"], meta["namespace"], gathered.credential.get("spec") or {})
+    except SpecError as error:
+        return _conclude(gathered, None, _failure(error))
+    if gathered.target is not None and not tokensecret.owned_by(gathered.target, meta["uid"]):
+        return _conclude(gathered, spec, _conflict(spec))
+
+    stored = tokensecret.read_stored(gathered.target) if gathered.target is not None else None
+    held = stored.token if stored and stored.token and gathered.now < stored.token.expires_at else None
+    refused = gathered.memory.refused_write
+    if refused is not None and refused[0] == _write_inputs(gathered):
+        return _conclude(gathered, spec, _keeping_valid_token(_refused_outcome(refused[1]), held))
+    try:
+        services.auth_policy.check_auth_url(spec.auth_url)
+        if spec.suspend:
+            suspended = Outcome(False, reasons.SUSPENDED, "refreshing is suspended (spec.suspend)")
+            return _conclude(gathered, spec, _keeping_valid_token(suspended, held))
+        source = credentials.login_source(spec, gathered.credentials)
+    except SpecError as error:
+        return _conclude(gathered, spec, _keeping_valid_token(_failure(error), held))
+
+    current = _Pass.start(gathered, services, spec, stored, held, source)
+    trigger = why_reissue(current.observe())
+    if trigger is None:  # the Secret is as it should be: adopt its token, whoever wrote it
+        return current.adopt()
+    if current.restoring(trigger) and current.restore_at() > gathered.now:
+        return current.restore_deferred(trigger)
+    try:
+        token = await current.token_for(trigger)
+    except AuthError as error:
+        return current.failed(error)
+    except TimeoutError:
+        return current.expired_while_waiting()
+    return current.write(trigger, token)
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """One pass once the spec, the Secret and the login are known: observe, then act on a trigger."""
+
+    gathered: Gathered
+    services: Services
+    spec: CredentialSpec
+    stored: tokensecret.StoredSecret | None
+    held: TokenSet | None
+    """The Secret's token while it is unexpired: a failure keeps Ready True on it."""
+    source: LoginSource
+    memory: Memory
+    request: str | None
+    """A refresh request not yet handled."""
+
+    @classmethod
+    def start(
+        cls,
+        gathered: Gathered,
+        services: Services,
+        spec: CredentialSpec,
+        stored: tokensecret.StoredSecret | None,
+        held: TokenSet | None,
+        source: LoginSource,
+    ) -> _Pass:
+        services.pool.attach(source, pool_user(gathered.credential))
+        memory = dataclasses.replace(_note_user_inputs(gathered, services.pool, source), refused_write=None)
+        request, pending = _refresh_request(gathered, memory)
+        memory = dataclasses.replace(memory, pending_request=pending)
+        return cls(gathered, services, spec, stored, held, source, memory, request)
+
+    def next_refresh(self, token: TokenSet) -> float:
+        jitter = jitter_fraction(self.gathered.credential["metadata"]["uid"])
+        return refresh_time(token.obtained_at, token.expires_at, self.spec.refresh_before, jitter)
+
+    def render(self, token: TokenSet) -> Body:
+        return tokensecret.render(self.spec, _owner(self.gathered.credential), token, self.source.account)
+
+    @functools.cached_property
+    def as_stored(self) -> Body | None:
+        """The Secret as it should be with the token it holds: compared in observe, written
+        again by a rewrite that needs no new token."""
+        token = self.stored.token if self.stored else None
+        return self.render(token) if token else None
+
+    def observe(self) -> Observed:
+        """Gather, then decide: the complete input of triggers.py, from the raw objects."""
+        stored, memory = self.stored, self.memory
+        token = stored.token if stored else None
+        return Observed(
+            now=self.gathered.now,
+            secret_name=self.spec.target_secret,
+            stored=stored,
+            account=self.source.account,
+            login_key=self.source.key,
+            last_login_key=memory.login_key,
+            written_digest=memory.written_digest,
+            refresh_at=self.next_refresh(token) if token else None,
+            refresh_request=self.request,
+            in_sync=self.as_stored is None or tokensecret.in_sync(self.gathered.target or {}, self.as_stored),
+        )
+
+    def restoring(self, trigger: Trigger) -> bool:
+        """Whether writing means undoing someone else's change to a Secret this process wrote."""
+        return trigger.reason in RESTORE_REASONS and self.memory.written_digest is not None
+
+    def _quiet(self) -> bool:
+        """No restore for a while: the next one is immediate and counts as the first."""
+        last = self.memory.last_restore_at
+        return last is None or self.gathered.now - last > RESTORE_QUIET_SECONDS
+
+    def restore_at(self) -> float:
+        last = self.memory.last_restore_at
+        if last is None or self._quiet():
+            return self.gathered.now
+        return last + restore_delay(self.memory.restores)
+
+    def restore_deferred(self, trigger: Trigger) -> Result:
+        at = self.restore_at()
+        message = (
+            f"{trigger.message} at {rfc3339(at)}: it was changed by someone else {self.memory.restores} "
+            "times in a row, so restores back off (up to 5 minutes)"
+        )
+        outcome = Outcome(False, trigger.reason, message, wake_at=at, failure=True)
+        if not trigger.needs_new_token:  # only labels or annotations were changed: the token is ours
+            outcome = _keeping_valid_token(outcome, self.held)
+        return _conclude(self.gathered, self.spec, outcome, self.memory)
+
+    def adopt(self) -> Result:
+        assert self.stored is not None and self.stored.token is not None
+        token = self.stored.token
+        memory = dataclasses.replace(
+            self.memory, login_key=self.source.key, written_digest=self.stored.token_digest
+        )
+        return _conclude(self.gathered, self.spec, _valid(self.spec, token, self.next_refresh(token)), memory)
+
+    async def token_for(self, trigger: Trigger) -> TokenSet:
+        """The Secret's own token when only the Secret needs rewriting, else one from the pool."""
+        stored = self.stored.token if self.stored else None
+        if not trigger.needs_new_token and stored is not None:
+            return stored
+        due = stored if trigger.reason in (reasons.EXPIRING, reasons.EXPIRED) else None
+        services = self.services
+        wait = _obtain(services, self.source, trigger, self.memory, self.next_refresh, self.held, due)
+        return await services.while_waiting(wait)
+
+    def failed(self, error: AuthError) -> Result:
+        attempt = "rejected" if isinstance(error, PermanentAuthError) else "retrying"
+        outcome = _keeping_valid_token(_auth_failure(error, self.services, self.source), self.held)
+        return _conclude(self.gathered, self.spec, outcome, self.memory, attempt=attempt)
+
+    def expired_while_waiting(self) -> Result:
+        message = (
+            "the token in the Secret has expired while a request to the Auth API is still under way; "
+            "the Secret is updated as soon as it answers"
+        )
+        retry_at = self.services.clock() + 1.0
+        outcome = Outcome(False, reasons.TOKEN_EXPIRED, message, wake_at=retry_at, failure=True)
+        return _conclude(self.gathered, self.spec, outcome, self.memory, attempt="retrying")
+
+    def write(self, trigger: Trigger, token: TokenSet) -> Result:
+        target, pending = self.gathered.target, self.memory.pending_request
+        stored = self.stored.token if self.stored else None
+        desired = self.as_stored if token is stored and self.as_stored is not None else self.render(token)
+        write = SecretWrite(
+            body=desired if target is None else tokensecret.merged_for_replace(target, desired),
+            create=target is None,
+            reason=trigger.reason,
+        )
+        satisfied = pending is not None and token.obtained_at >= pending[1]
+        restoring = self.restoring(trigger)
+        memory = dataclasses.replace(
+            self.memory,
+            restores=(1 if self._quiet() else self.memory.restores + 1)
+            if restoring
+            else self.memory.restores,
+            last_restore_at=self.gathered.now if restoring else self.memory.last_restore_at,
+            login_key=self.source.key,
+            written_digest=tokensecret.digest(token.access_token),
+            handled_request=pending[0] if satisfied and pending else self.memory.handled_request,
+        )
+        return _conclude(
+            self.gathered,
+            self.spec,
+            _valid(self.spec, token, self.next_refresh(token)),
+            memory,
+            write=write,
+            events=report.write_events(trigger, self.gathered.memory.last_reason),
+            attempt="success" if trigger.needs_new_token else None,
+        )
+
+
+RESTORE_REASONS = frozenset({reasons.SECRET_MISSING, reasons.SECRET_INVALID, reasons.SECRET_MODIFIED})
+"""Triggers that undo another writer's change (deleted, unreadable, replaced or edited Secret)."""
+
+REFUSED_WRITE_STATUSES = frozenset({413, 422})
+"""The API server refuses a Secret for what it holds (too large, an invalid label): the same
+write would be refused again, so it is reported and not retried until the inputs change."""
+
+
+def refused_write(gathered: Gathered, result: Result, why: str) -> Result:
+    """The Result to act on when the API server refused `result.write` for its content."""
+    meta = gathered.credential["metadata"]
+    spec = parse_spec(meta["name"], meta["namespace"], gathered.credential.get("spec") or {})
+    stored = tokensecret.read_stored(gathered.target) if gathered.target is not None else None
+    held = stored.token if stored and stored.token and gathered.now < stored.token.expires_at else None
+    message = (
+        f"the API server refused to write Secret {spec.target_secret} ({why}); fix spec.secretTemplate, "
+        "or remove labels and annotations others added to that Secret"
+    )
+    memory = dataclasses.replace(gathered.memory, refused_write=(_write_inputs(gathered), message))
+    return _conclude(gathered, spec, _keeping_valid_token(_refused_outcome(message), held), memory)
+
+
+def _write_inputs(gathered: Gathered) -> tuple[Any, ...]:
+    version = ((gathered.target or {}).get("metadata") or {}).get("resourceVersion")
+    return (gathered.credential["metadata"].get("generation"), version)
+
+
+def _refused_outcome(message: str) -> Outcome:
+    return Outcome(False, reasons.INVALID_SPEC, message, failure=True)
+
+
+def _conflict(spec: CredentialSpec) -> Outcome:
+    message = (
+        f"Secret {spec.target_secret} already exists and is not owned by this SimacanCredential; "
+        "it is left untouched. Delete that Secret or set spec.secretName to a free name."
+    )
+    return Outcome(False, reasons.SECRET_CONFLICT, message, failure=True)
+
+
+def pool_user(credential: Mapping[str, Any]) -> str:
+    """Who uses a pool entry: kind, namespace and name, so a SimacanCredential and a
+    ClusterSimacanCredential's view of the same name and namespace are two users."""
+    meta = credential["metadata"]
+    return f"{credential.get('kind')}:{meta['namespace']}/{meta['name']}"
+
+
+# -- inputs -------------------------------------------------------------------------------------
+
+
+def _annotation(credential: Mapping[str, Any]) -> str | None:
+    return refresh_request(credential["metadata"].get("annotations"))
+
+
+def _ignored_request(gathered: Gathered, memory: Memory) -> tuple[tuple[report.Note, ...], Memory]:
+    """A refresh request too long to act on gets one Warning per value, and nothing else."""
+    value = oversized_refresh_request(gathered.credential["metadata"].get("annotations"))
+    if value is None or value == memory.ignored_request:
+        return (), dataclasses.replace(memory, ignored_request=value)
+    message = (
+        f"annotation {REFRESH_REQUESTED_ANNOTATION} is longer than {limits.MAX_REFRESH_REQUEST_CHARS} "
+        "characters and is ignored; set it to a timestamp, e.g. $(date -u +%FT%TZ)"
+    )
+    note = report.Note("Warning", reasons.REFRESH_REQUEST_IGNORED, message)
+    return (note,), dataclasses.replace(memory, ignored_request=value)
+
+
+def _note_user_inputs(gathered: Gathered, pool: TokenSource, source: LoginSource) -> Memory:
+    """A remembered rejection holds until the user changes the spec, the Secret, or asks again."""
+    inputs = (
+        gathered.credential["metadata"].get("generation"),
+        credentials.version(gathered.credentials),
+        _annotation(gathered.credential),
+    )
+    if gathered.memory.user_inputs is not None and inputs != gathered.memory.user_inputs:
+        pool.forgive(source)
+    return dataclasses.replace(gathered.memory, user_inputs=inputs)
+
+
+def _refresh_request(gathered: Gathered, memory: Memory) -> tuple[str | None, tuple[str, float] | None]:
+    """The annotation's value if it asks for a refresh not yet handled, and since when it asks."""
+    value = _annotation(gathered.credential)
+    if value is None or value == memory.handled_request:
+        return None, memory.pending_request
+    pending = memory.pending_request
+    if pending is None or pending[0] != value:
+        pending = (value, gathered.now)
+    return value, pending
+
+
+def _owner(credential: Mapping[str, Any]) -> dict[str, str]:
+    meta = credential["metadata"]
+    return {
+        "apiVersion": str(credential.get("apiVersion")),
+        "kind": str(credential.get("kind")),
+        "name": meta["name"],
+        "uid": meta["uid"],
+    }
+
+
+# -- tokens -------------------------------------------------------------------------------------
+
+
+async def _obtain(
+    services: Services,
+    source: LoginSource,
+    trigger: Trigger,
+    memory: Memory,
+    next_refresh: Callable[[TokenSet], float],
+    held: TokenSet | None,
+    due: TokenSet | None,
+) -> TokenSet:
+    """A token from the pool; raises TimeoutError if the held token expires while waiting.
+
+    `due` is the Secret's token when it is due: the pool's token must outlive it clearly.
+
+    The request itself goes on in the pool (single flight) and a later pass picks up its token.
+    """
+    clock = services.clock
+    if trigger.reason == reasons.REFRESH_REQUESTED and memory.pending_request is not None:
+        requested_at = memory.pending_request[1]
+
+        def usable(token: TokenSet) -> bool:
+            return token.obtained_at >= requested_at
+    else:
+
+        def usable(token: TokenSet) -> bool:
+            if due is not None and token.expires_at < due.expires_at + FRESHNESS_FRACTION * token.lifetime:
+                return False
+            return clock() < next_refresh(token)
+
+    if held is None:
+        return await services.pool.obtain(source, usable)
+    request = asyncio.ensure_future(services.pool.obtain(source, usable))
+    try:
+        return await asyncio.wait_for(asyncio.shield(request), max(held.expires_at - clock(), 0.0))
+    except TimeoutError:
+        request.add_done_callback(_consume)
+        raise
+    except asyncio.CancelledError:
+        request.cancel()
+        raise
+
+
+def _consume(task: asyncio.Future[TokenSet]) -> None:
+    """A request that outlived its pass: its failure is the pool's to remember, not an unread error."""
+    if not task.cancelled():
+        with contextlib.suppress(Exception):
+            task.exception()
+
+
+# -- outcomes -----------------------------------------------------------------------------------
+
+
+def _failure(error: SpecError) -> Outcome:
+    return Outcome(False, error.reason, error.message, failure=True)
+
+
+def _auth_failure(error: AuthError, services: Services, source: LoginSource) -> Outcome:
+    if isinstance(error, TransientAuthError):
+        delay = error.retry_after or BACKOFF_BASE_SECONDS
+        retry_at = services.pool.retry_at(source) or services.clock() + delay
+        message = f"{error.message}; retrying at {rfc3339(retry_at)}"
+        return Outcome(False, error.reason, message, wake_at=retry_at, failure=True)
+    return Outcome(False, error.reason, error.message, failure=True)
+
+
+def _valid(spec: CredentialSpec, token: TokenSet, refresh_at: float) -> Outcome:
+    message = (
+        f"Secret {spec.target_secret} holds a token valid until {rfc3339(token.expires_at)}; "
+        f"next refresh at {rfc3339(refresh_at)}"
+    )
+    return Outcome(
+        True, reasons.TOKEN_VALID, message, token=token, next_refresh=refresh_at, wake_at=refresh_at
+    )
+
+
+def _keeping_valid_token(outcome: Outcome, held: TokenSet | None) -> Outcome:
+    """A failure never hides a token that still works: Ready stays True until it expires."""
+    if held is None:
+        return outcome
+    wake = held.expires_at if outcome.wake_at is None else min(outcome.wake_at, held.expires_at)
+    return dataclasses.replace(
+        outcome,
+        ready=True,
+        message=f"{outcome.message}; the current token stays valid until {rfc3339(held.expires_at)}",
+        token=held,
+        wake_at=wake,
+    )
+
+
+def _conclude(
+    gathered: Gathered,
+    spec: CredentialSpec | None,
+    outcome: Outcome,
+    memory: Memory | None = None,
+    *,
+    write: SecretWrite | None = None,
+    events: tuple[report.Note, ...] = (),
+    attempt: str | None = None,
+) -> Result:
+    """Render the status and the Events for an outcome, and what to remember of them."""
+    memory = memory or gathered.memory
+    ignored, memory = _ignored_request(gathered, memory)
+    events = (*events, *report.problem_events(outcome, gathered.memory.last_reason), *ignored)
+    restarts: tuple[WorkloadRestart, ...] = ()
+    extra: dict[str, Any] = {}
+    if spec is not None:
+        consumed = _consumers(gathered, spec, outcome, memory)
+        restarts, memory, outcome = consumed.restarts, consumed.memory, consumed.outcome
+        events = (*events, *consumed.events)
+        extra = consumed.status
+    status = render_status(
+        outcome,
+        secret_name=spec.target_secret if spec else None,
+        generation=gathered.credential["metadata"].get("generation"),
+        handled_request=memory.handled_request,
+        previous=memory.ready,
+        now=gathered.now,
+    )
+    if extra:
+        status["conditions"] = [*status["conditions"], *extra.pop("conditions", [])]
+        status.update(extra)
+    digest = status_digest(status)
+    memory = dataclasses.replace(
+        memory, status_digest=digest, ready=ready_state(status), last_reason=outcome.reason
+    )
+    return Result(
+        outcome=outcome,
+        memory=memory,
+        write=write,
+        events=events,
+        restarts=restarts,
+        status=None if digest == gathered.memory.status_digest else status,
+        attempt=attempt,
+    )
+
+
+@dataclass(frozen=True)
+class _Consumed:
+    restarts: tuple[WorkloadRestart, ...]
+    memory: Memory
+    outcome: Outcome
+    events: tuple[report.Note, ...]
+    status: dict[str, Any]
+
+
+def _consumers(gathered: Gathered, spec: CredentialSpec, outcome: Outcome, memory: Memory) -> _Consumed:
+    """Restart targets that hold an older token than the Secret's, and workloads that would.
+
+    Level-based: a target is due while its last restart (or its creation) predates the token
+    in the Secret, so an operator restart, a leader change or a no-op pass restarts nothing,
+    and a restart missed by a crash happens on the next pass.
+    """
+    events: list[report.Note] = []
+    restarts: list[WorkloadRestart] = []
+    listed: list[dict[str, str]] = []
+    wake_at = outcome.wake_at
+    token = outcome.token
+    missing = tuple(str(t) for t, body in gathered.workloads.items() if body is None)
+    refused = {t: r for t, r in gathered.restart_refused.items() if r.verb == "get"}
+    if missing and missing != memory.missing_targets:
+        message = (
+            f"rolloutRestartTargets {', '.join(missing)} not found in namespace {spec.namespace}; "
+            "the token is kept up to date, but nothing is restarted"
+        )
+        events.append(report.Note("Warning", reasons.RESTART_TARGET_NOT_FOUND, message))
+    memory = dataclasses.replace(memory, missing_targets=missing)
+    for target in spec.restart_targets:
+        body = gathered.workloads.get(target)
+        if body is None:
+            continue
+        last = consumers.restarted_at(body)
+        if last is not None:
+            listed.append({"kind": target.kind, "name": target.name, "restartedAt": rfc3339(last)})
+        since = consumers.holds_token_since(body)
+        if token is None or (since is not None and since >= token.obtained_at):
+            continue
+        if last is not None and gathered.now < last + spec.min_restart_interval:
+            allowed = last + spec.min_restart_interval  # postponed, never dropped
+            wake_at = allowed if wake_at is None else min(wake_at, allowed)
+            continue
+        refusal = gathered.restart_refused.get(target)
+        if refusal is not None:  # a refused patch: reported, and tried again now and then
+            refused[target] = refusal
+            if gathered.now < refusal.at + RESTART_RETRY_SECONDS:
+                continue
+        version = str((body.get("metadata") or {}).get("resourceVersion") or "")
+        # Not before the token's arrival, which may follow the pass's start; a millisecond up
+        # because the annotation keeps milliseconds: otherwise the target stays due.
+        at = max(gathered.now, token.obtained_at) + 0.001
+        # Announced, and listed in status.restarts by the next pass, once it happened: a patch
+        # may be refused (403).
+        done = report.Note("Normal", reasons.ROLLOUT_RESTARTED, f"restarted {target} to load the new token")
+        restarts.append(WorkloadRestart(target, version, tokensecret.rfc3339_precise(at), done))
+
+    status: dict[str, Any] = {"restarts": listed or None}
+    stale_events, stale_status, memory = _stale_consumers(gathered, spec, memory)
+    events.extend(stale_events)
+    status.update(stale_status)
+    pending = any(r.target not in gathered.restart_refused for r in restarts)
+    permission = _restart_permission(gathered, spec, memory, refused, pending)
+    events.extend(permission.events)
+    memory = permission.memory
+    if permission.condition is not None:
+        status["conditions"] = [*status.get("conditions", []), permission.condition]
+    for refusal in refused.values():
+        retry = refusal.at + RESTART_RETRY_SECONDS
+        retry = retry if gathered.now < retry else gathered.now + RESTART_RETRY_SECONDS
+        wake_at = retry if wake_at is None else min(wake_at, retry)
+    if wake_at != outcome.wake_at:
+        outcome = dataclasses.replace(outcome, wake_at=wake_at)
+    return _Consumed(tuple(restarts), memory, outcome, tuple(events), status)
+
+
+def _stale_consumers(
+    gathered: Gathered, spec: CredentialSpec, memory: Memory
+) -> tuple[list[report.Note], dict[str, Any], Memory]:
+    """The ConsumersStale condition, and a Warning when the set of stale consumers changes.
+
+    A namespace may hold thousands of such workloads: status, condition and Event name the
+    first STALE_LISTED (sorted) and count the rest, so the status patch stays small."""
+    events: list[report.Note] = []
+    status: dict[str, Any] = {}
+    survey = gathered.namespace_workloads
+    if survey is None:
+        if memory.stale_consumers is None:
+            return events, status, memory
+        # What the last status said (an older operator's may name more than STALE_LISTED).
+        listed, count, partial = memory.stale_consumers[:STALE_LISTED], memory.stale_count, False
+    else:
+        found = consumers.stale(survey.verdicts, spec.target_secret, spec.restart_targets)
+        listed, count, partial = found[:STALE_LISTED], len(found), survey.partial
+    stale_since = memory.stale_since
+    note = (
+        "; the check is partial: the namespace has more workloads than the operator keeps verdicts on"
+        if partial
+        else ""
+    )
+    if (listed, count) != (memory.stale_consumers, memory.stale_count) or stale_since is None:
+        stale_since = rfc3339(gathered.now)
+        if count:
+            rest = (
+                f" read Secret {spec.target_secret} through an env var or a subPath mount and keep "
+                "their first token until restarted; mount the whole Secret as a volume or list them "
+                f"in spec.rolloutRestartTargets{note}"
+            )
+            message = _named(listed, count, MESSAGE_LIMIT - len(rest)) + rest
+            events.append(report.Note("Warning", reasons.CONSUMERS_STALE, message))
+    if count:
+        rest = f" keep their first token until restarted{note}"
+        message = _named(listed, count, MESSAGE_LIMIT - len(rest)) + rest
+    else:
+        checked = "the operator checked " if partial else ""
+        message = f"no workload {checked}reads Secret {spec.target_secret} only at start{note}"
+    condition = {
+        "type": reasons.CONSUMERS_STALE,
+        "status": "True" if count else "False",
+        "reason": reasons.READS_AT_START if count else reasons.NO_STALE_CONSUMERS,
+        "message": message,
+        "lastTransitionTime": stale_since,
+    }
+    status["conditions"] = [condition]
+    status["staleConsumers"] = list(listed)
+    status["staleConsumerCount"] = count
+    memory = dataclasses.replace(memory, stale_consumers=listed, stale_count=count, stale_since=stale_since)
+    return events, status, memory
+
+
+@dataclass(frozen=True)
+class _Permission:
+    events: tuple[report.Note, ...]
+    condition: dict[str, Any] | None
+    memory: Memory
+
+
+def _restart_permission(
+    gathered: Gathered,
+    spec: CredentialSpec,
+    memory: Memory,
+    refused: Mapping[RestartTarget, RestartRefused],
+    pending: bool,
+) -> _Permission:
+    """The RolloutRestarts condition, and one Warning when the set of refusals changes.
+
+    `pending`: a restart is about to be tried whose permission is unknown (the first try, or the
+    first after an operator restart). The condition stays as it was until the worker's next pass,
+    which knows: so a change makes one Warning, not one per piece learnt.
+    """
+    if not spec.restart_targets:
+        return _Permission((), None, dataclasses.replace(memory, restarts=None))
+    previous = memory.restarts
+    if pending:
+        if previous is None:
+            return _Permission((), None, memory)
+        current = previous
+    elif refused:
+        verbs = ", ".join(f"{refused[t].verb} {t}" for t in sorted(refused, key=str))
+        message = (
+            f"not permitted (HTTP 403): {verbs}; the token Secret is kept up to date, but these "
+            "rolloutRestartTargets are not restarted. To allow restarts, add the component "
+            "manifests/components/rollout-restarts to the operator's install (it grants patch on "
+            "Deployments, StatefulSets and DaemonSets; get comes with the default install). "
+            f"Tried again every {RESTART_RETRY_SECONDS / 60:.0f} minutes."
+        )
+        current = RestartsCondition("False", message, _since(previous, "False", gathered.now))
+    else:
+        message = "every restart target could be read and no restart was refused"
+        current = RestartsCondition("True", message, _since(previous, "True", gathered.now))
+    events: tuple[report.Note, ...] = ()
+    if current.status == "False" and (previous is None or previous.message != current.message):
+        events = (report.Note("Warning", reasons.RESTART_NOT_PERMITTED, current.message),)
+    condition = {
+        "type": reasons.ROLLOUT_RESTARTS,
+        "status": current.status,
+        "reason": reasons.RESTARTS_PERMITTED if current.status == "True" else reasons.RESTART_NOT_PERMITTED,
+        "message": current.message,
+        "lastTransitionTime": current.since,
+    }
+    return _Permission(events, condition, dataclasses.replace(memory, restarts=current))
+
+
+def _since(previous: RestartsCondition | None, status: str, now: float) -> str:
+    return previous.since if previous is not None and previous.status == status else rfc3339(now)
+
+
+STALE_LISTED = limits.MAX_STALE_CONSUMERS_LISTED
+"""Stale consumers named in the status, the condition and the Event; the rest are counted."""
+MESSAGE_LIMIT = limits.MAX_CONDITION_MESSAGE_CHARS
+
+
+def _named(names: Sequence[str], count: int, budget: int) -> str:
+    """`A, B and 3 more`: the names in order while they fit in `budget` characters."""
+    shown: list[str] = []
+    for name in names:
+        more = count - len(shown) - 1
+        tail = f" and {more} more" if more else ""
+        if len(", ".join([*shown, name]) + tail) > budget:
+            break
+        shown.append(name)
+    if not shown:
+        return f"{count} workload{'s' if count != 1 else ''}"
+    more = count - len(shown)
+    return ", ".join(shown) + (f" and {more} more" if more else "")

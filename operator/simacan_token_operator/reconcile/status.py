@@ -1,0 +1,111 @@
+"""The status a user reads: one Ready condition plus the token's times, derived from an Outcome.
+
+Pure: the reconciler decides what happened; this module only says how it looks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from simacan_token_operator.model.limits import MAX_CONDITION_MESSAGE_CHARS, shortened
+from simacan_token_operator.model.tokens import TokenSet
+from simacan_token_operator.reconcile.tokensecret import rfc3339
+
+READY = "Ready"
+
+
+@dataclass(frozen=True)
+class ReadyState:
+    """What the previous status said of Ready: enough to keep lastTransitionTime when it stays."""
+
+    status: str
+    since: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one reconcile pass concluded: the Ready condition, the token in the Secret, when to look again."""
+
+    ready: bool
+    reason: str
+    message: str
+    token: TokenSet | None = None
+    next_refresh: float | None = None
+    wake_at: float | None = None
+    failure: bool = False
+
+
+def render_status(
+    outcome: Outcome,
+    *,
+    secret_name: str | None,
+    generation: int | None,
+    handled_request: str | None,
+    previous: ReadyState | None,
+    now: float,
+) -> dict[str, Any]:
+    """None values are deliberate: in a merge patch they delete fields that no longer apply."""
+    state = "True" if outcome.ready else "False"
+    transition = previous.since if previous is not None and previous.status == state else rfc3339(now)
+    token = outcome.token
+    return {
+        "observedGeneration": generation,
+        "secretName": secret_name,
+        "expiresAt": rfc3339(token.expires_at) if token else None,
+        "refreshedAt": rfc3339(token.obtained_at) if token else None,
+        "nextRefreshAt": rfc3339(outcome.next_refresh) if outcome.next_refresh else None,
+        "subject": token.subject if token else None,
+        "tokenFingerprint": token_fingerprint(token.access_token) if token else None,
+        "lastRefreshRequest": handled_request,
+        "conditions": [
+            {
+                "type": READY,
+                "status": state,
+                "reason": outcome.reason,
+                "message": shortened(outcome.message, MAX_CONDITION_MESSAGE_CHARS),
+                "observedGeneration": generation,
+                "lastTransitionTime": transition,
+            }
+        ],
+    }
+
+
+def token_fingerprint(access_token: str) -> str:
+    """Tells two tokens apart in status and the demo's view without revealing either."""
+    return hashlib.sha256(access_token.encode()).hexdigest()[:12]
+
+
+def present(status: Mapping[str, Any]) -> dict[str, Any]:
+    """Status as the server stores it: a merge patch deletes keys whose value is null."""
+    return {key: value for key, value in status.items() if value is not None}
+
+
+def ready_condition(status: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    for condition in status.get("conditions") or []:
+        if isinstance(condition, Mapping) and condition.get("type") == READY:
+            return condition
+    return None
+
+
+def ready_reason(status: Mapping[str, Any]) -> str | None:
+    reason = (ready_condition(status) or {}).get("reason")
+    return reason if isinstance(reason, str) else None
+
+
+def status_digest(status: Mapping[str, Any]) -> str:
+    """What a worker remembers of the status it wrote: a digest, not thousands of dicts."""
+    return hashlib.sha256(json.dumps(present(status), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def ready_state(status: Mapping[str, Any]) -> ReadyState | None:
+    condition = ready_condition(status)
+    if condition is None:
+        return None
+    state, since = condition.get("status"), condition.get("lastTransitionTime")
+    if not isinstance(state, str) or not isinstance(since, str):
+        return None
+    return ReadyState(state, since)

@@ -1,0 +1,176 @@
+"""The token Secret's shape: how it is rendered, read back, and judged ours or foreign."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from simacan_token_operator.model.limits import MAX_TOKEN_CHARS
+from simacan_token_operator.model.spec import GROUP, PLACEHOLDER_PATTERN, CredentialSpec
+from simacan_token_operator.model.tokens import TokenParseError, TokenSet, jwt_exp, stored_token
+
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "simacan-token-operator"
+EXPIRES_AT_ANNOTATION = f"{GROUP}/expires-at"
+REFRESHED_AT_ANNOTATION = f"{GROUP}/refreshed-at"
+ACCOUNT_ANNOTATION = f"{GROUP}/account"
+"""A digest of auth URL and username: after a restart it tells whether the stored token
+still belongs to the account the spec names."""
+
+TOKEN_KEY = "token"  # noqa: S105 - Secret key names, not secrets
+TOKEN_TYPE_KEY = "token_type"  # noqa: S105
+EXPIRES_AT_KEY = "expires_at"
+
+
+def rfc3339(timestamp: float) -> str:
+    """Whole seconds, rounded down: a displayed expiry is never later than the real one."""
+    return datetime.datetime.fromtimestamp(int(timestamp), datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def rfc3339_precise(timestamp: float) -> str:
+    """Milliseconds, for annotations the operator reads back to schedule exactly as before a restart."""
+    moment = datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def parse_rfc3339(text: object) -> float | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except (ValueError, OverflowError):
+        return None
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def decoded_value(data: Mapping[str, Any], key: str, max_chars: int | None = None) -> str | None:
+    """The key's value as text; None when absent, not base64 UTF-8, or (with `max_chars`) longer,
+    which is judged before anything is decoded."""
+    value = data.get(key)
+    if not isinstance(value, str):
+        return None
+    if max_chars is not None and len(value) > 4 * -(-max_chars // 3):
+        return None
+    try:
+        return base64.b64decode(value, validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def owned_by(secret: Mapping[str, Any], uid: str) -> bool:
+    refs = secret.get("metadata", {}).get("ownerReferences") or []
+    return any(isinstance(ref, Mapping) and ref.get("uid") == uid for ref in refs)
+
+
+@dataclass(frozen=True)
+class StoredSecret:
+    """What an owned token Secret holds; `token` is None when it holds nothing usable."""
+
+    token: TokenSet | None
+    account: str | None
+    token_digest: str | None
+    jwt_expiry: float | None = None
+    """The token's own `exp` claim."""
+    annotated_expiry: float | None = None
+    """The expiry annotation written beside it; never later than `exp` for a token we wrote."""
+
+
+def read_stored(secret: Mapping[str, Any]) -> StoredSecret:
+    metadata = secret.get("metadata") or {}
+    annotations = metadata.get("annotations") or {}
+    data = secret.get("data") or {}
+    raw = decoded_value(data, TOKEN_KEY, MAX_TOKEN_CHARS)
+    annotated_expiry = parse_rfc3339(annotations.get(EXPIRES_AT_ANNOTATION))
+    token: TokenSet | None = None
+    jwt_expiry: float | None = None
+    if raw:
+        try:
+            token = stored_token(
+                raw,
+                obtained_at=parse_rfc3339(annotations.get(REFRESHED_AT_ANNOTATION)),
+                expires_at=annotated_expiry,
+            )
+            jwt_expiry = jwt_exp(raw)
+        except TokenParseError:
+            token = None
+    return StoredSecret(
+        token=token,
+        account=annotations.get(ACCOUNT_ANNOTATION),
+        token_digest=digest(raw) if raw else None,
+        jwt_expiry=jwt_expiry,
+        annotated_expiry=annotated_expiry,
+    )
+
+
+def render(spec: CredentialSpec, owner: Mapping[str, str], token: TokenSet, account: str) -> dict[str, Any]:
+    """The Secret as it should be. `owner` holds apiVersion, kind, name and uid of the credential."""
+    values = {"token": token.access_token, "tokenType": "Bearer", "expiresAt": rfc3339(token.expires_at)}
+    labels = {**spec.labels, MANAGED_BY_LABEL: MANAGED_BY}
+    annotations = {
+        **spec.annotations,
+        EXPIRES_AT_ANNOTATION: rfc3339_precise(token.expires_at),
+        REFRESHED_AT_ANNOTATION: rfc3339_precise(token.obtained_at),
+        ACCOUNT_ANNOTATION: account,
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": spec.target_secret,
+            "namespace": spec.namespace,
+            "labels": labels,
+            "annotations": annotations,
+            "ownerReferences": [{**owner, "controller": True}],
+        },
+        "data": {
+            **{key: _b64(fill(template, values)) for key, template in spec.data_templates.items()},
+            TOKEN_KEY: _b64(token.access_token),
+            TOKEN_TYPE_KEY: _b64(values["tokenType"]),
+            EXPIRES_AT_KEY: _b64(values["expiresAt"]),
+        },
+    }
+
+
+def fill(template: str, values: Mapping[str, str]) -> str:
+    """Plain substitution of {{ .name }}; spec.py has already refused unknown names."""
+    return PLACEHOLDER_PATTERN.sub(lambda match: values[match.group(1)], template)
+
+
+def in_sync(actual: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
+    """Data and type must match exactly; our labels and annotations must be present, others may add more."""
+    if actual.get("type", "Opaque") != desired["type"] or (actual.get("data") or {}) != desired["data"]:
+        return False
+    meta, want = actual.get("metadata") or {}, desired["metadata"]
+    for key in ("labels", "annotations"):
+        have = meta.get(key) or {}
+        if any(have.get(k) != v for k, v in want[key].items()):
+            return False
+    return owned_by(actual, want["ownerReferences"][0]["uid"])
+
+
+def merged_for_replace(actual: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
+    """Keep labels, annotations and owners that others put on the Secret; ours win on conflict."""
+    meta = actual.get("metadata") or {}
+    uid = desired["metadata"]["ownerReferences"][0]["uid"]
+    others = [ref for ref in meta.get("ownerReferences") or [] if ref.get("uid") != uid]
+    body = dict(desired)
+    body["metadata"] = {
+        **desired["metadata"],
+        "resourceVersion": meta.get("resourceVersion"),
+        "labels": {**(meta.get("labels") or {}), **desired["metadata"]["labels"]},
+        "annotations": {**(meta.get("annotations") or {}), **desired["metadata"]["annotations"]},
+        "ownerReferences": [*others, *desired["metadata"]["ownerReferences"]],
+    }
+    return body
