@@ -12,20 +12,33 @@ FROM python:3.11.17-slim-bookworm AS base
 # COPY and RUN steps outside Docker, so write paths through the variables below, never literally.
 FROM base AS builder
 ENV VIRTUAL_ENV=/opt/venv \
+    BACKEND_VENV=/tmp/build-backend \
     WHEEL_DIR=/tmp/wheels \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-# No pip or setuptools inside the venv: the base image's pip installs into it from outside.
-RUN python -m venv --without-pip "$VIRTUAL_ENV"
+# No pip or setuptools inside the venv: the base image's pip installs into it from outside. The build
+# backend (setuptools, wheel) gets a venv of its own, which stays in this stage.
+RUN python -m venv --without-pip "$VIRTUAL_ENV" \
+    && python -m venv --without-pip "$BACKEND_VENV"
 # Dependencies first, so a source change reuses this layer. Every one is pinned and hash-checked.
 COPY requirements.lock ./
 RUN --mount=type=cache,target=/root/.cache/pip \
     python -m pip --python "$VIRTUAL_ENV/bin/python" install --no-deps --require-hashes -r requirements.lock
+# The build backend, pinned and hash-checked too (wheels only), instead of what build isolation would
+# fetch for pyproject's unpinned [build-system] requires.
+COPY build-requirements.lock ./
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python -m pip --python "$BACKEND_VENV/bin/python" install --require-hashes --only-binary=:all: \
+       -r build-requirements.lock
 COPY pyproject.toml README.md ./
 COPY operator/ operator/
+# --no-build-isolation builds with the backend above (--check-build-dependencies: it satisfies
+# [build-system] requires); --no-index: neither step can download anything.
 RUN --mount=type=cache,target=/root/.cache/pip \
-    python -m pip wheel --no-deps --wheel-dir "$WHEEL_DIR" . \
-    && python -m pip --python "$VIRTUAL_ENV/bin/python" install --no-deps "$WHEEL_DIR"/simacan_token_operator-*.whl \
+    python -m pip --python "$BACKEND_VENV/bin/python" wheel --no-build-isolation --check-build-dependencies \
+       --no-deps --no-index --wheel-dir "$WHEEL_DIR" . \
+    && python -m pip --python "$VIRTUAL_ENV/bin/python" install --no-deps --no-index \
+       "$WHEEL_DIR"/simacan_token_operator-*.whl \
     && python -m pip --python "$VIRTUAL_ENV/bin/python" check
 
 FROM base AS runtime

@@ -93,14 +93,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     options = parse_args(args)
+    login_env = take_login_env()
     if Path(sys.prefix).resolve() != VENV_PYTHON.parent.parent.resolve():
         os.environ.setdefault(STARTED_ENV, str(time.time()))
         code = install()
         if code != 0:
             print(f"scripts/setup failed with exit code {code}", file=sys.stderr)
             return code
-        os.execv(VENV_PYTHON, [str(VENV_PYTHON), "-m", "localenv.demo", *args])
-    return run(options)
+        # The demo itself, re-executed in .venv (same process, not a child), takes them along.
+        os.execve(VENV_PYTHON, [str(VENV_PYTHON), "-m", "localenv.demo", *args], {**os.environ, **login_env})
+    return run(options, login_env)
+
+
+def take_login_env() -> dict[str, str]:
+    """$SIMACAN_USERNAME and $SIMACAN_PASSWORD, removed from this process's environment.
+
+    The one place the demo reads them, before it starts anything: every child (scripts/setup, etcd,
+    kube-apiserver, kube-controller-manager, the operator) inherits os.environ, and no longer finds
+    them there. The username goes too: no child needs it, and it is half of the login.
+    """
+    return {name: value for name in (USERNAME_ENV, PASSWORD_ENV) if (value := os.environ.pop(name, ""))}
 
 
 # --------------------------------------------------------------------------------------------- install
@@ -161,10 +173,10 @@ class Login:
     ca_file: Path | None
 
 
-def run(options: argparse.Namespace) -> int:
+def run(options: argparse.Namespace, login_env: dict[str, str] | None = None) -> int:
     """Start everything, show the view, stop everything (in reverse order) however it ends."""
     started = float(os.environ.get(STARTED_ENV) or time.time())
-    real = _real_login(options.auth_url) if options.auth_url else None
+    real = _real_login(options.auth_url, login_env or {}) if options.auth_url else None
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _exit_on_signal)
     work = Path(tempfile.mkdtemp(prefix="simacan-demo-"))
@@ -208,6 +220,9 @@ def _run(
     else:
         login = real
     api = stack.enter_context(contextlib.closing(_api_client(plane.admin_kubeconfig)))
+    if real is not None:
+        for line in password_notice(work):
+            say(line)
     _apply_all(api, login)
     operator = stack.enter_context(_operator(work, plane.admin_kubeconfig, login))
     say(f"operator started (pid {operator.process.pid}); log: {operator.log}")
@@ -215,10 +230,21 @@ def _run(
     return view.loop(api)
 
 
-def _real_login(auth_url: str) -> Login:
-    """The user's own account: from the environment, else asked for without echoing the password."""
-    username = os.environ.get(USERNAME_ENV, "")
-    password = os.environ.get(PASSWORD_ENV, "")
+def password_notice(work: Path) -> list[str]:
+    """What a real account's password goes through here, said before it is written."""
+    return [
+        f"your password goes into the Secret {NAMESPACE}/simacan-login, which the local control plane "
+        f"keeps unencrypted in its etcd ({work / 'cluster' / 'etcd'}, served on a loopback port without "
+        "client authentication: any process on this machine can read it) while the demo runs.",
+        "when the demo ends (Ctrl-C, --for, SIGTERM) it stops the control plane and removes "
+        f"{work} with it; if the demo is killed with SIGKILL, remove it yourself: rm -rf {work}",
+    ]
+
+
+def _real_login(auth_url: str, login_env: dict[str, str]) -> Login:
+    """The user's own account: from the environment (taken at start), else asked for without echo."""
+    username = login_env.get(USERNAME_ENV, "")
+    password = login_env.get(PASSWORD_ENV, "")
     if not (username and password) and not sys.stdin.isatty():
         raise SystemExit(f"demo: set {USERNAME_ENV} and {PASSWORD_ENV} (no terminal to ask on)")
     username = username or input("Simacan username: ").strip()
@@ -371,9 +397,8 @@ def _operator(work: Path, kubeconfig: Path, login: Login) -> Iterator[_Operator]
         "--metrics-port",
         str(metrics_port),
     ]
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}  # no login: take_login_env removed it
     env.pop("KUBERNETES_SERVICE_HOST", None)
-    env.pop(PASSWORD_ENV, None)
     log = work / "operator.log"
     started = time.time()
     with log.open("wb") as sink:
@@ -447,7 +472,7 @@ class _View:
 
     def loop(self, api: Any) -> int:
         from localenv.demoview import Progress, render_plain, render_screen, verdict
-        from simacan_token_operator.app.statusview import StatusError, fetch
+        from simacan_token_operator.app.statusview import StatusError, fetch, printable
 
         progress = Progress()
         operator_started = self._operator.started
@@ -466,7 +491,7 @@ class _View:
             try:
                 snapshot = fetch(api, NAMESPACE)
             except StatusError as error:
-                print(f"demo: {error}", file=sys.stderr)
+                print(printable(f"demo: {error}"), file=sys.stderr)
                 tick = self._sleep(tick)
                 continue
             had_token = progress.first_token_at is not None
@@ -493,7 +518,7 @@ class _View:
             return 1
         ok, summary = verdict(progress, snapshot.credentials)
         print(self._first_token(progress))
-        print(("PASS: " if ok else "FAIL: ") + summary, flush=True)
+        print(printable(("PASS: " if ok else "FAIL: ") + summary), flush=True)
         return 0 if ok else 1
 
     def _first_token(self, progress: Any) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,20 @@ from kubernetes.client.exceptions import ApiException
 
 from localenv.auth_standin import FakeAuthAPI
 from localenv.controlplane import ControlPlane
+from simacan_token_operator.kube.client import RawApi
 from tests.conftest import Issue, credential_spec
 from tests.support.k8s import GROUP, PLURAL, Namespace, api_client
 from tests.support.polling import eventually
 
 VIEWER = "status-viewer"
+OPERATOR = "simacan-token-operator"
+# What a terminal acts on instead of showing: controls (C0, DEL, C1), format characters (bidi
+# overrides, zero-width), surrogates, private use, unassigned, line/paragraph separators.
+ACTED_ON = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+HOSTILE = (
+    "\x1b[2J\x1b[H\x1b]0;pwned\x07\x1b]8;;https://evil.example/\x1b\\click\x1b]8;;\x1b\\"
+    " all good\rtoken valid \u202edilav\u202c \u2066x\u2069 nul\x00 del\x7f csi\x9b2J café 東京"
+)
 
 
 def viewer_kubeconfig(plane: ControlPlane, ns: Namespace) -> Path:
@@ -47,15 +57,19 @@ def viewer_kubeconfig(plane: ControlPlane, ns: Namespace) -> Path:
 
 
 def status(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Its output as the terminal gets it: strict UTF-8, and no newline translation (which would
+    hide a carriage return)."""
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     env.pop("KUBERNETES_SERVICE_HOST", None)
-    return subprocess.run(
+    result = subprocess.run(
         [sys.executable, "-m", "simacan_token_operator", "status", *args],
         capture_output=True,
-        text=True,
         env=env,
         timeout=60,
         check=False,
+    )
+    return subprocess.CompletedProcess(
+        result.args, result.returncode, result.stdout.decode("utf-8"), result.stderr.decode("utf-8")
     )
 
 
@@ -110,3 +124,98 @@ def test_status_of_a_missing_credential_is_an_error_exit_2(installed: ControlPla
     result = status(installed.admin_kubeconfig, "-n", ns.name, "nobody")
     assert result.returncode == 2
     assert f"SimacanCredential {ns.name}/nobody not found" in result.stderr
+
+
+def core_event(
+    namespace: str, credential: dict[str, Any], reason: str, message: str, **changes: Any
+) -> dict[str, Any]:
+    """A core/v1 Event about `credential`, shaped like the operator's own; `changes` override fields."""
+    meta = credential["metadata"]
+    body: dict[str, Any] = {
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": namespace},
+        "involvedObject": {
+            "apiVersion": f"{GROUP}/v1alpha1",
+            "kind": "SimacanCredential",
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta["uid"],
+        },
+        "type": "Warning",
+        "reason": reason,
+        "message": message,
+        "source": {"component": OPERATOR},
+        "reportingComponent": OPERATOR,
+        "reportingInstance": OPERATOR,
+        "firstTimestamp": "2030-01-01T00:00:00Z",
+        "lastTimestamp": "2030-01-01T00:00:00Z",
+        "count": 1,
+    }
+    for key, value in changes.items():
+        target, _, field = key.rpartition("__")
+        (body[target] if target else body)[field] = value
+    return body
+
+
+def test_status_shows_only_the_operators_events_about_this_credential_and_escapes_them(
+    installed: ControlPlane, ns: Namespace, issue: Issue
+) -> None:
+    issue()
+    credential = ns.credential("fleet-api")
+    ours = core_event(ns.name, credential, "HostileButOurs", HOSTILE)
+    not_ours = {
+        "ForgedNoUid": core_event(ns.name, credential, "ForgedNoUid", "x", involvedObject__uid=""),
+        "ForgedOtherUid": core_event(
+            ns.name, credential, "ForgedOtherUid", "x", involvedObject__uid="0b5e3c5e-aaaa-4000-8000-0"
+        ),
+        "ForgedOtherSource": core_event(
+            ns.name, credential, "ForgedOtherSource", "x", source={"component": "kubectl"}
+        ),
+        "ForgedOtherReporter": core_event(
+            ns.name, credential, "ForgedOtherReporter", "x", reportingComponent="someone-else"
+        ),
+    }
+    for body in [ours, *not_ours.values()]:
+        RawApi(ns.api).json("POST", f"/api/v1/namespaces/{ns.name}/events", body=body)
+    stored = [
+        str(e.message) for e in ns.core.list_namespaced_event(ns.name).items if e.reason == "HostileButOurs"
+    ]
+    assert stored and "\x1b[2J" in stored[0] and "\u202e" in stored[0], "the API server kept the controls"
+
+    result = status(viewer_kubeconfig(installed, ns), "-n", ns.name, "fleet-api")
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "Issued" in out, "the operator's own Event is listed"
+    assert "HostileButOurs" in out
+    assert "\\x1b[2J\\x1b[H" in out and "\\u202edilav\\u202c" in out and "\\rtoken valid" in out
+    assert "café 東京" in out, "ordinary text is left readable"
+    raw = [f"U+{ord(c):04X}" for c in out.replace("\n", "") if unicodedata.category(c) in ACTED_ON]
+    assert raw == [], f"raw control characters reached stdout: {raw}"
+    shown = [reason for reason in not_ours if reason in out]
+    assert shown == [], f"Events it cannot attribute were shown: {shown}"
+
+
+def test_status_all_namespaces_ignores_an_event_naming_the_credential_from_another_namespace(
+    installed: ControlPlane, ns: Namespace, issue: Issue, admin_api: Any
+) -> None:
+    """An Event with an eventTime may name an object in another namespace than its own (the API
+    server only checks that for old-style Events): `status -A` lists both namespaces."""
+    issue()
+    credential = ns.credential("fleet-api")
+    elsewhere = Namespace.create(admin_api)
+    forged = core_event(
+        elsewhere.name,
+        credential,
+        "ForgedFromElsewhere",
+        "x",
+        eventTime="2030-01-01T00:00:00.000000Z",
+        action="Refresh",
+        reportingComponent=OPERATOR,
+    )
+    RawApi(admin_api).json("POST", f"/api/v1/namespaces/{elsewhere.name}/events", body=forged)
+    listed = elsewhere.core.list_namespaced_event(elsewhere.name).items
+    assert [e.involved_object.namespace for e in listed] == [ns.name], "the API server accepted it"
+
+    result = status(installed.admin_kubeconfig, "-A")
+    assert f"Namespace:     {ns.name}" in result.stdout, result.stdout + result.stderr
+    assert "Issued" in result.stdout
+    assert "ForgedFromElsewhere" not in result.stdout

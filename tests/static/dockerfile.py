@@ -148,3 +148,89 @@ def _glob_to_regex(pattern: str) -> str:
         else:
             regex, i = regex + re.escape(pattern[i]), i + 1
     return regex
+
+
+# --- pip in RUN steps ----------------------------------------------------------------------------------
+
+SHELL_OPERATORS = {"&&", "||", ";", "|", "&"}
+# pip's general options that take a value (before or after the subcommand).
+PIP_VALUE_OPTIONS = {"--python", "--cache-dir", "--log", "--proxy", "--timeout", "--cert", "--retries"}
+
+
+@dataclass(frozen=True)
+class PipCall:
+    """One pip invocation in a shell command: `python -m pip [--python P] SUBCOMMAND ...`."""
+
+    python: str | None  # the --python target, None for the interpreter running pip
+    subcommand: str
+    options: dict[str, list[str]]  # "--require-hashes": [], "-r": ["requirements.lock"], ...
+    arguments: tuple[str, ...]  # positional: requirements, paths
+
+    def has(self, option: str) -> bool:
+        return option in self.options
+
+
+# Options of the subcommands used here that take a value; any other option is a flag.
+_SUBCOMMAND_VALUE_OPTIONS = {
+    "-r",
+    "--requirement",
+    "-c",
+    "--constraint",
+    "-w",
+    "--wheel-dir",
+    "--only-binary",
+    "--no-binary",
+    "-f",
+    "--find-links",
+    "-i",
+    "--index-url",
+    "--extra-index-url",
+    "--target",
+    "-t",
+    "--prefix",
+    "--root",
+}
+
+
+def pip_calls(command: str) -> list[PipCall]:
+    """Every pip invocation in a shell command, split at &&, ||, ; and pipes."""
+    lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    segments: list[list[str]] = [[]]
+    for token in lexer:
+        if token in SHELL_OPERATORS:
+            segments.append([])
+        else:
+            segments[-1].append(token)
+    return [call for segment in segments if (call := _pip_call(segment)) is not None]
+
+
+def _pip_call(words: list[str]) -> PipCall | None:
+    if words[:3] in (["python", "-m", "pip"], ["python3", "-m", "pip"]):
+        rest = words[3:]
+    elif words and re.fullmatch(r"(.*/)?pip3?(\.\d+)?", words[0]):
+        rest = words[1:]
+    else:
+        return None
+    options: dict[str, list[str]] = {}
+    arguments: list[str] = []
+    subcommand = ""
+    i = 0
+    while i < len(rest):
+        word = rest[i]
+        if word.startswith("-"):
+            name, sep, value = word.partition("=")
+            takes_value = name in PIP_VALUE_OPTIONS or (subcommand and name in _SUBCOMMAND_VALUE_OPTIONS)
+            if takes_value and not sep:
+                i += 1
+                value = rest[i] if i < len(rest) else ""
+            options.setdefault(name, [])
+            if takes_value:
+                options[name].append(value)
+        elif not subcommand:
+            subcommand = word
+        else:
+            arguments.append(word)
+        i += 1
+    python = options.pop("--python", [None])[-1]
+    return PipCall(python, subcommand, options, tuple(arguments))

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +22,10 @@ import pytest
 
 from tests.static.dockerfile import (
     DockerIgnore,
+    PipCall,
     Stage,
     env_assignments,
+    pip_calls,
     run_command,
     stage_named,
     stages,
@@ -31,6 +34,7 @@ from tests.static.tools import REPO_ROOT, require_tool
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 LOCKFILE = REPO_ROOT / "requirements.lock"
+BACKEND_LOCKFILE = REPO_ROOT / "build-requirements.lock"
 PACKAGE = "simacan-token-operator"
 INSTALL_TIMEOUT_SECONDS = 300
 LIST_DISTRIBUTIONS = "import importlib.metadata as m; print(*(d.metadata['Name'] for d in m.distributions()))"
@@ -59,8 +63,18 @@ def _normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def _locked_names() -> set[str]:
-    return {_normalise(m.group(1)) for m in re.finditer(r"^([A-Za-z0-9_.-]+)==", LOCKFILE.read_text(), re.M)}
+def _locked(lockfile: Path = LOCKFILE) -> dict[str, str]:
+    """Name -> pinned version."""
+    found = re.finditer(r"^([A-Za-z0-9_.-]+)==(\S+)", lockfile.read_text(), re.M)
+    return {_normalise(m.group(1)): m.group(2) for m in found}
+
+
+def _locked_names(lockfile: Path = LOCKFILE) -> set[str]:
+    return set(_locked(lockfile))
+
+
+def _requirement_name(requirement: str) -> str:
+    return _normalise(re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0])
 
 
 def _copy_into(source: Path, target: Path, ignore: DockerIgnore) -> None:
@@ -199,18 +213,131 @@ def test_replayed_venv_holds_exactly_the_lock_and_the_operator(replayed: Replaye
     assert not (_venv(replayed) / "bin" / "pip").exists()
 
 
-def test_lock_pins_every_dependency_with_hashes() -> None:
-    text = LOCKFILE.read_text()
+def _lock_problems(lockfile: Path) -> list[str]:
+    """What keeps `pip install --require-hashes -r lockfile` from fetching exactly what was reviewed."""
+    text = lockfile.read_text()
     requirements = re.findall(r"^([^\s#]\S*)((?:\s*\\\n\s+--hash=sha256:[0-9a-f]{64})*)", text, re.M)
-    assert requirements, "requirements.lock lists nothing"
+    if not requirements:
+        return [f"{lockfile.name} lists nothing"]
+    problems = []
     for requirement, hashes in requirements:
-        assert re.fullmatch(r"[A-Za-z0-9_.-]+==[^=\s]+", requirement), f"not pinned: {requirement}"
-        assert hashes, f"no --hash for {requirement}"
-    declared = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    direct = {_normalise(re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0]) for d in declared}
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+==[^=\s]+", requirement):
+            problems.append(f"{lockfile.name}: not pinned: {requirement}")
+        if not hashes:
+            problems.append(f"{lockfile.name}: no --hash for {requirement}")
+    return problems
+
+
+@pytest.mark.parametrize("lockfile", [LOCKFILE, BACKEND_LOCKFILE], ids=lambda p: p.name)
+def test_lock_pins_every_dependency_with_hashes(lockfile: Path) -> None:
+    assert _lock_problems(lockfile) == []
+
+
+def test_the_locks_cover_the_project_and_its_build_backend() -> None:
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    direct = {_requirement_name(d) for d in pyproject["project"]["dependencies"]}
     assert direct <= _locked_names(), (
         f"pyproject dependencies missing from the lock: {direct - _locked_names()}"
     )
+    backend = {_requirement_name(r) for r in pyproject["build-system"]["requires"]}
+    missing = backend - _locked_names(BACKEND_LOCKFILE)
+    assert not missing, f"[build-system] requires missing from {BACKEND_LOCKFILE.name}: {missing}"
+
+
+def pip_fetch_problems(text: str) -> list[str]:
+    """Every pip call in the Dockerfile's RUN steps that could install something not pinned by hash.
+
+    Allowed: `install --require-hashes -r LOCK` (LOCK pinned and hashed); `install --no-index --no-deps`
+    of wheels this build made in $WHEEL_DIR; `wheel --no-build-isolation --no-index --no-deps` run by an
+    interpreter that got the hashed build-requirements.lock (so the backend is the locked one); and
+    the calls that fetch nothing (check, uninstall, list, show, freeze).
+    """
+    problems = []
+    hashed_backends: set[str | None] = set()
+    for stage in stages(text):
+        for instruction in stage.all("RUN"):
+            for call in pip_calls(run_command(instruction)):
+                where = f"line {instruction.line}: pip {call.subcommand}"
+                problems += [f"{where}: {p}" for p in _call_problems(call, hashed_backends)]
+    return problems
+
+
+def _call_problems(call: PipCall, hashed_backends: set[str | None]) -> list[str]:
+    if call.subcommand in {"check", "uninstall", "list", "show", "freeze"}:
+        return []
+    if call.subcommand == "install":
+        files = call.options.get("-r", []) + call.options.get("--requirement", [])
+        if call.has("--require-hashes") and files and not call.arguments:
+            found = [REPO_ROOT / f for f in files]
+            problems = [p for f in found for p in (_lock_problems(f) if f.is_file() else [f"no {f.name}"])]
+            if BACKEND_LOCKFILE in found:
+                if call.options.get("--only-binary") != [":all:"]:
+                    problems.append("install the build backend from wheels only (--only-binary=:all:)")
+                if not problems:
+                    hashed_backends.add(call.python)
+            return problems
+        if call.has("--no-index") and call.has("--no-deps") and call.arguments:
+            local = all(a.startswith("$WHEEL_DIR/") for a in call.arguments)
+            return [] if local else [f"installs {call.arguments} without hashes"]
+        return ["neither --require-hashes -r LOCK nor --no-index --no-deps of this build's wheels"]
+    if call.subcommand == "wheel":
+        needed = ["--no-build-isolation", "--check-build-dependencies", "--no-index", "--no-deps"]
+        problems = [f"without {flag}" for flag in needed if not call.has(flag)]
+        if call.python not in hashed_backends:
+            problems.append(f"{call.python or 'its interpreter'} has no backend from {BACKEND_LOCKFILE.name}")
+        return problems
+    return [f"pip {call.subcommand} is not allowed in the image build"]
+
+
+def test_every_pip_call_in_the_image_build_installs_only_hashed_or_locally_built_wheels() -> None:
+    text = DOCKERFILE.read_text()
+    calls = [c for s in stages(text) for i in s.all("RUN") for c in pip_calls(run_command(i))]
+    assert [c.subcommand for c in calls].count("wheel") == 1, "the project wheel is built once"
+    assert pip_fetch_problems(text) == []
+
+
+@pytest.mark.parametrize(
+    "run",
+    [
+        'python -m pip wheel --no-deps --wheel-dir "$WHEEL_DIR" .',  # the former recipe: isolation
+        'python -m pip --python "$B" wheel --no-build-isolation --check-build-dependencies --no-deps'
+        " --no-index .",  # no hashed backend in $B
+        "python -m pip install requests==2.32.3",
+        "pip install --no-deps -r requirements.lock",
+        'python -m pip --python "$B" install --require-hashes -r build-requirements.lock',  # sdists allowed
+        'pip install --no-deps "$WHEEL_DIR"/x.whl',  # could fall back to the index
+        "pip download setuptools",
+    ],
+)
+def test_the_pip_check_catches_unhashed_fetches(run: str) -> None:
+    assert pip_fetch_problems(f"FROM base AS builder\nRUN {run}\n"), run
+
+
+def test_the_pip_check_passes_a_hashed_backend_then_an_isolated_build() -> None:
+    text = (
+        "FROM base AS builder\n"
+        'RUN python -m pip --python "$B" install --require-hashes --only-binary=:all:'
+        " -r build-requirements.lock\n"
+        'RUN python -m pip --python "$B" wheel --no-build-isolation --check-build-dependencies --no-deps'
+        ' --no-index --wheel-dir "$WHEEL_DIR" . && pip install --no-deps --no-index "$WHEEL_DIR"/x.whl\n'
+    )
+    assert pip_fetch_problems(text) == []
+
+
+def test_the_wheel_is_built_by_the_locked_backend(replayed: ReplayedBuild) -> None:
+    """The replayed build's wheel names its generator: the setuptools version the backend lock pins."""
+    (wheel,) = Path(replayed.env["WHEEL_DIR"]).glob("simacan_token_operator-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        (metadata,) = [n for n in archive.namelist() if n.endswith(".dist-info/WHEEL")]
+        generator = re.search(r"^Generator: (.*)$", archive.read(metadata).decode(), re.M)
+    assert generator is not None
+    assert generator.group(1) == f"setuptools ({_locked(BACKEND_LOCKFILE)['setuptools']})"
+
+
+def test_the_backend_venv_holds_exactly_the_backend_lock(replayed: ReplayedBuild) -> None:
+    python = Path(replayed.env["BACKEND_VENV"]) / "bin" / "python"
+    listing = subprocess.run([python, "-c", LIST_DISTRIBUTIONS], capture_output=True, text=True, check=True)
+    assert {_normalise(name) for name in listing.stdout.split()} == _locked_names(BACKEND_LOCKFILE)
 
 
 def test_runtime_stage_is_minimal_and_unprivileged() -> None:

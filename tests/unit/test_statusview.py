@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import unicodedata
 from typing import Any
 
 import pytest
@@ -10,17 +11,21 @@ import pytest
 from localenv.demoview import AuthCalls, Progress, render_plain, render_screen, verdict
 from simacan_token_operator.app.statusview import (
     EXIT_ERROR,
+    EXIT_READY,
     Snapshot,
     command,
     credential_view,
     event_view,
     events_of,
     human_duration,
+    printable,
     render_detail,
     render_events,
     render_table,
 )
+from simacan_token_operator.kube.client import RawApi
 from simacan_token_operator.reconcile.tokensecret import rfc3339
+from tests.unit.kubeapi import api_client_for, emulated_api
 
 NOW = 1_800_000_000.0
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
@@ -263,3 +268,173 @@ def test_nothing_rendered_ever_contains_a_token() -> None:
         ]
     )
     assert TOKEN not in shown
+
+
+# --- only what can be attributed is shown -----------------------------------------------------------------
+
+
+def _shown(credential_uid: str, **changes: Any) -> bool:
+    """Whether the Issued Event, with `changes` applied (None removes a key), shows for the credential."""
+    raw = event("Issued", uid="uid-1")
+    for key, value in changes.items():
+        target, _, field = key.rpartition("__")
+        where = raw[target] if target else raw
+        if value is None:
+            where.pop(field, None)
+        else:
+            where[field] = value
+    return bool(events_of(credential_view(credential(uid=credential_uid)), [event_view(raw)]))
+
+
+def test_the_operators_own_event_about_this_credential_is_shown() -> None:
+    assert _shown("uid-1")
+    assert _shown("uid-1", reportingComponent="simacan-token-operator")  # as the operator posts them
+    assert _shown("uid-1", source=None, reportingComponent="simacan-token-operator")  # events.k8s.io/v1
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"involvedObject__uid": ""},
+        {"involvedObject__uid": None},
+        {"involvedObject__uid": "uid-2"},
+        {"source": {"component": "someone-else"}},
+        {"source": {"component": "kubectl"}, "reportingComponent": "simacan-token-operator"},
+        {"reportingComponent": "someone-else"},  # source says the operator, reportingComponent does not
+        {"source": None},  # no component named at all
+        {"source": {}, "reportingComponent": ""},
+        {"involvedObject__namespace": "other-team"},  # a new-style Event may name another namespace
+        {"involvedObject__namespace": None},
+        {"metadata__namespace": "other-team"},  # it lives elsewhere (status -A lists every namespace)
+        {"involvedObject__name": "orders-api"},
+    ],
+    ids=lambda changes: ",".join(f"{k}={v}" for k, v in changes.items()),
+)
+def test_an_event_it_cannot_attribute_is_not_shown(changes: dict[str, Any]) -> None:
+    assert not _shown("uid-1", **changes)
+
+
+def test_a_credential_without_a_uid_claims_no_event() -> None:
+    assert not _shown("")
+    assert not _shown("", involvedObject__uid="")
+
+
+# --- nothing printed can drive the terminal -------------------------------------------------------------
+
+# Characters a terminal (or a bidi-aware viewer) acts on instead of showing, by Unicode category:
+# Cc controls (C0, DEL, C1), Cf format (bidi overrides/isolates, zero-width), Cs surrogates,
+# Co private use, Cn unassigned, Zl/Zp line and paragraph separators. Independent of `printable`,
+# which uses str.isprintable.
+ACTED_ON = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+
+HOSTILE = {
+    "clear screen": ("\x1b[2J\x1b[Hall good", "\\x1b[2J\\x1b[Hall good"),
+    "OSC 8 hyperlink (ST)": (
+        "\x1b]8;;https://evil.example/\x1b\\docs\x1b]8;;\x1b\\",
+        "\\x1b]8;;https://evil.example/\\x1b\\docs\\x1b]8;;\\x1b\\",
+    ),
+    "OSC 8 hyperlink (BEL)": ("\x1b]8;;https://evil.example/\x07docs\x1b]8;;\x07", "\\x07docs"),
+    "window title": ("\x1b]0;pwned\x07", "\\x1b]0;pwned\\x07"),
+    "carriage return overwrite": ("HTTP 401 wrong password\rtoken valid            ", "password\\rtoken"),
+    "backspaces": ("Failed\x08\x08\x08\x08\x08\x08Fine!!", "Failed\\x08"),
+    "bidi override": ("token \u202edilav\u202c ok", "token \\u202edilav\\u202c ok"),
+    "bidi isolates": ("\u2066a\u2067b\u2068c\u2069", "\\u2066a\\u2067b\\u2068c\\u2069"),
+    "all embeddings": ("\u202a\u202b\u202c\u202d", "\\u202a\\u202b\\u202c\\u202d"),
+    "NUL and DEL": ("a\x00b\x7fc", "a\\x00b\\x7fc"),
+    "C1 CSI and NEL": ("\x9b2J\x85next", "\\x9b2J\\x85next"),
+    "newline and tab": ("line one\nline\ttwo", "line one\\nline\\ttwo"),
+    "line separator": ("a\u2028b\u2029c", "a\\u2028b\\u2029c"),
+    "zero width": ("to\u200bken\ufeff", "to\\u200bken\\ufeff"),
+    "lone surrogate": ("bad \ud800 half", "bad \\ud800 half"),
+    "tag character": ("x\U000e0041", "x\\U000e0041"),
+}
+
+
+def acted_on(text: str) -> list[str]:
+    return [f"U+{ord(ch):04X}" for ch in text if unicodedata.category(ch) in ACTED_ON]
+
+
+@pytest.mark.parametrize(("raw", "visible"), HOSTILE.values(), ids=HOSTILE.keys())
+def test_printable_turns_what_a_terminal_acts_on_into_visible_escapes(raw: str, visible: str) -> None:
+    assert acted_on(raw), "the case must hold something a terminal acts on"
+    shown = printable(raw)
+    assert acted_on(shown) == []
+    assert visible in shown
+    assert printable(shown) == shown, "escaping twice changes nothing"
+    shown.encode("utf-8")  # no lone surrogate left to crash a UTF-8 terminal
+
+
+@pytest.mark.parametrize(
+    "text", ["café crème", "東京の認証サーバー", "Ünïcödé naïve façade", "ok — 100 % 🙂", "a\\b", ""]
+)
+def test_ordinary_text_stays_as_it_is(text: str) -> None:
+    assert printable(text) == text
+
+
+def _every_field(payload: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A credential and one of its Events with `payload` in every string either could print."""
+    body = credential(reason=f"Reason{payload}", message=f"message {payload}", fingerprint=f"fp{payload}")
+    body["metadata"]["name"] = f"fleet-api{payload}"
+    body["metadata"]["namespace"] = f"logistics{payload}"
+    body["status"]["secretName"] = f"secret{payload}"
+    body["status"]["subject"] = f"subject{payload}"
+    body["status"]["conditions"][0]["status"] = f"True{payload}"
+    raw = event("AuthUnavailable", name=f"fleet-api{payload}")
+    raw["metadata"]["namespace"] = raw["involvedObject"]["namespace"] = f"logistics{payload}"
+    raw["type"] = f"Warning{payload}"
+    raw["reason"] = f"AuthUnavailable{payload}"
+    raw["message"] = f"the Auth API said {payload}"
+    return body, raw
+
+
+@pytest.mark.parametrize(("raw", "visible"), HOSTILE.values(), ids=HOSTILE.keys())
+def test_no_printed_field_carries_a_raw_control_character(raw: str, visible: str) -> None:
+    body, raw_event = _every_field(raw)
+    view = credential_view(body)
+    events = [event_view(raw_event)]
+    assert events_of(view, events) == events, "the hostile Event is still the credential's own"
+    shot = Snapshot([view], events)
+    screens = {
+        "detail": render_detail(view, events, NOW),
+        "detail, events error": render_detail(view, [], NOW, events_error=f"cannot list Events: {raw}"),
+        "table": render_table([view], NOW, namespaces=True),
+        "events": render_events(events, NOW, objects=True),
+        "demo screen": render_screen([], shot, None, [], NOW),
+        "demo lines": render_plain(1, shot, None, events, NOW),
+    }
+    for what, lines in screens.items():
+        for line in lines:
+            assert acted_on(line) == [], f"{what}: {line!r}"
+    detail = "\n".join(screens["detail"])
+    for field in ("fleet-api", "logistics", "Reason", "message ", "secret", "subject", "fp", "True"):
+        assert f"{field}{printable(raw)}" in detail, field
+    assert f"the Auth API said {printable(raw)}" in detail
+    assert f"Warning{printable(raw)}" in detail and f"AuthUnavailable{printable(raw)}" in detail
+    assert printable(raw) in "\n".join(screens["detail, events error"])
+
+
+def test_the_command_prints_what_a_server_sends_escaped_lone_surrogates_included() -> None:
+    """Through HTTP and JSON, as `status` reads them: the emulator, unlike kube-apiserver (which turns
+    a lone surrogate into U+FFFD), hands back exactly what was written."""
+    hostile = "".join(raw for raw, _ in HOSTILE.values())
+    with emulated_api() as url:
+        api = RawApi(api_client_for(url))
+        base = "/apis/auth.simacan.com/v1alpha1/namespaces/logistics/simacancredentials"
+        api.json("POST", "/api/v1/namespaces", body={"metadata": {"name": "logistics"}})
+        body = credential(message=f"token valid {hostile}")
+        status = body.pop("status")
+        created = api.json("POST", base, body=body)
+        api.json("PUT", f"{base}/fleet-api/status", body={**created, "status": status})
+        forged = event("AuthUnavailable", uid=created["metadata"]["uid"])
+        forged["message"] = hostile
+        forged["reason"] = f"Reason{hostile}"
+        api.json("POST", "/api/v1/namespaces/logistics/events", body=forged)
+        out, err = io.StringIO(), io.StringIO()
+        code = command(lambda: api_client_for(url), "logistics", False, "fleet-api", out=out, err=err)
+    printed = out.getvalue()
+    assert code == EXIT_READY, printed + err.getvalue()
+    assert "Events (last 1 of 1):" in printed
+    assert acted_on(printed.replace("\n", "")) == []
+    printed.encode("utf-8")
+    assert printable(hostile) in printed
+    assert "\\ud800" in printed

@@ -3,6 +3,12 @@
 It reads only SimacanCredentials and Events, never a Secret, so anyone who may `get` the
 credentials can run it. Rendering is pure (dicts and a clock in, lines out), so the demo's
 live view shows exactly what this command shows.
+
+What it prints comes from objects others can write (an Event's message, a status message), and
+it prints to a person's terminal: every string passes through `printable`, so an escape sequence
+or a bidi override is shown as text, never acted on. It shows only the Events it can attribute to
+the credential (its uid, its namespace, the operator as source); whoever may create Events in
+that namespace can still forge one that passes, so this cuts noise, not a determined forger.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Any, TextIO
 from kubernetes import config
 from kubernetes.client.exceptions import ApiException
 
-from simacan_token_operator.kube.client import RawApi
+from simacan_token_operator.kube.client import COMPONENT, RawApi
 from simacan_token_operator.model.spec import GROUP, KIND, PLURAL, VERSION
 from simacan_token_operator.reconcile.status import ready_condition
 from simacan_token_operator.reconcile.tokensecret import parse_rfc3339
@@ -59,7 +65,8 @@ class CredentialView:
 
 @dataclass(frozen=True)
 class EventView:
-    namespace: str
+    namespace: str  # where the Event lives (its metadata.namespace)
+    object_namespace: str  # the namespace its involvedObject names
     object_name: str
     object_uid: str
     type: str
@@ -69,6 +76,7 @@ class EventView:
     count: int
     first_seen: float | None
     last_seen: float | None
+    from_operator: bool = False  # every component it names (source, reporting) is the operator
 
 
 @dataclass(frozen=True)
@@ -113,31 +121,47 @@ def credential_view(obj: Mapping[str, Any]) -> CredentialView:
 
 def event_view(obj: Mapping[str, Any]) -> EventView:
     involved = obj.get("involvedObject") or {}
-    source = (obj.get("source") or {}).get("component") or obj.get("reportingComponent") or ""
+    components = [
+        str(c) for c in ((obj.get("source") or {}).get("component"), obj.get("reportingComponent")) if c
+    ]
     first = parse_rfc3339(obj.get("firstTimestamp")) or parse_rfc3339(obj.get("eventTime"))
     last = parse_rfc3339(obj.get("lastTimestamp")) or first
     return EventView(
-        namespace=str(involved.get("namespace") or (obj.get("metadata") or {}).get("namespace") or ""),
+        namespace=str((obj.get("metadata") or {}).get("namespace") or ""),
+        object_namespace=str(involved.get("namespace") or ""),
         object_name=str(involved.get("name") or ""),
         object_uid=str(involved.get("uid") or ""),
         type=str(obj.get("type") or ""),
         reason=str(obj.get("reason") or ""),
         message=str(obj.get("message") or ""),
-        source=str(source),
+        source=components[0] if components else "",
         count=_int(obj.get("count")) or 1,
         first_seen=first,
         last_seen=last,
+        from_operator=bool(components) and all(c == COMPONENT for c in components),
     )
 
 
 def events_of(credential: CredentialView, events: Iterable[EventView]) -> list[EventView]:
-    """This credential's Events, oldest first; by uid, so a deleted namesake's Events do not show."""
+    """The Events the operator reported about this very credential, oldest first.
+
+    Strict: the involved object's uid must equal the credential's (an Event with no uid, or a
+    deleted namesake's, does not show), the Event must live in the credential's namespace and name
+    it (an Event with an eventTime may name another namespace than its own: the API server allows
+    it), and every component it names must be the operator. All of these fields are written by
+    whoever creates the Event, so this keeps out noise and other objects' Events, not a forger
+    who may create Events in the credential's namespace.
+    """
+    if not credential.uid:
+        return []
     mine = [
         e
         for e in events
-        if e.namespace == credential.namespace
+        if e.object_uid == credential.uid
+        and e.namespace == credential.namespace
+        and e.object_namespace == credential.namespace
         and e.object_name == credential.name
-        and (not e.object_uid or not credential.uid or e.object_uid == credential.uid)
+        and e.from_operator
     ]
     return sorted(mine, key=lambda e: e.last_seen or 0.0)
 
@@ -155,7 +179,7 @@ def fetch(api_client: Any, namespace: str | None, name: str | None = None) -> Sn
         else:
             objects = list(api.json("GET", f"{base}{where}/{PLURAL}").get("items") or [])
     except ApiException as error:
-        raise StatusError(_describe(error, namespace, name)) from None
+        raise StatusError(printable(_describe(error, namespace, name))) from None
     except OSError as error:  # urllib3's connection errors derive from OSError
         raise StatusError(f"cannot reach the API server: {type(error).__name__}") from None
     credentials = sorted((credential_view(o) for o in objects), key=lambda c: (c.namespace, c.name))
@@ -164,7 +188,7 @@ def fetch(api_client: Any, namespace: str | None, name: str | None = None) -> Sn
     try:
         listed = api.json("GET", f"/api/v1{where}/events", query={"fieldSelector": selector})
     except ApiException as error:
-        return Snapshot(credentials, [], f"cannot list Events: HTTP {error.status} {error.reason}")
+        return Snapshot(credentials, [], printable(f"cannot list Events: HTTP {error.status} {error.reason}"))
     except OSError as error:
         return Snapshot(credentials, [], f"cannot list Events: {type(error).__name__}")
     return Snapshot(credentials, [event_view(e) for e in listed.get("items") or []])
@@ -194,33 +218,35 @@ def _server_message(error: ApiException) -> str:
 def render_detail(
     credential: CredentialView, events: Sequence[EventView], now: float, events_error: str | None = None
 ) -> list[str]:
-    """One credential, like `cmctl status certificate`."""
+    """One credential, like `cmctl status certificate`; every string from the cluster escaped."""
+    c = credential
+    reason = f" ({printable(c.reason)})" if c.reason else ""
     lines = [
-        f"Name:          {credential.name}",
-        f"Namespace:     {credential.namespace}",
-        f"Ready:         {credential.ready}" + (f" ({credential.reason})" if credential.reason else ""),
+        f"Name:          {printable(c.name)}",
+        f"Namespace:     {printable(c.namespace)}",
+        f"Ready:         {printable(c.ready)}{reason}",
     ]
-    if credential.message:
-        lines.append(f"  Message:     {credential.message}")
+    if c.message:
+        lines.append(f"  Message:     {printable(c.message)}")
     if (
-        credential.generation is not None
-        and credential.observed_generation is not None
-        and credential.observed_generation < credential.generation
+        c.generation is not None
+        and c.observed_generation is not None
+        and c.observed_generation < c.generation
     ):
         lines.append(
-            f"  Stale:       status describes generation {credential.observed_generation}, "
-            f"the spec is at {credential.generation}"
+            f"  Stale:       status describes generation {c.observed_generation}, "
+            f"the spec is at {c.generation}"
         )
     lines += [
-        f"Token Secret:  {credential.secret_name or '-'}",
-        f"Fingerprint:   {credential.fingerprint or '-'}  (first 12 hex of the token's SHA-256)",
-        f"Subject:       {credential.subject or '-'}",
-        f"Expires at:    {_moment(credential.expires_at, now)}",
-        f"Refreshed at:  {_moment(credential.refreshed_at, now)}",
-        f"Next refresh:  {_moment(credential.next_refresh_at, now)}",
+        f"Token Secret:  {printable(c.secret_name or '-')}",
+        f"Fingerprint:   {printable(c.fingerprint or '-')}  (first 12 hex of the token's SHA-256)",
+        f"Subject:       {printable(c.subject or '-')}",
+        f"Expires at:    {_moment(c.expires_at, now)}",
+        f"Refreshed at:  {_moment(c.refreshed_at, now)}",
+        f"Next refresh:  {_moment(c.next_refresh_at, now)}",
     ]
     if events_error:
-        lines.append(f"Events:        ({events_error})")
+        lines.append(f"Events:        ({printable(events_error)})")
     elif not events:
         lines.append("Events:        none")
     else:
@@ -307,9 +333,38 @@ def _next_refresh(next_refresh_at: float | None, now: float) -> str:
 
 
 def _columns(rows: Sequence[Sequence[str]]) -> list[str]:
-    """Left-aligned columns two spaces apart; the last column is not padded."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    return ["  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[-1]]) for row in rows]
+    """Left-aligned columns two spaces apart, every cell escaped; the last column is not padded."""
+    cells = [[printable(cell) for cell in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]) - 1)]
+    return ["  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[-1]]) for row in cells]
+
+
+_SHORT_ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def printable(text: str) -> str:
+    """`text` safe to write to a terminal, still readable.
+
+    Every character Python does not call printable becomes a visible escape: C0 and C1 controls
+    (ESC, so no CSI/OSC sequence), DEL, \\r (no overwriting), bidi overrides and isolates and other
+    format characters (U+202A-U+202E, U+2066-U+2069, zero-width ones), lone surrogates, unassigned
+    code points and every separator but the space; `\\x1b`, `\\u202e`, `\\t`. Letters, accents,
+    CJK and symbols stay as they are. Idempotent: its output is all printable.
+    """
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else _escape(ch) for ch in text)
+
+
+def _escape(ch: str) -> str:
+    code = ord(ch)
+    if ch in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[ch]
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
 
 
 def _text(value: object) -> str | None:
@@ -359,19 +414,19 @@ def command(
     try:
         api_client = connect()
     except Exception as error:  # the kubernetes client raises bare Exceptions for a missing kubeconfig
-        print(f"error: no cluster to talk to: {error}", file=err)
+        print(printable(f"error: no cluster to talk to: {error}"), file=err)
         return EXIT_ERROR
     scope = None if all_namespaces else namespace or default_namespace()
     try:
         snapshot = fetch(api_client, scope, name)
     except StatusError as error:
-        print(f"error: {error}", file=err)
+        print(printable(f"error: {error}"), file=err)
         return EXIT_ERROR
     finally:
         api_client.close()
     now = clock()
     if not snapshot.credentials:
-        print(f"No {PLURAL} found" + (f" in namespace {scope}." if scope else "."), file=out)
+        print(printable(f"No {PLURAL} found" + (f" in namespace {scope}." if scope else ".")), file=out)
         return EXIT_READY
     blocks = [
         render_detail(c, events_of(c, snapshot.events), now, snapshot.events_error)
