@@ -62,7 +62,9 @@ class FakeKube:
 
     def put_secret(self, namespace: str, body: Mapping[str, Any]) -> Body:
         stored = copy.deepcopy(dict(body))
-        stored["metadata"] = {**stored["metadata"], "namespace": namespace}
+        existing = self.secrets.get((namespace, stored["metadata"]["name"]))
+        uid = (existing or stored)["metadata"].get("uid") or str(uuid.uuid4())  # kept, as the server does
+        stored["metadata"] = {**stored["metadata"], "namespace": namespace, "uid": uid}
         stored["metadata"]["resourceVersion"] = self._next_version()
         self.secrets[(namespace, stored["metadata"]["name"])] = stored
         return copy.deepcopy(stored)

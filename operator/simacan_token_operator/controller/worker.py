@@ -154,7 +154,7 @@ class CredentialWorker:
             scope = self.kind.scope(self.credential, self._namespaces)
         except SpecError as error:
             self.scope = None
-            await self._report(self._round({}, {}, problem=error))
+            await self._report(self._round({}, {}, {}, problem=error))
             return None
         self.scope, previous = scope, self.selected
         self.selected = scope.targets
@@ -168,12 +168,9 @@ class CredentialWorker:
         credentials = (scope.credentials_namespace, login)
         concluded = await asyncio.gather(*(self._target_pass(ns, credentials) for ns in todo))
         passes = {ns: done for ns, done in zip(todo, concluded, strict=True) if done is not None}
-        await self._report(
-            self._round(
-                {ns: p.notes for ns, p in passes.items()},
-                {ns: p.status for ns, p in passes.items() if p.status},
-            )
-        )
+        notes = {ns: p.notes for ns, p in passes.items()}
+        statuses = {ns: p.status for ns, p in passes.items() if p.status}
+        await self._report(self._round(notes, statuses, {ns: p.memory for ns, p in passes.items()}))
         for ns, done in passes.items():  # kept once reported: a failed status patch discards them
             self.targets[ns].memory = done.memory
         pending = [t.due for ns, t in self.targets.items() if ns in self.selected and t.due is not None]
@@ -233,12 +230,15 @@ class CredentialWorker:
         self,
         notes: Mapping[str, tuple[Note, ...]],
         statuses: Mapping[str, dict[str, Any]],
+        concluded: Mapping[str, Memory],
         problem: SpecError | None = None,
     ) -> Round:
+        """`concluded`: the memories of this round's passes, kept once the round is reported."""
         outcomes: dict[str, Outcome] = {
             ns: self.targets[ns].outcome or PENDING if ns in self.targets else PENDING for ns in self.selected
         }
-        handled = {t.memory.handled_request for ns, t in self.targets.items() if ns in self.selected}
+        memories = {ns: concluded.get(ns, t.memory) for ns, t in self.targets.items() if ns in self.selected}
+        handled = {memory.handled_request for memory in memories.values()}
         if len(handled) == 1 and self.selected <= set(self.targets):
             self._handled_request = handled.pop()
         meta = self.credential["metadata"]
