@@ -14,9 +14,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from simacan_token_operator.controller.gates import Slot
-from simacan_token_operator.controller.runtime import Runtime, WriteRefused, write_secret
+from simacan_token_operator.controller.runtime import (
+    CONFLICT_RETRY_SECONDS,
+    Runtime,
+    WriteRefused,
+    write_secret,
+)
 from simacan_token_operator.kube.client import KubeError
+from simacan_token_operator.model.schedule import backoff_delay, jitter_fraction
 from simacan_token_operator.model.spec import RestartTarget, SpecError, parse_spec
+from simacan_token_operator.reconcile.clusterstatus import PENDING
 from simacan_token_operator.reconcile.consumers import RESTARTED_AT_ANNOTATION
 from simacan_token_operator.reconcile.decide import (
     Gathered,
@@ -76,6 +83,36 @@ class Target:
         """Restart targets whose patch got HTTP 403, and the time of the pass that tried it."""
         self._refused_get: set[RestartTarget] = set()
         self._gathered_at = 0.0
+
+    async def attempt(
+        self,
+        view: Mapping[str, Any],
+        credentials: tuple[str, Mapping[str, Any] | None],
+        runtime: Runtime,
+        survey: bool,
+    ) -> Concluded | None:
+        """A pass, and when to try again if it concluded nothing: backoff after a failed
+        Kubernetes call, shortly after another writer was quicker."""
+        try:
+            done = await self.run(view, credentials, runtime, survey)
+        except KubeError as error:
+            if self.outcome is None:
+                self.outcome = dataclasses.replace(PENDING, message=f"{PENDING.message}: {error}")
+            self.failures += 1
+            delay = backoff_delay(
+                self.failures, jitter_fraction(f"{self._who}:{self.namespace}:{self.failures}")
+            )
+            logger.warning("%s: namespace %s: %s; retrying in %.0fs", self._who, self.namespace, error, delay)
+            self.due = runtime.clock() + delay
+            return None
+        self.failures = 0
+        if done is None:
+            self.due = runtime.clock() + CONFLICT_RETRY_SECONDS
+            return None
+        self.outcome, self.due = done.outcome, done.requeue_at
+        if done.attempt is not None:
+            runtime.metrics.count_attempt(done.attempt)
+        return done
 
     async def run(
         self,

@@ -20,14 +20,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from simacan_token_operator.controller.gates import Slot, sleep_until
+from simacan_token_operator.controller.holdings import Holdings
 from simacan_token_operator.controller.kinds import Kind, Round, Scope
-from simacan_token_operator.controller.runtime import CONFLICT_RETRY_SECONDS, Runtime
+from simacan_token_operator.controller.reporting import Reporter
+from simacan_token_operator.controller.runtime import Runtime
 from simacan_token_operator.controller.target import Concluded, Target, only_keys
 from simacan_token_operator.kube.client import KubeError
 from simacan_token_operator.model.clusterspec import NamespaceInfo
 from simacan_token_operator.model.schedule import backoff_delay, jitter_fraction
 from simacan_token_operator.model.spec import SpecError, refresh_request
-from simacan_token_operator.reconcile import tokensecret
 from simacan_token_operator.reconcile.clusterstatus import PENDING
 from simacan_token_operator.reconcile.decide import Memory, pool_user
 from simacan_token_operator.reconcile.report import Note
@@ -35,6 +36,24 @@ from simacan_token_operator.reconcile.status import Outcome
 
 logger = logging.getLogger(__name__)
 NO_NAMESPACES: Mapping[str, NamespaceInfo] = {}
+
+
+def request_seen(
+    previous: tuple[str, float] | None, annotations: Mapping[str, Any] | None, now: float
+) -> tuple[str, float] | None:
+    """The refresh request the credential makes, and the moment it was first seen."""
+    request = refresh_request(annotations)
+    if request is None:
+        return None
+    return previous if previous is not None and previous[0] == request else (request, now)
+
+
+async def read_credentials(runtime: Runtime, scope: Scope) -> Mapping[str, Any] | None:
+    """The credentials Secret, once per round whatever the number of targets; only its keys."""
+    assert scope.credentials_secret is not None
+    where = scope.credentials_namespace
+    async with runtime.namespace_gates.held(where) as own, Slot(own, runtime.kube_gate):
+        return only_keys(await runtime.kube.read_secret(where, scope.credentials_secret), *scope.keys)
 
 
 class CredentialWorker:
@@ -64,8 +83,8 @@ class CredentialWorker:
         """A refresh request and when it was first seen: one moment for all targets, so that the
         one new token satisfies them all (a later moment per target would ask again)."""
         self.targets: dict[str, Target] = {}
-        self._holding: set[str] | None = None
-        """Namespaces where a cluster-wide credential's Secret may exist; listed by label once."""
+        self._holdings = Holdings(self.key)
+        self._reporter = Reporter(runtime, kind, self.key)
         self._dirty: set[str] | None = None
         """Targets to look at on the next round; None: all of them."""
         self.selected: frozenset[str] = frozenset()
@@ -149,12 +168,13 @@ class CredentialWorker:
     async def run_once(self) -> float | None:
         """One round over the targets that need it; returns when to look again (None: on events)."""
         dirty, self._dirty = self._dirty, set()
-        self._note_request()
+        annotations = self.credential["metadata"].get("annotations")
+        self._request_seen = request_seen(self._request_seen, annotations, self.runtime.clock())
         try:
             scope = self.kind.scope(self.credential, self._namespaces)
         except SpecError as error:
             self.scope = None
-            await self._report(self._round({}, {}, {}, problem=error))
+            await self._reporter.report(self.credential, self._round({}, {}, {}, problem=error))
             return None
         self.scope, previous = scope, self.selected
         self.selected = scope.targets
@@ -164,36 +184,24 @@ class CredentialWorker:
         todo = sorted(
             self.selected if dirty is None else (dirty & self.selected) | (self.selected - previous) | due
         )
-        login = await self._read_credentials(scope) if todo and scope.credentials_secret else None
+        login = await read_credentials(self.runtime, scope) if todo and scope.credentials_secret else None
         credentials = (scope.credentials_namespace, login)
         concluded = await asyncio.gather(*(self._target_pass(ns, credentials) for ns in todo))
         passes = {ns: done for ns, done in zip(todo, concluded, strict=True) if done is not None}
         notes = {ns: p.notes for ns, p in passes.items()}
         statuses = {ns: p.status for ns, p in passes.items() if p.status}
-        await self._report(self._round(notes, statuses, {ns: p.memory for ns, p in passes.items()}))
+        await self._reporter.report(
+            self.credential, self._round(notes, statuses, {ns: p.memory for ns, p in passes.items()})
+        )
         for ns, done in passes.items():  # kept once reported: a failed status patch discards them
             self.targets[ns].memory = done.memory
         pending = [t.due for ns, t in self.targets.items() if ns in self.selected and t.due is not None]
         return min(pending) if pending else None
 
-    def _note_request(self) -> None:
-        request = refresh_request(self.credential["metadata"].get("annotations"))
-        if request is None:
-            self._request_seen = None
-        elif self._request_seen is None or self._request_seen[0] != request:
-            self._request_seen = (request, self.runtime.clock())
-
-    async def _read_credentials(self, scope: Scope) -> Mapping[str, Any] | None:
-        assert scope.credentials_secret is not None
-        runtime, where = self.runtime, scope.credentials_namespace
-        async with runtime.namespace_gates.held(where) as own, Slot(own, runtime.kube_gate):
-            return only_keys(await runtime.kube.read_secret(where, scope.credentials_secret), *scope.keys)
-
     async def _target_pass(
         self, namespace: str, credentials: tuple[str, Mapping[str, Any] | None]
     ) -> Concluded | None:
         """One target's pass; None when it concluded nothing (a retry is planned)."""
-        runtime = self.runtime
         target = self.targets.get(namespace)
         if target is None:
             memory = self._resumed or Memory(handled_request=self._handled_request)
@@ -205,26 +213,7 @@ class CredentialWorker:
         if request is not None and request[0] not in (target.memory.handled_request, pending and pending[0]):
             target.memory = dataclasses.replace(target.memory, pending_request=request)
         view = self.kind.view(self.credential, namespace)
-        try:
-            done = await target.run(view, credentials, runtime, survey=self.kind.namespaced)
-        except KubeError as error:
-            if target.outcome is None:
-                target.outcome = dataclasses.replace(PENDING, message=f"{PENDING.message}: {error}")
-            target.failures += 1
-            delay = backoff_delay(
-                target.failures, jitter_fraction(f"{self.key}:{namespace}:{target.failures}")
-            )
-            logger.warning("%s: namespace %s: %s; retrying in %.0fs", self.key, namespace, error, delay)
-            target.due = runtime.clock() + delay
-            return None
-        target.failures = 0
-        if done is None:
-            target.due = runtime.clock() + CONFLICT_RETRY_SECONDS
-            return None
-        target.outcome, target.due = done.outcome, done.requeue_at
-        if done.attempt is not None:
-            runtime.metrics.count_attempt(done.attempt)
-        return done
+        return await target.attempt(view, credentials, self.runtime, survey=self.kind.namespaced)
 
     def _round(
         self,
@@ -247,33 +236,6 @@ class CredentialWorker:
             outcomes, notes, statuses, self._handled_request, secret_name, meta.get("generation"), problem
         )
 
-    async def _report(self, round_: Round) -> None:
-        """Post the Events, patch the status if it changed, publish the metrics."""
-        runtime = self.runtime
-        report = self.kind.report(round_, runtime.clock())
-        for note in report.notes:
-            await self._post(note)
-        if report.status is not None:
-            try:
-                async with Slot(runtime.kube_gate):
-                    await runtime.kube.patch_status(
-                        self.kind.plural, self.namespace, self.name, report.status
-                    )
-            except KubeError as error:
-                if error.status != 404:  # deleted meanwhile; the watch will stop us
-                    raise
-        self.kind.reported(report)
-        if report.overall is not None:
-            runtime.metrics.publish(self.namespace, self.name, report.overall, None)
-
-    async def _post(self, note: Note) -> None:
-        ref = self.kind.event_ref(self.credential)
-        try:
-            async with Slot(self.runtime.kube_gate):
-                await self.runtime.kube.post_event(ref, note.type, note.reason, note.message)
-        except KubeError as error:
-            logger.warning("%s: could not post Event %s: %s", self.key, note.reason, error)
-
     # -- targets that go ----------------------------------------------------------------------
 
     def _forget(self, namespace: str) -> None:
@@ -284,28 +246,11 @@ class CredentialWorker:
         self.targets.pop(namespace, None)
 
     async def _release(self, scope: Scope) -> None:
-        """Forget targets that stopped being selected, and delete our Secret there (only ours)."""
+        """Forget targets that stopped being selected; a cluster-wide credential's Secret goes too."""
         for namespace in set(self.targets) - self.selected:
             self._forget(namespace)
-        if self.kind.namespaced:
-            return  # a SimacanCredential's one target never changes
-        runtime, uid = self.runtime, self.credential["metadata"]["uid"]
-        if self._holding is None:
-            async with Slot(runtime.kube_gate):
-                self._holding = await runtime.kube.namespaces_holding(uid)
-        self._holding |= self.selected
-        for namespace in sorted(self._holding - self.selected):
-            if namespace in self._namespaces:  # a deleted namespace takes its Secrets along
-                async with Slot(runtime.kube_gate):
-                    secret = await runtime.kube.read_secret(namespace, scope.secret_name)
-                    if secret is not None and tokensecret.owned_by(secret, uid):
-                        await runtime.kube.delete_secret(
-                            namespace, scope.secret_name, secret["metadata"]["uid"]
-                        )
-                        logger.info(
-                            "%s: deleted Secret %s/%s (namespace no longer selected)",
-                            self.key,
-                            namespace,
-                            scope.secret_name,
-                        )
-            self._holding.discard(namespace)
+        if not self.kind.namespaced:  # a SimacanCredential's one target never changes
+            uid = self.credential["metadata"]["uid"]
+            await self._holdings.release(
+                self.runtime, uid, scope.secret_name, self.selected, self._namespaces
+            )

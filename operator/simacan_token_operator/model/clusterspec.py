@@ -15,9 +15,7 @@ from simacan_token_operator.model import limits
 from simacan_token_operator.model.spec import (
     API_VERSION,
     GROUP,
-    REFRESH_REQUESTED_ANNOTATION,
     SpecError,
-    kept_annotations,
     parse_spec,
 )
 
@@ -154,32 +152,6 @@ def namespaced_view(credential: Mapping[str, Any], namespace: str) -> dict[str, 
         },
         "spec": namespaced_spec(credential.get("spec") or {}, meta["uid"]),
     }
-
-
-def snapshot(body: Mapping[str, Any], with_status: bool) -> dict[str, Any]:
-    """Only what the worker reads, not managedFields and the rest."""
-    meta = body["metadata"]
-    kept: dict[str, Any] = {
-        "apiVersion": body.get("apiVersion"),
-        "kind": body.get("kind"),
-        "metadata": {
-            "name": meta["name"],
-            "uid": meta.get("uid"),
-            "generation": meta.get("generation"),
-            "annotations": kept_annotations(meta.get("annotations")),
-        },
-        "spec": body.get("spec"),
-    }
-    if with_status:
-        kept["status"] = body.get("status")
-    return kept
-
-
-def relevant(body: Mapping[str, Any]) -> tuple[Any, ...]:
-    """What can change the worker's decisions; our own status writes are not in it."""
-    meta = body.get("metadata") or {}
-    annotations = meta.get("annotations") or {}
-    return (meta.get("uid"), meta.get("generation"), annotations.get(REFRESH_REQUESTED_ANNOTATION))
 
 
 def namespace_info(body: Mapping[str, Any]) -> NamespaceInfo:

@@ -15,12 +15,11 @@ from typing import Any
 
 from simacan_token_operator.model import reasons
 from simacan_token_operator.model.limits import (
-    MAX_CONDITION_MESSAGE_CHARS,
     MAX_FAILED_NAMESPACE_MESSAGE_CHARS,
     shortened,
 )
 from simacan_token_operator.reconcile.report import Note
-from simacan_token_operator.reconcile.status import READY, Outcome, ReadyState
+from simacan_token_operator.reconcile.status import Outcome, ReadyState, common_status
 from simacan_token_operator.reconcile.tokensecret import rfc3339
 
 NO_NAMESPACES = "NoNamespaces"
@@ -84,13 +83,17 @@ def render_cluster_status(
     now: float,
 ) -> dict[str, Any]:
     """None deletes a field in the merge patch."""
-    state = "True" if overall.ready else "False"
-    transition = previous.since if previous is not None and previous.status == state else rfc3339(now)
     failed = sorted(ns for ns, outcome in outcomes.items() if not outcome.ready)
-    token = overall.token
+    common = common_status(
+        overall,
+        secret_name=secret_name,
+        generation=generation,
+        handled_request=handled_request,
+        previous=previous,
+        now=now,
+    )
     return {
-        "observedGeneration": generation,
-        "secretName": secret_name,
+        **common,
         "namespaces": len(outcomes),
         "failedCount": len(failed),
         "failedNamespaces": [
@@ -100,21 +103,6 @@ def render_cluster_status(
                 "message": shortened(outcomes[ns].message, MAX_FAILED_NAMESPACE_MESSAGE_CHARS),
             }
             for ns in failed[:FAILED_LIST_CAP]
-        ],
-        "expiresAt": rfc3339(token.expires_at) if token else None,
-        "refreshedAt": rfc3339(token.obtained_at) if token else None,
-        "nextRefreshAt": rfc3339(overall.next_refresh) if overall.next_refresh else None,
-        "subject": token.subject if token else None,
-        "lastRefreshRequest": handled_request,
-        "conditions": [
-            {
-                "type": READY,
-                "status": state,
-                "reason": overall.reason,
-                "message": shortened(overall.message, MAX_CONDITION_MESSAGE_CHARS),
-                "observedGeneration": generation,
-                "lastTransitionTime": transition,
-            }
         ],
     }
 

@@ -49,6 +49,30 @@ def render_status(
     now: float,
 ) -> dict[str, Any]:
     """None values are deliberate: in a merge patch they delete fields that no longer apply."""
+    token = outcome.token
+    return {
+        **common_status(
+            outcome,
+            secret_name=secret_name,
+            generation=generation,
+            handled_request=handled_request,
+            previous=previous,
+            now=now,
+        ),
+        "tokenFingerprint": token_fingerprint(token.access_token) if token else None,
+    }
+
+
+def common_status(
+    outcome: Outcome,
+    *,
+    secret_name: str | None,
+    generation: int | None,
+    handled_request: str | None,
+    previous: ReadyState | None,
+    now: float,
+) -> dict[str, Any]:
+    """What the status of either kind says of its (first) token and its Ready condition."""
     state = "True" if outcome.ready else "False"
     transition = previous.since if previous is not None and previous.status == state else rfc3339(now)
     token = outcome.token
@@ -59,7 +83,6 @@ def render_status(
         "refreshedAt": rfc3339(token.obtained_at) if token else None,
         "nextRefreshAt": rfc3339(outcome.next_refresh) if outcome.next_refresh else None,
         "subject": token.subject if token else None,
-        "tokenFingerprint": token_fingerprint(token.access_token) if token else None,
         "lastRefreshRequest": handled_request,
         "conditions": [
             {
