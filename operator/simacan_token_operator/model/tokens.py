@@ -17,15 +17,11 @@ import jwt
 
 from simacan_token_operator.model.limits import MAX_TOKEN_CHARS
 
-MAX_TOKEN_LIFETIME_SECONDS = 24 * 3600.0
-"""Simacan access tokens live one hour; a token claiming more than a day is a lie or an attack,
-whether it comes from the Auth API or is read back from a Secret."""
-
-
 MAX_TOKEN_LIFETIME = 24 * 3600.0
-"""The longest an access token may claim to live. Simacan issues one-hour tokens; a claim far beyond
-that (an `exp` in the year 2100, `expires_in` of 1e300) is a broken or forged answer, and trusting it
-would keep Ready True long after the token really stopped working."""
+"""The longest an access token may claim to live, whether it comes from the Auth API or is read back
+from a Secret. Simacan issues one-hour tokens; a claim far beyond that (an `exp` in the year 2100,
+`expires_in` of 1e300) is a broken or forged answer, and trusting it would keep Ready True long after
+the token really stopped working."""
 
 _TOKEN_TEXT = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 """RFC 6750's b64token: what may follow `Bearer `. Anything else (spaces, control characters, non-ASCII,
