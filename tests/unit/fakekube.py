@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from simacan_token_operator.kube.client import KubeError, ObjectRef, StampPage, WorkloadStamp, decoded_keeping
-
-Body = dict[str, Any]
+from simacan_token_operator.model.body import Body
 
 
 @dataclass(frozen=True)

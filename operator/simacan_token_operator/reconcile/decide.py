@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from simacan_token_operator.model import limits, reasons
+from simacan_token_operator.model.body import Body
 from simacan_token_operator.model.errors import AuthError, PermanentAuthError, TransientAuthError
 from simacan_token_operator.model.schedule import (
     BACKOFF_BASE_SECONDS,
@@ -51,8 +52,6 @@ from simacan_token_operator.reconcile.status import (
 )
 from simacan_token_operator.reconcile.tokensecret import rfc3339
 from simacan_token_operator.reconcile.triggers import Observed, Trigger, why_reissue
-
-Body = dict[str, Any]
 
 FRESHNESS_FRACTION = 0.25
 """A token from the pool replaces a due one only if it lives this share of a lifetime longer.
