@@ -253,7 +253,7 @@ async def reconcile(gathered: Gathered, services: Services) -> Result:
     if gathered.target is not None and not tokensecret.owned_by(gathered.target, meta["uid"]):
         return _conclude(gathered, spec, _conflict(spec))
 
-    stored = tokensecret.read_stored(gathered.target) if gathered.target is not None else None
+    stored = tokensecret.read_stored(gathered.target, gathered.now) if gathered.target is not None else None
     held = stored.token if stored and stored.token and gathered.now < stored.token.expires_at else None
     refused = gathered.memory.refused_write
     if refused is not None and refused[0] == _write_inputs(gathered):
@@ -446,7 +446,7 @@ def refused_write(gathered: Gathered, result: Result, why: str) -> Result:
     """The Result to act on when the API server refused `result.write` for its content."""
     meta = gathered.credential["metadata"]
     spec = parse_spec(meta["name"], meta["namespace"], gathered.credential.get("spec") or {})
-    stored = tokensecret.read_stored(gathered.target) if gathered.target is not None else None
+    stored = tokensecret.read_stored(gathered.target, gathered.now) if gathered.target is not None else None
     held = stored.token if stored and stored.token and gathered.now < stored.token.expires_at else None
     message = (
         f"the API server refused to write Secret {spec.target_secret} ({why}); fix spec.secretTemplate, "
