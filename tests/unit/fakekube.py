@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from simacan_token_operator.kube.client import KubeError, ObjectRef, StampPage, WorkloadStamp, decoded_keeping
+from simacan_token_operator.model.body import Body
 from simacan_token_operator.model.clusterspec import OWNER_LABEL
-
-Body = dict[str, Any]
 
 
 @dataclass(frozen=True)

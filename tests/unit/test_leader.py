@@ -12,7 +12,8 @@ from kubernetes import client
 
 from localenv.tcpproxy import TcpProxy
 from simacan_token_operator.kube.client import Kube
-from simacan_token_operator.kube.leader import LeaderElector, LeaseTimings
+from simacan_token_operator.kube.leader import LastChangeSeen, LeaderElector, LeaseTimings
+from simacan_token_operator.kube.lease import LeaseClient
 from tests.unit.kubeapi import api_client_for, emulated_api
 
 TIMINGS = LeaseTimings(duration=3.0, renew_deadline=2.0, retry_period=0.3)
@@ -119,3 +120,50 @@ def test_release_ends_holding_quietly_and_never_takes_the_lease_back(api: tuple[
     asyncio.run(scenario())
     lease = leases.read_namespaced_lease("unit-lease", "default")
     assert lease.spec is not None and lease.spec.holder_identity is None
+
+
+def test_another_holders_lease_is_free_a_duration_after_it_last_changed_as_seen_here() -> None:
+    seen = LastChangeSeen("me", default_duration=15.0)
+    theirs = {"holderIdentity": "them", "renewTime": "t1", "leaseDurationSeconds": 10, "leaseTransitions": 3}
+
+    assert not seen.free_for_us(theirs, now=100.0)
+    assert not seen.free_for_us(theirs, now=109.9)
+    assert not seen.free_for_us({**theirs, "renewTime": "t2"}, now=109.9), "a renewal starts the wait anew"
+    assert not seen.free_for_us({**theirs, "renewTime": "t2"}, now=119.8)
+    assert seen.free_for_us({**theirs, "renewTime": "t2"}, now=119.9)
+    assert seen.free_for_us({**theirs, "holderIdentity": "me"}, now=0.0), "ours to keep"
+    assert seen.free_for_us({"holderIdentity": None}, now=0.0), "released"
+    fresh = LastChangeSeen("me", default_duration=15.0)
+    assert not fresh.free_for_us({"holderIdentity": "them"}, now=0.0)
+    assert fresh.free_for_us({"holderIdentity": "them"}, now=15.0), "no duration written: the default"
+
+
+def test_the_lease_keeps_acquire_time_and_counts_transitions_as_client_go_does(
+    api: tuple[str, TcpProxy],
+) -> None:
+    direct, _ = api
+    timeout = (1.0, 2.0)
+    ours = LeaseClient(api_client_for(direct), "default", "fields-lease", "first", 15.0)
+    theirs = LeaseClient(api_client_for(direct), "default", "fields-lease", "second", 15.0)
+
+    ours.create(timeout)
+    created = ours.get(timeout)["spec"]
+    ours.take(ours.get(timeout), timeout)  # a renewal
+    renewed = ours.get(timeout)["spec"]
+    theirs.take(theirs.get(timeout), timeout)  # a take-over
+    taken = theirs.get(timeout)["spec"]
+    assert not ours.held_by_us(theirs.get(timeout))
+    theirs.hand_back(theirs.get(timeout), timeout)
+    released = theirs.get(timeout)["spec"]
+
+    assert (created["holderIdentity"], created["leaseTransitions"], created["leaseDurationSeconds"]) == (
+        "first",
+        0,
+        15,
+    )
+    assert renewed["acquireTime"] == created["acquireTime"] and renewed["leaseTransitions"] == 0
+    assert renewed["renewTime"] >= created["renewTime"]
+    assert taken["holderIdentity"] == "second" and taken["leaseTransitions"] == 1
+    assert taken["acquireTime"] >= renewed["renewTime"]
+    assert released["holderIdentity"] is None and released["leaseDurationSeconds"] == 1
+    assert released["leaseTransitions"] == 1

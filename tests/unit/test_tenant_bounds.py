@@ -58,7 +58,7 @@ def test_a_token_at_the_bound_is_accepted() -> None:
 def test_an_oversized_token_in_a_secret_is_not_read_at_all() -> None:
     planted = long_jwt(40 * 1024)
     secret = {"metadata": {"annotations": {}}, "data": {"token": b64(planted)}}
-    assert read_stored(secret).token is None
+    assert read_stored(secret, NOW).token is None
 
 
 # -- the spec -----------------------------------------------------------------------------------

@@ -200,20 +200,20 @@ def test_repr_of_a_token_set_never_shows_the_tokens() -> None:
 
 
 def test_stored_token_starts_its_life_at_the_refresh_time_written_with_it(make_jwt: MakeJwt) -> None:
-    token = stored_token(make_jwt(iat=NOW - 100, exp=NOW + 3500), obtained_at=NOW - 50)
+    token = stored_token(make_jwt(iat=NOW - 100, exp=NOW + 3500), obtained_at=NOW - 50, now=NOW)
 
     assert (token.obtained_at, token.expires_at, token.refresh_token) == (NOW - 50, NOW + 3500, None)
 
 
 def test_stored_token_without_a_refresh_time_starts_at_iat(make_jwt: MakeJwt) -> None:
-    token = stored_token(make_jwt(iat=NOW - 100, exp=NOW + 3500), obtained_at=None)
+    token = stored_token(make_jwt(iat=NOW - 100, exp=NOW + 3500), obtained_at=None, now=NOW)
 
     assert token.obtained_at == NOW - 100
 
 
 def test_stored_token_without_exp_is_unreadable(make_jwt: MakeJwt) -> None:
     with pytest.raises(TokenParseError):
-        stored_token(make_jwt(iat=NOW), obtained_at=NOW)
+        stored_token(make_jwt(iat=NOW), obtained_at=NOW, now=NOW)
 
 
 def _bad_responses(make_jwt: MakeJwt) -> list[tuple[object, list[str]]]:

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 OBTAINED = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 EXPIRES = OBTAINED + 3600
+READ_AT = OBTAINED + 60
+"""When a pass reads the Secret back (its clock, gathered.now)."""
 UID = "7b0e6a52-1d7c-4c39-9a53-5f0e4c1f2a10"
 ACCOUNT = "3f2a9c0d11e8b7a4"
 OWNER = {"apiVersion": API_VERSION, "kind": KIND, "name": "fleet", "uid": UID}
@@ -113,7 +115,7 @@ def test_secret_is_controlled_by_its_credential(desired: dict[str, Any]) -> None
 
 
 def test_stored_secret_reads_back_what_was_written(token: TokenSet, desired: dict[str, Any]) -> None:
-    stored = read_stored(desired)
+    stored = read_stored(desired, READ_AT)
 
     assert stored.token is not None
     assert stored.token.access_token == token.access_token
@@ -124,10 +126,17 @@ def test_stored_secret_reads_back_what_was_written(token: TokenSet, desired: dic
     assert stored.token_digest is not None and token.access_token not in stored.token_digest
 
 
+def test_a_stored_token_is_judged_at_the_time_it_is_read(desired: dict[str, Any]) -> None:
+    """Read by a clock two days before it was issued, the token claims to live longer than any
+    Simacan token does: the time comes from the caller, not from the wall clock."""
+    assert read_stored(desired, READ_AT).token is not None
+    assert read_stored(desired, OBTAINED - 2 * 86400).token is None
+
+
 def test_same_token_has_the_same_digest(token: TokenSet, desired: dict[str, Any]) -> None:
     again = render(credential(labels={}), OWNER, token, ACCOUNT)
 
-    assert read_stored(desired).token_digest == read_stored(again).token_digest
+    assert read_stored(desired, READ_AT).token_digest == read_stored(again, READ_AT).token_digest
 
 
 @pytest.mark.parametrize(
@@ -142,14 +151,14 @@ def test_same_token_has_the_same_digest(token: TokenSet, desired: dict[str, Any]
 def test_secret_without_a_readable_token_reads_as_none(desired: dict[str, Any], data: dict[str, str]) -> None:
     broken = {**desired, "data": data}
 
-    stored = read_stored(broken)
+    stored = read_stored(broken, READ_AT)
 
     assert stored.token is None
     assert stored.account == ACCOUNT
 
 
 def test_empty_secret_reads_as_nothing() -> None:
-    stored = read_stored({"metadata": {}})
+    stored = read_stored({"metadata": {}}, READ_AT)
 
     assert (stored.token, stored.account, stored.token_digest) == (None, None, None)
 
@@ -264,7 +273,7 @@ def test_refreshed_at_annotation_is_what_a_restart_reads(desired: dict[str, Any]
     restarted = copy.deepcopy(desired)
     restarted["metadata"]["annotations"][REFRESHED_AT_ANNOTATION] = utc(OBTAINED + 60)
 
-    stored = read_stored(restarted)
+    stored = read_stored(restarted, READ_AT)
 
     assert stored.token is not None
     assert stored.token.obtained_at == OBTAINED + 60
@@ -278,7 +287,7 @@ def test_annotations_keep_milliseconds_so_a_restart_schedules_the_same_refresh(t
         obtained_at=OBTAINED + 0.25,
         expires_at=EXPIRES - 0.5,
     )
-    stored = read_stored(render(credential(), OWNER, precise, ACCOUNT))
+    stored = read_stored(render(credential(), OWNER, precise, ACCOUNT), READ_AT)
 
     assert stored.token is not None
     assert stored.token.obtained_at == pytest.approx(OBTAINED + 0.25)

@@ -1,26 +1,22 @@
-"""`simacan-token-operator run`: wires the pieces together and runs kopf."""
+"""The command line. `run` builds the pieces and runs them as one OperatorProcess (app/process.py);
+`status` shows the credentials (app/statusview.py)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
-import signal
 import socket
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
-import kopf
 from kubernetes import client, config
 
 from simacan_token_operator import __version__
 from simacan_token_operator.app import logs, statusview
-from simacan_token_operator.app.handlers import build_registry, operator_settings
-from simacan_token_operator.app.health import build_app, serve
 from simacan_token_operator.app.metrics import Metrics
+from simacan_token_operator.app.process import OperatorProcess
 from simacan_token_operator.auth.client import AuthAPI, http_client
 from simacan_token_operator.auth.pool import TokenPool
 from simacan_token_operator.controller.gates import KUBE_CONCURRENCY
@@ -29,8 +25,6 @@ from simacan_token_operator.controller.runtime import Runtime
 from simacan_token_operator.kube.clusterkube import ClusterKube
 from simacan_token_operator.kube.deadlines import keepalive_socket_options
 from simacan_token_operator.kube.leader import LeaderElector
-from simacan_token_operator.kube.namespacewatch import NamespaceWatch
-from simacan_token_operator.kube.secretwatch import SecretWatch
 from simacan_token_operator.model.spec import DEFAULT_ALLOWED_HOSTS, AuthURLPolicy
 
 logger = logging.getLogger("simacan_token_operator")
@@ -127,29 +121,11 @@ def load_kube_config() -> client.ApiClient:
 
 async def run_operator(options: argparse.Namespace) -> int:
     """Run until SIGTERM (exit 0) or until leadership is lost (exit 1, so the pod restarts clean)."""
-    policy = AuthURLPolicy(
-        allowed_hosts=frozenset(h.lower() for h in options.allowed_auth_host)
-        or AuthURLPolicy().allowed_hosts,
-    )
+    policy = _auth_policy(options.allowed_auth_host)
     metrics = Metrics()
-    # Every Kubernetes call runs in the default executor (the client is synchronous): a thread for
-    # each slot of the Kubernetes gate, and a few more so that Lease renewals never queue behind
-    # Secret writes (the default, cores + 4, is 6 threads on 2 cores).
-    asyncio.get_running_loop().set_default_executor(
-        ThreadPoolExecutor(max_workers=KUBE_CONCURRENCY + 4, thread_name_prefix="kube")
-    )
+    _use_kube_executor()
     api_client = load_kube_config()
-    elector = (
-        LeaderElector(
-            api_client,
-            options.leader_election_namespace,
-            options.leader_election_id,
-            _identity(),
-            on_leading=lambda leading: metrics.leader.set(1 if leading else 0),
-        )
-        if options.leader_election_namespace
-        else None
-    )
+    elector = _elector(options, api_client, metrics)
     async with http_client(options.auth_ca_file) as http:
         runtime = Runtime(
             kube=ClusterKube(api_client, fence=elector),  # a replica that is not the leader writes nothing
@@ -159,95 +135,57 @@ async def run_operator(options: argparse.Namespace) -> int:
         )
         controller = Controller(runtime)
         cluster = not options.namespace  # ClusterSimacanCredentials need every namespace in view
-        namespaces: NamespaceWatch | None = None
-        kopf_ready = asyncio.Event()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-
-        def ready() -> bool:
-            """A healthy standby is ready too: it keeps the Deployment's rollout moving."""
-            return kopf_ready.is_set() or (elector is not None and elector.connected.is_set() and not leading)
-
-        leading = False
-        handing_over: asyncio.Task[None] | None = None
-        secrets: SecretWatch | None = None
-        app = build_app(controller, metrics, ready)
-        runners = [await serve(app, options.bind_address, options.health_port)]
-        if options.metrics_port != options.health_port:
-            runners.append(await serve(app, options.bind_address, options.metrics_port))
-        scope = f"namespaces {', '.join(options.namespace)}" if options.namespace else "all namespaces"
-        logger.info(
-            "simacan-token-operator %s for %s; auth hosts allowed: %s",
-            __version__,
-            scope,
-            ", ".join(sorted(policy.allowed_hosts)),
-        )
-        if not cluster:
-            logger.info(
-                "ClusterSimacanCredentials are ignored: only an operator watching all namespaces serves them"
-            )
+        process = OperatorProcess(options, api_client, metrics, elector, controller, cluster)
+        process.stop_on_signals()
+        await process.serve_endpoints()
+        _log_start(options, policy, cluster)
         try:
-            if elector is not None:
-                if not await _first_of(elector.acquire(), stop.wait()):
-                    return 0
-                leading = True
-                lost = asyncio.create_task(elector.hold())
-                lost.add_done_callback(lambda _: stop.set())
-                # On SIGTERM hand over at once: the fence refuses writes from then on, and
-                # kopf's own shutdown takes seconds longer.
-                handing_over = asyncio.create_task(_release_when_stopped(elector, stop))
-            else:
-                metrics.leader.set(1)
-            secrets = SecretWatch(api_client, options.namespace, controller.secret_changed, controller.resync)
-            secrets.start()
-            if cluster:
-                namespaces = NamespaceWatch(
-                    api_client, controller.namespaces_listed, controller.namespace_changed
-                )
-                namespaces.start()
-            await kopf.operator(
-                registry=build_registry(controller, stop, cluster),
-                settings=operator_settings(),
-                standalone=True,
-                clusterwide=not options.namespace,
-                namespaces=options.namespace,
-                ready_flag=kopf_ready,
-                stop_flag=stop,
-            )
-            return 1 if elector is not None and elector.lost else 0
+            return await process.work()
         finally:
-            if handing_over is not None:
-                # Every way out (SIGTERM, a lost Lease, kopf failing) hands over through this one
-                # task, awaited to its end (release() bounds its own waits): cancelled, an idle
-                # operator whose kopf stops in a blink exits holding the Lease, and the standby
-                # waits out its whole duration.
-                stop.set()
-                await handing_over
-            if secrets is not None:
-                await secrets.stop()
-            if namespaces is not None:
-                await namespaces.stop()
-            await controller.stop()
-            for runner in runners:
-                await runner.cleanup()
-            with contextlib.suppress(Exception):
-                api_client.close()  # type: ignore[no-untyped-call]
+            await process.shut_down()
 
 
-async def _release_when_stopped(elector: LeaderElector, stop: asyncio.Event) -> None:
-    await stop.wait()
-    await elector.release()
+def _auth_policy(allowed_auth_hosts: Sequence[str]) -> AuthURLPolicy:
+    return AuthURLPolicy(
+        allowed_hosts=frozenset(h.lower() for h in allowed_auth_hosts) or AuthURLPolicy().allowed_hosts,
+    )
 
 
-async def _first_of(wanted: Coroutine[Any, Any, None], other: Coroutine[Any, Any, Any]) -> bool:
-    """Run both; True if `wanted` finished first. The loser is cancelled."""
-    first, second = asyncio.ensure_future(wanted), asyncio.ensure_future(other)
-    done, _ = await asyncio.wait({first, second}, return_when=asyncio.FIRST_COMPLETED)
-    for task in (first, second):
-        task.cancel()
-    return first in done
+def _use_kube_executor() -> None:
+    # Every Kubernetes call runs in the default executor (the client is synchronous): a thread for
+    # each slot of the Kubernetes gate, and a few more so that Lease renewals never queue behind
+    # Secret writes (the default, cores + 4, is 6 threads on 2 cores).
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=KUBE_CONCURRENCY + 4, thread_name_prefix="kube")
+    )
+
+
+def _elector(
+    options: argparse.Namespace, api_client: client.ApiClient, metrics: Metrics
+) -> LeaderElector | None:
+    if not options.leader_election_namespace:
+        return None
+    return LeaderElector(
+        api_client,
+        options.leader_election_namespace,
+        options.leader_election_id,
+        _identity(),
+        on_leading=lambda leading: metrics.leader.set(1 if leading else 0),
+    )
+
+
+def _log_start(options: argparse.Namespace, policy: AuthURLPolicy, serves_cluster_kind: bool) -> None:
+    scope = f"namespaces {', '.join(options.namespace)}" if options.namespace else "all namespaces"
+    logger.info(
+        "simacan-token-operator %s for %s; auth hosts allowed: %s",
+        __version__,
+        scope,
+        ", ".join(sorted(policy.allowed_hosts)),
+    )
+    if not serves_cluster_kind:
+        logger.info(
+            "ClusterSimacanCredentials are ignored: only an operator watching all namespaces serves them"
+        )
 
 
 def _identity() -> str:

@@ -111,7 +111,9 @@ class _Counts:
 
 
 class NamespaceWorkloads:
-    """Per namespace, the verdicts on its workloads, shared by the credentials in it."""
+    """Per namespace, the verdicts on its workloads, shared by the credentials in it.
+
+    This schedules the surveys, a turn each; _Surveyor walks one and keeps what it finds."""
 
     def __init__(
         self,
@@ -120,14 +122,11 @@ class NamespaceWorkloads:
         namespace_cap: int = NAMESPACE_CAP,
         total_cap: int = TOTAL_CAP,
     ) -> None:
-        self.kube = kube
         self.clock = clock
-        self.namespace_cap = namespace_cap
-        self.total_cap = total_cap
+        self._surveyor = _Surveyor(kube, namespace_cap, total_cap)
         self._namespaces: dict[str, _Namespace] = {}
         self._due: deque[tuple[str, _Namespace]] = deque()
         self._task: asyncio.Task[None] | None = None
-        self._total = 0
 
     def survey(self, namespace: str, user: str, nudge: Callable[[], None]) -> Survey | None:
         """The namespace's latest survey for credential `user`; None before the first one and
@@ -161,14 +160,13 @@ class NamespaceWorkloads:
             return
         del self._namespaces[namespace]
         state.evicted = True
-        self._total -= state.cost
-        state.entries.clear()
+        self._surveyor.forget(state)
         state.survey = None
 
     @property
     def kept(self) -> int:
         """Entries kept in all (for tests and the bound's proof)."""
-        return self._total
+        return self._surveyor.total
 
     async def settled(self) -> None:
         """Until no survey is due or under way."""
@@ -203,7 +201,7 @@ class NamespaceWorkloads:
     async def _turn(self, namespace: str, state: _Namespace) -> bool:
         """Up to TURN_REQUESTS requests of the namespace's survey; True when it is done."""
         if state.walk is None:
-            state.walk = self._walk(namespace, state)
+            state.walk = self._surveyor.walk(namespace, state)
         walk = state.walk
         try:
             for _ in range(TURN_REQUESTS):
@@ -225,9 +223,8 @@ class NamespaceWorkloads:
             if state.evicted:
                 return
             state.forbidden = True
-            self._total -= state.cost
-            state.cost, state.survey = 0, None
-            state.entries.clear()
+            self._surveyor.forget(state)
+            state.survey = None
             logger.warning(
                 "cannot read workloads in %s (HTTP %s); the stale-consumer check is off there",
                 namespace,
@@ -238,7 +235,18 @@ class NamespaceWorkloads:
         else:
             logger.exception("surveying workloads in %s failed; trying again in a minute", namespace)
 
-    async def _walk(self, namespace: str, state: _Namespace) -> AsyncGenerator[None, None]:
+
+class _Surveyor:
+    """Walks a namespace's survey, and keeps the verdicts within the caps, per namespace and in all."""
+
+    def __init__(self, kube: WorkloadReader, namespace_cap: int, total_cap: int) -> None:
+        self.kube = kube
+        self.namespace_cap = namespace_cap
+        self.total_cap = total_cap
+        self.total = 0
+        """Entries kept in all."""
+
+    async def walk(self, namespace: str, state: _Namespace) -> AsyncGenerator[None, None]:
         """One survey: pages of stamps, and a full read of each new or changed workload.
         Yields after each request; leaves its result in `state.found`."""
         seen: set[str] = set()
@@ -295,8 +303,14 @@ class NamespaceWorkloads:
             " (partial)" if partial else "",
         )
 
+    def forget(self, state: _Namespace) -> None:
+        """Give back what the namespace keeps: it was evicted, or the check is off there."""
+        self.total -= state.cost
+        state.cost = 0
+        state.entries.clear()
+
     def _room(self, state: _Namespace, cost: int) -> bool:
-        return state.cost + cost <= self.namespace_cap and self._total + cost <= self.total_cap
+        return state.cost + cost <= self.namespace_cap and self.total + cost <= self.total_cap
 
     def _keep(self, state: _Namespace, kind: str, stamp: WorkloadStamp, body: dict[str, Any]) -> str:
         """Keep the verdict on a workload read in full; returns the uid it was kept under (the
@@ -324,4 +338,4 @@ class NamespaceWorkloads:
     def _charge(self, state: _Namespace, cost: int) -> None:
         state.cost += cost
         if not state.evicted:
-            self._total += cost
+            self.total += cost

@@ -15,18 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from simacan_token_operator.kube.client import RawApi
 from simacan_token_operator.kube.deadlines import CONNECT_TIMEOUT, READ_TIMEOUT
+from simacan_token_operator.kube.lease import LeaseClient, Timeout
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +42,31 @@ class LeaseTimings:
     retry_period: float = 2.0
 
 
-def _micro_time() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+class LastChangeSeen:
+    """When this process first saw the Lease as it is now, by its own monotonic clock.
+
+    Another holder's Lease expires a lease duration after it last changed as seen here, never
+    by the holder's timestamps (as in client-go): clock skew between nodes cannot make two leaders."""
+
+    def __init__(self, identity: str, default_duration: float) -> None:
+        self.identity = identity
+        self.default_duration = default_duration
+        self._record: tuple[Any, ...] | None = None
+        self._since = 0.0
+
+    def free_for_us(self, spec: Mapping[str, Any], now: float) -> bool:
+        """Ours, unheld, or unchanged for a whole lease duration up to `now` (monotonic)."""
+        holder = spec.get("holderIdentity")
+        record = (
+            holder,
+            spec.get("renewTime"),
+            spec.get("leaseDurationSeconds"),
+            spec.get("leaseTransitions"),
+        )
+        if record != self._record:
+            self._record, self._since = record, now
+        duration = spec.get("leaseDurationSeconds") or self.default_duration
+        return not (holder and holder != self.identity and now < self._since + duration)
 
 
 class LeaderElector:
@@ -57,12 +79,11 @@ class LeaderElector:
         timings: LeaseTimings = LeaseTimings(),
         on_leading: Callable[[bool], None] | None = None,
     ) -> None:
-        self._api = RawApi(api_client)
+        self._lease = LeaseClient(api_client, namespace, name, identity, timings.duration)
         self.namespace, self.name, self.identity = namespace, name, identity
         self.timings = timings
         self._on_leading = on_leading
-        self._observed: tuple[Any, ...] | None = None
-        self._observed_at = 0.0
+        self._seen = LastChangeSeen(identity, timings.duration)
         self._last_renewed = 0.0
         self._leading = False
         self._lost: asyncio.Event | None = None
@@ -74,10 +95,6 @@ class LeaderElector:
         """True once leadership ended at the renew deadline (not by release())."""
         self.connected = asyncio.Event()
         """Set after the first successful API round trip: the standby is healthy and ready."""
-
-    @property
-    def _path(self) -> str:
-        return f"/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases/{self.name}"
 
     @property
     def leading(self) -> bool:
@@ -163,17 +180,10 @@ class LeaderElector:
             await asyncio.wait(set(self._writes), timeout=READ_TIMEOUT)
         timeout = (CONNECT_TIMEOUT, READ_TIMEOUT / 3)
         try:
-            lease = await asyncio.to_thread(self._api.json, "GET", self._path, timeout=timeout)
-            spec = lease.get("spec") or {}
-            if spec.get("holderIdentity") != self.identity:
+            lease = await asyncio.to_thread(self._lease.get, timeout)
+            if not self._lease.held_by_us(lease):
                 return
-            lease["spec"] = {
-                **spec,
-                "holderIdentity": None,
-                "leaseDurationSeconds": 1,
-                "renewTime": _micro_time(),
-            }
-            await asyncio.to_thread(self._api.json, "PUT", self._path, body=lease, timeout=timeout)
+            await asyncio.to_thread(self._lease.hand_back, lease, timeout)
             logger.info("released the Lease %s/%s", self.namespace, self.name)
         except (ApiException, OSError, ValueError, HTTPError) as error:
             logger.warning("could not release the Lease: %s", type(error).__name__)
@@ -202,57 +212,26 @@ class LeaderElector:
         self._won(won_at)
         return True
 
-    def _attempt(self, timeout: tuple[float, float]) -> float | None:
+    def _attempt(self, timeout: Timeout) -> float | None:
         """In a thread: one read and, if the Lease is ours to take or keep, one write.
 
         Returns when the winning attempt started (the renewal counts from then), else None."""
         now = time.monotonic()  # before the request: the renewal counts from when it was sent
         try:
-            lease = self._api.json("GET", self._path, timeout=timeout)
+            lease = self._lease.get(timeout)
         except ApiException as error:
             if error.status != 404:
                 raise
-            body = {
-                "apiVersion": "coordination.k8s.io/v1",
-                "kind": "Lease",
-                "metadata": {"name": self.name, "namespace": self.namespace},
-                "spec": self._spec(acquire_time=None, transitions=0),
-            }
-            collection = self._path.rsplit("/", 1)[0]
             if self._stopping:
                 return None
-            self._api.json("POST", collection, body=body, timeout=timeout)
+            self._lease.create(timeout)
             return now
-        spec = lease.get("spec") or {}
-        holder = spec.get("holderIdentity")
-        record = (
-            holder,
-            spec.get("renewTime"),
-            spec.get("leaseDurationSeconds"),
-            spec.get("leaseTransitions"),
-        )
-        if record != self._observed:
-            self._observed, self._observed_at = record, now
-        duration = spec.get("leaseDurationSeconds") or self.timings.duration
-        if holder and holder != self.identity and now < self._observed_at + duration:
+        if not self._seen.free_for_us(lease.get("spec") or {}, now):
             return None
-        transitions = (spec.get("leaseTransitions") or 0) + (0 if holder == self.identity else 1)
-        keep = spec.get("acquireTime") if holder == self.identity else None
-        lease["spec"] = self._spec(acquire_time=keep, transitions=transitions)
         if self._stopping:  # released meanwhile: never take the Lease back
             return None
-        self._api.json("PUT", self._path, body=lease, timeout=timeout)  # carries resourceVersion
+        self._lease.take(lease, timeout)
         return now
-
-    def _spec(self, acquire_time: str | None, transitions: int) -> dict[str, Any]:
-        now = _micro_time()
-        return {
-            "holderIdentity": self.identity,
-            "leaseDurationSeconds": int(self.timings.duration),
-            "acquireTime": acquire_time or now,
-            "renewTime": now,
-            "leaseTransitions": transitions,
-        }
 
     def _won(self, started: float) -> None:
         self._last_renewed = max(self._last_renewed, started)

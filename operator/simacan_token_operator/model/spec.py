@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from simacan_token_operator.model import limits, reasons
+from simacan_token_operator.model.names import is_dns_subdomain
 from simacan_token_operator.model.schedule import parse_duration
 
 GROUP = "auth.simacan.com"
@@ -106,7 +107,7 @@ RENDERED_SIZES = {"token": limits.MAX_TOKEN_CHARS, "tokenType": len("Bearer"), "
 def _qualified_key(key: str) -> bool:
     """Kubernetes' rule for label and annotation keys: [prefix/]name."""
     prefix, _, name = key.rpartition("/")
-    if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix)):
+    if prefix and not is_dns_subdomain(prefix):
         return False
     return len(name) <= 63 and bool(_QUALIFIED_NAME.fullmatch(name))
 
@@ -247,12 +248,9 @@ def watched_secrets(name: str, namespace: str, spec: Mapping[str, Any]) -> froze
     return frozenset({parsed.credentials_secret, parsed.target_secret})
 
 
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-
-
 def _secret_name(value: object, where: str) -> str:
     """A Secret name ends up in an API path: only a DNS-1123 subdomain may get that far."""
-    if not isinstance(value, str) or len(value) > 253 or not _DNS_SUBDOMAIN.fullmatch(value):
+    if not is_dns_subdomain(value):
         raise SpecError(
             f"{where} must be a Secret name: lower-case letters, digits, '-' and '.' (got {value!r:.80})"
         )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import re
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,15 +16,11 @@ import jwt
 
 from simacan_token_operator.model.limits import MAX_TOKEN_CHARS
 
-MAX_TOKEN_LIFETIME_SECONDS = 24 * 3600.0
-"""Simacan access tokens live one hour; a token claiming more than a day is a lie or an attack,
-whether it comes from the Auth API or is read back from a Secret."""
-
-
 MAX_TOKEN_LIFETIME = 24 * 3600.0
-"""The longest an access token may claim to live. Simacan issues one-hour tokens; a claim far beyond
-that (an `exp` in the year 2100, `expires_in` of 1e300) is a broken or forged answer, and trusting it
-would keep Ready True long after the token really stopped working."""
+"""The longest an access token may claim to live, whether it comes from the Auth API or is read back
+from a Secret. Simacan issues one-hour tokens; a claim far beyond that (an `exp` in the year 2100,
+`expires_in` of 1e300) is a broken or forged answer, and trusting it would keep Ready True long after
+the token really stopped working."""
 
 _TOKEN_TEXT = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 """RFC 6750's b64token: what may follow `Bearer `. Anything else (spaces, control characters, non-ASCII,
@@ -183,14 +178,15 @@ def stored_token(
     obtained_at: float | None,
     expires_at: float | None = None,
     *,
-    now: float | None = None,
+    now: float,
 ) -> TokenSet:
     """Rebuild a TokenSet from a token read back from a Secret (no refresh token is stored).
 
     `expires_at` is the expiry computed when the token arrived (it may be earlier than `exp`,
     from expires_in); it can only shorten the JWT's own expiry, never extend it. A token that
-    claims to live longer than `MAX_TOKEN_LIFETIME`, from its start or from `now` (default: the
-    wall clock), is unusable: no Auth API answer with such a token would have been accepted.
+    claims to live longer than `MAX_TOKEN_LIFETIME`, from its start or from `now` (the pass's
+    clock: this module never reads one), is unusable: no Auth API answer with such a token
+    would have been accepted.
     """
     claims = unverified_claims(access_token)
     exp = _numeric(claims.get("exp"))
@@ -201,7 +197,6 @@ def stored_token(
     iat = _numeric(claims.get("iat"))
     start = obtained_at if obtained_at is not None else iat if iat is not None else exp
     start = min(start, exp)
-    now = time.time() if now is None else now
     if exp - start > MAX_TOKEN_LIFETIME or exp - now > MAX_TOKEN_LIFETIME:
         raise TokenParseError("the stored token claims to live longer than any Simacan token does")
     return TokenSet(

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from simacan_token_operator.model import limits, reasons
+from simacan_token_operator.model.body import Body
 from simacan_token_operator.model.errors import AuthError, PermanentAuthError, TransientAuthError
 from simacan_token_operator.model.schedule import (
     BACKOFF_BASE_SECONDS,
@@ -51,8 +52,6 @@ from simacan_token_operator.reconcile.status import (
 )
 from simacan_token_operator.reconcile.tokensecret import rfc3339
 from simacan_token_operator.reconcile.triggers import Observed, Trigger, why_reissue
-
-Body = dict[str, Any]
 
 FRESHNESS_FRACTION = 0.25
 """A token from the pool replaces a due one only if it lives this share of a lifetime longer.
@@ -256,7 +255,7 @@ async def reconcile(gathered: Gathered, services: Services) -> Result:
     if gathered.target is not None and not tokensecret.owned_by(gathered.target, meta["uid"]):
         return _conclude(gathered, spec, _conflict(spec, str(gathered.credential.get("kind"))))
 
-    stored = tokensecret.read_stored(gathered.target) if gathered.target is not None else None
+    stored = tokensecret.read_stored(gathered.target, gathered.now) if gathered.target is not None else None
     held = stored.token if stored and stored.token and gathered.now < stored.token.expires_at else None
     refused = gathered.memory.refused_write
     if refused is not None and refused[0] == _write_inputs(gathered):
@@ -451,7 +450,7 @@ def refused_write(gathered: Gathered, result: Result, why: str) -> Result:
     """The Result to act on when the API server refused `result.write` for its content."""
     meta = gathered.credential["metadata"]
     spec = parse_spec(meta["name"], meta["namespace"], gathered.credential.get("spec") or {})
-    stored = tokensecret.read_stored(gathered.target) if gathered.target is not None else None
+    stored = tokensecret.read_stored(gathered.target, gathered.now) if gathered.target is not None else None
     held = stored.token if stored and stored.token and gathered.now < stored.token.expires_at else None
     message = (
         f"the API server refused to write Secret {spec.target_secret} ({why}); fix spec.secretTemplate, "

@@ -86,7 +86,8 @@ class StoredSecret:
     """The expiry annotation written beside it; never later than `exp` for a token we wrote."""
 
 
-def read_stored(secret: Mapping[str, Any]) -> StoredSecret:
+def read_stored(secret: Mapping[str, Any], now: float) -> StoredSecret:
+    """What a token Secret holds, judged at `now` (the pass's clock)."""
     metadata = secret.get("metadata") or {}
     annotations = metadata.get("annotations") or {}
     data = secret.get("data") or {}
@@ -100,6 +101,7 @@ def read_stored(secret: Mapping[str, Any]) -> StoredSecret:
                 raw,
                 obtained_at=parse_rfc3339(annotations.get(REFRESHED_AT_ANNOTATION)),
                 expires_at=annotated_expiry,
+                now=now,
             )
             jwt_expiry = jwt_exp(raw)
         except TokenParseError:

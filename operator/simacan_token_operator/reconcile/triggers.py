@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from simacan_token_operator.model import reasons
-from simacan_token_operator.model.tokens import MAX_TOKEN_LIFETIME_SECONDS
+from simacan_token_operator.model.tokens import MAX_TOKEN_LIFETIME
 from simacan_token_operator.reconcile.tokensecret import StoredSecret
 
 CLOCK_SKEW_SECONDS = 60.0
@@ -98,7 +98,7 @@ def token_untrusted(o: Observed) -> Trigger | None:
         stored.annotated_expiry is not None
         and stored.jwt_expiry is not None
         and stored.annotated_expiry <= stored.jwt_expiry + 0.001
-        and token.lifetime <= MAX_TOKEN_LIFETIME_SECONDS
+        and token.lifetime <= MAX_TOKEN_LIFETIME
         and token.obtained_at <= o.now + CLOCK_SKEW_SECONDS
     )
     if plausible:
