@@ -30,8 +30,9 @@ from simacan_token_operator.kube.client import Kube
 from simacan_token_operator.kube.clusterkube import ClusterKube
 from simacan_token_operator.kube.deadlines import keepalive_socket_options
 from simacan_token_operator.kube.leader import LeaderElector
-from simacan_token_operator.kube.namespacewatch import NamespaceWatch
-from simacan_token_operator.kube.secretwatch import SecretWatch
+from simacan_token_operator.kube.namespacewatch import namespace_watch
+from simacan_token_operator.kube.secretwatch import secret_watch
+from simacan_token_operator.kube.watch import MetadataWatch
 from simacan_token_operator.model.spec import DEFAULT_ALLOWED_HOSTS, AuthURLPolicy
 
 logger = logging.getLogger("simacan_token_operator")
@@ -165,7 +166,7 @@ async def run_operator(options: argparse.Namespace) -> int:
             controller.also_on_secret.append(cluster.secret_changed)
             controller.also_on_resync.append(cluster.resync)
             controller.also_overdue.append(cluster.overdue)
-        namespaces: NamespaceWatch | None = None
+        namespaces: MetadataWatch | None = None
         kopf_ready = asyncio.Event()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -178,7 +179,7 @@ async def run_operator(options: argparse.Namespace) -> int:
 
         leading = False
         handing_over: asyncio.Task[None] | None = None
-        secrets: SecretWatch | None = None
+        secrets: MetadataWatch | None = None
         app = build_app(controller, metrics, ready)
         runners = [await serve(app, options.bind_address, options.health_port)]
         if options.metrics_port != options.health_port:
@@ -206,10 +207,12 @@ async def run_operator(options: argparse.Namespace) -> int:
                 handing_over = asyncio.create_task(_release_when_stopped(elector, stop))
             else:
                 metrics.leader.set(1)
-            secrets = SecretWatch(api_client, options.namespace, controller.secret_changed, controller.resync)
+            secrets = secret_watch(
+                api_client, options.namespace, controller.secret_changed, controller.resync
+            )
             secrets.start()
             if cluster is not None:
-                namespaces = NamespaceWatch(api_client, cluster.namespaces_listed, cluster.namespace_changed)
+                namespaces = namespace_watch(api_client, cluster.namespaces_listed, cluster.namespace_changed)
                 namespaces.start()
             await kopf.operator(
                 registry=build_registry(controller, stop, cluster),

@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from simacan_token_operator.kube.client import Body, Kube, KubeError, checked_name
-from simacan_token_operator.kube.secretwatch import METADATA_ONLY_LIST
+from simacan_token_operator.kube.client import METADATA_LIST, Body, Kube, KubeError, checked_name
 from simacan_token_operator.model.clusterspec import CLUSTER_PLURAL, OWNER_LABEL
 from simacan_token_operator.model.spec import GROUP, VERSION
 
@@ -51,7 +50,7 @@ class ClusterKube(Kube):
             "GET",
             "/api/v1/secrets",
             query={"labelSelector": f"{OWNER_LABEL}={owner_uid}"},
-            accept=METADATA_ONLY_LIST,
+            accept=METADATA_LIST,
         )
         return {
             str(item["metadata"]["namespace"])
