@@ -27,7 +27,6 @@ from simacan_token_operator.controller.clustercredential import ClusterControlle
 from simacan_token_operator.controller.routing import Controller
 from simacan_token_operator.controller.worker import KUBE_CONCURRENCY, Runtime
 from simacan_token_operator.kube.client import Kube
-from simacan_token_operator.kube.clusterkube import ClusterKube
 from simacan_token_operator.kube.deadlines import keepalive_socket_options
 from simacan_token_operator.kube.leader import LeaderElector
 from simacan_token_operator.kube.namespacewatch import namespace_watch
@@ -162,7 +161,7 @@ async def run_operator(options: argparse.Namespace) -> int:
         controller = Controller(runtime)
         cluster: ClusterController | None = None
         if not options.namespace:  # ClusterSimacanCredentials need every namespace in view
-            cluster = ClusterController(runtime, ClusterKube(api_client, fence=elector))
+            cluster = ClusterController(runtime, Kube(api_client, fence=elector))
             controller.also_on_secret.append(cluster.secret_changed)
             controller.also_on_resync.append(cluster.resync)
             controller.also_overdue.append(cluster.overdue)

@@ -26,8 +26,7 @@ from simacan_token_operator.controller.worker import (
     sleep_until,
     write_secret,
 )
-from simacan_token_operator.kube.client import KubeError, ObjectRef
-from simacan_token_operator.kube.clusterkube import ClusterKube
+from simacan_token_operator.kube.client import Kube, KubeError, ObjectRef
 from simacan_token_operator.model.clusterspec import (
     CLUSTER_KIND,
     ClusterSpec,
@@ -64,7 +63,7 @@ class ClusterWorker:
         self,
         credential: Mapping[str, Any],
         runtime: Runtime,
-        kube: ClusterKube,
+        kube: Kube,
         namespaces: Mapping[str, NamespaceInfo],
         listed: asyncio.Event,
     ) -> None:
@@ -360,7 +359,7 @@ def _credentials_problem(
 class ClusterController:
     """One worker per ClusterSimacanCredential; namespace and Secret events routed to them."""
 
-    def __init__(self, runtime: Runtime, kube: ClusterKube) -> None:
+    def __init__(self, runtime: Runtime, kube: Kube) -> None:
         self.runtime, self.kube = runtime, kube
         self.workers: dict[str, ClusterWorker] = {}
         self.namespaces: dict[str, NamespaceInfo] = {}

@@ -25,7 +25,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from simacan_token_operator.kube.client import RawApi
+from simacan_token_operator.kube.api import RawApi
 from simacan_token_operator.kube.deadlines import CONNECT_TIMEOUT, READ_TIMEOUT
 
 logger = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from simacan_token_operator.kube.client import METADATA_LIST, Body, RawApi
+from simacan_token_operator.kube.api import METADATA_LIST, Body, RawApi
 from simacan_token_operator.kube.deadlines import CONNECT_TIMEOUT, WATCH_READ_TIMEOUT, WATCH_SERVER_TIMEOUT
 
 logger = logging.getLogger(__name__)
