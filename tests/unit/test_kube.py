@@ -19,6 +19,8 @@ from simacan_token_operator.kube.client import (
     ObjectRef,
     checked_name,
 )
+from simacan_token_operator.model.clusterspec import CLUSTER_KIND, CLUSTER_PLURAL, OWNER_LABEL
+from simacan_token_operator.model.spec import GROUP, PLURAL, VERSION
 from tests.unit.kubeapi import api_client_for, emulated_api
 
 
@@ -152,3 +154,61 @@ def test_a_replace_without_resource_version_is_refused_before_sending(api: clien
     asyncio.run(kube.create_secret(namespace, secret))
     with pytest.raises(ValueError, match="resourceVersion"):
         asyncio.run(kube.replace_secret(namespace, secret))
+
+
+def test_both_kinds_status_patches_reach_their_status_subresource(api: client.ApiClient) -> None:
+    namespace = _namespace(api, "ns-a")
+    custom = client.CustomObjectsApi(api)
+    body: Any = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "SimacanCredential",
+        "metadata": {"name": "fleet-api"},
+    }
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": CLUSTER_KIND, "metadata": {"name": "fleet-wide"}}
+    custom.create_cluster_custom_object(GROUP, VERSION, CLUSTER_PLURAL, body)
+    kube = Kube(api)
+
+    async def patch() -> None:
+        await kube.patch_status(PLURAL, namespace, "fleet-api", {"phase": "namespaced"})
+        await kube.patch_status(CLUSTER_PLURAL, "", "fleet-wide", {"phase": "cluster"})
+
+    asyncio.run(patch())
+    namespaced: Any = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "fleet-api")
+    cluster: Any = custom.get_cluster_custom_object(GROUP, VERSION, CLUSTER_PLURAL, "fleet-wide")
+    assert namespaced["status"] == {"phase": "namespaced"} and cluster["status"] == {"phase": "cluster"}
+    with pytest.raises(InvalidName, match="clustersimacancredentials"):
+        asyncio.run(kube.patch_status(CLUSTER_PLURAL, "", "../fleet-wide", {"phase": "x"}))
+    with pytest.raises(KubeError) as missing:
+        asyncio.run(kube.patch_status(CLUSTER_PLURAL, "", "absent", {"phase": "x"}))
+    assert missing.value.status == 404 and "clustersimacancredentials absent" in str(missing.value)
+
+
+def test_a_delete_removes_only_the_secret_read(api: client.ApiClient) -> None:
+    namespace = _namespace(api, "ns-a")
+    kube = Kube(api)
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "fleet-api"}, "type": "Opaque"}
+    uid = asyncio.run(kube.create_secret(namespace, secret))["metadata"]["uid"]
+    asyncio.run(kube.delete_secret(namespace, "fleet-api", "another-uid"))  # replaced meanwhile: 409, kept
+    assert asyncio.run(kube.read_secret(namespace, "fleet-api")) is not None
+    asyncio.run(kube.delete_secret(namespace, "fleet-api", uid))
+    assert asyncio.run(kube.read_secret(namespace, "fleet-api")) is None
+    asyncio.run(kube.delete_secret(namespace, "fleet-api", uid))  # gone already: 404, fine
+    with pytest.raises(NotLeader):
+        asyncio.run(Kube(api, fence=_Closed()).delete_secret(namespace, "fleet-api", uid))
+
+
+def test_namespaces_holding_lists_the_secrets_of_one_owner(api: client.ApiClient) -> None:
+    kube = Kube(api)
+    for namespace, owner in (("ns-a", "uid-1"), ("ns-b", "uid-1"), ("ns-c", "uid-2")):
+        _namespace(api, namespace)
+        labels = {OWNER_LABEL: owner}
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "t", "labels": labels},
+            "type": "Opaque",
+        }
+        asyncio.run(kube.create_secret(namespace, secret))
+    assert asyncio.run(kube.namespaces_holding("uid-1")) == {"ns-a", "ns-b"}
+    assert asyncio.run(kube.namespaces_holding("uid-3")) == set()

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from simacan_token_operator.kube.secretwatch import SecretWatch
+from simacan_token_operator.kube.secretwatch import secret_watch
 from tests.unit.kubeapi import api_client_for
 
 
@@ -84,7 +84,7 @@ async def _watch_until(url: str, done: Any, timeout: float = 10.0) -> tuple[list
         nonlocal resyncs
         resyncs += 1
 
-    watch = SecretWatch(
+    watch = secret_watch(
         api_client_for(url), ["team-a"], lambda ns, n: changes.append((ns, n)), resync, read_timeout=0.5
     )
     watch.start()

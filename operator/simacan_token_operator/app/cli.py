@@ -22,7 +22,7 @@ from simacan_token_operator.auth.pool import TokenPool
 from simacan_token_operator.controller.gates import KUBE_CONCURRENCY
 from simacan_token_operator.controller.routing import Controller
 from simacan_token_operator.controller.runtime import Runtime
-from simacan_token_operator.kube.clusterkube import ClusterKube
+from simacan_token_operator.kube.client import Kube
 from simacan_token_operator.kube.deadlines import keepalive_socket_options
 from simacan_token_operator.kube.leader import LeaderElector
 from simacan_token_operator.model.spec import DEFAULT_ALLOWED_HOSTS, AuthURLPolicy
@@ -128,7 +128,7 @@ async def run_operator(options: argparse.Namespace) -> int:
     elector = _elector(options, api_client, metrics)
     async with http_client(options.auth_ca_file) as http:
         runtime = Runtime(
-            kube=ClusterKube(api_client, fence=elector),  # a replica that is not the leader writes nothing
+            kube=Kube(api_client, fence=elector),  # a replica that is not the leader writes nothing
             pool=TokenPool(AuthAPI(http, metrics.observe_request)),
             auth_policy=policy,
             metrics=metrics,

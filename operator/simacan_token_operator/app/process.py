@@ -24,8 +24,9 @@ from simacan_token_operator.app.health import build_app, serve
 from simacan_token_operator.app.metrics import Metrics
 from simacan_token_operator.controller.routing import Controller
 from simacan_token_operator.kube.leader import LeaderElector
-from simacan_token_operator.kube.namespacewatch import NamespaceWatch
-from simacan_token_operator.kube.secretwatch import SecretWatch
+from simacan_token_operator.kube.namespacewatch import namespace_watch
+from simacan_token_operator.kube.secretwatch import secret_watch
+from simacan_token_operator.kube.watch import MetadataWatch
 
 
 @dataclass(eq=False)
@@ -45,8 +46,8 @@ class OperatorProcess:
     holding: asyncio.Task[None] | None = None
     """Renews the Lease; stops the process when it returns (leadership lost or released)."""
     handing_over: asyncio.Task[None] | None = None
-    secrets: SecretWatch | None = None
-    namespaces: NamespaceWatch | None = None
+    secrets: MetadataWatch | None = None
+    namespaces: MetadataWatch | None = None
     runners: list[web.AppRunner] = field(default_factory=list)
 
     def stop_on_signals(self) -> None:
@@ -99,12 +100,12 @@ class OperatorProcess:
         return True
 
     def _start_watches(self) -> None:
-        self.secrets = SecretWatch(
+        self.secrets = secret_watch(
             self.api_client, self.options.namespace, self.controller.secret_changed, self.controller.resync
         )
         self.secrets.start()
         if self.cluster:
-            self.namespaces = NamespaceWatch(
+            self.namespaces = namespace_watch(
                 self.api_client, self.controller.namespaces_listed, self.controller.namespace_changed
             )
             self.namespaces.start()

@@ -1,85 +1,52 @@
-"""Kubernetes I/O for the reconciler: Secrets, the status subresource and Events.
+"""Kubernetes I/O for the workers: Secrets, the status subresource, Events and workloads.
 
-The official client is synchronous; every call runs in the default thread pool so the
-event loop never blocks. Bodies are plain dicts (raw JSON). Nothing here logs a body:
-Secrets pass through. Every call has connect and read timeouts (deadlines.py), every write
-first asks the fence whether this replica may still write, and names are validated and
-quoted before they become part of a path.
+Every call goes through api.Calls, which keeps the guarantees: connect and read timeouts
+(deadlines.py), writes only while the fence allows, no body ever logged (Secrets pass
+through), and names validated and quoted before they become part of a path. The names other
+modules use from api.py are exported here too, so that callers import from one place.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime
-import functools
-import json
-import re
 import secrets
-import urllib.parse
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-from urllib3.exceptions import HTTPError
-
-from simacan_token_operator.kube.deadlines import CONNECT_TIMEOUT, READ_TIMEOUT
+from simacan_token_operator.kube.api import (
+    METADATA_LIST,
+    Body,
+    Calls,
+    Fence,
+    InvalidName,
+    KubeError,
+    NotLeader,
+    RawApi,
+    checked_name,
+    decoded_keeping,
+)
 from simacan_token_operator.kube.events import EventKey, EventMemory
+from simacan_token_operator.model.clusterspec import OWNER_LABEL
 from simacan_token_operator.model.spec import GROUP, VERSION
 
+__all__ = [
+    "METADATA_LIST",
+    "Body",
+    "Fence",
+    "InvalidName",
+    "Kube",
+    "KubeError",
+    "NotLeader",
+    "ObjectRef",
+    "RawApi",
+    "StampPage",
+    "WorkloadStamp",
+    "checked_name",
+    "decoded_keeping",
+]
+
 COMPONENT = "simacan-token-operator"
-
-Body = dict[str, Any]
-
-
-class KubeError(Exception):
-    """A Kubernetes API call failed; `status` is the HTTP code (0 for transport errors)."""
-
-    def __init__(self, action: str, status: int, reason: str) -> None:
-        super().__init__(f"{action} failed: HTTP {status} {reason}".strip())
-        self.status = status
-
-
-class InvalidName(KubeError, ValueError):
-    """A name that is not a valid DNS-1123 subdomain never reaches the API server as a path
-    (`../../other-ns/secrets/x` would otherwise address another namespace's Secret). A
-    KubeError with the 422 the API server gives invalid names, so callers need no new case."""
-
-    def __init__(self, what: str, name: str) -> None:
-        shown = name if len(name) <= 80 else name[:80] + "..."
-        super().__init__(f"using {what} {shown!r}", 422, "not a valid DNS-1123 subdomain name")
-
-
-class NotLeader(KubeError):
-    """This replica lost (or never held) the Lease: it must not write."""
-
-    def __init__(self, action: str) -> None:
-        super().__init__(action, 0, "refused: this replica is not the leader")
-
-
-class Fence(Protocol):
-    def write_budget(self) -> float | None:
-        """Seconds a write may take from now; None when this replica must not write at all."""
-
-    def track(self, write: asyncio.Future[Any]) -> None:
-        """A write has been sent; it ends (answered, failed or timed out) when `write` is done."""
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    """Mark the outcome of a write as seen even when its caller was cancelled meanwhile."""
-    if not future.cancelled():
-        future.exception()
-
-
-_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-
-
-def checked_name(what: str, name: str) -> str:
-    """`name` quoted for a URL path, after checking it is a DNS-1123 subdomain (as Kubernetes
-    requires of Secret, namespace and custom object names)."""
-    if not isinstance(name, str) or len(name) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(name):
-        raise InvalidName(what, str(name))
-    return urllib.parse.quote(name, safe="")
 
 
 @dataclass(frozen=True)
@@ -93,112 +60,21 @@ class ObjectRef:
     kind: str
 
 
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-class RawApi:
-    """The official client's transport (kubeconfig or ServiceAccount auth, TLS, token refresh)
-    without its generated API classes: those validate every call through pydantic and load
-    hundreds of model classes, some 20 MiB the operator has no use for. Bodies are dicts."""
-
-    def __init__(self, api_client: Any) -> None:
-        self._client = api_client
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        query: Mapping[str, Any] | None = None,
-        body: Any = None,
-        content_type: str = "application/json",
-        accept: str = "application/json",
-        timeout: tuple[float, float] = (CONNECT_TIMEOUT, READ_TIMEOUT),
-    ) -> Any:
-        """Send one request; returns the client's RESTResponse, raises ApiException on non-2xx.
-
-        `timeout` is (connect, read) in seconds: no call waits forever on a dead connection."""
-        headers = {"Accept": accept}
-        if body is not None:
-            headers["Content-Type"] = content_type
-        params = self._client.param_serialize(
-            method=method,
-            resource_path=path,
-            query_params=[(k, v) for k, v in (query or {}).items() if v is not None],
-            header_params=headers,
-            body=body,
-            auth_settings=["BearerToken"],
-        )
-        response = self._client.call_api(*params, _request_timeout=timeout)
-        if not 200 <= response.status <= 299:
-            response.read()
-            raise ApiException.from_response(http_resp=response, body=None, data=None)
-        return response
-
-    def json(self, method: str, path: str, **kwargs: Any) -> Body:
-        response = self.request(method, path, **kwargs)
-        decoded = json.loads(response.read())
-        if not isinstance(decoded, dict):
-            raise ValueError("the API server answered with something other than a JSON object")
-        return decoded
-
-
 class Kube:
+    """The calls of the workers of both kinds. Events fold repeats through one memory per Kube."""
+
     def __init__(self, api_client: Any, fence: Fence | None = None) -> None:
-        self._api = RawApi(api_client)
-        self._fence = fence
+        self._api = Calls(api_client, fence)
         self._events = EventMemory()
 
-    async def _call(self, action: str, method: str, path: str, **kwargs: Any) -> Body:
-        return await self._mapped(action, asyncio.to_thread(self._api.json, method, path, **kwargs))
-
-    @staticmethod
-    async def _mapped(action: str, call: Awaitable[Body]) -> Body:
-        try:
-            return await call
-        except ApiException as error:
-            raise KubeError(action, int(error.status or 0), _status_reason(error)) from None
-        except (OSError, ValueError, HTTPError) as error:  # no connection, timed out, cut off
-            raise KubeError(action, 0, type(error).__name__) from None
-
-    async def _write(self, action: str, method: str, path: str, **kwargs: Any) -> Body:
-        """A write, only while the fence allows it and never outliving the time it grants.
-
-        The check is made right before the request leaves; a request already sent when
-        leadership ends is cut off by its timeout, which the fence keeps shorter than the time
-        before a standby may take over. The fence also learns of every write in flight: a
-        cancelled caller does not stop the thread sending it, and a clean hand-over waits for it.
-        Replaces carry a resourceVersion, so a late one fails."""
-        budget = READ_TIMEOUT if self._fence is None else self._fence.write_budget()
-        if budget is None:
-            raise NotLeader(action)
-        budget = min(budget, READ_TIMEOUT)
-        timeout = (min(CONNECT_TIMEOUT, budget), budget)
-        send = functools.partial(self._api.json, method, path, timeout=timeout, **kwargs)
-        sending = asyncio.get_running_loop().run_in_executor(None, send)
-        sending.add_done_callback(_retrieve)
-        if self._fence is not None:
-            self._fence.track(sending)
-        try:
-            return await self._mapped(action, asyncio.wait_for(asyncio.shield(sending), budget))
-        except TimeoutError:
-            raise KubeError(action, 0, "TimeoutError") from None
-
     async def read_secret(self, namespace: str, name: str) -> Body | None:
-        try:
-            return await self._call(
-                f"reading Secret {namespace}/{name}", "GET", _secret_path(namespace, name)
-            )
-        except KubeError as error:
-            if error.status == 404:
-                return None
-            raise
+        path = _secret_path(namespace, name)
+        return await _none_if_absent(self._api.call(f"reading Secret {namespace}/{name}", "GET", path))
 
     async def create_secret(self, namespace: str, body: Body) -> Body:
         name = body["metadata"]["name"]
         checked_name("Secret", name)
-        return await self._write(
+        return await self._api.write(
             f"creating Secret {namespace}/{name}",
             "POST",
             f"/api/v1/namespaces/{checked_name('namespace', namespace)}/secrets",
@@ -210,21 +86,53 @@ class Kube:
         name = body["metadata"]["name"]
         if not body["metadata"].get("resourceVersion"):
             raise ValueError("a Secret is replaced only with the resourceVersion it was read at")
-        return await self._write(
-            f"replacing Secret {namespace}/{name}",
-            "PUT",
-            _secret_path(namespace, name),
-            body=body,
+        path = _secret_path(namespace, name)
+        return await self._api.write(f"replacing Secret {namespace}/{name}", "PUT", path, body=body)
+
+    async def delete_secret(self, namespace: str, name: str, uid: str) -> None:
+        """Delete exactly the Secret read (uid precondition): a newer one of the same name stays.
+
+        The one delete the operator ever makes: its own Secret, in a namespace that a
+        ClusterSimacanCredential stopped selecting."""
+        try:
+            await self._api.write(
+                f"deleting Secret {namespace}/{name}",
+                "DELETE",
+                _secret_path(namespace, name),
+                body={"preconditions": {"uid": uid}},
+            )
+        except KubeError as error:
+            if error.status not in (404, 409):  # gone already, or replaced by someone else's
+                raise
+
+    async def namespaces_holding(self, owner_uid: str) -> set[str]:
+        """Namespaces with a Secret labelled as written by this ClusterSimacanCredential (metadata only)."""
+        listed = await self._api.call(
+            "listing the Secrets of a ClusterSimacanCredential",
+            "GET",
+            "/api/v1/secrets",
+            query={"labelSelector": f"{OWNER_LABEL}={owner_uid}"},
+            accept=METADATA_LIST,
         )
+        return {
+            str(item["metadata"]["namespace"])
+            for item in listed.get("items") or []
+            if isinstance(item, Mapping) and isinstance(item.get("metadata"), Mapping)
+        }
 
     async def patch_status(self, plural: str, namespace: str, name: str, status: Mapping[str, Any]) -> Body:
         """A merge patch of a credential's status; `namespace` is empty for a cluster-scoped kind."""
-        where = f"namespaces/{checked_name('namespace', namespace)}/" if namespace else ""
-        path = f"/apis/{GROUP}/{VERSION}/{where}{plural}/{checked_name(plural, name)}/status"
-        return await self._write(
-            f"updating the status of {plural} {namespace + '/' if namespace else ''}{name}",
+        where = f"/namespaces/{checked_name('namespace', namespace)}" if namespace else ""
+        path = f"{where}/{plural}/{checked_name(plural, name)}"
+        who = f"{namespace}/{name}" if namespace else name
+        return await self._patch_status(f"updating the status of {plural} {who}", path, status)
+
+    async def _patch_status(self, action: str, path: str, status: Mapping[str, Any]) -> Body:
+        """Merge-patch the status subresource of the custom object at /apis/GROUP/VERSION`path`."""
+        return await self._api.write(
+            action,
             "PATCH",
-            path,
+            f"/apis/{GROUP}/{VERSION}{path}/status",
             body={"status": dict(status)},
             content_type="application/merge-patch+json",
         )
@@ -242,7 +150,7 @@ class Kube:
         repeat = self._events.repeat_of(key)
         if repeat is not None:
             try:
-                await self._write(
+                await self._api.write(
                     action,
                     "PATCH",
                     f"{events}/{checked_name('Event', repeat.name)}",
@@ -256,41 +164,15 @@ class Kube:
                     raise
                 self._events.forget(key)  # expired on the server meanwhile: post afresh
         name = f"{ref.name[:236]}.{secrets.token_hex(8)}"  # an object name has at most 253 characters
-        body: Body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"name": name, "namespace": where},
-            "involvedObject": {
-                "apiVersion": ref.api_version,
-                "kind": ref.kind,
-                "name": ref.name,
-                "namespace": ref.namespace,
-                "uid": ref.uid,
-            },
-            "type": type_,
-            "reason": reason,
-            "message": message,
-            "source": {"component": COMPONENT},
-            "reportingComponent": COMPONENT,
-            "reportingInstance": COMPONENT,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
-        await self._write(action, "POST", events, body=body)
+        body = _event_body(ref, name, where, type_, reason, message, now)
+        await self._api.write(action, "POST", events, body=body)
         self._events.posted(key, name)
 
     # -- workloads that consume the token (rollout restarts, stale-consumer check) ----------------
 
     async def read_workload(self, namespace: str, kind: str, name: str) -> Body | None:
-        try:
-            return await self._call(
-                f"reading {kind} {namespace}/{name}", "GET", _workload_path(namespace, kind, name)
-            )
-        except KubeError as error:
-            if error.status == 404:
-                return None
-            raise
+        path = _workload_path(namespace, kind, name)
+        return await _none_if_absent(self._api.call(f"reading {kind} {namespace}/{name}", "GET", path))
 
     async def list_workload_stamps(
         self, namespace: str, kind: str, limit: int, continue_token: str | None
@@ -299,7 +181,7 @@ class Kube:
 
         Metadata only (PartialObjectMetadataList), and decoded keeping only those fields: the
         rest of each item (annotations, managedFields) is dropped as soon as it is parsed."""
-        listed = await self._read_keeping(
+        listed = await self._api.read_keeping(
             f"listing {kind}s in {namespace}",
             _workload_path(namespace, kind, None),
             _STAMP_FIELDS,
@@ -315,29 +197,16 @@ class Kube:
     ) -> Body | None:
         """A workload decoded keeping only the keys in `keep` (and its name, uid and generation),
         at any depth; None if it does not exist."""
-        try:
-            return await self._read_keeping(
-                f"reading {kind} {namespace}/{name}",
-                _workload_path(namespace, kind, name),
-                keep | _STAMP_FIELDS,
-            )
-        except KubeError as error:
-            if error.status == 404:
-                return None
-            raise
-
-    async def _read_keeping(self, action: str, path: str, keep: frozenset[str], **kwargs: Any) -> Body:
-        def fetch() -> Body:
-            return decoded_keeping(self._api.request("GET", path, **kwargs).read(), keep)
-
-        return await self._mapped(action, asyncio.to_thread(fetch))
+        path = _workload_path(namespace, kind, name)
+        action = f"reading {kind} {namespace}/{name}"
+        return await _none_if_absent(self._api.read_keeping(action, path, keep | _STAMP_FIELDS))
 
     async def restart_workload(
         self, namespace: str, kind: str, name: str, resource_version: str, annotation: str, value: str
     ) -> None:
         """What `kubectl rollout restart` does: a new pod-template annotation. The resourceVersion
         makes a second writer's restart of the same version fail with 409 instead of restarting twice."""
-        await self._write(
+        await self._api.write(
             f"restarting {kind} {namespace}/{name}",
             "PATCH",
             _workload_path(namespace, kind, name),
@@ -349,8 +218,48 @@ class Kube:
         )
 
 
+async def _none_if_absent(read: Awaitable[Body]) -> Body | None:
+    """The object read, or None where the API server answers 404."""
+    try:
+        return await read
+    except KubeError as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+def _event_body(
+    ref: ObjectRef, name: str, where: str, type_: str, reason: str, message: str, now: str
+) -> Body:
+    """A core/v1 Event about `ref`, as client-go's recorder writes it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": name, "namespace": where},
+        "involvedObject": {
+            "apiVersion": ref.api_version,
+            "kind": ref.kind,
+            "name": ref.name,
+            "namespace": ref.namespace,
+            "uid": ref.uid,
+        },
+        "type": type_,
+        "reason": reason,
+        "message": message,
+        "source": {"component": COMPONENT},
+        "reportingComponent": COMPONENT,
+        "reportingInstance": COMPONENT,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 WORKLOAD_RESOURCES = {"Deployment": "deployments", "StatefulSet": "statefulsets", "DaemonSet": "daemonsets"}
-METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 _STAMP_FIELDS = frozenset({"items", "metadata", "continue", "name", "uid", "generation", "resourceVersion"})
 
 
@@ -382,22 +291,6 @@ def _stamp(item: object) -> WorkloadStamp | None:
     return WorkloadStamp(meta["name"], str(meta.get("uid") or meta["name"]), generation)
 
 
-def decoded_keeping(raw: bytes, keep: frozenset[str]) -> Body:
-    """A JSON object decoded keeping, in every object at any depth, only the keys in `keep`.
-
-    Each object is filtered as soon as it is parsed, so a workload's megabyte of annotations,
-    managedFields or env values never exists as Python objects beyond one value at a time;
-    what is held at most is the response's bytes, their text and the kept fields."""
-
-    def kept(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        return {key: value for key, value in pairs if key in keep}
-
-    decoded = json.loads(raw, object_pairs_hook=kept)
-    if not isinstance(decoded, dict):
-        raise ValueError("the API server answered with something other than a JSON object")
-    return decoded
-
-
 def _workload_path(namespace: str, kind: str, name: str | None) -> str:
     collection = f"/apis/apps/v1/namespaces/{checked_name('namespace', namespace)}/{WORKLOAD_RESOURCES[kind]}"
     return collection if name is None else f"{collection}/{checked_name(kind, name)}"
@@ -405,14 +298,3 @@ def _workload_path(namespace: str, kind: str, name: str | None) -> str:
 
 def _secret_path(namespace: str, name: str) -> str:
     return f"/api/v1/namespaces/{checked_name('namespace', namespace)}/secrets/{checked_name('Secret', name)}"
-
-
-def _status_reason(error: ApiException) -> str:
-    """The API server's own Status message: it names the field or the conflict, never Secret data."""
-    try:
-        status = json.loads(error.body or "{}")
-    except (TypeError, ValueError):
-        status = {}
-    if isinstance(status, dict) and isinstance(status.get("message"), str):
-        return str(status["message"])[:300]
-    return str(error.reason or "")

@@ -1,0 +1,203 @@
+"""The transport to the API server and the guarantees every call through it keeps.
+
+The official client is synchronous; every call runs in the default thread pool so the
+event loop never blocks. Bodies are plain dicts (raw JSON). Nothing here logs a body:
+Secrets pass through. Every call has connect and read timeouts (deadlines.py), every write
+first asks the fence whether this replica may still write, and names are validated and
+quoted before they become part of a path. kube.Kube builds the operator's calls on this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import re
+import urllib.parse
+from collections.abc import Awaitable, Mapping
+from typing import Any, Protocol
+
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
+from simacan_token_operator.kube.deadlines import CONNECT_TIMEOUT, READ_TIMEOUT
+
+Body = dict[str, Any]
+
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+"""A list of metadata only (names, labels, uids, versions): no Secret data, no pod specs."""
+
+
+class KubeError(Exception):
+    """A Kubernetes API call failed; `status` is the HTTP code (0 for transport errors)."""
+
+    def __init__(self, action: str, status: int, reason: str) -> None:
+        super().__init__(f"{action} failed: HTTP {status} {reason}".strip())
+        self.status = status
+
+
+class InvalidName(KubeError, ValueError):
+    """A name that is not a valid DNS-1123 subdomain never reaches the API server as a path
+    (`../../other-ns/secrets/x` would otherwise address another namespace's Secret). A
+    KubeError with the 422 the API server gives invalid names, so callers need no new case."""
+
+    def __init__(self, what: str, name: str) -> None:
+        shown = name if len(name) <= 80 else name[:80] + "..."
+        super().__init__(f"using {what} {shown!r}", 422, "not a valid DNS-1123 subdomain name")
+
+
+class NotLeader(KubeError):
+    """This replica lost (or never held) the Lease: it must not write."""
+
+    def __init__(self, action: str) -> None:
+        super().__init__(action, 0, "refused: this replica is not the leader")
+
+
+class Fence(Protocol):
+    def write_budget(self) -> float | None:
+        """Seconds a write may take from now; None when this replica must not write at all."""
+
+    def track(self, write: asyncio.Future[Any]) -> None:
+        """A write has been sent; it ends (answered, failed or timed out) when `write` is done."""
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark the outcome of a write as seen even when its caller was cancelled meanwhile."""
+    if not future.cancelled():
+        future.exception()
+
+
+_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def checked_name(what: str, name: str) -> str:
+    """`name` quoted for a URL path, after checking it is a DNS-1123 subdomain (as Kubernetes
+    requires of Secret, namespace and custom object names)."""
+    if not isinstance(name, str) or len(name) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(name):
+        raise InvalidName(what, str(name))
+    return urllib.parse.quote(name, safe="")
+
+
+class RawApi:
+    """The official client's transport (kubeconfig or ServiceAccount auth, TLS, token refresh)
+    without its generated API classes: those validate every call through pydantic and load
+    hundreds of model classes, some 20 MiB the operator has no use for. Bodies are dicts."""
+
+    def __init__(self, api_client: Any) -> None:
+        self._client = api_client
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, Any] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        accept: str = "application/json",
+        timeout: tuple[float, float] = (CONNECT_TIMEOUT, READ_TIMEOUT),
+    ) -> Any:
+        """Send one request; returns the client's RESTResponse, raises ApiException on non-2xx.
+
+        `timeout` is (connect, read) in seconds: no call waits forever on a dead connection."""
+        headers = {"Accept": accept}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        params = self._client.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=[(k, v) for k, v in (query or {}).items() if v is not None],
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self._client.call_api(*params, _request_timeout=timeout)
+        if not 200 <= response.status <= 299:
+            response.read()
+            raise ApiException.from_response(http_resp=response, body=None, data=None)
+        return response
+
+    def json(self, method: str, path: str, **kwargs: Any) -> Body:
+        response = self.request(method, path, **kwargs)
+        decoded = json.loads(response.read())
+        if not isinstance(decoded, dict):
+            raise ValueError("the API server answered with something other than a JSON object")
+        return decoded
+
+
+class Calls:
+    """RawApi for the event loop: every failure a KubeError, every write fenced."""
+
+    def __init__(self, api_client: Any, fence: Fence | None = None) -> None:
+        self._api = RawApi(api_client)
+        self._fence = fence
+
+    async def call(self, action: str, method: str, path: str, **kwargs: Any) -> Body:
+        return await self._mapped(action, asyncio.to_thread(self._api.json, method, path, **kwargs))
+
+    async def read_keeping(self, action: str, path: str, keep: frozenset[str], **kwargs: Any) -> Body:
+        """A GET decoded keeping only the keys in `keep` (decoded_keeping)."""
+
+        def fetch() -> Body:
+            return decoded_keeping(self._api.request("GET", path, **kwargs).read(), keep)
+
+        return await self._mapped(action, asyncio.to_thread(fetch))
+
+    @staticmethod
+    async def _mapped(action: str, call: Awaitable[Body]) -> Body:
+        try:
+            return await call
+        except ApiException as error:
+            raise KubeError(action, int(error.status or 0), _status_reason(error)) from None
+        except (OSError, ValueError, HTTPError) as error:  # no connection, timed out, cut off
+            raise KubeError(action, 0, type(error).__name__) from None
+
+    async def write(self, action: str, method: str, path: str, **kwargs: Any) -> Body:
+        """A write, only while the fence allows it and never outliving the time it grants.
+
+        The check is made right before the request leaves; a request already sent when
+        leadership ends is cut off by its timeout, which the fence keeps shorter than the time
+        before a standby may take over. The fence also learns of every write in flight: a
+        cancelled caller does not stop the thread sending it, and a clean hand-over waits for it.
+        Replaces carry a resourceVersion, so a late one fails."""
+        budget = READ_TIMEOUT if self._fence is None else self._fence.write_budget()
+        if budget is None:
+            raise NotLeader(action)
+        budget = min(budget, READ_TIMEOUT)
+        timeout = (min(CONNECT_TIMEOUT, budget), budget)
+        send = functools.partial(self._api.json, method, path, timeout=timeout, **kwargs)
+        sending = asyncio.get_running_loop().run_in_executor(None, send)
+        sending.add_done_callback(_retrieve)
+        if self._fence is not None:
+            self._fence.track(sending)
+        try:
+            return await self._mapped(action, asyncio.wait_for(asyncio.shield(sending), budget))
+        except TimeoutError:
+            raise KubeError(action, 0, "TimeoutError") from None
+
+
+def decoded_keeping(raw: bytes, keep: frozenset[str]) -> Body:
+    """A JSON object decoded keeping, in every object at any depth, only the keys in `keep`.
+
+    Each object is filtered as soon as it is parsed, so a workload's megabyte of annotations,
+    managedFields or env values never exists as Python objects beyond one value at a time;
+    what is held at most is the response's bytes, their text and the kept fields."""
+
+    def kept(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        return {key: value for key, value in pairs if key in keep}
+
+    decoded = json.loads(raw, object_pairs_hook=kept)
+    if not isinstance(decoded, dict):
+        raise ValueError("the API server answered with something other than a JSON object")
+    return decoded
+
+
+def _status_reason(error: ApiException) -> str:
+    """The API server's own Status message: it names the field or the conflict, never Secret data."""
+    try:
+        status = json.loads(error.body or "{}")
+    except (TypeError, ValueError):
+        status = {}
+    if isinstance(status, dict) and isinstance(status.get("message"), str):
+        return str(status["message"])[:300]
+    return str(error.reason or "")
