@@ -12,12 +12,7 @@ from tests.static.tools import REPO_ROOT
 DNS_LABEL = "[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 """The core of the DNS-1123 subdomain pattern, however the rest of it is written."""
 
-KNOWN_TWINS = {
-    # issue 20: kube/client.py is being reworked on another branch; once it imports Body and
-    # is_dns_subdomain from model, the lead removes these two entries (the test fails until then).
-    ("Body", "simacan_token_operator/kube/client.py"),
-    ("DNS-1123 pattern", "simacan_token_operator/kube/client.py"),
-}
+KNOWN_TWINS: set[tuple[str, str]] = set()
 
 
 def _names_body(target: ast.expr) -> bool:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import re
 import urllib.parse
 from collections.abc import Awaitable, Mapping
 from typing import Any, Protocol
@@ -21,8 +20,8 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from simacan_token_operator.kube.deadlines import CONNECT_TIMEOUT, READ_TIMEOUT
-
-Body = dict[str, Any]
+from simacan_token_operator.model.body import Body
+from simacan_token_operator.model.names import is_dns_subdomain
 
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 """A list of metadata only (names, labels, uids, versions): no Secret data, no pod specs."""
@@ -67,13 +66,10 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-
-
 def checked_name(what: str, name: str) -> str:
     """`name` quoted for a URL path, after checking it is a DNS-1123 subdomain (as Kubernetes
     requires of Secret, namespace and custom object names)."""
-    if not isinstance(name, str) or len(name) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(name):
+    if not is_dns_subdomain(name):
         raise InvalidName(what, str(name))
     return urllib.parse.quote(name, safe="")
 

@@ -16,7 +16,6 @@ from typing import Any
 
 from simacan_token_operator.kube.api import (
     METADATA_LIST,
-    Body,
     Calls,
     Fence,
     InvalidName,
@@ -27,6 +26,7 @@ from simacan_token_operator.kube.api import (
     decoded_keeping,
 )
 from simacan_token_operator.kube.events import EventKey, EventMemory
+from simacan_token_operator.model.body import Body
 from simacan_token_operator.model.clusterspec import OWNER_LABEL
 from simacan_token_operator.model.spec import GROUP, VERSION
 

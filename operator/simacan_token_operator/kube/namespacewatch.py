@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from simacan_token_operator.kube.api import Body
 from simacan_token_operator.kube.watch import MetadataWatch, Scope
+from simacan_token_operator.model.body import Body
 from simacan_token_operator.model.clusterspec import NamespaceInfo, namespace_info
 
 

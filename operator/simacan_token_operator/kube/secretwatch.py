@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from simacan_token_operator.kube.api import Body
 from simacan_token_operator.kube.deadlines import WATCH_READ_TIMEOUT
 from simacan_token_operator.kube.watch import MetadataWatch, Scope
+from simacan_token_operator.model.body import Body
 
 
 def secret_watch(

@@ -25,8 +25,9 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from simacan_token_operator.kube.api import METADATA_LIST, Body, RawApi
+from simacan_token_operator.kube.api import METADATA_LIST, RawApi
 from simacan_token_operator.kube.deadlines import CONNECT_TIMEOUT, WATCH_READ_TIMEOUT, WATCH_SERVER_TIMEOUT
+from simacan_token_operator.model.body import Body
 
 logger = logging.getLogger(__name__)
 
