@@ -24,7 +24,7 @@ from simacan_token_operator.reconcile.clusterstatus import (
     render_cluster_status,
 )
 from simacan_token_operator.reconcile.report import Note
-from simacan_token_operator.reconcile.status import Outcome
+from simacan_token_operator.reconcile.status import Outcome, StatusContext
 
 
 def spec(**extra: Any) -> dict[str, Any]:
@@ -170,13 +170,7 @@ def test_status_counts_all_and_lists_a_capped_number_of_failures() -> None:
     outcomes = {f"ns-{i:03d}": Outcome(False, "SecretConflict", "not ours", failure=True) for i in range(50)}
     outcomes["ok"] = valid(5000.0)
     status = render_cluster_status(
-        aggregate(outcomes),
-        outcomes,
-        secret_name="simacan-token",
-        generation=2,
-        handled_request=None,
-        previous=None,
-        now=1000.0,
+        aggregate(outcomes), outcomes, StatusContext("simacan-token", 2, None, None, 1000.0)
     )
     assert (status["namespaces"], status["failedCount"]) == (51, 50)
     assert len(status["failedNamespaces"]) == FAILED_LIST_CAP

@@ -5,6 +5,7 @@ from __future__ import annotations
 from simacan_token_operator.model.tokens import TokenSet
 from simacan_token_operator.reconcile.status import (
     Outcome,
+    StatusContext,
     present,
     ready_reason,
     ready_state,
@@ -17,14 +18,7 @@ TOKEN = TokenSet("header.claims.signature", None, obtained_at=T0, expires_at=T0 
 
 
 def render(outcome: Outcome, previous: dict[str, object] | None = None, now: float = T0) -> dict[str, object]:
-    return render_status(
-        outcome,
-        secret_name="fleet-api",
-        generation=3,
-        handled_request=None,
-        previous=ready_state(previous or {}),
-        now=now,
-    )
+    return render_status(outcome, StatusContext("fleet-api", 3, None, ready_state(previous or {}), now))
 
 
 def test_valid_token_is_described_without_the_token_itself() -> None:

@@ -34,6 +34,7 @@ from simacan_token_operator.reconcile.report import Note
 from simacan_token_operator.reconcile.status import (
     Outcome,
     ReadyState,
+    StatusContext,
     ready_reason,
     ready_state,
     status_digest,
@@ -188,15 +189,10 @@ class Clusterwide:
             outcomes = {ns: round_.outcomes.get(ns, PENDING) for ns in round_.outcomes}
             overall = aggregate(outcomes)
             notes = tuple(fold_events((ns, n) for ns, batch in sorted(round_.notes.items()) for n in batch))
-        status = render_cluster_status(
-            overall,
-            outcomes,
-            secret_name=round_.secret_name,
-            generation=round_.generation,
-            handled_request=round_.handled_request,
-            previous=self.ready,
-            now=now,
+        context = StatusContext(
+            round_.secret_name, round_.generation, round_.handled_request, self.ready, now
         )
+        status = render_cluster_status(overall, outcomes, context)
         digest = status_digest(status)
         return Report(notes, None if digest == self.status_digest else status, overall, digest)
 

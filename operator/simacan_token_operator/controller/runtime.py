@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from simacan_token_operator.controller.gates import KUBE_CONCURRENCY, NAMESPACE_CONCURRENCY, NamespaceGates
-from simacan_token_operator.controller.workloads import NamespaceWorkloads
-from simacan_token_operator.kube.client import KubeError, ObjectRef, StampPage
+from simacan_token_operator.controller.workloads import NamespaceWorkloads, WorkloadReader
+from simacan_token_operator.kube.client import KubeError, ObjectRef
 from simacan_token_operator.model.spec import AuthURLPolicy
 from simacan_token_operator.reconcile.decide import REFUSED_WRITE_STATUSES, Result, Services, TokenSource
 from simacan_token_operator.reconcile.report import MetricsSink
@@ -61,7 +61,7 @@ async def write_secret(kube: KubeSeam, namespace: str, result: Result, who: str)
     return True
 
 
-class KubeSeam(Protocol):
+class KubeSeam(WorkloadReader, Protocol):
     """The Kubernetes calls a worker makes; kube.Kube implements them over HTTP, tests over a dict."""
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None: ...
@@ -74,12 +74,6 @@ class KubeSeam(Protocol):
     async def namespaces_holding(self, owner_uid: str) -> set[str]: ...
     async def post_event(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None: ...
     async def read_workload(self, namespace: str, kind: str, name: str) -> dict[str, Any] | None: ...
-    async def list_workload_stamps(
-        self, namespace: str, kind: str, limit: int, continue_token: str | None
-    ) -> StampPage: ...
-    async def read_workload_fields(
-        self, namespace: str, kind: str, name: str, keep: frozenset[str]
-    ) -> dict[str, Any] | None: ...
     async def restart_workload(
         self, namespace: str, kind: str, name: str, resource_version: str, annotation: str, value: str
     ) -> None: ...

@@ -19,7 +19,7 @@ from simacan_token_operator.model.limits import (
     shortened,
 )
 from simacan_token_operator.reconcile.report import Note
-from simacan_token_operator.reconcile.status import Outcome, ReadyState, common_status
+from simacan_token_operator.reconcile.status import Outcome, StatusContext, common_status
 from simacan_token_operator.reconcile.tokensecret import rfc3339
 
 NO_NAMESPACES = "NoNamespaces"
@@ -73,27 +73,12 @@ def aggregate(outcomes: Mapping[str, Outcome]) -> Outcome:
 
 
 def render_cluster_status(
-    overall: Outcome,
-    outcomes: Mapping[str, Outcome],
-    *,
-    secret_name: str | None,
-    generation: int | None,
-    handled_request: str | None,
-    previous: ReadyState | None,
-    now: float,
+    overall: Outcome, outcomes: Mapping[str, Outcome], context: StatusContext
 ) -> dict[str, Any]:
     """None deletes a field in the merge patch."""
     failed = sorted(ns for ns, outcome in outcomes.items() if not outcome.ready)
-    common = common_status(
-        overall,
-        secret_name=secret_name,
-        generation=generation,
-        handled_request=handled_request,
-        previous=previous,
-        now=now,
-    )
     return {
-        **common,
+        **common_status(overall, context),
         "namespaces": len(outcomes),
         "failedCount": len(failed),
         "failedNamespaces": [

@@ -45,6 +45,7 @@ from simacan_token_operator.reconcile import consumers, credentials, report, tok
 from simacan_token_operator.reconcile.status import (
     Outcome,
     ReadyState,
+    StatusContext,
     ready_reason,
     ready_state,
     render_status,
@@ -649,14 +650,14 @@ def _conclude(
         restarts, memory, outcome = consumed.restarts, consumed.memory, consumed.outcome
         events = (*events, *consumed.events)
         extra = consumed.status
-    status = render_status(
-        outcome,
+    context = StatusContext(
         secret_name=spec.target_secret if spec else None,
         generation=gathered.credential["metadata"].get("generation"),
         handled_request=memory.handled_request,
         previous=memory.ready,
         now=gathered.now,
     )
+    status = render_status(outcome, context)
     if extra:
         status["conditions"] = [*status["conditions"], *extra.pop("conditions", [])]
         status.update(extra)

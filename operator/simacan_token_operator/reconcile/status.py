@@ -39,58 +39,46 @@ class Outcome:
     failure: bool = False
 
 
-def render_status(
-    outcome: Outcome,
-    *,
-    secret_name: str | None,
-    generation: int | None,
-    handled_request: str | None,
-    previous: ReadyState | None,
-    now: float,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class StatusContext:
+    """What a status says besides the outcome: the same for either kind's status."""
+
+    secret_name: str | None
+    generation: int | None
+    handled_request: str | None
+    previous: ReadyState | None
+    """The Ready condition last written, to keep its lastTransitionTime while it holds."""
+    now: float
+
+
+def render_status(outcome: Outcome, context: StatusContext) -> dict[str, Any]:
     """None values are deliberate: in a merge patch they delete fields that no longer apply."""
     token = outcome.token
-    return {
-        **common_status(
-            outcome,
-            secret_name=secret_name,
-            generation=generation,
-            handled_request=handled_request,
-            previous=previous,
-            now=now,
-        ),
-        "tokenFingerprint": token_fingerprint(token.access_token) if token else None,
-    }
+    fingerprint = token_fingerprint(token.access_token) if token else None
+    return {**common_status(outcome, context), "tokenFingerprint": fingerprint}
 
 
-def common_status(
-    outcome: Outcome,
-    *,
-    secret_name: str | None,
-    generation: int | None,
-    handled_request: str | None,
-    previous: ReadyState | None,
-    now: float,
-) -> dict[str, Any]:
+def common_status(outcome: Outcome, context: StatusContext) -> dict[str, Any]:
     """What the status of either kind says of its (first) token and its Ready condition."""
     state = "True" if outcome.ready else "False"
-    transition = previous.since if previous is not None and previous.status == state else rfc3339(now)
+    previous = context.previous
+    transition = previous.since if previous is not None and previous.status == state else rfc3339(context.now)
     token = outcome.token
     return {
-        "observedGeneration": generation,
-        "secretName": secret_name,
+        "observedGeneration": context.generation,
+        "secretName": context.secret_name,
         "expiresAt": rfc3339(token.expires_at) if token else None,
         "refreshedAt": rfc3339(token.obtained_at) if token else None,
         "nextRefreshAt": rfc3339(outcome.next_refresh) if outcome.next_refresh else None,
         "subject": token.subject if token else None,
-        "lastRefreshRequest": handled_request,
+        "lastRefreshRequest": context.handled_request,
         "conditions": [
             {
                 "type": READY,
                 "status": state,
                 "reason": outcome.reason,
                 "message": shortened(outcome.message, MAX_CONDITION_MESSAGE_CHARS),
-                "observedGeneration": generation,
+                "observedGeneration": context.generation,
                 "lastTransitionTime": transition,
             }
         ],
