@@ -767,8 +767,11 @@ def _status(code: int, reason: str, message: str) -> tuple[int, dict[str, Any]]:
     }
 
 
+Routes = dict[str, tuple[int, dict[str, Any]]]
+
+
 @contextmanager
-def fixed_api(routes: dict[str, tuple[int, dict[str, Any]]]) -> Iterator[str]:
+def fixed_api(routes: Routes) -> Iterator[str]:
     """A real HTTP server answering fixed JSON by path (the query is ignored); 404 elsewhere."""
 
     class Handler(BaseHTTPRequestHandler):
@@ -794,7 +797,7 @@ def fixed_api(routes: dict[str, tuple[int, dict[str, Any]]]) -> Iterator[str]:
         server.server_close()
 
 
-NAMESPACED = {
+NAMESPACED: Routes = {
     "/apis/auth.simacan.com/v1alpha1/namespaces/logistics/simacancredentials": (
         200,
         {"items": [credential()]},
