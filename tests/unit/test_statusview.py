@@ -284,9 +284,8 @@ def test_nothing_rendered_ever_contains_a_token() -> None:
 # --- only what can be attributed is shown -----------------------------------------------------------------
 
 
-def _shown(credential_uid: str, **changes: Any) -> bool:
-    """Whether the Issued Event, with `changes` applied (None removes a key), shows for the credential."""
-    raw = event("Issued", uid="uid-1")
+def changed(raw: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """`raw` with `changes` applied: `a__b` is raw["a"]["b"], a value of None removes the key."""
     for key, value in changes.items():
         target, _, field = key.rpartition("__")
         where = raw[target] if target else raw
@@ -294,6 +293,12 @@ def _shown(credential_uid: str, **changes: Any) -> bool:
             where.pop(field, None)
         else:
             where[field] = value
+    return raw
+
+
+def _shown(credential_uid: str, **changes: Any) -> bool:
+    """Whether the Issued Event, with `changes` applied, shows for the credential."""
+    raw = changed(event("Issued", uid="uid-1"), changes)
     return bool(events_of(credential_view(credential(uid=credential_uid)), [event_view(raw)]))
 
 
@@ -539,14 +544,7 @@ def test_a_long_failed_list_says_it_is_the_first_of_more() -> None:
 
 
 def _cluster_shown(**changes: Any) -> bool:
-    raw = cluster_event("Issued")
-    for key, value in changes.items():
-        target, _, field = key.rpartition("__")
-        where = raw[target] if target else raw
-        if value is None:
-            where.pop(field, None)
-        else:
-            where[field] = value
+    raw = changed(cluster_event("Issued"), changes)
     return bool(cluster_events_of(cluster_credential_view(cluster_credential()), [event_view(raw)]))
 
 

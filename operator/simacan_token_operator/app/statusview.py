@@ -14,8 +14,9 @@ the first 20 failed ones with no Secret, is missed; `status --cluster NAME` show
 What it prints comes from objects others can write (an Event's message, a status message), and
 it prints to a person's terminal: every string passes through `printable`, so an escape sequence
 or a bidi override is shown as text, never acted on. It shows only the Events it can attribute to
-the credential (its uid, its namespace, the operator as source); whoever may create Events in
-that namespace can still forge one that passes, so this cuts noise, not a determined forger.
+the credential (its uid, its namespace, or `default` for the cluster kind, the operator as
+source); whoever may create Events in that namespace can still forge one that passes, so this
+cuts noise, not a determined forger.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ post_event), as client-go does, and the API server allows no other namespace for
 METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 """No fallback type: the API server sends Secrets' metadata or an error, never their data."""
 IN_CLUSTER_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+NO_STATUS = "the operator has not written a status: is it running?"
 
 EXIT_READY = 0
 EXIT_NOT_READY = 1
@@ -148,37 +151,38 @@ class StatusError(Exception):
 # --------------------------------------------------------------------------------------------- reading
 
 
-def _ready(status: Mapping[str, Any]) -> tuple[str, str, str]:
-    """Ready's status, reason and message; "Unknown" and why when the operator wrote none."""
-    condition = ready_condition(status) or {}
-    if not condition:
-        return "Unknown", "NoStatus", "the operator has not written a status: is it running?"
-    return (
-        str(condition.get("status") or "Unknown"),
-        str(condition.get("reason") or ""),
-        str(condition.get("message") or ""),
-    )
+def _common(metadata: Mapping[str, Any], status: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields both kinds' views share. Ready is "Unknown", and says why, with no condition."""
+    condition = ready_condition(status)
+    if condition:
+        ready = {
+            "ready": str(condition.get("status") or "Unknown"),
+            "reason": str(condition.get("reason") or ""),
+            "message": str(condition.get("message") or ""),
+        }
+    else:
+        ready = {"ready": "Unknown", "reason": "NoStatus", "message": NO_STATUS}
+    return {
+        "name": str(metadata.get("name") or ""),
+        "uid": str(metadata.get("uid") or ""),
+        **ready,
+        "subject": _text(status.get("subject")),
+        "expires_at": parse_rfc3339(status.get("expiresAt")),
+        "refreshed_at": parse_rfc3339(status.get("refreshedAt")),
+        "next_refresh_at": parse_rfc3339(status.get("nextRefreshAt")),
+        "generation": _int(metadata.get("generation")),
+        "observed_generation": _int(status.get("observedGeneration")),
+    }
 
 
 def credential_view(obj: Mapping[str, Any]) -> CredentialView:
     metadata = obj.get("metadata") or {}
     status = obj.get("status") or {}
-    ready, reason, message = _ready(status)
     return CredentialView(
         namespace=str(metadata.get("namespace") or ""),
-        name=str(metadata.get("name") or ""),
-        uid=str(metadata.get("uid") or ""),
-        ready=ready,
-        reason=reason,
-        message=message,
         secret_name=_text(status.get("secretName")),
-        subject=_text(status.get("subject")),
         fingerprint=_text(status.get("tokenFingerprint")),
-        expires_at=parse_rfc3339(status.get("expiresAt")),
-        refreshed_at=parse_rfc3339(status.get("refreshedAt")),
-        next_refresh_at=parse_rfc3339(status.get("nextRefreshAt")),
-        generation=_int(metadata.get("generation")),
-        observed_generation=_int(status.get("observedGeneration")),
+        **_common(metadata, status),
     )
 
 
@@ -186,7 +190,6 @@ def cluster_credential_view(obj: Mapping[str, Any]) -> ClusterCredentialView:
     metadata = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}
-    ready, reason, message = _ready(status)
     listed = status.get("failedNamespaces")
     failed = tuple(
         FailedNamespace(*(str(f.get(key) or "") for key in ("namespace", "reason", "message")))
@@ -194,21 +197,11 @@ def cluster_credential_view(obj: Mapping[str, Any]) -> ClusterCredentialView:
         if isinstance(f, Mapping)
     )
     return ClusterCredentialView(
-        name=str(metadata.get("name") or ""),
-        uid=str(metadata.get("uid") or ""),
-        ready=ready,
-        reason=reason,
-        message=message,
         secret_name=_text(spec.get("secretName")) or _text(status.get("secretName")),
-        subject=_text(status.get("subject")),
         namespaces=_int(status.get("namespaces")),
         failed_count=_int(status.get("failedCount")),
         failed=failed,
-        expires_at=parse_rfc3339(status.get("expiresAt")),
-        refreshed_at=parse_rfc3339(status.get("refreshedAt")),
-        next_refresh_at=parse_rfc3339(status.get("nextRefreshAt")),
-        generation=_int(metadata.get("generation")),
-        observed_generation=_int(status.get("observedGeneration")),
+        **_common(metadata, status),
     )
 
 
@@ -432,15 +425,7 @@ def render_detail(
 ) -> list[str]:
     """One credential, like `cmctl status certificate`; every string from the cluster escaped."""
     c = credential
-    reason = f" ({printable(c.reason)})" if c.reason else ""
-    lines = [
-        f"Name:          {printable(c.name)}",
-        f"Namespace:     {printable(c.namespace)}",
-        f"Ready:         {printable(c.ready)}{reason}",
-    ]
-    if c.message:
-        lines.append(f"  Message:     {printable(c.message)}")
-    lines += _stale(c.generation, c.observed_generation)
+    lines = _heading(c, f"Namespace:     {printable(c.namespace)}")
     lines += [
         f"Token Secret:  {printable(c.secret_name or '-')}",
         f"Fingerprint:   {printable(c.fingerprint or '-')}  (first 12 hex of the token's SHA-256)",
@@ -460,15 +445,7 @@ def render_cluster_detail(
 ) -> list[str]:
     """One ClusterSimacanCredential: the same shape, with its namespaces and those that failed."""
     c = credential
-    reason = f" ({printable(c.reason)})" if c.reason else ""
-    lines = [
-        f"Name:          {printable(c.name)}",
-        f"Kind:          {CLUSTER_KIND} (cluster-scoped)",
-        f"Ready:         {printable(c.ready)}{reason}",
-    ]
-    if c.message:
-        lines.append(f"  Message:     {printable(c.message)}")
-    lines += _stale(c.generation, c.observed_generation)
+    lines = _heading(c, f"Kind:          {CLUSTER_KIND} (cluster-scoped)")
     if c.here:
         lines.append(f"In namespace:  {printable(c.here)}")
     lines += [
@@ -488,10 +465,16 @@ def render_cluster_detail(
     return lines + _events_section(events, now, events_error)
 
 
-def _stale(generation: int | None, observed: int | None) -> list[str]:
-    if generation is None or observed is None or observed >= generation:
-        return []
-    return [f"  Stale:       status describes generation {observed}, the spec is at {generation}"]
+def _heading(c: CredentialView | ClusterCredentialView, second: str) -> list[str]:
+    """Name, `second` (namespace or kind), Ready with reason and message, and whether it is stale."""
+    reason = f" ({printable(c.reason)})" if c.reason else ""
+    lines = [f"Name:          {printable(c.name)}", second, f"Ready:         {printable(c.ready)}{reason}"]
+    if c.message:
+        lines.append(f"  Message:     {printable(c.message)}")
+    generation, observed = c.generation, c.observed_generation
+    if generation is not None and observed is not None and observed < generation:
+        lines.append(f"  Stale:       status describes generation {observed}, the spec is at {generation}")
+    return lines
 
 
 def _count(value: int | None) -> str:
