@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from localenv.demoview import AuthCalls, Progress, render_plain, render_screen, verdict
+from simacan_token_operator.app.cli import parse_args
 from simacan_token_operator.app.statusview import (
     EXIT_ERROR,
     EXIT_NOT_READY,
@@ -843,3 +844,14 @@ def test_no_cluster_crd_means_no_cluster_credentials_not_an_error() -> None:
         code, out, err = _run(url, "logistics")
     assert code == EXIT_READY, out + err
     assert "Name:          fleet-api" in out and "ClusterSimacanCredential" not in out
+
+
+def test_the_cli_takes_cluster_name_and_refuses_it_beside_a_namespace() -> None:
+    assert parse_args(["status", "--cluster", "fleet"]).cluster == "fleet"
+    with pytest.raises(SystemExit):
+        parse_args(["status", "-n", "logistics", "--cluster", "fleet"])
+    err = io.StringIO()
+    assert (
+        command(_Client, None, False, "fleet-api", cluster="fleet", out=io.StringIO(), err=err) == EXIT_ERROR
+    )
+    assert "NAME cannot be combined" in err.getvalue()
