@@ -206,6 +206,21 @@ def test_secret_template_data_is_written_in_every_selected_namespace(
     assert fleet.served_key(namespaces, "authorization") == {ns.name: f"Bearer {token}" for ns in namespaces}
 
 
+def test_secret_template_data_over_the_render_bound_is_invalid_spec(
+    fleet: Fleet, auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
+) -> None:
+    namespace = fleet.namespace()
+    bomb = {f"k{i}": "{{ .token }}" * 341 for i in range(16)}  # each value within the CRD's 4,096
+    fleet.create(auth, secretTemplate={"data": bomb})
+    cluster_operator()
+
+    eventually(lambda: fleet.ready() == ("False", "InvalidSpec"), what="InvalidSpec")
+    [condition] = fleet.status()["conditions"]
+    assert "could render" in condition["message"] and "65536" in condition["message"], condition
+    assert "InvalidSpec" in [e["reason"] for e in fleet.events()]
+    assert namespace.secret(SECRET) is None and auth.calls == [], "nothing rendered, no login"
+
+
 def test_namespaces_that_start_or_stop_matching_gain_or_lose_the_secret_within_seconds(
     fleet: Fleet, auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
 ) -> None:
