@@ -322,3 +322,49 @@ def test_a_cluster_credential_selector_at_its_bounds_passes_the_crd(ns: Namespac
         assert len(created["spec"]["namespaceSelector"]["matchExpressions"]) == 16
     finally:
         ns.custom.delete_cluster_custom_object(GROUP, VERSION, "clustersimacancredentials", name)
+
+
+def _create_cluster(ns: Namespace, data: dict[str, str]) -> Any:
+    """A ClusterSimacanCredential that selects no namespace (no selector, no list)."""
+    spec = {
+        "credentialsSecretRef": {"name": "login", "namespace": "simacan-token-operator"},
+        "secretName": "simacan-token",
+        "secretTemplate": {"data": data},
+    }
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ClusterSimacanCredential",
+        "metadata": {"name": f"data-{ns.name}"},
+        "spec": spec,
+    }
+    return ns.custom.create_cluster_custom_object(GROUP, VERSION, "clustersimacancredentials", body)
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "says"),
+    [
+        pytest.param({f"k{i}": "v" for i in range(17)}, "spec.secretTemplate.data", "16", id="17-keys"),
+        pytest.param({"a/b": "v"}, "spec.secretTemplate.data", "Secret keys", id="key-slash"),
+        pytest.param({"a": "v" * 4097}, "spec.secretTemplate.data.a", "4096", id="value-4097"),
+    ],
+)
+def test_the_api_server_bounds_a_cluster_credentials_secret_template_data(
+    ns: Namespace, data: dict[str, str], field: str, says: str
+) -> None:
+    with pytest.raises(ApiException) as rejected:
+        _create_cluster(ns, data)
+
+    assert rejected.value.status == 422
+    message = json.loads(rejected.value.body or "{}")["message"]
+    assert field in message and says in message, message
+
+
+def test_cluster_credential_data_at_its_bounds_passes_the_crd(ns: Namespace) -> None:
+    """16 keys of 253 characters with values of 4,096: kept, not pruned (the operator then checks
+    the render bound: 16 such plain values exceed it, which is InvalidSpec in its status)."""
+    data = {f"{i:02d}" + "k" * 251: "x" * 4096 for i in range(16)}
+    created: Any = _create_cluster(ns, data)
+    try:
+        assert created["spec"]["secretTemplate"]["data"] == data
+    finally:
+        ns.custom.delete_cluster_custom_object(GROUP, VERSION, "clustersimacancredentials", f"data-{ns.name}")

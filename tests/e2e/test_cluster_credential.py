@@ -22,6 +22,8 @@ from tests.integration.test_cluster_credential import (
     test_no_secret_material_in_logs_events_or_status,
     test_one_login_serves_every_selected_namespace,
     test_refresh_requested_annotation_gives_every_namespace_one_new_token,
+    test_secret_template_data_is_written_in_every_selected_namespace,
+    test_secret_template_data_over_the_render_bound_is_invalid_spec,
 )
 from tests.integration.test_cluster_credential import cluster_operator as cluster_operator
 from tests.integration.test_cluster_credential import fleet as fleet
@@ -36,6 +38,8 @@ __all__ = [
     "test_no_secret_material_in_logs_events_or_status",
     "test_one_login_serves_every_selected_namespace",
     "test_refresh_requested_annotation_gives_every_namespace_one_new_token",
+    "test_secret_template_data_is_written_in_every_selected_namespace",
+    "test_secret_template_data_over_the_render_bound_is_invalid_spec",
 ]
 
 HOLD = "auth.simacan.com/test-hold"

@@ -1,7 +1,8 @@
 """`simacan-token-operator status` as a person or a script runs it, against the real API server.
 
 It runs as a ServiceAccount that may read SimacanCredentials and Events but no Secret: the
-command must need nothing more.
+command must need nothing more. For ClusterSimacanCredentials, as one that may also read those
+(cluster-wide) and list Secret metadata in one namespace.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import os
 import subprocess
 import sys
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +21,13 @@ from kubernetes.client.exceptions import ApiException
 from localenv.auth_standin import FakeAuthAPI
 from localenv.controlplane import ControlPlane
 from simacan_token_operator.kube.client import RawApi
-from tests.conftest import Issue, credential_spec
+from tests.conftest import PASSWORD, USERNAME, Issue, credential_spec
+from tests.integration.test_cluster_credential import PLURAL as CLUSTER_PLURAL
+from tests.integration.test_cluster_credential import SECRET, Fleet
+from tests.integration.test_cluster_credential import cluster_operator as cluster_operator
+from tests.integration.test_cluster_credential import fleet as fleet
 from tests.support.k8s import GROUP, PLURAL, Namespace, api_client
+from tests.support.operator_process import OperatorProcess
 from tests.support.polling import eventually
 
 VIEWER = "status-viewer"
@@ -219,3 +226,132 @@ def test_status_all_namespaces_ignores_an_event_naming_the_credential_from_anoth
     assert f"Namespace:     {ns.name}" in result.stdout, result.stdout + result.stderr
     assert "Issued" in result.stdout
     assert "ForgedFromElsewhere" not in result.stdout
+
+
+# --- ClusterSimacanCredentials ------------------------------------------------------------------------------
+
+
+def cluster_viewer_kubeconfig(plane: ControlPlane, fleet: Fleet, secrets_in: Namespace) -> Path:
+    """An identity that may read both kinds and list Events everywhere, and list Secrets (the
+    command asks for their metadata only) in `secrets_in` alone. Removed with the fleet."""
+    name = f"status-viewer-{fleet.name}"
+    rbac = client.RbacAuthorizationV1Api(fleet.api)
+    account: Any = {"metadata": {"name": name}}
+    fleet.core.create_namespaced_service_account(fleet.platform.name, account)
+    role: Any = {
+        "metadata": {"name": name},
+        "rules": [
+            {"apiGroups": [GROUP], "resources": [PLURAL, CLUSTER_PLURAL], "verbs": ["get", "list"]},
+            {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
+        ],
+    }
+    subjects = [{"kind": "ServiceAccount", "name": name, "namespace": fleet.platform.name}]
+    rbac.create_cluster_role(role)
+    binding: Any = {
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+        "subjects": subjects,
+    }
+    rbac.create_cluster_role_binding(binding)
+    secrets: Any = {
+        "metadata": {"name": name},
+        "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["list"]}],
+    }
+    rbac.create_namespaced_role(secrets_in.name, secrets)
+    namespaced: Any = {**binding, "roleRef": {**binding["roleRef"], "kind": "Role"}}
+    rbac.create_namespaced_role_binding(secrets_in.name, namespaced)
+    return plane.kubeconfig_for_service_account(fleet.platform.name, name)
+
+
+def _remove_cluster_viewer(fleet: Fleet) -> None:
+    rbac = client.RbacAuthorizationV1Api(fleet.api)
+    rbac.delete_cluster_role_binding(f"status-viewer-{fleet.name}")
+    rbac.delete_cluster_role(f"status-viewer-{fleet.name}")
+
+
+def _block(out: str, name: str) -> str:
+    """The lines `status` printed for the credential `name`, up to the next one."""
+    start = out.index(f"Name:          {name}\n")
+    end = out.find("\nName:", start + 1)
+    return out[start : end if end >= 0 else len(out)]
+
+
+def test_status_shows_the_cluster_credentials_serving_a_namespace_all_and_one_by_name(
+    installed: ControlPlane,
+    fleet: Fleet,
+    auth: FakeAuthAPI,
+    cluster_operator: Callable[..., OperatorProcess],
+) -> None:
+    served, occupied = fleet.namespace(), fleet.namespace()
+    occupied.create_secret(SECRET, token="someone-elses")
+    served.create_login_secret("login", USERNAME, PASSWORD)
+    served.create_credential("fleet-api", credential_spec(auth))
+    fleet.create(auth)
+    cluster_operator()
+    eventually(lambda: fleet.ready() == ("False", "SecretConflict"), what="conflict in one namespace")
+    eventually(lambda: served.ready_reason("fleet-api") == ("True", "TokenValid"), what="fleet-api Ready")
+    eventually(lambda: "Issued" in [e["reason"] for e in fleet.events()], what="the cluster kind's Event")
+    token = served.secret_text(SECRET, "token")
+    assert token
+    kubeconfig = cluster_viewer_kubeconfig(installed, fleet, served)
+    try:
+        here = status(kubeconfig, "-n", served.name)
+        there = status(kubeconfig, "-n", occupied.name)
+        one = status(kubeconfig, "--cluster", fleet.name)
+        everything = status(kubeconfig, "-A")
+        occupied.delete_secret(SECRET)
+        eventually(lambda: fleet.ready() == ("True", "TokenValid"), what="served once the Secret is gone")
+        ready_one = status(kubeconfig, "--cluster", fleet.name)
+        ready_here = status(kubeconfig, "-n", served.name)
+    finally:
+        _remove_cluster_viewer(fleet)
+
+    assert here.returncode == 1, here.stdout + here.stderr
+    assert "Name:          fleet-api" in here.stdout, "the namespace's own credential"
+    mine = _block(here.stdout, fleet.name)
+    assert "Kind:          ClusterSimacanCredential (cluster-scoped)" in mine
+    assert f"In namespace:  {served.name}: holds its token Secret {SECRET}" in mine
+    assert "Ready:         False (SecretConflict)" in mine
+    assert "Issued" in mine and "simacan-token-operator" in mine, "its Events, read in namespace default"
+    assert token not in here.stdout + there.stdout + one.stdout + everything.stdout
+
+    assert there.returncode == 1, there.stdout + there.stderr
+    assert f"In namespace:  {occupied.name}: failed (SecretConflict)" in there.stdout
+    assert f"Note: cannot list Secret metadata in {occupied.name}: HTTP 403" in there.stdout
+
+    assert one.returncode == 1, one.stdout + one.stderr
+    detail = one.stdout
+    assert "fleet-api" not in detail
+    assert "Namespaces:    2 selected, 1 failed" in detail
+    assert "Failed namespaces:" in detail and occupied.name in detail
+    assert f"Subject:       {USERNAME}" in detail
+    assert "Expires at:" in detail and "(in " in detail and "Next refresh:" in detail
+    assert "SecretConflict" in detail.split("Events")[1], "the Warning Event is listed"
+
+    assert "Name:          fleet-api" in everything.stdout, everything.stdout + everything.stderr
+    assert f"Name:          {fleet.name}\n" in everything.stdout
+
+    assert ready_one.returncode == 0, ready_one.stdout + ready_one.stderr
+    assert "Namespaces:    2 selected, 0 failed" in ready_one.stdout
+    assert ready_here.returncode == 0, ready_here.stdout + ready_here.stderr
+
+
+def test_a_403_on_the_cluster_kind_is_shown_not_fatal(
+    installed: ControlPlane, ns: Namespace, issue: Issue
+) -> None:
+    """The namespaced viewer may not list ClusterSimacanCredentials: its own namespace still shows."""
+    issue()
+    kubeconfig = viewer_kubeconfig(installed, ns)
+
+    result = status(kubeconfig, "-n", ns.name)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Ready:         True (TokenValid)" in result.stdout
+    assert (
+        "ClusterSimacanCredentials not shown: cannot list clustersimacancredentials: HTTP 403"
+        in result.stdout
+    )
+    assert f'User "system:serviceaccount:{ns.name}:{VIEWER}" cannot list resource' in result.stdout
+
+    named = status(kubeconfig, "--cluster", "fleet")
+    assert named.returncode == 2, named.stdout + named.stderr
+    assert "HTTP 403" in named.stderr

@@ -101,7 +101,10 @@ class Fleet:
         return [e for e in items if (e.get("involvedObject") or {}).get("uid") == uid]
 
     def served(self, namespaces: list[Namespace]) -> dict[str, str | None]:
-        return {ns.name: ns.secret_text(SECRET, "token") for ns in namespaces}
+        return self.served_key(namespaces, "token")
+
+    def served_key(self, namespaces: list[Namespace], key: str) -> dict[str, str | None]:
+        return {ns.name: ns.secret_text(SECRET, key) for ns in namespaces}
 
     def _dict(self, obj: Any) -> dict[str, Any]:
         result = self.api.sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
@@ -189,6 +192,33 @@ def test_one_login_serves_every_selected_namespace(
     assert status["subject"] == USERNAME
     assert status["refreshedAt"] <= status["nextRefreshAt"] < status["expiresAt"]
     assert "Issued" in [e["reason"] for e in fleet.events()]
+
+
+def test_secret_template_data_is_written_in_every_selected_namespace(
+    fleet: Fleet, auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
+) -> None:
+    namespaces = [fleet.namespace(), fleet.namespace()]
+    created = fleet.create(auth, secretTemplate={"data": {"authorization": "Bearer {{ .token }}"}})
+    assert created["spec"]["secretTemplate"].get("data"), "kept: a real API server prunes unknown fields"
+    cluster_operator()
+
+    token = all_served(fleet, namespaces)
+    assert fleet.served_key(namespaces, "authorization") == {ns.name: f"Bearer {token}" for ns in namespaces}
+
+
+def test_secret_template_data_over_the_render_bound_is_invalid_spec(
+    fleet: Fleet, auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
+) -> None:
+    namespace = fleet.namespace()
+    bomb = {f"k{i}": "{{ .token }}" * 341 for i in range(16)}  # each value within the CRD's 4,096
+    fleet.create(auth, secretTemplate={"data": bomb})
+    cluster_operator()
+
+    eventually(lambda: fleet.ready() == ("False", "InvalidSpec"), what="InvalidSpec")
+    [condition] = fleet.status()["conditions"]
+    assert "could render" in condition["message"] and "65536" in condition["message"], condition
+    assert "InvalidSpec" in [e["reason"] for e in fleet.events()]
+    assert namespace.secret(SECRET) is None and auth.calls == [], "nothing rendered, no login"
 
 
 def test_namespaces_that_start_or_stop_matching_gain_or_lose_the_secret_within_seconds(

@@ -3,6 +3,7 @@ pass reads, and how many namespaces' outcomes become one status."""
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
@@ -14,7 +15,8 @@ from simacan_token_operator.model.clusterspec import (
     namespaced_view,
     parse_cluster_spec,
 )
-from simacan_token_operator.model.spec import SpecError
+from simacan_token_operator.model.reasons import INVALID_SPEC
+from simacan_token_operator.model.spec import SpecError, parse_spec
 from simacan_token_operator.model.tokens import TokenSet
 from simacan_token_operator.reconcile.clusterstatus import (
     FAILED_LIST_CAP,
@@ -25,6 +27,7 @@ from simacan_token_operator.reconcile.clusterstatus import (
 )
 from simacan_token_operator.reconcile.report import Note
 from simacan_token_operator.reconcile.status import Outcome, StatusContext
+from simacan_token_operator.reconcile.tokensecret import render
 
 
 def spec(**extra: Any) -> dict[str, Any]:
@@ -125,6 +128,58 @@ def test_each_namespace_reads_a_namespaced_view_that_labels_the_secret_with_the_
         "secretTemplate": {"labels": {"team": "x", OWNER_LABEL: "u-1"}},
         "suspend": True,
     }
+
+
+def cluster_credential(**extra: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "auth.simacan.com/v1alpha1",
+        "kind": "ClusterSimacanCredential",
+        "metadata": {"name": "fleet", "uid": "u-1", "generation": 1, "annotations": {}},
+        "spec": spec(**extra),
+    }
+
+
+AUTHORIZATION = {"authorization": "Bearer {{ .token }}", ".env": "EXP={{ .expiresAt }}"}
+
+
+def test_secret_template_data_is_accepted_and_reaches_every_namespaces_view() -> None:
+    parse_cluster_spec("fleet", spec(secretTemplate={"data": AUTHORIZATION}))  # no SpecError
+    view = namespaced_view(cluster_credential(secretTemplate={"data": AUTHORIZATION}), "routing")
+    assert view["spec"]["secretTemplate"]["data"] == AUTHORIZATION
+    assert parse_spec("fleet", "routing", view["spec"]).data_templates == AUTHORIZATION
+
+
+def test_the_rendered_secret_in_a_target_namespace_holds_the_template_keys() -> None:
+    view = namespaced_view(cluster_credential(secretTemplate={"data": AUTHORIZATION}), "routing")
+    owner = {"apiVersion": view["apiVersion"], "kind": view["kind"], "name": "fleet", "uid": "u-1"}
+    issued = token(1_800_000_000.0)
+    secret = render(parse_spec("fleet", "routing", view["spec"]), owner, issued, "fleet@example.com")
+    data = {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
+    assert data["authorization"] == f"Bearer {issued.access_token}"
+    assert data[".env"] == "EXP=2027-01-15T08:00:00Z"
+    assert data["token"] == issued.access_token, "the standard keys stay"
+    assert secret["metadata"]["namespace"] == "routing"
+    assert secret["metadata"]["labels"][OWNER_LABEL] == "u-1"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param({f"k{i}": "{{ .token }}" * 341 for i in range(16)}, id="16-keys-of-341-tokens"),
+        pytest.param({f"k{i}": "{{ .token }}" for i in range(7)}, id="7-tokens"),
+    ],
+)
+def test_data_that_could_render_past_the_bound_is_invalid_spec_for_the_cluster_kind(
+    data: dict[str, str],
+) -> None:
+    with pytest.raises(SpecError, match=r"could render \d+ bytes") as raised:
+        parse_cluster_spec("fleet", spec(secretTemplate={"data": data}))
+    assert raised.value.reason == INVALID_SPEC
+
+
+def test_six_token_templates_fit_the_render_bound_for_the_cluster_kind() -> None:
+    six = {f"k{i}": "{{ .token }}" for i in range(6)}
+    parse_cluster_spec("fleet", spec(secretTemplate={"data": six}))
 
 
 def test_a_namespace_being_deleted_is_terminating() -> None:

@@ -3,27 +3,39 @@
 from __future__ import annotations
 
 import io
+import json
+import threading
 import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from localenv.demoview import AuthCalls, Progress, render_plain, render_screen, verdict
+from simacan_token_operator.app.cli import parse_args
 from simacan_token_operator.app.statusview import (
     EXIT_ERROR,
+    EXIT_NOT_READY,
     EXIT_READY,
     Snapshot,
+    cluster_credential_view,
+    cluster_events_of,
     command,
     credential_view,
     event_view,
     events_of,
     human_duration,
     printable,
+    render_cluster_detail,
     render_detail,
     render_events,
     render_table,
+    shown_for,
 )
 from simacan_token_operator.kube.client import RawApi
+from simacan_token_operator.model.clusterspec import OWNER_LABEL
 from simacan_token_operator.reconcile.tokensecret import rfc3339
 from tests.unit.kubeapi import api_client_for, emulated_api
 
@@ -273,9 +285,8 @@ def test_nothing_rendered_ever_contains_a_token() -> None:
 # --- only what can be attributed is shown -----------------------------------------------------------------
 
 
-def _shown(credential_uid: str, **changes: Any) -> bool:
-    """Whether the Issued Event, with `changes` applied (None removes a key), shows for the credential."""
-    raw = event("Issued", uid="uid-1")
+def changed(raw: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """`raw` with `changes` applied: `a__b` is raw["a"]["b"], a value of None removes the key."""
     for key, value in changes.items():
         target, _, field = key.rpartition("__")
         where = raw[target] if target else raw
@@ -283,6 +294,12 @@ def _shown(credential_uid: str, **changes: Any) -> bool:
             where.pop(field, None)
         else:
             where[field] = value
+    return raw
+
+
+def _shown(credential_uid: str, **changes: Any) -> bool:
+    """Whether the Issued Event, with `changes` applied, shows for the credential."""
+    raw = changed(event("Issued", uid="uid-1"), changes)
     return bool(events_of(credential_view(credential(uid=credential_uid)), [event_view(raw)]))
 
 
@@ -438,3 +455,403 @@ def test_the_command_prints_what_a_server_sends_escaped_lone_surrogates_included
     printed.encode("utf-8")
     assert printable(hostile) in printed
     assert "\\ud800" in printed
+
+
+# --- ClusterSimacanCredentials ------------------------------------------------------------------------------
+
+CONFLICT = "a Secret named simacan-token exists and is not ours"
+
+
+def cluster_credential(
+    name: str = "fleet",
+    *,
+    ready: str = "False",
+    reason: str = "SecretConflict",
+    uid: str = "cuid-1",
+    failed: tuple[tuple[str, str, str], ...] = (("planning", "SecretConflict", CONFLICT),),
+    failed_count: int | None = None,
+    namespaces: int = 3,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "auth.simacan.com/v1alpha1",
+        "kind": "ClusterSimacanCredential",
+        "metadata": {"name": name, "uid": uid, "generation": 2},
+        "spec": {
+            "credentialsSecretRef": {"name": "login", "namespace": "platform"},
+            "secretName": "simacan-token",
+        },
+        "status": {
+            "observedGeneration": 2,
+            "secretName": "simacan-token",
+            "namespaces": namespaces,
+            "failedCount": len(failed) if failed_count is None else failed_count,
+            "failedNamespaces": [{"namespace": n, "reason": r, "message": m} for n, r, m in failed],
+            "subject": "fleet@example.com",
+            "expiresAt": rfc3339(NOW + 48),
+            "refreshedAt": rfc3339(NOW - 12),
+            "nextRefreshAt": rfc3339(NOW + 28),
+            "conditions": [
+                {"type": "Ready", "status": ready, "reason": reason, "message": f"{len(failed)} failed"}
+            ],
+        },
+    }
+
+
+def cluster_event(reason: str, *, name: str = "fleet", uid: str = "cuid-1", age: float = 5) -> dict[str, Any]:
+    """As the operator posts it: in namespace default, its involvedObject naming no namespace."""
+    return {
+        "metadata": {"name": f"{name}.abc", "namespace": "default"},
+        "involvedObject": {"kind": "ClusterSimacanCredential", "name": name, "uid": uid},
+        "type": "Normal" if reason == "Issued" else "Warning",
+        "reason": reason,
+        "message": f"{reason} happened",
+        "source": {"component": "simacan-token-operator"},
+        "reportingComponent": "simacan-token-operator",
+        "firstTimestamp": rfc3339(NOW - age),
+        "lastTimestamp": rfc3339(NOW - age),
+        "count": 1,
+    }
+
+
+def test_cluster_detail_shows_ready_counts_failed_namespaces_expiry_next_refresh_and_subject() -> None:
+    view = cluster_credential_view(cluster_credential())
+    events = [event_view(cluster_event("SecretConflict", age=3)), event_view(cluster_event("Issued", age=30))]
+    lines = render_cluster_detail(view, cluster_events_of(view, events), NOW)
+    text = "\n".join(lines)
+    assert not view.is_ready
+    assert "Name:          fleet" in text
+    assert "Kind:          ClusterSimacanCredential (cluster-scoped)" in text
+    assert "Ready:         False (SecretConflict)" in text
+    assert "  Message:     1 failed" in text
+    assert "Token Secret:  simacan-token" in text
+    assert "Namespaces:    3 selected, 1 failed" in text
+    header = lines.index("Failed namespaces:")
+    assert lines[header + 1].split() == ["NAMESPACE", "REASON", "MESSAGE"]
+    assert lines[header + 2].split()[:2] == ["planning", "SecretConflict"] and CONFLICT in lines[header + 2]
+    assert "Subject:       fleet@example.com" in text
+    assert f"Expires at:    {rfc3339(NOW + 48)} (in 48s)" in text
+    assert "Next refresh:  " in text and "(in 28s)" in text
+    assert "Events (last 2 of 2):" in text
+    assert text.index("Issued") < text.index("SecretConflict happened"), "oldest Event first"
+
+
+def test_a_long_failed_list_says_it_is_the_first_of_more() -> None:
+    failed = tuple((f"ns-{i:02d}", "SecretConflict", "not ours") for i in range(20))
+    view = cluster_credential_view(cluster_credential(failed=failed, failed_count=50, namespaces=60))
+    text = "\n".join(render_cluster_detail(view, [], NOW))
+    assert "Namespaces:    60 selected, 50 failed" in text
+    assert "Failed namespaces (first 20 of 50):" in text
+    assert "Events:        none" in text
+
+
+def _cluster_shown(**changes: Any) -> bool:
+    raw = changed(cluster_event("Issued"), changes)
+    return bool(cluster_events_of(cluster_credential_view(cluster_credential()), [event_view(raw)]))
+
+
+def test_a_cluster_credentials_own_event_in_default_is_shown() -> None:
+    assert _cluster_shown()
+    assert _cluster_shown(involvedObject__namespace="")  # as some clients write it
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"involvedObject__uid": ""},
+        {"involvedObject__uid": "cuid-2"},
+        {"involvedObject__name": "other-fleet"},
+        {"involvedObject__namespace": "planning"},  # names a namespace: not a cluster-scoped object's
+        {"metadata__namespace": "planning"},  # the operator posts them in default only
+        {"source": {"component": "kubectl"}},
+        {"reportingComponent": "someone-else"},
+    ],
+    ids=lambda changes: ",".join(f"{k}={v}" for k, v in changes.items()),
+)
+def test_a_cluster_event_it_cannot_attribute_is_not_shown(changes: dict[str, Any]) -> None:
+    assert not _cluster_shown(**changes)
+
+
+def test_a_cluster_credential_is_shown_for_a_namespace_holding_its_secret_or_listed_as_failed() -> None:
+    views = [
+        cluster_credential_view(cluster_credential("serves", uid="u-s", failed=())),
+        cluster_credential_view(
+            cluster_credential("failed-here", uid="u-f", failed=(("logistics", "SecretConflict", CONFLICT),))
+        ),
+        cluster_credential_view(cluster_credential("elsewhere", uid="u-e")),
+        cluster_credential_view(cluster_credential("other-name", uid="u-o", failed=())),
+    ]
+    owned = {"u-s": frozenset({"simacan-token"}), "u-o": frozenset({"not-its-token-secret"})}
+
+    shown = shown_for(views, "logistics", owned)
+    assert {c.name: c.here for c in shown} == {
+        "serves": "logistics: holds its token Secret simacan-token",
+        "failed-here": f"logistics: failed (SecretConflict): {CONFLICT}",
+    }
+    assert [c.name for c in shown_for(views, "logistics", None)] == ["failed-here"], (
+        "without the Secrets' metadata only the status can tell"
+    )
+    assert shown_for(views, "logistics", {"u-e": frozenset({"simacan-token"})})[0].name == "failed-here"
+
+
+@pytest.mark.parametrize(("raw", "visible"), HOSTILE.values(), ids=HOSTILE.keys())
+def test_no_printed_field_of_a_cluster_credential_carries_a_raw_control_character(
+    raw: str, visible: str
+) -> None:
+    body = cluster_credential(failed=((f"ns{raw}", f"Reason{raw}", f"message {raw}"),))
+    body["metadata"]["name"] = f"fleet{raw}"
+    body["spec"]["secretName"] = f"secret{raw}"
+    body["status"]["subject"] = f"subject{raw}"
+    body["status"]["conditions"][0].update(status=f"False{raw}", reason=f"Why{raw}", message=f"said {raw}")
+    raw_event = cluster_event("Issued", name=f"fleet{raw}")
+    raw_event["message"] = f"the Auth API said {raw}"
+    view = cluster_credential_view(body)
+    [here] = shown_for([view], f"ns{raw}", None)
+    events = cluster_events_of(here, [event_view(raw_event)])
+    assert len(events) == 1, "the hostile Event is still the credential's own"
+    lines = [
+        *render_cluster_detail(here, events, NOW),
+        *render_cluster_detail(view, [], NOW, events_error=f"cannot list Events: {raw}"),
+    ]
+    for line in lines:
+        assert acted_on(line) == [], line
+    text = "\n".join(lines)
+    for field in ("fleet", "secret", "subject", "False", "Why", "said ", "ns", "Reason", "message "):
+        assert f"{field}{printable(raw)}" in text, field
+    assert f"In namespace:  ns{printable(raw)}: failed" in text
+    assert f"the Auth API said {printable(raw)}" in text
+
+
+# --- the command over the emulator: both kinds --------------------------------------------------------------
+
+SECRET_VALUE = "s3cr3t-token-value-never-printed"
+CLUSTER_BASE = "/apis/auth.simacan.com/v1alpha1/clustersimacancredentials"
+
+
+def _put_cluster_credential(api: RawApi, body: dict[str, Any]) -> str:
+    status = body.pop("status")
+    meta = body["metadata"]
+    created = api.json("POST", CLUSTER_BASE, body={**body, "metadata": {"name": meta["name"]}})
+    api.json("PUT", f"{CLUSTER_BASE}/{meta['name']}/status", body={**created, "status": status})
+    return str(created["metadata"]["uid"])
+
+
+def _token_secret(api: RawApi, namespace: str, owner_uid: str, name: str = "simacan-token") -> None:
+    body = {
+        "metadata": {"name": name, "labels": {OWNER_LABEL: owner_uid}},
+        "stringData": {"token": SECRET_VALUE},
+    }
+    api.json("POST", f"/api/v1/namespaces/{namespace}/secrets", body=body)
+
+
+def _run(
+    url: str, namespace: str | None, all_namespaces: bool = False, **kwargs: Any
+) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = command(
+        lambda: api_client_for(url),
+        namespace,
+        all_namespaces,
+        None,
+        out=out,
+        err=err,
+        clock=lambda: NOW,
+        **kwargs,
+    )
+    return code, out.getvalue(), err.getvalue()
+
+
+@contextmanager
+def cluster_world() -> Iterator[str]:
+    """logistics: SimacanCredential fleet-api (Ready) and the Secret of ClusterSimacanCredential fleet
+    (Ready); planning: the Secret of routing (not Ready); failing lists logistics as failed."""
+    with emulated_api() as url:
+        api = RawApi(api_client_for(url))
+        for namespace in ("logistics", "planning"):
+            api.json("POST", "/api/v1/namespaces", body={"metadata": {"name": namespace}})
+        base = "/apis/auth.simacan.com/v1alpha1/namespaces/logistics/simacancredentials"
+        body = credential()
+        status = body.pop("status")
+        created = api.json("POST", base, body=body)
+        api.json("PUT", f"{base}/fleet-api/status", body={**created, "status": status})
+        fleet = _put_cluster_credential(
+            api, cluster_credential("fleet", ready="True", reason="TokenValid", failed=())
+        )
+        elsewhere = (("other-team", "SecretConflict", CONFLICT),)
+        routing = _put_cluster_credential(api, cluster_credential("routing", failed=elsewhere))
+        _put_cluster_credential(
+            api, cluster_credential("failing", failed=(("logistics", "SecretConflict", CONFLICT),))
+        )
+        _token_secret(api, "logistics", fleet)
+        _token_secret(api, "logistics", routing, name="another-name")  # not routing's token Secret
+        _token_secret(api, "planning", routing)
+        api.json("POST", "/api/v1/namespaces/default/events", body=cluster_event("Issued", uid=fleet))
+        forged = cluster_event("Forged", uid="not-fleet")
+        forged["metadata"]["name"] = "fleet.forged"
+        api.json("POST", "/api/v1/namespaces/default/events", body=forged)
+        yield url
+
+
+def test_status_n_shows_the_cluster_credentials_that_serve_the_namespace_with_their_events() -> None:
+    with cluster_world() as url:
+        code, out, err = _run(url, "logistics")
+        planning = _run(url, "planning")
+    assert code == EXIT_NOT_READY, out + err  # failing is not Ready
+    assert "Name:          fleet-api" in out and "Namespace:     logistics" in out
+    assert out.index("Name:          fleet-api") < out.index("Name:          fleet\n"), "namespaced first"
+    assert "In namespace:  logistics: holds its token Secret simacan-token" in out
+    assert f"In namespace:  logistics: failed (SecretConflict): {CONFLICT}" in out
+    assert "Name:          routing" not in out, "its Secret in logistics is not its token Secret"
+    fleet_block = out[out.index("Name:          fleet\n") :]
+    assert "Issued" in fleet_block.split("Name:")[1], "its Event, read in namespace default"
+    assert "Forged" not in out
+    assert SECRET_VALUE not in out
+
+    code, out, err = planning
+    assert code == EXIT_NOT_READY, out + err
+    assert "No simacancredentials" not in out
+    assert "Name:          routing" in out and "In namespace:  planning: holds its token Secret" in out
+    assert "Name:          fleet" not in out
+
+
+def test_status_all_namespaces_lists_both_kinds_and_cluster_shows_one() -> None:
+    with cluster_world() as url:
+        everything = _run(url, None, True)
+        one = _run(url, None, cluster="fleet")
+        missing = _run(url, None, cluster="nobody")
+        combined = _run(url, "logistics", cluster="fleet")
+    code, out, err = everything
+    assert code == EXIT_NOT_READY, out + err
+    for name in ("fleet-api", "fleet", "routing", "failing"):
+        assert f"Name:          {name}\n" in out, name
+    assert "In namespace:" not in out, "no namespace in view"
+
+    code, out, err = one
+    assert code == EXIT_READY, out + err
+    assert "Name:          fleet\n" in out and "Ready:         True (TokenValid)" in out
+    assert "fleet-api" not in out and "routing" not in out
+    assert "Issued" in out
+
+    assert missing[0] == EXIT_ERROR and "ClusterSimacanCredential nobody not found" in missing[2]
+    assert combined[0] == EXIT_ERROR and "--cluster cannot be combined" in combined[2]
+
+
+def test_nothing_in_a_namespace_says_so_for_both_kinds() -> None:
+    with cluster_world() as url:
+        api = RawApi(api_client_for(url))
+        api.json("POST", "/api/v1/namespaces", body={"metadata": {"name": "empty"}})
+        code, out, _ = _run(url, "empty")
+    assert code == EXIT_READY
+    assert (
+        out.strip()
+        == "No simacancredentials found in namespace empty, nor clustersimacancredentials that serve it."
+    )
+
+
+# --- what a real API server answers and the emulator cannot: 403, 404 ---------------------------------------
+
+FORBIDDEN = (
+    'clustersimacancredentials.auth.simacan.com is forbidden: User "system:serviceaccount:logistics:viewer" '
+    'cannot list resource "clustersimacancredentials" in API group "auth.simacan.com" at the cluster scope'
+)
+
+
+def _status(code: int, reason: str, message: str) -> tuple[int, dict[str, Any]]:
+    return code, {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
+
+
+Routes = dict[str, tuple[int, dict[str, Any]]]
+
+
+@contextmanager
+def fixed_api(routes: Routes) -> Iterator[str]:
+    """A real HTTP server answering fixed JSON by path (the query is ignored); 404 elsewhere."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            code, body = routes.get(self.path.split("?")[0], _status(404, "NotFound", "not found"))
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+NAMESPACED: Routes = {
+    "/apis/auth.simacan.com/v1alpha1/namespaces/logistics/simacancredentials": (
+        200,
+        {"items": [credential()]},
+    ),
+    "/api/v1/namespaces/logistics/events": (200, {"items": []}),
+}
+
+
+def test_a_403_on_the_cluster_kind_is_shown_and_not_fatal() -> None:
+    forbidden = _status(403, "Forbidden", FORBIDDEN)
+    routes = {**NAMESPACED, CLUSTER_BASE: forbidden, f"{CLUSTER_BASE}/fleet": forbidden}
+    with fixed_api(routes) as url:
+        code, out, err = _run(url, "logistics")
+        one = _run(url, None, cluster="fleet")
+    assert code == EXIT_READY, out + err
+    assert "Name:          fleet-api" in out
+    assert (
+        f"ClusterSimacanCredentials not shown: cannot list clustersimacancredentials: HTTP 403 {FORBIDDEN}"
+        in out
+    )
+    assert one[0] == EXIT_ERROR and "HTTP 403" in one[2], "asked for by name, it is the answer"
+
+
+def test_without_secret_metadata_only_a_cluster_credential_listing_the_namespace_as_failed_shows() -> None:
+    cluster = [
+        cluster_credential("failing", failed=(("logistics", "SecretConflict", CONFLICT),)),
+        cluster_credential("serving", uid="u-2", ready="True", reason="TokenValid", failed=()),
+    ]
+    routes = {
+        **NAMESPACED,
+        CLUSTER_BASE: (200, {"items": cluster}),
+        "/api/v1/namespaces/logistics/secrets": _status(403, "Forbidden", "secrets is forbidden"),
+        "/api/v1/namespaces/default/events": _status(403, "Forbidden", "events is forbidden"),
+    }
+    with fixed_api(routes) as url:
+        code, out, err = _run(url, "logistics")
+    assert code == EXIT_NOT_READY, out + err
+    assert "Name:          failing" in out and "Name:          serving" not in out
+    assert "Note: cannot list Secret metadata in logistics: HTTP 403 Forbidden" in out
+    assert "Events:        (cannot list Events in default: HTTP 403 Forbidden)" in out
+
+
+def test_no_cluster_crd_means_no_cluster_credentials_not_an_error() -> None:
+    with fixed_api(NAMESPACED) as url:  # the cluster kind's URL answers 404
+        code, out, err = _run(url, "logistics")
+    assert code == EXIT_READY, out + err
+    assert "Name:          fleet-api" in out and "ClusterSimacanCredential" not in out
+
+
+def test_the_cli_takes_cluster_name_and_refuses_it_beside_a_namespace() -> None:
+    assert parse_args(["status", "--cluster", "fleet"]).cluster == "fleet"
+    with pytest.raises(SystemExit):
+        parse_args(["status", "-n", "logistics", "--cluster", "fleet"])
+    err = io.StringIO()
+    assert (
+        command(_Client, None, False, "fleet-api", cluster="fleet", out=io.StringIO(), err=err) == EXIT_ERROR
+    )
+    assert "NAME cannot be combined" in err.getvalue()

@@ -93,12 +93,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     status = commands.add_parser(
         "status",
-        help="show Ready, expiry, next refresh and recent Events of credentials; "
-        "exit 1 if any shown is not Ready, 2 if they cannot be read",
+        help="show Ready, expiry, next refresh and recent Events of SimacanCredentials and "
+        "ClusterSimacanCredentials; exit 1 if any shown is not Ready, 2 if they cannot be read",
     )
     status_scope = status.add_mutually_exclusive_group()
-    status_scope.add_argument("--namespace", "-n", metavar="NS", help="default: the kubeconfig context's")
-    status_scope.add_argument("--all-namespaces", "-A", action="store_true", help="every namespace")
+    status_scope.add_argument(
+        "--namespace",
+        "-n",
+        metavar="NS",
+        help="the SimacanCredentials of NS and the ClusterSimacanCredentials that serve it "
+        "(default: the kubeconfig context's namespace)",
+    )
+    status_scope.add_argument(
+        "--all-namespaces", "-A", action="store_true", help="every credential of both kinds"
+    )
+    status_scope.add_argument("--cluster", metavar="NAME", help="one ClusterSimacanCredential")
     status.add_argument("name", nargs="?", metavar="NAME", help="one SimacanCredential (default: all)")
     return parser.parse_args(argv)
 
@@ -196,6 +205,12 @@ def _identity() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(argv)
     if options.command == "status":
-        return statusview.command(load_kube_config, options.namespace, options.all_namespaces, options.name)
+        return statusview.command(
+            load_kube_config,
+            options.namespace,
+            options.all_namespaces,
+            options.name,
+            cluster=options.cluster,
+        )
     logs.configure(options.log_level)
     return asyncio.run(run_operator(options))

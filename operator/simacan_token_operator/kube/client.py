@@ -31,6 +31,7 @@ from simacan_token_operator.model.clusterspec import OWNER_LABEL
 from simacan_token_operator.model.spec import GROUP, VERSION
 
 __all__ = [
+    "CLUSTER_EVENTS_NAMESPACE",
     "METADATA_LIST",
     "Body",
     "Fence",
@@ -47,6 +48,9 @@ __all__ = [
 ]
 
 COMPONENT = "simacan-token-operator"
+
+CLUSTER_EVENTS_NAMESPACE = "default"
+"""Where a cluster-scoped credential's Events are posted, as client-go's recorder does."""
 
 
 @dataclass(frozen=True)
@@ -143,7 +147,7 @@ class Kube:
         A repeat of a recent Event increments its count instead (events.py)."""
         message = message[:1024]
         key: EventKey = (ref.uid, type_, reason, message)
-        where = ref.namespace or "default"  # a cluster-scoped object's Events live there (as client-go's)
+        where = ref.namespace or CLUSTER_EVENTS_NAMESPACE
         events = f"/api/v1/namespaces/{checked_name('namespace', where)}/events"
         action = f"posting an Event for {ref.namespace}/{ref.name}"
         now = _now()[:19] + "Z"
