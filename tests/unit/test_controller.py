@@ -24,6 +24,7 @@ from simacan_token_operator.model.clusterspec import NamespaceInfo
 from simacan_token_operator.model.spec import AuthURLPolicy
 from tests.unit.conftest import PASSWORD, USERNAME, FakeClock
 from tests.unit.fakekube import FakeKube
+from tests.unit.test_reconcile_pass import deployment
 
 SECRET = "simacan-token"
 
@@ -226,3 +227,26 @@ async def test_a_restart_of_the_process_makes_no_login(cluster: Cluster) -> None
     assert cluster.auth.count() == 1
     assert len(cluster.kube.secret_writes) == writes, "nothing rewritten"
     assert all(status["conditions"][0]["status"] == "True" for status in cluster.kube.statuses.values())
+
+
+async def test_a_cluster_credential_reports_stale_consumers_of_every_selected_namespace(
+    cluster: Cluster,
+) -> None:
+    """The stale-consumer check runs per selected namespace and is summed up in one status."""
+    controller = cluster.controller
+    assert controller is not None
+    cluster.kube.put_workload("team-a", "Deployment", deployment("app", env_from=SECRET))
+    cluster.kube.put_workload("team-b", "Deployment", deployment("db", env_from=SECRET))
+    cluster.kube.put_workload("team-b", "Deployment", deployment("web"))  # mounts nothing: fine
+    await served(cluster)
+
+    def reported() -> bool:
+        return cluster.kube.statuses[("", "shared")].get("staleConsumerCount") == 2
+
+    await until(reported, "two stale consumers in the cluster credential's status")
+    status = cluster.kube.statuses[("", "shared")]
+    assert status["staleConsumers"] == ["team-a/Deployment/app", "team-b/Deployment/db"]
+    condition = next(c for c in status["conditions"] if c["type"] == "ConsumersStale")
+    assert (condition["status"], condition["reason"]) == ("True", "ReadsTokenAtStart")
+    assert "team-a/Deployment/app" in condition["message"]
+    assert any(e.reason == "ConsumersStale" and e.name == "shared" for e in cluster.kube.events)

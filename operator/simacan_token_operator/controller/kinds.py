@@ -12,7 +12,7 @@ once (worker.py), as cert-manager serves Issuer and ClusterIssuer through one he
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from simacan_token_operator.kube.client import ObjectRef
@@ -27,6 +27,8 @@ from simacan_token_operator.model.spec import API_VERSION, KIND, PLURAL, SpecErr
 from simacan_token_operator.reconcile.clusterstatus import (
     PENDING,
     aggregate,
+    cluster_consumers,
+    consumers_condition_since,
     fold_events,
     render_cluster_status,
 )
@@ -70,6 +72,8 @@ class Round:
     generation: int | None
     problem: SpecError | None = None
     """The credential's own spec problem, when no target could be served at all."""
+    stale: Mapping[str, tuple[tuple[str, ...], int]] = field(default_factory=dict)
+    """Per target whose workloads were checked: the first stale consumers named, and how many."""
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,8 @@ class Clusterwide:
     status_digest: str | None = None
     ready: ReadyState | None = None
     last_reason: str | None = None
+    stale_since: tuple[tuple[tuple[str, ...], int], str] | None = None
+    """The stale consumers last reported (names, count) and since when."""
 
     @classmethod
     def from_status(cls, status: Mapping[str, Any] | None) -> Clusterwide:
@@ -193,6 +199,11 @@ class Clusterwide:
             round_.secret_name, round_.generation, round_.handled_request, self.ready, now
         )
         status = render_cluster_status(overall, outcomes, context)
+        if round_.stale:
+            self.stale_since = consumers_condition_since(self.stale_since, round_.stale, now)
+            fields, condition = cluster_consumers(round_.stale, self.stale_since[1])
+            status.update(fields)
+            status["conditions"] = [*status["conditions"], condition]
         digest = status_digest(status)
         return Report(notes, None if digest == self.status_digest else status, overall, digest)
 

@@ -213,7 +213,7 @@ class CredentialWorker:
         if request is not None and request[0] not in (target.memory.handled_request, pending and pending[0]):
             target.memory = dataclasses.replace(target.memory, pending_request=request)
         view = self.kind.view(self.credential, namespace)
-        return await target.attempt(view, credentials, self.runtime, survey=self.kind.namespaced)
+        return await target.attempt(view, credentials, self.runtime, survey=True)
 
     def _round(
         self,
@@ -232,17 +232,28 @@ class CredentialWorker:
             self._handled_request = handled.pop()
         meta = self.credential["metadata"]
         secret_name = self.scope.secret_name if self.scope else None
+        stale = {
+            ns: (memory.stale_consumers, memory.stale_count)
+            for ns, memory in memories.items()
+            if memory.stale_consumers is not None
+        }
         return Round(
-            outcomes, notes, statuses, self._handled_request, secret_name, meta.get("generation"), problem
+            outcomes,
+            notes,
+            statuses,
+            self._handled_request,
+            secret_name,
+            meta.get("generation"),
+            problem,
+            stale,
         )
 
     # -- targets that go ----------------------------------------------------------------------
 
     def _forget(self, namespace: str) -> None:
         self.runtime.pool.detach(pool_user(self.kind.view(self.credential, namespace)))
-        if self.kind.namespaced:
-            assert self.runtime.workloads is not None
-            self.runtime.workloads.release(namespace, self.key)
+        assert self.runtime.workloads is not None
+        self.runtime.workloads.release(namespace, self.key)
         self.targets.pop(namespace, None)
 
     async def _release(self, scope: Scope) -> None:

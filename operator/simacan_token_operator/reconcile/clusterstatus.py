@@ -15,7 +15,9 @@ from typing import Any
 
 from simacan_token_operator.model import reasons
 from simacan_token_operator.model.limits import (
+    MAX_CONDITION_MESSAGE_CHARS,
     MAX_FAILED_NAMESPACE_MESSAGE_CHARS,
+    MAX_STALE_CONSUMERS_LISTED,
     shortened,
 )
 from simacan_token_operator.reconcile.report import Note
@@ -90,6 +92,48 @@ def render_cluster_status(
             for ns in failed[:FAILED_LIST_CAP]
         ],
     }
+
+
+def aggregate_stale(stale: Mapping[str, tuple[tuple[str, ...], int]]) -> tuple[tuple[str, ...], int]:
+    """`namespace/Kind/name` of the first stale consumers across the namespaces, and how many."""
+    names = sorted(f"{ns}/{name}" for ns, (listed, _) in stale.items() for name in listed)
+    return tuple(names[:MAX_STALE_CONSUMERS_LISTED]), sum(count for _, count in stale.values())
+
+
+def consumers_condition_since(
+    previous: tuple[tuple[tuple[str, ...], int], str] | None,
+    stale: Mapping[str, tuple[tuple[str, ...], int]],
+    now: float,
+) -> tuple[tuple[tuple[str, ...], int], str]:
+    """The aggregate and since when it holds: the condition's lastTransitionTime moves only when
+    the set of stale consumers changes."""
+    current = aggregate_stale(stale)
+    if previous is not None and previous[0] == current:
+        return previous
+    return current, rfc3339(now)
+
+
+def cluster_consumers(
+    stale: Mapping[str, tuple[tuple[str, ...], int]], since: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """staleConsumers and staleConsumerCount, and the ConsumersStale condition, for every selected
+    namespace together."""
+    names, count = aggregate_stale(stale)
+    more = count - len(names)
+    shown = ", ".join(names) + (f" and {more} more" if more else "")
+    message = (
+        f"{shown} keep their first token until restarted; mount the whole Secret as a volume"
+        if count
+        else "no workload in the selected namespaces reads the token only at start"
+    )
+    condition = {
+        "type": reasons.CONSUMERS_STALE,
+        "status": "True" if count else "False",
+        "reason": reasons.READS_AT_START if count else reasons.NO_STALE_CONSUMERS,
+        "message": shortened(message, MAX_CONDITION_MESSAGE_CHARS),
+        "lastTransitionTime": since,
+    }
+    return {"staleConsumers": list(names), "staleConsumerCount": count}, condition
 
 
 def fold_events(notes: Iterable[tuple[str, Note]]) -> list[Note]:
