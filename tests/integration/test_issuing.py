@@ -109,6 +109,11 @@ def test_restart_makes_no_login_while_token_valid(
         auth.add_user(f"user-{i}@example.com", PASSWORD)
     operator = start_operator()
     before = {f"cred-{i}": ns.ready_token(f"cred-{i}") for i in range(3)}
+    for name in before:  # the stale-consumer check reports a moment after the first token
+        eventually(
+            lambda: "staleConsumerCount" in ns.credential(name).get("status", {}),  # noqa: B023
+            what=f"{name}'s status complete",
+        )
     versions = {name: ns.secret(name)["metadata"]["resourceVersion"] for name in before}  # type: ignore[index]
     status_before = {name: ns.credential(name)["status"] for name in before}
     auth.reset_counts()
