@@ -293,6 +293,8 @@ def test_deleted_or_edited_secret_is_restored_and_a_restart_makes_no_login(
     )
     assert auth.count() == 1, "restored from the token held, without a login"
 
+    # the stale-consumer check of every namespace reports a moment after the tokens
+    eventually(lambda: "staleConsumerCount" in fleet.status(), what="the status complete")
     versions = {ns.name: ns.secret(SECRET)["metadata"]["resourceVersion"] for ns in namespaces}  # type: ignore[index]
     status = fleet.status()
     auth.reset_counts()

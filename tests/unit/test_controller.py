@@ -217,15 +217,21 @@ async def test_a_refresh_request_on_a_cluster_credential_is_honoured_once(cluste
 
 async def test_a_restart_of_the_process_makes_no_login(cluster: Cluster) -> None:
     a, b, shared = await served(cluster)
-    writes = len(cluster.kube.secret_writes)
+    await until(
+        lambda: all("staleConsumerCount" in status for status in cluster.kube.statuses.values()),
+        "every status complete (the stale-consumer check reports after the first pass)",
+    )
+    writes, patches = len(cluster.kube.secret_writes), cluster.kube.status_patches
 
     await cluster.restart(a, b, shared, namespaces=dict(TEAMS))
     controller = cluster.controller
     assert controller is not None
     await until(lambda: all(w.due_at is not None for w in controller.workers.values()), "every worker ran")
 
+    await asyncio.sleep(0.2)  # room for the surveys the new process starts
     assert cluster.auth.count() == 1
     assert len(cluster.kube.secret_writes) == writes, "nothing rewritten"
+    assert cluster.kube.status_patches == patches, "no status rewritten, the cluster's included"
     assert all(status["conditions"][0]["status"] == "True" for status in cluster.kube.statuses.values())
 
 

@@ -26,11 +26,14 @@ from simacan_token_operator.model.clusterspec import (
 from simacan_token_operator.model.spec import API_VERSION, KIND, PLURAL, SpecError, parse_spec
 from simacan_token_operator.reconcile.clusterstatus import (
     PENDING,
+    StaleSummary,
     aggregate,
+    aggregate_stale,
     cluster_consumers,
-    consumers_condition_since,
     fold_events,
     render_cluster_status,
+    stale_from_status,
+    stale_since,
 )
 from simacan_token_operator.reconcile.report import Note
 from simacan_token_operator.reconcile.status import (
@@ -156,8 +159,9 @@ class Clusterwide:
     status_digest: str | None = None
     ready: ReadyState | None = None
     last_reason: str | None = None
-    stale_since: tuple[tuple[tuple[str, ...], int], str] | None = None
-    """The stale consumers last reported (names, count) and since when."""
+    stale: tuple[StaleSummary, str] | None = None
+    """The stale consumers last reported, and since when; kept until every selected namespace
+    has been checked again, so a restart or a newcomer does not make the condition flap."""
 
     @classmethod
     def from_status(cls, status: Mapping[str, Any] | None) -> Clusterwide:
@@ -166,6 +170,7 @@ class Clusterwide:
             status_digest=status_digest(status) if status else None,
             ready=ready_state(status),
             last_reason=ready_reason(status),
+            stale=stale_from_status(status),
         )
 
     def scope(self, credential: Mapping[str, Any], namespaces: Mapping[str, NamespaceInfo]) -> Scope:
@@ -199,9 +204,10 @@ class Clusterwide:
             round_.secret_name, round_.generation, round_.handled_request, self.ready, now
         )
         status = render_cluster_status(overall, outcomes, context)
-        if round_.stale:
-            self.stale_since = consumers_condition_since(self.stale_since, round_.stale, now)
-            fields, condition = cluster_consumers(round_.stale, self.stale_since[1])
+        if round_.stale and set(round_.stale) >= set(outcomes):  # every namespace has been checked
+            self.stale = stale_since(self.stale, aggregate_stale(round_.stale), now)
+        if self.stale is not None and outcomes:
+            fields, condition = cluster_consumers(*self.stale)
             status.update(fields)
             status["conditions"] = [*status["conditions"], condition]
         digest = status_digest(status)

@@ -94,31 +94,41 @@ def render_cluster_status(
     }
 
 
-def aggregate_stale(stale: Mapping[str, tuple[tuple[str, ...], int]]) -> tuple[tuple[str, ...], int]:
-    """`namespace/Kind/name` of the first stale consumers across the namespaces, and how many."""
+StaleSummary = tuple[tuple[str, ...], int]
+"""The first stale consumers named (`namespace/Kind/name`) and how many there are."""
+
+
+def aggregate_stale(stale: Mapping[str, StaleSummary]) -> StaleSummary:
+    """One summary for all the namespaces' summaries."""
     names = sorted(f"{ns}/{name}" for ns, (listed, _) in stale.items() for name in listed)
     return tuple(names[:MAX_STALE_CONSUMERS_LISTED]), sum(count for _, count in stale.values())
 
 
-def consumers_condition_since(
-    previous: tuple[tuple[tuple[str, ...], int], str] | None,
-    stale: Mapping[str, tuple[tuple[str, ...], int]],
-    now: float,
-) -> tuple[tuple[tuple[str, ...], int], str]:
-    """The aggregate and since when it holds: the condition's lastTransitionTime moves only when
+def stale_since(
+    previous: tuple[StaleSummary, str] | None, summary: StaleSummary, now: float
+) -> tuple[StaleSummary, str]:
+    """The summary and since when it holds: the condition's lastTransitionTime moves only when
     the set of stale consumers changes."""
-    current = aggregate_stale(stale)
-    if previous is not None and previous[0] == current:
+    if previous is not None and previous[0] == summary:
         return previous
-    return current, rfc3339(now)
+    return summary, rfc3339(now)
 
 
-def cluster_consumers(
-    stale: Mapping[str, tuple[tuple[str, ...], int]], since: str
-) -> tuple[dict[str, Any], dict[str, Any]]:
+def stale_from_status(status: Mapping[str, Any]) -> tuple[StaleSummary, str] | None:
+    """What the last status said, so that a restarted operator reports it unchanged."""
+    names, count = status.get("staleConsumers"), status.get("staleConsumerCount")
+    condition = next(
+        (c for c in status.get("conditions") or [] if c.get("type") == reasons.CONSUMERS_STALE), None
+    )
+    if not isinstance(names, list) or not isinstance(count, int) or condition is None:
+        return None
+    return (tuple(str(n) for n in names), count), str(condition.get("lastTransitionTime"))
+
+
+def cluster_consumers(summary: StaleSummary, since: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """staleConsumers and staleConsumerCount, and the ConsumersStale condition, for every selected
     namespace together."""
-    names, count = aggregate_stale(stale)
+    names, count = summary
     more = count - len(names)
     shown = ", ".join(names) + (f" and {more} more" if more else "")
     message = (
