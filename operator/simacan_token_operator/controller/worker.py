@@ -56,6 +56,15 @@ async def read_credentials(runtime: Runtime, scope: Scope) -> Mapping[str, Any] 
         return only_keys(await runtime.kube.read_secret(where, scope.credentials_secret), *scope.keys)
 
 
+def stale_of(memories: Mapping[str, Memory]) -> dict[str, tuple[tuple[str, ...], int]]:
+    """Each target's stale consumers as its last pass found them, where it has checked."""
+    return {
+        ns: (memory.stale_consumers, memory.stale_count)
+        for ns, memory in memories.items()
+        if memory.stale_consumers is not None
+    }
+
+
 class CredentialWorker:
     def __init__(
         self,
@@ -230,23 +239,10 @@ class CredentialWorker:
         handled = {memory.handled_request for memory in memories.values()}
         if len(handled) == 1 and self.selected <= set(self.targets):
             self._handled_request = handled.pop()
-        meta = self.credential["metadata"]
         secret_name = self.scope.secret_name if self.scope else None
-        stale = {
-            ns: (memory.stale_consumers, memory.stale_count)
-            for ns, memory in memories.items()
-            if memory.stale_consumers is not None
-        }
-        return Round(
-            outcomes,
-            notes,
-            statuses,
-            self._handled_request,
-            secret_name,
-            meta.get("generation"),
-            problem,
-            stale,
-        )
+        generation = self.credential["metadata"].get("generation")
+        stale, request = stale_of(memories), self._handled_request
+        return Round(outcomes, notes, statuses, request, secret_name, generation, problem, stale)
 
     # -- targets that go ----------------------------------------------------------------------
 
