@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from localenv.auth_standin import FakeAuthAPI
 from simacan_token_operator.app.metrics import Metrics
@@ -24,7 +23,10 @@ from simacan_token_operator.model.clusterspec import NamespaceInfo
 from simacan_token_operator.model.spec import AuthURLPolicy
 from tests.unit.conftest import PASSWORD, USERNAME, FakeClock
 from tests.unit.fakekube import FakeKube
-from tests.unit.test_reconcile_pass import deployment
+from tests.unit.test_reconcile_pass import auth, clock, deployment
+
+FIXTURES = (auth, clock)
+"""The stand-in Auth API over TLS and the hand-moved clock of tests/unit/test_reconcile_pass.py."""
 
 SECRET = "simacan-token"
 
@@ -108,17 +110,6 @@ async def until(condition: Callable[[], bool], what: str, timeout: float = 2.0) 
 
 def ns(**labels: str) -> NamespaceInfo:
     return NamespaceInfo(labels, terminating=False)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def auth(signing_key: rsa.RSAPrivateKey, clock: FakeClock) -> Any:
-    with FakeAuthAPI({USERNAME: PASSWORD}, tls=True, clock=clock, signing_key=signing_key) as fake:
-        yield fake
 
 
 @pytest.fixture
