@@ -136,7 +136,7 @@ class Target:
                 done = await self._perform(result, runtime)
             except WriteRefused as refused:
                 logger.warning("%s: %s", self._who, refused.message)
-                result = refused_write(gathered, result, refused.message)
+                result = refused_write(gathered, refused.message)
                 done = await self._perform(result, runtime)
             if done is None:
                 return None

@@ -256,8 +256,7 @@ async def reconcile(gathered: Gathered, services: Services) -> Result:
     if gathered.target is not None and not tokensecret.owned_by(gathered.target, meta["uid"]):
         return _conclude(gathered, spec, _conflict(spec, str(gathered.credential.get("kind"))))
 
-    stored = tokensecret.read_stored(gathered.target, gathered.now) if gathered.target is not None else None
-    held = stored.token if stored and stored.token and gathered.now < stored.token.expires_at else None
+    stored, held = _stored_and_held(gathered)
     refused = gathered.memory.refused_write
     if refused is not None and refused[0] == _write_inputs(gathered):
         return _conclude(gathered, spec, _keeping_valid_token(_refused_outcome(refused[1]), held))
@@ -447,18 +446,26 @@ REFUSED_WRITE_STATUSES = frozenset({413, 422})
 write would be refused again, so it is reported and not retried until the inputs change."""
 
 
-def refused_write(gathered: Gathered, result: Result, why: str) -> Result:
-    """The Result to act on when the API server refused `result.write` for its content."""
+def refused_write(gathered: Gathered, why: str) -> Result:
+    """The Result to act on when the API server refused the pass's Secret write for its content."""
     meta = gathered.credential["metadata"]
     spec = parse_spec(meta["name"], meta["namespace"], gathered.credential.get("spec") or {})
-    stored = tokensecret.read_stored(gathered.target, gathered.now) if gathered.target is not None else None
-    held = stored.token if stored and stored.token and gathered.now < stored.token.expires_at else None
+    _, held = _stored_and_held(gathered)
     message = (
         f"the API server refused to write Secret {spec.target_secret} ({why}); fix spec.secretTemplate, "
         "or remove labels and annotations others added to that Secret"
     )
     memory = dataclasses.replace(gathered.memory, refused_write=(_write_inputs(gathered), message))
     return _conclude(gathered, spec, _keeping_valid_token(_refused_outcome(message), held), memory)
+
+
+def _stored_and_held(gathered: Gathered) -> tuple[tokensecret.StoredSecret | None, TokenSet | None]:
+    """The owned Secret as read back, and its token while it is unexpired."""
+    if gathered.target is None:
+        return None, None
+    stored = tokensecret.read_stored(gathered.target, gathered.now)
+    held = stored.token if stored.token and gathered.now < stored.token.expires_at else None
+    return stored, held
 
 
 def _write_inputs(gathered: Gathered) -> tuple[Any, ...]:
