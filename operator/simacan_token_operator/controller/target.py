@@ -89,12 +89,11 @@ class Target:
         view: Mapping[str, Any],
         credentials: tuple[str, Mapping[str, Any] | None],
         runtime: Runtime,
-        survey: bool,
     ) -> Concluded | None:
         """A pass, and when to try again if it concluded nothing: backoff after a failed
         Kubernetes call, shortly after another writer was quicker."""
         try:
-            done = await self.run(view, credentials, runtime, survey)
+            done = await self.run(view, credentials, runtime)
         except KubeError as error:
             if self.outcome is None:
                 self.outcome = dataclasses.replace(PENDING, message=f"{PENDING.message}: {error}")
@@ -119,7 +118,6 @@ class Target:
         view: Mapping[str, Any],
         credentials: tuple[str, Mapping[str, Any] | None],
         runtime: Runtime,
-        survey: bool,
     ) -> Concluded | None:
         """Gather, decide, write; None if another writer got to the Secret first. `credentials`:
         the credentials Secret's namespace and what was read of it.
@@ -130,7 +128,7 @@ class Target:
         gives its slots up, and one slow login source cannot hold up the others."""
         async with runtime.namespace_gates.held(self.namespace) as own, Slot(own, runtime.kube_gate) as slot:
             services = dataclasses.replace(runtime.services, while_waiting=slot.given_up_while)
-            gathered = await self._gather(view, credentials, runtime, survey)
+            gathered = await self._gather(view, credentials, runtime)
             result = await reconcile(gathered, services)
             try:
                 done = await self._perform(result, runtime)
@@ -150,7 +148,6 @@ class Target:
         view: Mapping[str, Any],
         credentials: tuple[str, Mapping[str, Any] | None],
         runtime: Runtime,
-        survey: bool,
     ) -> Gathered:
         meta = view["metadata"]
         where, login = credentials
@@ -160,10 +157,8 @@ class Target:
             return Gathered(view, None, None, self.memory, runtime.clock())
         secret = trimmed(await runtime.kube.read_secret(self.namespace, spec.target_secret))
         workloads, refused = await self._read_restart_targets(spec.restart_targets, runtime)
-        listed = None
-        if survey:
-            assert runtime.workloads is not None
-            listed = runtime.workloads.survey(self.namespace, self._who, self._nudge)
+        assert runtime.workloads is not None
+        listed = runtime.workloads.survey(self.namespace, self._who, self._nudge)
         self._gathered_at = runtime.clock()
         return Gathered(
             view,

@@ -222,7 +222,7 @@ class CredentialWorker:
         if request is not None and request[0] not in (target.memory.handled_request, pending and pending[0]):
             target.memory = dataclasses.replace(target.memory, pending_request=request)
         view = self.kind.view(self.credential, namespace)
-        return await target.attempt(view, credentials, self.runtime, survey=True)
+        return await target.attempt(view, credentials, self.runtime)
 
     def _round(
         self,
