@@ -15,6 +15,10 @@ from simacan_token_operator.model.clusterspec import (
     namespaced_view,
     parse_cluster_spec,
 )
+from simacan_token_operator.model.limits import (
+    MAX_CONDITION_MESSAGE_CHARS,
+    MAX_FAILED_NAMESPACE_MESSAGE_CHARS,
+)
 from simacan_token_operator.model.reasons import INVALID_SPEC
 from simacan_token_operator.model.spec import SpecError, parse_spec
 from simacan_token_operator.model.tokens import TokenSet
@@ -250,3 +254,15 @@ def test_events_of_many_namespaces_fold_into_one_per_reason() -> None:
         ),
         Note("Warning", "SecretConflict", "namespace ns-9: not ours"),
     ]
+
+
+def test_a_failed_namespaces_message_is_cut_to_its_bound() -> None:
+    """A namespace's message can carry a long authURL or Secret name: the status stays bounded."""
+    outcomes = {"a": Outcome(False, "AuthURLNotAllowed", "x" * 2000, failure=True)}
+    context = StatusContext("simacan-token", 1, None, None, 1000.0)
+    status = render_cluster_status(aggregate(outcomes), outcomes, context)
+
+    [failed] = status["failedNamespaces"]
+    assert len(failed["message"]) == MAX_FAILED_NAMESPACE_MESSAGE_CHARS
+    assert failed["message"].endswith("[...]")
+    assert len(status["conditions"][0]["message"]) <= MAX_CONDITION_MESSAGE_CHARS
