@@ -191,7 +191,8 @@ def test_deleting_the_leader_pod_fails_over_without_an_expired_token(cluster: Cl
         ns.ready_token(name)
     holder = _lease_holder(cluster, INSTALL_NAMESPACE)
     assert holder
-    standby = next(name for name in _pod_ips(cluster, INSTALL_NAMESPACE) if name != holder)
+    pods_before = set(_pod_ips(cluster, INSTALL_NAMESPACE))
+    standby = next(name for name in pods_before if name != holder)
 
     deleted_at = time.monotonic()
     cluster.core.delete_namespaced_pod(holder, INSTALL_NAMESPACE)
@@ -204,8 +205,11 @@ def test_deleting_the_leader_pod_fails_over_without_an_expired_token(cluster: Cl
 
     successor = eventually(new_leader, timeout=60, interval=0.1, what="another replica holding the Lease")
     without_leader = time.monotonic() - deleted_at
-    SUMMARY.append(f"e2e: leader pod deleted; the standby held the Lease {without_leader:.1f}s later")
-    assert successor == standby
+    who = "the standby" if successor == standby else "the replacement pod"
+    SUMMARY.append(f"e2e: leader pod deleted; {who} held the Lease {without_leader:.1f}s later")
+    # The standby polls the released Lease every 2 s; the ReplicaSet's replacement pod may start and
+    # take it first. Either is a live replica of this Deployment; the deleted pod never leads again.
+    assert successor == standby or successor not in pods_before, (successor, pods_before)
     # The deleted leader handed the Lease over (SIGTERM): no wait for the 15 s Lease to run out.
     assert without_leader < LEASE_DURATION_SECONDS, f"no leader for {without_leader:.1f}s"
     # The successor works: a refresh asked for now is done by it, and no token ever expired meanwhile.
