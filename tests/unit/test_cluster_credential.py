@@ -4,6 +4,7 @@ pass reads, and how many namespaces' outcomes become one status."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 from typing import Any
 
 import pytest
@@ -28,6 +29,7 @@ from simacan_token_operator.reconcile.clusterstatus import (
     aggregate,
     fold_events,
     render_cluster_status,
+    resumed,
 )
 from simacan_token_operator.reconcile.report import Note
 from simacan_token_operator.reconcile.status import Outcome, StatusContext
@@ -203,13 +205,32 @@ def token(expires_at: float) -> TokenSet:
     )
 
 
-def valid(expires_at: float) -> Outcome:
-    return Outcome(True, "TokenValid", "ok", token=token(expires_at), next_refresh=expires_at - 1200)
+def valid(expires_at: float, own: bool = True) -> Outcome:
+    """A namespace holding a token; `own`: obtained by this process, not adopted from the Secret."""
+    return Outcome(True, "TokenValid", "ok", token=token(expires_at), next_refresh=expires_at - 1200, own=own)
 
 
 def test_no_namespace_is_ready_with_reason_no_namespaces() -> None:
     overall = aggregate({})
     assert (overall.ready, overall.reason) == (True, NO_NAMESPACES)
+
+
+def test_a_token_adopted_from_a_namespace_never_speaks_for_the_cluster_credential() -> None:
+    forged = dataclasses.replace(token(1000.0), subject="someone-else")
+    outcomes = {"a": valid(5000.0), "tenant": dataclasses.replace(valid(1000.0, own=False), token=forged)}
+    overall = aggregate(outcomes)
+    assert overall.token is not None and overall.token.expires_at == 5000.0
+    assert overall.token.subject == "fleet@example.com" and overall.next_refresh == 3800.0
+
+
+def test_after_a_restart_the_last_status_speaks_until_an_own_token_exists() -> None:
+    status = {"expiresAt": "1970-01-01T01:06:40Z", "refreshedAt": "1970-01-01T00:06:40Z", "subject": "fleet"}
+    last = resumed({**status, "nextRefreshAt": "1970-01-01T00:46:40Z"})
+    overall = aggregate({"tenant": valid(1000.0, own=False)}, last)
+    assert overall.token is not None
+    assert (overall.token.expires_at, overall.token.subject) == (4000.0, "fleet")
+    assert overall.next_refresh == 2800.0
+    assert aggregate({"a": valid(5000.0)}, last).token == token(5000.0), "an own token replaces it"
 
 
 def test_ready_only_when_every_namespace_holds_a_valid_token() -> None:

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import jwt
 import pytest
 
 from localenv.auth_standin import FakeAuthAPI
@@ -21,6 +22,12 @@ from simacan_token_operator.controller.routing import Controller
 from simacan_token_operator.controller.runtime import Runtime
 from simacan_token_operator.model.clusterspec import NamespaceInfo
 from simacan_token_operator.model.spec import AuthURLPolicy
+from simacan_token_operator.reconcile.tokensecret import (
+    EXPIRES_AT_ANNOTATION,
+    REFRESHED_AT_ANNOTATION,
+    digest,
+    rfc3339_precise,
+)
 from tests.unit.conftest import PASSWORD, USERNAME, FakeClock
 from tests.unit.fakekube import FakeKube
 from tests.unit.test_reconcile_pass import auth, clock, deployment
@@ -247,3 +254,46 @@ async def test_a_cluster_credential_reports_stale_consumers_of_every_selected_na
     assert (condition["status"], condition["reason"]) == ("True", "ReadsTokenAtStart")
     assert "team-a/Deployment/app" in condition["message"]
     assert any(e.reason == "ConsumersStale" and e.name == "shared" for e in cluster.kube.events)
+
+
+@pytest.mark.parametrize("lives", [-600, 600], ids=["shorter-replaced", "longer-adopted"])
+async def test_a_self_made_token_in_a_selected_namespace_speaks_neither_in_status_nor_metrics(
+    cluster: Cluster, lives: int
+) -> None:
+    await served(cluster)
+    controller = cluster.controller
+    assert controller is not None
+    metrics = controller.runtime.metrics
+    assert isinstance(metrics, Metrics)
+    status = dict(cluster.kube.statuses[("", "shared")])
+    metric = ("simacan_token_expiry_timestamp_seconds", {"namespace": "", "name": "shared"})
+    expiry = metrics.registry.get_sample_value(*metric)
+    assert expiry is not None
+
+    # With annotations that tell a plausible story. Shorter-lived than the operator's token: it
+    # is replaced by that token. Longer-lived: the namespace adopts it (it is that tenant's
+    # Secret; two operators converge so), but it speaks for no one else.
+    exp = int(expiry) + lives
+    forged = jwt.encode({"exp": exp, "sub": "attacker"}, "t" * 32, algorithm="HS256")
+    secret = dict(cluster.kube.secrets[("team-b", SECRET)])
+    secret["data"] = {**secret["data"], "token": b64(forged)}
+    secret["metadata"] = dict(secret["metadata"])
+    secret["metadata"]["annotations"] = {
+        **secret["metadata"]["annotations"],
+        EXPIRES_AT_ANNOTATION: rfc3339_precise(exp),
+        REFRESHED_AT_ANNOTATION: rfc3339_precise(cluster.clock.now),
+    }
+    cluster.kube.put_secret("team-b", secret)
+    controller.secret_changed("team-b", SECRET)
+    worker = next(w for w in controller.workers.values() if not w.kind.namespaced)
+    await until(
+        lambda: worker.targets["team-b"].memory.written_digest == digest(forged)
+        or cluster.token("team-b", SECRET) != forged,
+        "the pass saw the token",
+    )
+    await asyncio.sleep(0.05)  # the round's report follows the pass on the same loop
+
+    after = cluster.kube.statuses[("", "shared")]
+    assert (after["subject"], after["expiresAt"]) == (status["subject"], status["expiresAt"])
+    assert metrics.registry.get_sample_value(*metric) == expiry
+    assert cluster.auth.count() == 1

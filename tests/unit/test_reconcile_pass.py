@@ -29,7 +29,7 @@ from simacan_token_operator.controller.worker import CredentialWorker
 from simacan_token_operator.kube.client import KubeError
 from simacan_token_operator.model.schedule import BACKOFF_BASE_SECONDS
 from simacan_token_operator.model.spec import AuthURLPolicy
-from simacan_token_operator.reconcile.decide import RESTART_RETRY_SECONDS
+from simacan_token_operator.reconcile.consumerstep import RESTART_RETRY_SECONDS
 from simacan_token_operator.reconcile.tokensecret import (
     ACCOUNT_ANNOTATION,
     EXPIRES_AT_ANNOTATION,

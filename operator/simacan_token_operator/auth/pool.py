@@ -121,6 +121,14 @@ class TokenPool:
                 retry_after=wait,
             )
 
+    def current(self, source: LoginSource) -> TokenSet | None:
+        """The token last obtained for `source`: what every Secret of that login should hold.
+
+        Only tokens the pool itself obtained are here; a token adopted from a Secret never is,
+        so what a tenant writes into its Secret cannot reach another namespace."""
+        entry = self._entries.get(source.key)
+        return entry.token if entry is not None else None
+
     def retry_at(self, source: LoginSource) -> float | None:
         entry = self._entries.get(source.key)
         if entry is None or entry.failure is None:

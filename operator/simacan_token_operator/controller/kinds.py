@@ -26,12 +26,14 @@ from simacan_token_operator.model.clusterspec import (
 from simacan_token_operator.model.spec import API_VERSION, KIND, PLURAL, SpecError, parse_spec
 from simacan_token_operator.reconcile.clusterstatus import (
     PENDING,
+    Resumed,
     StaleSummary,
     aggregate,
     aggregate_stale,
     cluster_consumers,
     fold_events,
     render_cluster_status,
+    resumed,
     stale_from_status,
     stale_since,
 )
@@ -162,6 +164,8 @@ class Clusterwide:
     stale: tuple[StaleSummary, str] | None = None
     """The stale consumers last reported, and since when; kept until every selected namespace
     has been checked again, so a restart or a newcomer does not make the condition flap."""
+    resumed: Resumed | None = None
+    """The token the last status reported, until this process obtains one (clusterstatus.aggregate)."""
 
     @classmethod
     def from_status(cls, status: Mapping[str, Any] | None) -> Clusterwide:
@@ -171,6 +175,7 @@ class Clusterwide:
             ready=ready_state(status),
             last_reason=ready_reason(status),
             stale=stale_from_status(status),
+            resumed=resumed(status),
         )
 
     def scope(self, credential: Mapping[str, Any], namespaces: Mapping[str, NamespaceInfo]) -> Scope:
@@ -198,7 +203,7 @@ class Clusterwide:
             outcomes: Mapping[str, Outcome] = {}
         else:
             outcomes = {ns: round_.outcomes.get(ns, PENDING) for ns in round_.outcomes}
-            overall = aggregate(outcomes)
+            overall = aggregate(outcomes, self.resumed)
             notes = tuple(fold_events((ns, n) for ns, batch in sorted(round_.notes.items()) for n in batch))
         context = StatusContext(
             round_.secret_name, round_.generation, round_.handled_request, self.ready, now

@@ -25,10 +25,10 @@ from simacan_token_operator.model.schedule import backoff_delay, jitter_fraction
 from simacan_token_operator.model.spec import RestartTarget, SpecError, parse_spec
 from simacan_token_operator.reconcile.clusterstatus import PENDING
 from simacan_token_operator.reconcile.consumers import RESTARTED_AT_ANNOTATION
+from simacan_token_operator.reconcile.consumerstep import Consumers, RestartRefused
 from simacan_token_operator.reconcile.decide import (
     Gathered,
     Memory,
-    RestartRefused,
     Result,
     reconcile,
     refused_write,
@@ -166,9 +166,7 @@ class Target:
             login,
             self.memory,
             self._gathered_at,
-            workloads,
-            listed,
-            refused,
+            Consumers(workloads, listed, refused),
             credentials_namespace=where,
         )
 

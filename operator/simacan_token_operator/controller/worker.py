@@ -59,9 +59,9 @@ async def read_credentials(runtime: Runtime, scope: Scope) -> Mapping[str, Any] 
 def stale_of(memories: Mapping[str, Memory]) -> dict[str, tuple[tuple[str, ...], int]]:
     """Each target's stale consumers as its last pass found them, where it has checked."""
     return {
-        ns: (memory.stale_consumers, memory.stale_count)
+        ns: (memory.consumers.stale_consumers, memory.consumers.stale_count)
         for ns, memory in memories.items()
-        if memory.stale_consumers is not None
+        if memory.consumers.stale_consumers is not None
     }
 
 

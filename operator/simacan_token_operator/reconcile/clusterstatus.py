@@ -20,9 +20,10 @@ from simacan_token_operator.model.limits import (
     MAX_STALE_CONSUMERS_LISTED,
     shortened,
 )
+from simacan_token_operator.model.tokens import TokenSet
 from simacan_token_operator.reconcile.report import Note
 from simacan_token_operator.reconcile.status import Outcome, StatusContext, common_status
-from simacan_token_operator.reconcile.tokensecret import rfc3339
+from simacan_token_operator.reconcile.tokensecret import parse_rfc3339, rfc3339
 
 NO_NAMESPACES = "NoNamespaces"
 FAILED_LIST_CAP = 20
@@ -33,14 +34,26 @@ PENDING = Outcome(False, "Pending", "not served yet", failure=True)
 """A selected namespace whose first pass has not succeeded (e.g. its Secret could not be read)."""
 
 
-def aggregate(outcomes: Mapping[str, Outcome]) -> Outcome:
-    """One Outcome for the whole selection; its token is the one expiring first."""
+Resumed = tuple[TokenSet, float | None]
+"""The token times, subject and next refresh the last status reported."""
+
+
+def aggregate(outcomes: Mapping[str, Outcome], resumed: Resumed | None = None) -> Outcome:
+    """One Outcome for the whole selection; its token is the operator's own expiring first.
+
+    Only tokens this process obtained count (`Outcome.own`): a token adopted from a selected
+    namespace's Secret may have been written by that namespace's tenant, and must not decide the
+    subject, expiry and metrics the platform team reads. Until the first own token (after a
+    restart), `resumed` is what the last status said.
+    """
     if not outcomes:
         return Outcome(True, NO_NAMESPACES, "no namespace is selected (namespaceSelector, namespaces)")
     failed = sorted(ns for ns, outcome in outcomes.items() if not outcome.ready)
-    tokens = [o.token for o in outcomes.values() if o.token is not None]
+    tokens = [o.token for o in outcomes.values() if o.token is not None and o.own]
+    refreshes = [o.next_refresh for o in outcomes.values() if o.next_refresh is not None and o.own]
     first = min(tokens, key=lambda token: token.expires_at) if tokens else None
-    refreshes = [o.next_refresh for o in outcomes.values() if o.next_refresh is not None]
+    if not tokens and resumed is not None:
+        first, refreshes = resumed[0], [r for r in resumed[1:] if r is not None]
     wakes = [o.wake_at for o in outcomes.values() if o.wake_at is not None]
     common = Outcome(
         True,
@@ -72,6 +85,16 @@ def aggregate(outcomes: Mapping[str, Outcome]) -> Outcome:
     expiry = f"; the first expires at {rfc3339(first.expires_at)}" if first else ""
     message = f"all {len(outcomes)} selected namespaces hold a valid token{expiry}"
     return dataclasses.replace(common, message=message)
+
+
+def resumed(status: Mapping[str, Any]) -> Resumed | None:
+    """What the last status reported of the token, as a token without its value."""
+    expires_at, obtained_at = parse_rfc3339(status.get("expiresAt")), parse_rfc3339(status.get("refreshedAt"))
+    if expires_at is None or obtained_at is None:
+        return None
+    subject = status.get("subject")
+    token = TokenSet("", None, obtained_at, expires_at, subject=subject if isinstance(subject, str) else None)
+    return token, parse_rfc3339(status.get("nextRefreshAt"))
 
 
 def render_cluster_status(

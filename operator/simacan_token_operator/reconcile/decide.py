@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -34,14 +34,14 @@ from simacan_token_operator.model.spec import (
     AuthURLPolicy,
     CredentialSpec,
     LoginSource,
-    RestartTarget,
     SpecError,
     oversized_refresh_request,
     parse_spec,
     refresh_request,
 )
 from simacan_token_operator.model.tokens import TokenSet
-from simacan_token_operator.reconcile import consumers, credentials, report, tokensecret
+from simacan_token_operator.reconcile import consumerstep, credentials, report, tokensecret
+from simacan_token_operator.reconcile.consumerstep import ConsumerMemory, Consumers, WorkloadRestart
 from simacan_token_operator.reconcile.status import (
     Outcome,
     ReadyState,
@@ -53,44 +53,6 @@ from simacan_token_operator.reconcile.status import (
 )
 from simacan_token_operator.reconcile.tokensecret import rfc3339
 from simacan_token_operator.reconcile.triggers import Observed, Trigger, why_reissue
-
-FRESHNESS_FRACTION = 0.25
-"""A token from the pool replaces a due one only if it lives this share of a lifetime longer.
-Several writers (other credentials of the login, other operators) then all follow the Secret's
-schedule instead of handing each other tokens that differ by milliseconds (or by the second
-that `exp` rounds away) and are due again at once."""
-
-RESTART_RETRY_SECONDS = 300.0
-"""A restart target the operator may not read or patch (HTTP 403) is tried again this often, so a
-grant added later (manifests/components/rollout-restarts) takes effect without an edit."""
-
-
-@dataclass(frozen=True)
-class RestartRefused:
-    """The API server refused a verb on a restart target (HTTP 403): the grant is missing."""
-
-    verb: str
-    """get (reading it) or patch (restarting it)."""
-    at: float
-    """When: a refused patch is tried again RESTART_RETRY_SECONDS later."""
-
-
-@dataclass(frozen=True)
-class RestartsCondition:
-    """The RolloutRestarts condition last written: its Warning fires when the message changes."""
-
-    status: str
-    message: str
-    since: str
-
-    @classmethod
-    def from_condition(cls, condition: Mapping[str, Any] | None) -> RestartsCondition | None:
-        if condition is None:
-            return None
-        status, message, since = (condition.get(k) for k in ("status", "message", "lastTransitionTime"))
-        if isinstance(status, str) and isinstance(message, str) and isinstance(since, str):
-            return cls(status, message, since)
-        return None
 
 
 @dataclass(frozen=True)
@@ -105,6 +67,12 @@ class Memory:
     """Digest of auth URL, username and password the last pass used: a new one means a new password."""
     written_digest: str | None = None
     """Digest of the token last written or adopted: a different one in the Secret came from elsewhere."""
+    written_times: tuple[float, float] | None = None
+    """When that token was obtained and expires. While the Secret holds it, these times schedule
+    it, not the Secret's annotations, which anyone who may edit the Secret can change."""
+    written_own: bool = False
+    """Whether that token came from this process's pool (not adopted from a Secret): only such a
+    token speaks for the account in a ClusterSimacanCredential's status and metrics."""
     user_inputs: tuple[Any, ...] | None = None
     """Generation, credentials Secret version and refresh annotation: when they change, a remembered
     rejection of the login is forgiven."""
@@ -118,14 +86,6 @@ class Memory:
     """The Ready condition last written, to keep its lastTransitionTime."""
     last_reason: str | None = None
     """The Ready reason last written: Events fire when it changes, not on every pass."""
-    stale_consumers: tuple[str, ...] | None = None
-    """Workloads last reported as reading the token only at start (the first STALE_LISTED of
-    them); None before the first check."""
-    stale_count: int = 0
-    """How many there were in all."""
-    stale_since: str | None = None
-    missing_targets: tuple[str, ...] = ()
-    """Restart targets last reported as missing."""
     ignored_request: str | None = None
     """A refresh-requested-at value too long to act on, already warned about."""
     restores: int = 0
@@ -134,31 +94,20 @@ class Memory:
     refused_write: tuple[tuple[Any, ...], str] | None = None
     """The inputs (generation, Secret version) with which the API server refused the Secret
     write, and its message: not tried again until one of them changes."""
-    restarts: RestartsCondition | None = None
-    """The RolloutRestarts condition last written; None when the spec has no restart targets."""
+    consumers: ConsumerMemory = field(default_factory=ConsumerMemory)
+    """The consumer step's own slice (consumerstep.py)."""
 
     @classmethod
     def from_status(cls, status: Mapping[str, Any] | None) -> Memory:
         if not status:
             return cls()
         request = status.get("lastRefreshRequest")
-        stale = status.get("staleConsumers")
-        count = status.get("staleConsumerCount")
-        stale_condition: Mapping[str, Any] = next(
-            (c for c in status.get("conditions") or [] if c.get("type") == reasons.CONSUMERS_STALE), {}
-        )
-        restarts = next(
-            (c for c in status.get("conditions") or [] if c.get("type") == reasons.ROLLOUT_RESTARTS), None
-        )
         return cls(
             handled_request=request if isinstance(request, str) else None,
             status_digest=status_digest(status),
             ready=ready_state(status),
             last_reason=ready_reason(status),
-            stale_consumers=tuple(stale) if isinstance(stale, list) else None,
-            stale_count=count if isinstance(count, int) else len(stale) if isinstance(stale, list) else 0,
-            stale_since=stale_condition.get("lastTransitionTime"),
-            restarts=RestartsCondition.from_condition(restarts),
+            consumers=ConsumerMemory.from_status(status),
         )
 
 
@@ -175,12 +124,8 @@ class Gathered:
     """The credentials Secret, or None if it does not exist (or the spec names none)."""
     memory: Memory
     now: float
-    workloads: Mapping[RestartTarget, Mapping[str, Any] | None] = field(default_factory=dict)
-    """The spec's restart targets as read (None: not found)."""
-    namespace_workloads: consumers.Survey | None = None
-    """The verdicts on the namespace's workloads, for the stale-consumer check; None when unknown."""
-    restart_refused: Mapping[RestartTarget, RestartRefused] = field(default_factory=dict)
-    """Restart targets the API server refused to us: get in this gather, patch in an earlier restart."""
+    consumers: Consumers = field(default_factory=Consumers)
+    """Restart targets and the namespace's workloads, for the consumer step."""
     credentials_namespace: str | None = None
     """Where the credentials Secret lives when not in the credential's namespace (cluster kind)."""
 
@@ -192,6 +137,7 @@ class TokenSource(Protocol):
     def detach(self, user: str) -> None: ...
     def forgive(self, source: LoginSource) -> None: ...
     def retry_at(self, source: LoginSource) -> float | None: ...
+    def current(self, source: LoginSource) -> TokenSet | None: ...
     async def obtain(self, source: LoginSource, usable: Callable[[TokenSet], bool]) -> TokenSet: ...
 
 
@@ -216,16 +162,6 @@ class SecretWrite:
 
 
 @dataclass(frozen=True)
-class WorkloadRestart:
-    target: RestartTarget
-    resource_version: str
-    at: str
-    """The new value of the restartedAt annotation."""
-    done: report.Note
-    """The Event to post once the restart happened."""
-
-
-@dataclass(frozen=True)
 class Result:
     """What to do after a pass, in order: write the Secret, post the Events, patch the status."""
 
@@ -247,29 +183,37 @@ class Result:
 
 
 async def reconcile(gathered: Gathered, services: Services) -> Result:
-    """Bring the token Secret and the status in line with the spec and the token's schedule."""
+    """Bring the token Secret and the status in line with the spec and the token's schedule.
+
+    Two steps, then the report: the token step decides what the Secret holds; the consumer step
+    (consumerstep.py) decides, from that token, which workloads to restart or warn about.
+    """
+    return _concluded(gathered, await _token_step(gathered, services))
+
+
+async def _token_step(gathered: Gathered, services: Services) -> _Decided:
     meta = gathered.credential["metadata"]
     try:
         spec = parse_spec(meta["name"], meta["namespace"], gathered.credential.get("spec") or {})
     except SpecError as error:
-        return _conclude(gathered, None, _failure(error))
+        return _decided(gathered, None, _failure(error))
     if gathered.target is not None and not tokensecret.owned_by(gathered.target, meta["uid"]):
-        return _conclude(gathered, spec, _conflict(spec, str(gathered.credential.get("kind"))))
+        return _decided(gathered, spec, _conflict(spec, str(gathered.credential.get("kind"))))
 
     stored, held = _stored_and_held(gathered)
     refused = gathered.memory.refused_write
     if refused is not None and refused[0] == _write_inputs(gathered):
-        return _conclude(gathered, spec, _keeping_valid_token(_refused_outcome(refused[1]), held))
+        return _decided(gathered, spec, _keeping_valid_token(_refused_outcome(refused[1]), held))
     try:
         services.auth_policy.check_auth_url(spec.auth_url)
         if spec.suspend:
             suspended = Outcome(False, reasons.SUSPENDED, "refreshing is suspended (spec.suspend)")
-            return _conclude(gathered, spec, _keeping_valid_token(suspended, held))
+            return _decided(gathered, spec, _keeping_valid_token(suspended, held))
         source = credentials.login_source(
             spec, gathered.credentials, gathered.credentials_namespace or spec.namespace
         )
     except SpecError as error:
-        return _conclude(gathered, spec, _keeping_valid_token(_failure(error), held))
+        return _decided(gathered, spec, _keeping_valid_token(_failure(error), held))
 
     current = _Pass.start(gathered, services, spec, stored, held, source)
     trigger = why_reissue(current.observe())
@@ -300,6 +244,8 @@ class _Pass:
     memory: Memory
     request: str | None
     """A refresh request not yet handled."""
+    pool_token: TokenSet | None
+    """The token the pool last obtained for this login: the one every Secret of it should hold."""
 
     @classmethod
     def start(
@@ -312,10 +258,22 @@ class _Pass:
         source: LoginSource,
     ) -> _Pass:
         services.pool.attach(source, pool_user(gathered.credential))
+        pool_token = services.pool.current(source)
+        stored, held = _trusted(stored, held, pool_token, gathered.now)
         memory = dataclasses.replace(_note_user_inputs(gathered, services.pool, source), refused_write=None)
         request, pending = _refresh_request(gathered, memory)
         memory = dataclasses.replace(memory, pending_request=pending)
-        return cls(gathered, services, spec, stored, held, source, memory, request)
+        return cls(gathered, services, spec, stored, held, source, memory, request, pool_token)
+
+    @property
+    def stored_own(self) -> bool:
+        """Whether the Secret's token came from this process's pool."""
+        stored, memory = self.stored, self.memory
+        if stored is None or stored.token is None:
+            return False
+        if self.pool_token is not None and stored.token is self.pool_token:
+            return True
+        return memory.written_own and stored.token_digest == memory.written_digest
 
     def next_refresh(self, token: TokenSet) -> float:
         jitter = jitter_fraction(self.gathered.credential["metadata"]["uid"])
@@ -343,6 +301,7 @@ class _Pass:
             login_key=self.source.key,
             last_login_key=memory.login_key,
             written_digest=memory.written_digest,
+            pool_token=self.pool_token,
             refresh_at=self.next_refresh(token) if token else None,
             refresh_request=self.request,
             in_sync=self.as_stored is None or tokensecret.in_sync(self.gathered.target or {}, self.as_stored),
@@ -363,7 +322,7 @@ class _Pass:
             return self.gathered.now
         return last + restore_delay(self.memory.restores)
 
-    def restore_deferred(self, trigger: Trigger) -> Result:
+    def restore_deferred(self, trigger: Trigger) -> _Decided:
         at = self.restore_at()
         message = (
             f"{trigger.message} at {rfc3339(at)}: it was changed by someone else {self.memory.restores} "
@@ -372,41 +331,44 @@ class _Pass:
         outcome = Outcome(False, trigger.reason, message, wake_at=at, failure=True)
         if not trigger.needs_new_token:  # only labels or annotations were changed: the token is ours
             outcome = _keeping_valid_token(outcome, self.held)
-        return _conclude(self.gathered, self.spec, outcome, self.memory)
+        return _decided(self.gathered, self.spec, outcome, self.memory)
 
-    def adopt(self) -> Result:
+    def adopt(self) -> _Decided:
         assert self.stored is not None and self.stored.token is not None
         token = self.stored.token
         memory = dataclasses.replace(
-            self.memory, login_key=self.source.key, written_digest=self.stored.token_digest
+            self.memory,
+            login_key=self.source.key,
+            written_digest=self.stored.token_digest,
+            written_times=(token.obtained_at, token.expires_at),
+            written_own=self.stored_own,
         )
-        return _conclude(self.gathered, self.spec, _valid(self.spec, token, self.next_refresh(token)), memory)
+        return _decided(self.gathered, self.spec, _valid(self.spec, token, self.next_refresh(token)), memory)
 
     async def token_for(self, trigger: Trigger) -> TokenSet:
         """The Secret's own token when only the Secret needs rewriting, else one from the pool."""
         stored = self.stored.token if self.stored else None
         if not trigger.needs_new_token and stored is not None:
             return stored
-        due = stored if trigger.reason in (reasons.EXPIRING, reasons.EXPIRED) else None
         services = self.services
-        wait = _obtain(services, self.source, trigger, self.memory, self.next_refresh, self.held, due)
+        wait = _obtain(services, self.source, trigger, self.memory, self.next_refresh, self.held)
         return await services.while_waiting(wait)
 
-    def failed(self, error: AuthError) -> Result:
+    def failed(self, error: AuthError) -> _Decided:
         attempt = "rejected" if isinstance(error, PermanentAuthError) else "retrying"
         outcome = _keeping_valid_token(_auth_failure(error, self.services, self.source), self.held)
-        return _conclude(self.gathered, self.spec, outcome, self.memory, attempt=attempt)
+        return _decided(self.gathered, self.spec, outcome, self.memory, attempt=attempt)
 
-    def expired_while_waiting(self) -> Result:
+    def expired_while_waiting(self) -> _Decided:
         message = (
             "the token in the Secret has expired while a request to the Auth API is still under way; "
             "the Secret is updated as soon as it answers"
         )
         retry_at = self.services.clock() + 1.0
         outcome = Outcome(False, reasons.TOKEN_EXPIRED, message, wake_at=retry_at, failure=True)
-        return _conclude(self.gathered, self.spec, outcome, self.memory, attempt="retrying")
+        return _decided(self.gathered, self.spec, outcome, self.memory, attempt="retrying")
 
-    def write(self, trigger: Trigger, token: TokenSet) -> Result:
+    def write(self, trigger: Trigger, token: TokenSet) -> _Decided:
         target, pending = self.gathered.target, self.memory.pending_request
         stored = self.stored.token if self.stored else None
         desired = self.as_stored if token is stored and self.as_stored is not None else self.render(token)
@@ -425,9 +387,11 @@ class _Pass:
             last_restore_at=self.gathered.now if restoring else self.memory.last_restore_at,
             login_key=self.source.key,
             written_digest=tokensecret.digest(token.access_token),
+            written_times=(token.obtained_at, token.expires_at),
+            written_own=trigger.needs_new_token or self.stored_own,
             handled_request=pending[0] if satisfied and pending else self.memory.handled_request,
         )
-        return _conclude(
+        return _decided(
             self.gathered,
             self.spec,
             _valid(self.spec, token, self.next_refresh(token)),
@@ -456,16 +420,42 @@ def refused_write(gathered: Gathered, why: str) -> Result:
         "or remove labels and annotations others added to that Secret"
     )
     memory = dataclasses.replace(gathered.memory, refused_write=(_write_inputs(gathered), message))
-    return _conclude(gathered, spec, _keeping_valid_token(_refused_outcome(message), held), memory)
+    return _concluded(
+        gathered, _decided(gathered, spec, _keeping_valid_token(_refused_outcome(message), held), memory)
+    )
 
 
 def _stored_and_held(gathered: Gathered) -> tuple[tokensecret.StoredSecret | None, TokenSet | None]:
-    """The owned Secret as read back, and its token while it is unexpired."""
+    """The owned Secret as read back, and its token while it is unexpired.
+
+    The token this process wrote or adopted is scheduled by the times it remembers, not by the
+    Secret's annotations: an edit of those is then out of sync (restored), never a reason to log in.
+    """
     if gathered.target is None:
         return None, None
     stored = tokensecret.read_stored(gathered.target, gathered.now)
-    held = stored.token if stored.token and gathered.now < stored.token.expires_at else None
-    return stored, held
+    memory = gathered.memory
+    if stored.token is not None and memory.written_times and stored.token_digest == memory.written_digest:
+        obtained_at, expires_at = memory.written_times
+        token = dataclasses.replace(stored.token, obtained_at=obtained_at, expires_at=expires_at)
+        stored = dataclasses.replace(stored, token=token, annotated_expiry=expires_at)
+    return stored, _unexpired(stored.token, gathered.now)
+
+
+def _trusted(
+    stored: tokensecret.StoredSecret | None, held: TokenSet | None, pool_token: TokenSet | None, now: float
+) -> tuple[tokensecret.StoredSecret | None, TokenSet | None]:
+    """The Secret with the pool's own token, times and all, when it holds that token."""
+    if stored is None or stored.token is None or pool_token is None:
+        return stored, held
+    if stored.token_digest != tokensecret.digest(pool_token.access_token):
+        return stored, held
+    stored = dataclasses.replace(stored, token=pool_token, annotated_expiry=pool_token.expires_at)
+    return stored, _unexpired(pool_token, now)
+
+
+def _unexpired(token: TokenSet | None, now: float) -> TokenSet | None:
+    return token if token is not None and now < token.expires_at else None
 
 
 def _write_inputs(gathered: Gathered) -> tuple[Any, ...]:
@@ -555,11 +545,12 @@ async def _obtain(
     memory: Memory,
     next_refresh: Callable[[TokenSet], float],
     held: TokenSet | None,
-    due: TokenSet | None,
 ) -> TokenSet:
     """A token from the pool; raises TimeoutError if the held token expires while waiting.
 
-    `due` is the Secret's token when it is due: the pool's token must outlive it clearly.
+    The pool's token is usable until it is due itself: whether a Secret looks due (by its
+    annotations, or because a tenant put an old or self-made token into it) never decides
+    whether the account logs in.
 
     The request itself goes on in the pool (single flight) and a later pass picks up its token.
     """
@@ -572,8 +563,6 @@ async def _obtain(
     else:
 
         def usable(token: TokenSet) -> bool:
-            if due is not None and token.expires_at < due.expires_at + FRESHNESS_FRACTION * token.lifetime:
-                return False
             return clock() < next_refresh(token)
 
     if held is None:
@@ -636,7 +625,19 @@ def _keeping_valid_token(outcome: Outcome, held: TokenSet | None) -> Outcome:
     )
 
 
-def _conclude(
+@dataclass(frozen=True)
+class _Decided:
+    """What the token step decided, before the consumer step and the report."""
+
+    spec: CredentialSpec | None
+    outcome: Outcome
+    memory: Memory
+    write: SecretWrite | None
+    events: tuple[report.Note, ...]
+    attempt: str | None
+
+
+def _decided(
     gathered: Gathered,
     spec: CredentialSpec | None,
     outcome: Outcome,
@@ -645,18 +646,23 @@ def _conclude(
     write: SecretWrite | None = None,
     events: tuple[report.Note, ...] = (),
     attempt: str | None = None,
-) -> Result:
-    """Render the status and the Events for an outcome, and what to remember of them."""
-    memory = memory or gathered.memory
+) -> _Decided:
+    return _Decided(spec, outcome, memory or gathered.memory, write, events, attempt)
+
+
+def _concluded(gathered: Gathered, decided: _Decided) -> Result:
+    """Run the consumer step on the token step's outcome, then render the status and Events."""
+    spec, outcome, memory = decided.spec, decided.outcome, decided.memory
     ignored, memory = _ignored_request(gathered, memory)
-    events = (*events, *report.problem_events(outcome, gathered.memory.last_reason), *ignored)
-    restarts: tuple[WorkloadRestart, ...] = ()
-    extra: dict[str, Any] = {}
+    events = (*decided.events, *report.problem_events(outcome, gathered.memory.last_reason), *ignored)
+    consumed = None
     if spec is not None:
-        consumed = _consumers(gathered, spec, outcome, memory)
-        restarts, memory, outcome = consumed.restarts, consumed.memory, consumed.outcome
+        consumed = consumerstep.step(spec, outcome.token, gathered.consumers, memory.consumers, gathered.now)
         events = (*events, *consumed.events)
-        extra = consumed.status
+        memory = dataclasses.replace(memory, consumers=consumed.memory)
+        if consumed.wake_at is not None:
+            wake = consumed.wake_at if outcome.wake_at is None else min(outcome.wake_at, consumed.wake_at)
+            outcome = dataclasses.replace(outcome, wake_at=wake)
     context = StatusContext(
         secret_name=spec.target_secret if spec else None,
         generation=gathered.credential["metadata"].get("generation"),
@@ -664,228 +670,22 @@ def _conclude(
         previous=memory.ready,
         now=gathered.now,
     )
-    status = render_status(outcome, context)
-    if extra:
-        status["conditions"] = [*status["conditions"], *extra.pop("conditions", [])]
-        status.update(extra)
+    status = render_status(
+        outcome, context, consumed.conditions if consumed else (), consumed.fields if consumed else {}
+    )
     digest = status_digest(status)
     memory = dataclasses.replace(
         memory, status_digest=digest, ready=ready_state(status), last_reason=outcome.reason
     )
+    if outcome.token is not None and memory.written_own:
+        own = tokensecret.digest(outcome.token.access_token) == memory.written_digest
+        outcome = dataclasses.replace(outcome, own=own)
     return Result(
         outcome=outcome,
         memory=memory,
-        write=write,
+        write=decided.write,
         events=events,
-        restarts=restarts,
+        restarts=consumed.restarts if consumed else (),
         status=None if digest == gathered.memory.status_digest else status,
-        attempt=attempt,
+        attempt=decided.attempt,
     )
-
-
-@dataclass(frozen=True)
-class _Consumed:
-    restarts: tuple[WorkloadRestart, ...]
-    memory: Memory
-    outcome: Outcome
-    events: tuple[report.Note, ...]
-    status: dict[str, Any]
-
-
-def _consumers(gathered: Gathered, spec: CredentialSpec, outcome: Outcome, memory: Memory) -> _Consumed:
-    """Restart targets that hold an older token than the Secret's, and workloads that would.
-
-    Level-based: a target is due while its last restart (or its creation) predates the token
-    in the Secret, so an operator restart, a leader change or a no-op pass restarts nothing,
-    and a restart missed by a crash happens on the next pass.
-    """
-    events: list[report.Note] = []
-    restarts: list[WorkloadRestart] = []
-    listed: list[dict[str, str]] = []
-    wake_at = outcome.wake_at
-    token = outcome.token
-    missing = tuple(str(t) for t, body in gathered.workloads.items() if body is None)
-    refused = {t: r for t, r in gathered.restart_refused.items() if r.verb == "get"}
-    if missing and missing != memory.missing_targets:
-        message = (
-            f"rolloutRestartTargets {', '.join(missing)} not found in namespace {spec.namespace}; "
-            "the token is kept up to date, but nothing is restarted"
-        )
-        events.append(report.Note("Warning", reasons.RESTART_TARGET_NOT_FOUND, message))
-    memory = dataclasses.replace(memory, missing_targets=missing)
-    for target in spec.restart_targets:
-        body = gathered.workloads.get(target)
-        if body is None:
-            continue
-        last = consumers.restarted_at(body)
-        if last is not None:
-            listed.append({"kind": target.kind, "name": target.name, "restartedAt": rfc3339(last)})
-        since = consumers.holds_token_since(body)
-        if token is None or (since is not None and since >= token.obtained_at):
-            continue
-        if last is not None and gathered.now < last + spec.min_restart_interval:
-            allowed = last + spec.min_restart_interval  # postponed, never dropped
-            wake_at = allowed if wake_at is None else min(wake_at, allowed)
-            continue
-        refusal = gathered.restart_refused.get(target)
-        if refusal is not None:  # a refused patch: reported, and tried again now and then
-            refused[target] = refusal
-            if gathered.now < refusal.at + RESTART_RETRY_SECONDS:
-                continue
-        version = str((body.get("metadata") or {}).get("resourceVersion") or "")
-        # Not before the token's arrival, which may follow the pass's start; a millisecond up
-        # because the annotation keeps milliseconds: otherwise the target stays due.
-        at = max(gathered.now, token.obtained_at) + 0.001
-        # Announced, and listed in status.restarts by the next pass, once it happened: a patch
-        # may be refused (403).
-        done = report.Note("Normal", reasons.ROLLOUT_RESTARTED, f"restarted {target} to load the new token")
-        restarts.append(WorkloadRestart(target, version, tokensecret.rfc3339_precise(at), done))
-
-    status: dict[str, Any] = {"restarts": listed or None}
-    stale_events, stale_status, memory = _stale_consumers(gathered, spec, memory)
-    events.extend(stale_events)
-    status.update(stale_status)
-    pending = any(r.target not in gathered.restart_refused for r in restarts)
-    permission = _restart_permission(gathered, spec, memory, refused, pending)
-    events.extend(permission.events)
-    memory = permission.memory
-    if permission.condition is not None:
-        status["conditions"] = [*status.get("conditions", []), permission.condition]
-    for refusal in refused.values():
-        retry = refusal.at + RESTART_RETRY_SECONDS
-        retry = retry if gathered.now < retry else gathered.now + RESTART_RETRY_SECONDS
-        wake_at = retry if wake_at is None else min(wake_at, retry)
-    if wake_at != outcome.wake_at:
-        outcome = dataclasses.replace(outcome, wake_at=wake_at)
-    return _Consumed(tuple(restarts), memory, outcome, tuple(events), status)
-
-
-def _stale_consumers(
-    gathered: Gathered, spec: CredentialSpec, memory: Memory
-) -> tuple[list[report.Note], dict[str, Any], Memory]:
-    """The ConsumersStale condition, and a Warning when the set of stale consumers changes.
-
-    A namespace may hold thousands of such workloads: status, condition and Event name the
-    first STALE_LISTED (sorted) and count the rest, so the status patch stays small."""
-    events: list[report.Note] = []
-    status: dict[str, Any] = {}
-    survey = gathered.namespace_workloads
-    if survey is None:
-        if memory.stale_consumers is None:
-            return events, status, memory
-        # What the last status said (an older operator's may name more than STALE_LISTED).
-        listed, count, partial = memory.stale_consumers[:STALE_LISTED], memory.stale_count, False
-    else:
-        found = consumers.stale(survey.verdicts, spec.target_secret, spec.restart_targets)
-        listed, count, partial = found[:STALE_LISTED], len(found), survey.partial
-    stale_since = memory.stale_since
-    note = (
-        "; the check is partial: the namespace has more workloads than the operator keeps verdicts on"
-        if partial
-        else ""
-    )
-    if (listed, count) != (memory.stale_consumers, memory.stale_count) or stale_since is None:
-        stale_since = rfc3339(gathered.now)
-        if count:
-            rest = (
-                f" read Secret {spec.target_secret} through an env var or a subPath mount and keep "
-                "their first token until restarted; mount the whole Secret as a volume or list them "
-                f"in spec.rolloutRestartTargets{note}"
-            )
-            message = _named(listed, count, MESSAGE_LIMIT - len(rest)) + rest
-            events.append(report.Note("Warning", reasons.CONSUMERS_STALE, message))
-    if count:
-        rest = f" keep their first token until restarted{note}"
-        message = _named(listed, count, MESSAGE_LIMIT - len(rest)) + rest
-    else:
-        checked = "the operator checked " if partial else ""
-        message = f"no workload {checked}reads Secret {spec.target_secret} only at start{note}"
-    condition = {
-        "type": reasons.CONSUMERS_STALE,
-        "status": "True" if count else "False",
-        "reason": reasons.READS_AT_START if count else reasons.NO_STALE_CONSUMERS,
-        "message": message,
-        "lastTransitionTime": stale_since,
-    }
-    status["conditions"] = [condition]
-    status["staleConsumers"] = list(listed)
-    status["staleConsumerCount"] = count
-    memory = dataclasses.replace(memory, stale_consumers=listed, stale_count=count, stale_since=stale_since)
-    return events, status, memory
-
-
-@dataclass(frozen=True)
-class _Permission:
-    events: tuple[report.Note, ...]
-    condition: dict[str, Any] | None
-    memory: Memory
-
-
-def _restart_permission(
-    gathered: Gathered,
-    spec: CredentialSpec,
-    memory: Memory,
-    refused: Mapping[RestartTarget, RestartRefused],
-    pending: bool,
-) -> _Permission:
-    """The RolloutRestarts condition, and one Warning when the set of refusals changes.
-
-    `pending`: a restart is about to be tried whose permission is unknown (the first try, or the
-    first after an operator restart). The condition stays as it was until the worker's next pass,
-    which knows: so a change makes one Warning, not one per piece learnt.
-    """
-    if not spec.restart_targets:
-        return _Permission((), None, dataclasses.replace(memory, restarts=None))
-    previous = memory.restarts
-    if pending:
-        if previous is None:
-            return _Permission((), None, memory)
-        current = previous
-    elif refused:
-        verbs = ", ".join(f"{refused[t].verb} {t}" for t in sorted(refused, key=str))
-        message = (
-            f"not permitted (HTTP 403): {verbs}; the token Secret is kept up to date, but these "
-            "rolloutRestartTargets are not restarted. To allow restarts, add the component "
-            "manifests/components/rollout-restarts to the operator's install (it grants patch on "
-            "Deployments, StatefulSets and DaemonSets; get comes with the default install). "
-            f"Tried again every {RESTART_RETRY_SECONDS / 60:.0f} minutes."
-        )
-        current = RestartsCondition("False", message, _since(previous, "False", gathered.now))
-    else:
-        message = "every restart target could be read and no restart was refused"
-        current = RestartsCondition("True", message, _since(previous, "True", gathered.now))
-    events: tuple[report.Note, ...] = ()
-    if current.status == "False" and (previous is None or previous.message != current.message):
-        events = (report.Note("Warning", reasons.RESTART_NOT_PERMITTED, current.message),)
-    condition = {
-        "type": reasons.ROLLOUT_RESTARTS,
-        "status": current.status,
-        "reason": reasons.RESTARTS_PERMITTED if current.status == "True" else reasons.RESTART_NOT_PERMITTED,
-        "message": current.message,
-        "lastTransitionTime": current.since,
-    }
-    return _Permission(events, condition, dataclasses.replace(memory, restarts=current))
-
-
-def _since(previous: RestartsCondition | None, status: str, now: float) -> str:
-    return previous.since if previous is not None and previous.status == status else rfc3339(now)
-
-
-STALE_LISTED = limits.MAX_STALE_CONSUMERS_LISTED
-"""Stale consumers named in the status, the condition and the Event; the rest are counted."""
-MESSAGE_LIMIT = limits.MAX_CONDITION_MESSAGE_CHARS
-
-
-def _named(names: Sequence[str], count: int, budget: int) -> str:
-    """`A, B and 3 more`: the names in order while they fit in `budget` characters."""
-    shown: list[str] = []
-    for name in names:
-        more = count - len(shown) - 1
-        tail = f" and {more} more" if more else ""
-        if len(", ".join([*shown, name]) + tail) > budget:
-            break
-        shown.append(name)
-    if not shown:
-        return f"{count} workload{'s' if count != 1 else ''}"
-    more = count - len(shown)
-    return ", ".join(shown) + (f" and {more} more" if more else "")

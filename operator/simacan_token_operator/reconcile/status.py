@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,9 @@ class Outcome:
     next_refresh: float | None = None
     wake_at: float | None = None
     failure: bool = False
+    own: bool = False
+    """Whether `token` came from this process's pool, rather than being adopted from a Secret
+    (which a tenant may have written): a ClusterSimacanCredential reports only such tokens."""
 
 
 @dataclass(frozen=True)
@@ -51,11 +54,21 @@ class StatusContext:
     now: float
 
 
-def render_status(outcome: Outcome, context: StatusContext) -> dict[str, Any]:
-    """None values are deliberate: in a merge patch they delete fields that no longer apply."""
+def render_status(
+    outcome: Outcome,
+    context: StatusContext,
+    conditions: Sequence[Mapping[str, Any]] = (),
+    fields: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """None values are deliberate: in a merge patch they delete fields that no longer apply.
+
+    `conditions` and `fields` are the consumer step's part, placed after Ready and the token's.
+    """
     token = outcome.token
     fingerprint = token_fingerprint(token.access_token) if token else None
-    return {**common_status(outcome, context), "tokenFingerprint": fingerprint}
+    status = {**common_status(outcome, context), "tokenFingerprint": fingerprint, **(fields or {})}
+    status["conditions"] = [*status["conditions"], *conditions]
+    return status
 
 
 def common_status(outcome: Outcome, context: StatusContext) -> dict[str, Any]:

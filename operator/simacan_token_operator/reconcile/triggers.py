@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from simacan_token_operator.model import reasons
-from simacan_token_operator.model.tokens import MAX_TOKEN_LIFETIME
-from simacan_token_operator.reconcile.tokensecret import StoredSecret
+from simacan_token_operator.model.tokens import MAX_TOKEN_LIFETIME, TokenSet
+from simacan_token_operator.reconcile.tokensecret import StoredSecret, digest
 
 CLOCK_SKEW_SECONDS = 60.0
 """How far in the future a stored refreshed-at may lie before the token is distrusted."""
@@ -45,6 +45,8 @@ class Observed:
     """Digest of the token this process last wrote or adopted; None after a start."""
     refresh_at: float | None
     """When the stored token is due, by its times and the spec's refreshBefore."""
+    pool_token: TokenSet | None = None
+    """The token the pool last obtained for this login; None before its first login or refresh."""
     refresh_request: str | None = None
     """The refresh-requested-at annotation's value when it differs from the last request handled."""
     in_sync: bool = True
@@ -86,14 +88,24 @@ def token_untrusted(o: Observed) -> Trigger | None:
     """A token is adopted only if its annotations tell a story it could have been issued with.
 
     Its expiry annotation may not claim more than the JWT's own `exp`, its lifetime must be
-    sane, and it cannot have been obtained in the future. Another writer's token that passes
-    (a second operator, an earlier run of this one) is adopted instead of replaced: writers
-    converge instead of fighting.
+    sane, and it cannot have been obtained in the future. Once the pool holds a token for the
+    login, a token that expires before the pool's is replaced by it (no login needed), so a
+    tenant's self-made or older token never decides when the account logs in. Another writer's
+    token that passes and lives at least as long (a second operator) is adopted instead of
+    replaced: writers converge on the latest token instead of fighting.
     """
     stored = o.stored
     if stored is None or stored.token is None or stored.token_digest == o.written_digest:
         return None
+    pool = o.pool_token
+    if pool is not None and stored.token_digest == digest(pool.access_token):
+        return None
     token = stored.token
+    if pool is not None and (stored.jwt_expiry is None or stored.jwt_expiry < pool.expires_at):
+        return Trigger(
+            reasons.SECRET_MODIFIED,
+            f"Secret {o.secret_name} holds a token other than the account's current one; restoring it",
+        )
     plausible = (
         stored.annotated_expiry is not None
         and stored.jwt_expiry is not None
