@@ -48,7 +48,7 @@ from simacan_token_operator.reconcile.status import (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Scope:
     """Where a credential's passes look: its target namespaces and its credentials Secret."""
 
@@ -149,6 +149,10 @@ class Namespaced:
         meta = credential["metadata"]
         kind, version = str(credential.get("kind") or KIND), str(credential.get("apiVersion") or API_VERSION)
         return ObjectRef(meta["namespace"], meta["name"], meta["uid"], version, kind)
+
+
+NAMESPACED = Namespaced()
+"""Stateless, so every SimacanCredential's worker shares it."""
 
 
 @dataclass

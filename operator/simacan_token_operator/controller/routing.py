@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
-from simacan_token_operator.controller.kinds import Clusterwide, Kind, Namespaced
+from simacan_token_operator.controller.kinds import NAMESPACED, Clusterwide, Kind
 from simacan_token_operator.controller.runtime import Runtime
 from simacan_token_operator.controller.worker import CredentialWorker
 from simacan_token_operator.model.clusterspec import CLUSTER_KIND, NamespaceInfo
@@ -90,7 +90,7 @@ class Controller:
             )
             self._clusterwide.add(key)
         else:
-            worker = CredentialWorker(snapshot(body, with_status=True), self.runtime, Namespaced())
+            worker = CredentialWorker(snapshot(body, with_status=True), self.runtime, NAMESPACED)
         self.workers[key] = worker
         worker.start()
 

@@ -31,7 +31,7 @@ class TokenParseError(ValueError):
     """The Auth API answered 200 with something that is not a usable token pair."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TokenSet:
     """One access/refresh pair as issued, with the times that drive scheduling.
 

@@ -39,7 +39,7 @@ class RestartRefused:
     """When: a refused patch is tried again RESTART_RETRY_SECONDS later."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RestartsCondition:
     """The RolloutRestarts condition last written: its Warning fires when the message changes."""
 
@@ -57,7 +57,7 @@ class RestartsCondition:
         return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ConsumerMemory:
     """What the consumer step remembers between passes; a restart starts from the status."""
 

@@ -55,7 +55,7 @@ from simacan_token_operator.reconcile.tokensecret import rfc3339
 from simacan_token_operator.reconcile.triggers import Observed, Trigger, why_reissue
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Memory:
     """All a worker remembers between passes; everything else is read afresh each time.
 

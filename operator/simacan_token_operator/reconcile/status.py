@@ -18,7 +18,7 @@ from simacan_token_operator.reconcile.tokensecret import rfc3339
 READY = "Ready"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ReadyState:
     """What the previous status said of Ready: enough to keep lastTransitionTime when it stays."""
 
@@ -26,7 +26,7 @@ class ReadyState:
     since: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """What one reconcile pass concluded: the Ready condition, the token in the Secret, when to look again."""
 
