@@ -70,6 +70,19 @@ def only_keys(secret: dict[str, Any] | None, *keys: str) -> dict[str, Any] | Non
 
 
 class Target:
+    __slots__ = (
+        "_gathered_at",
+        "_nudge",
+        "_refused_get",
+        "_refused_patch",
+        "_who",
+        "due",
+        "failures",
+        "memory",
+        "namespace",
+        "outcome",
+    )
+
     def __init__(self, namespace: str, memory: Memory, who: str, nudge: Callable[[], None]) -> None:
         """`who` names the credential in logs; `nudge` asks for another pass of this target."""
         self.namespace = namespace

@@ -36,6 +36,8 @@ from simacan_token_operator.reconcile.status import Outcome
 
 logger = logging.getLogger(__name__)
 NO_NAMESPACES: Mapping[str, NamespaceInfo] = {}
+NOTHING: frozenset[str] = frozenset()
+"""No target to look at: shared, so thousands of idle workers keep no empty set each."""
 
 
 def request_seen(
@@ -92,9 +94,9 @@ class CredentialWorker:
         """A refresh request and when it was first seen: one moment for all targets, so that the
         one new token satisfies them all (a later moment per target would ask again)."""
         self.targets: dict[str, Target] = {}
-        self._holdings = Holdings(self.key)
-        self._reporter = Reporter(runtime, kind, self.key)
-        self._dirty: set[str] | None = None
+        self._holdings = None if kind.namespaced else Holdings(self.key)
+        """Only a cluster-wide kind's Secrets come and go with the selection."""
+        self._dirty: frozenset[str] | None = None
         """Targets to look at on the next round; None: all of them."""
         self.selected: frozenset[str] = frozenset()
         self.scope: Scope | None = None
@@ -134,7 +136,7 @@ class CredentialWorker:
         if namespace is None:
             self._dirty = None
         elif self._dirty is not None:
-            self._dirty.add(namespace)
+            self._dirty |= {namespace}
         self._wake.set()
 
     def selection_changed(self) -> None:
@@ -176,14 +178,16 @@ class CredentialWorker:
 
     async def run_once(self) -> float | None:
         """One round over the targets that need it; returns when to look again (None: on events)."""
-        dirty, self._dirty = self._dirty, set()
+        dirty, self._dirty = self._dirty, NOTHING
         annotations = self.credential["metadata"].get("annotations")
         self._request_seen = request_seen(self._request_seen, annotations, self.runtime.clock())
         try:
             scope = self.kind.scope(self.credential, self._namespaces)
         except SpecError as error:
             self.scope = None
-            await self._reporter.report(self.credential, self._round({}, {}, {}, problem=error))
+            await Reporter(self.runtime, self.kind, self.key).report(
+                self.credential, self._round({}, {}, {}, problem=error)
+            )
             return None
         self.scope, previous = scope, self.selected
         self.selected = scope.targets
@@ -199,7 +203,7 @@ class CredentialWorker:
         passes = {ns: done for ns, done in zip(todo, concluded, strict=True) if done is not None}
         notes = {ns: p.notes for ns, p in passes.items()}
         statuses = {ns: p.status for ns, p in passes.items() if p.status}
-        await self._reporter.report(
+        await Reporter(self.runtime, self.kind, self.key).report(
             self.credential, self._round(notes, statuses, {ns: p.memory for ns, p in passes.items()})
         )
         for ns, done in passes.items():  # kept once reported: a failed status patch discards them
@@ -256,7 +260,7 @@ class CredentialWorker:
         """Forget targets that stopped being selected; a cluster-wide credential's Secret goes too."""
         for namespace in set(self.targets) - self.selected:
             self._forget(namespace)
-        if not self.kind.namespaced:  # a SimacanCredential's one target never changes
+        if self._holdings is not None:  # a SimacanCredential's one target never changes
             uid = self.credential["metadata"]["uid"]
             await self._holdings.release(
                 self.runtime, uid, scope.secret_name, self.selected, self._namespaces
