@@ -348,7 +348,8 @@ def test_the_leader_stays_within_its_memory_limit_serving_many_credentials(clust
 
 
 def test_the_namespaced_install_runs_in_one_namespace(cluster: Cluster) -> None:
-    # The cluster-wide operator steps aside first (as the uninstall in docs/operations.md says, only its Deployment).
+    # The cluster-wide operator steps aside first (as the uninstall in docs/operations.md says:
+    # only its Deployment).
     cluster.kubectl("delete", "deployment", DEPLOYMENT, "-n", INSTALL_NAMESPACE, "--wait=true")
     team = Namespace.create(cluster.api, prefix="team")
     other = Namespace.create(cluster.api, prefix="other")
