@@ -1,7 +1,8 @@
 """How long kubelet takes to show a changed Secret to a running pod that mounts it, at its default settings.
 
-The operator's margin (a refresh two thirds into the token's lifetime) must exceed this delay, and the README
-quotes it. This is a measurement for people to read, not a test; nothing in the test suite depends on it.
+The operator's margin (a refresh two thirds into the token's lifetime) must exceed this delay, and
+docs/usage.md quotes it. This is a measurement for people to read, not a test; nothing in the test
+suite depends on it.
 
 Everything runs on this machine: a throwaway control plane (localenv/controlplane.py) and a real node
 (localenv/node.py: containerd and kubelet, with kubelet's default syncFrequency of 1 minute unless

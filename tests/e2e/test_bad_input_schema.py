@@ -1,7 +1,7 @@
 """Bad specs that kube-apiserver itself rejects (schema and CEL rules): `kubectl apply` fails up front.
 
-Rows of the README's "Bad input and how it is handled" table; the emulator of the fast tier runs no
-CEL and no pattern checks, so these need the real API server.
+Rows of the "Bad input and how it is handled" table in docs/troubleshooting.md; the emulator of the
+fast tier runs no CEL and no pattern checks, so these need the real API server.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """benchmarks/compare.py starts, runs two contenders on their own control planes, and reports figures.
 
 Only that it works: a tiny load, short tokens, no External Secrets Operator build and no plots. The
-comparison itself is read by people, from the README.
+comparison itself is read by people, in docs/benchmarks.md.
 """
 
 from __future__ import annotations

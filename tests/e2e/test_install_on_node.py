@@ -234,7 +234,7 @@ def test_a_killed_container_is_restarted_by_kubelet_in_the_same_pod(cluster: Clu
     eventually(
         restarted_and_ready, timeout=READY_TIMEOUT_SECONDS, interval=0.5, what=f"{name} restarted and Ready"
     )
-    # Restarted in place, as the README says: the pod, its name and IP stay; nothing else restarts.
+    # Restarted in place, as docs/operations.md says: the pod, its name and IP stay; nothing else restarts.
     assert {p.metadata.name for p in _ready_pods(cluster, INSTALL_NAMESPACE)} >= {name}
 
 
@@ -348,7 +348,8 @@ def test_the_leader_stays_within_its_memory_limit_serving_many_credentials(clust
 
 
 def test_the_namespaced_install_runs_in_one_namespace(cluster: Cluster) -> None:
-    # The cluster-wide operator steps aside first (as README's uninstall says, only its Deployment).
+    # The cluster-wide operator steps aside first (as the uninstall in docs/operations.md says:
+    # only its Deployment).
     cluster.kubectl("delete", "deployment", DEPLOYMENT, "-n", INSTALL_NAMESPACE, "--wait=true")
     team = Namespace.create(cluster.api, prefix="team")
     other = Namespace.create(cluster.api, prefix="other")

@@ -1,8 +1,8 @@
 """Bad spec fields and credentials Secrets, as the user sees them: Ready, its reason and message, Events.
 
-Rows of the README's "Bad input and how it is handled" table. All rows live side by side in one
-namespace served by one operator, next to a good credential: a bad input never hurts another
-credential. Only what a user sees is observed (status, Events, the token Secret, Auth API calls).
+Rows of the "Bad input and how it is handled" table in docs/troubleshooting.md. All rows live side
+by side in one namespace served by one operator, next to a good credential: a bad input never hurts
+another credential. Only what a user sees is observed (status, Events, the token Secret, Auth API calls).
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ def test_the_crd_schema_check_is_not_vacuous() -> None:
 
 
 def test_the_workload_mounts_the_whole_secret_not_a_subpath_or_env_var() -> None:
-    """A subPath mount or an env var never sees a refreshed token (see README)."""
+    """A subPath mount or an env var never sees a refreshed token (see docs/usage.md)."""
     (deployment,) = documents(REPO_ROOT / "examples" / "workload.yaml")
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]

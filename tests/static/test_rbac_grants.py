@@ -1,5 +1,5 @@
 """Who may do what: the default installs cannot patch workloads, the rollout-restarts component adds
-exactly that to either install, and README's RBAC table lists every rendered verb and no other.
+exactly that to either install, and the RBAC table in docs/security.md lists every rendered verb and no other.
 
 Everything is rendered with `kubectl kustomize`, as `kubectl apply -k` would send it.
 """
@@ -26,7 +26,8 @@ OPERATOR_ROLE = "simacan-token-operator"
 LEADER_ELECTION_ROLE = "simacan-token-operator-leader-election"
 WORKLOADS = ("deployments", "statefulsets", "daemonsets")
 RESTART_RULE = {"apiGroups": ["apps"], "resources": list(WORKLOADS), "verbs": ["patch"]}
-README_SECTION = "### What the cluster-wide role grants, and why"
+RBAC_PAGE = REPO_ROOT / "docs" / "security.md"
+RBAC_SECTION = "## What the cluster-wide role grants, and why"
 
 Grant = tuple[str, str, str, str]
 """(role, API group, resource, verb)"""
@@ -113,14 +114,14 @@ def test_the_component_is_a_kustomize_component() -> None:
         assert [Path(c).name for c in example["components"]] == ["rollout-restarts"]
 
 
-# -- README's table -------------------------------------------------------------------------------
+# -- the table in docs/security.md ----------------------------------------------------------------
 
 
 def readme_table() -> set[Grant]:
     """Rows `| \\`role\\` ... | group | \\`resources\\`, ... | verb, ... | why |` of the RBAC section."""
-    text = (REPO_ROOT / "README.md").read_text()
-    section = text[text.index(README_SECTION) :]
-    section = section[: section.index("\n### ", len(README_SECTION))]
+    text = RBAC_PAGE.read_text()
+    section = text[text.index(RBAC_SECTION) :]
+    section = section[: section.index("\n## ", len(RBAC_SECTION))]
     rows = [line for line in section.splitlines() if line.startswith("| `")]
     assert rows, "the RBAC table has no rows"
     table: set[Grant] = set()
@@ -138,7 +139,7 @@ def readme_table() -> set[Grant]:
 def rendered(install_yaml: str, with_component: dict[str, list[Manifest]]) -> set[Grant]:
     default = roles(load_all(install_yaml))
     assert set(default) == {("ClusterRole", OPERATOR_ROLE), ("Role", LEADER_ELECTION_ROLE)}, (
-        "a new role needs rows in README's table"
+        "a new role needs rows in the table of docs/security.md"
     )
     found = grants(default[("ClusterRole", OPERATOR_ROLE)]["rules"], OPERATOR_ROLE)
     found |= grants(default[("Role", LEADER_ELECTION_ROLE)]["rules"], LEADER_ELECTION_ROLE)
@@ -151,8 +152,8 @@ def test_readme_rbac_table_lists_every_rendered_verb_and_no_other(
     install_yaml: str, with_component: dict[str, list[Manifest]]
 ) -> None:
     table, actual = readme_table(), rendered(install_yaml, with_component)
-    assert not actual - table, f"granted but not in README's table: {sorted(actual - table)}"
-    assert not table - actual, f"in README's table but not granted: {sorted(table - actual)}"
+    assert not actual - table, f"granted but not in the docs' table: {sorted(actual - table)}"
+    assert not table - actual, f"in the docs' table but not granted: {sorted(table - actual)}"
 
 
 def test_the_table_comparison_is_not_vacuous(

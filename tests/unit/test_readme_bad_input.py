@@ -1,4 +1,4 @@
-"""Every row of the README's "Bad input and how it is handled" table names tests that exist.
+"""Every row of the "Bad input and how it is handled" table (docs/troubleshooting.md) names tests that exist.
 
 A row without a test is a promise nobody checks; a renamed test would silently orphan its row.
 """
@@ -11,14 +11,16 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+PAGE = REPO / "docs" / "troubleshooting.md"
 SECTION = "## Bad input and how it is handled"
 
 
 def _section() -> str:
-    text = (REPO / "README.md").read_text()
+    """From the section's heading to the next heading of its level, or to the end of the page."""
+    text = PAGE.read_text()
     start = text.index(SECTION)
-    end = text.index("\n## ", start + len(SECTION))
-    return text[start:end]
+    end = text.find("\n## ", start + len(SECTION))
+    return text[start : end if end != -1 else len(text)]
 
 
 def _references() -> dict[str, list[str]]:
@@ -63,7 +65,7 @@ def test_every_bad_input_row_names_a_test_that_exists() -> None:
         for id in ids
         if not any(f"{path}::{id}" in collected for path in paths.split())
     ]
-    assert not missing, f"README rows name tests that do not exist: {missing}"
+    assert not missing, f"{PAGE.name} rows name tests that do not exist: {missing}"
 
 
 def test_the_table_has_at_least_forty_rows() -> None:

@@ -5,7 +5,7 @@ render, keep or write must be bounded, or one tenant can take the operator down 
 Kubernetes bounds one object (Secret data 1 MiB, request body 3 MiB, annotations 256 KiB in all,
 label values 63 characters); these bound what the operator derives from such objects. The CRDs
 state the same numbers, and the operator checks them again: objects stored before a tighter CRD
-keep their old values. docs: README "Bounds".
+keep their old values. docs: docs/security.md, "Bounds on what a tenant controls".
 """
 
 from __future__ import annotations
