@@ -11,15 +11,27 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from simacan_token_operator.kube.api import TOO_MANY_REQUESTS_RETRIES, retry_after
 from simacan_token_operator.kube.budget import RequestBudget
 from simacan_token_operator.kube.client import Kube, KubeError, NotLeader
-from tests.unit.kubeapi import api_client_for
+from simacan_token_operator.kube.secretwatch import secret_watch
+from tests.support.polling import eventually
+from tests.unit import kubeapi
+
+
+def api_client_for(url: str) -> Any:
+    """As the operator's client is configured (cli.load_kube_config): urllib3 retries nothing
+    itself (it would otherwise wait out a 429's Retry-After inside the thread, unbudgeted)."""
+    configuration = kubeapi.api_client_for(url).configuration
+    configuration.retries = False
+    return client.ApiClient(configuration)
+
 
 SECRET = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "fleet-api"}, "type": "Opaque"}
 
@@ -177,3 +189,57 @@ def test_retry_after_is_read_as_seconds_within_bounds(header: str | None, second
 def test_retry_after_may_be_an_http_date() -> None:
     in_four_seconds = email.utils.formatdate(time.time() + 4, usegmt=True)
     assert 2.5 <= retry_after(_rejected(in_four_seconds)) <= 4.0
+
+
+class _ListBusyOnce(http.server.BaseHTTPRequestHandler):
+    """The first list of Secrets is answered 429 with Retry-After: 2; watches stay open, silent."""
+
+    lists: ClassVar[list[float]] = []
+
+    def do_GET(self) -> None:
+        if "watch=true" in self.path:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            time.sleep(3)
+            return
+        self.lists.append(time.monotonic())
+        first = len(self.lists) == 1
+        raw = json.dumps(
+            {"kind": "Status", "code": 429} if first else {"metadata": {"resourceVersion": "7"}, "items": []}
+        ).encode()
+        self.send_response(429 if first else 200)
+        if first:
+            self.send_header("Retry-After", "2")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_a_watch_whose_list_is_answered_429_lists_again_after_its_retry_after() -> None:
+    _ListBusyOnce.lists = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ListBusyOnce)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    async def scenario() -> None:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        watch = secret_watch(api_client_for(url), ["team-a"], lambda *_: None, lambda: None)
+        watch.start()
+        try:
+            await asyncio.to_thread(eventually, lambda: len(_ListBusyOnce.lists) >= 2, 10.0)
+        finally:
+            await watch.stop()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        server.shutdown()
+        server.server_close()
+    first, second = _ListBusyOnce.lists[:2]
+    assert second - first >= 1.95, f"listed again {second - first:.2f}s after the 429 (Retry-After: 2)"
