@@ -10,6 +10,7 @@ import os
 import socket
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from kubernetes import client, config
 
@@ -92,22 +93,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="NAME",
         help="name of that Lease; give each shard of a sharded install its own",
     )
-    run.add_argument(
-        "--kube-api-qps",
-        type=_non_negative,
-        default=DEFAULT_QPS,
-        metavar="QPS",
-        help="Kubernetes API requests per second once the burst is spent (default "
-        f"{DEFAULT_QPS:g}; 0 turns the client-side limit off and leaves it to API Priority and Fairness)",
-    )
-    run.add_argument(
-        "--kube-api-burst",
-        type=_positive_int,
-        default=DEFAULT_BURST,
-        metavar="N",
-        help=f"Kubernetes API requests that may go at once, before the QPS applies (default {DEFAULT_BURST})",
-    )
+    _add_budget_flags(run)
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    _add_status_command(commands)
+    return parser.parse_args(argv)
+
+
+def _add_status_command(commands: Any) -> None:
     status = commands.add_parser(
         "status",
         help="show Ready, expiry, next refresh and recent Events of SimacanCredentials and "
@@ -126,7 +118,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     status_scope.add_argument("--cluster", metavar="NAME", help="one ClusterSimacanCredential")
     status.add_argument("name", nargs="?", metavar="NAME", help="one SimacanCredential (default: all)")
-    return parser.parse_args(argv)
+
+
+def _add_budget_flags(run: argparse.ArgumentParser) -> None:
+    """The request budget (kube/budget.py says why these defaults)."""
+    run.add_argument(
+        "--kube-api-qps",
+        type=_non_negative,
+        default=DEFAULT_QPS,
+        metavar="QPS",
+        help="Kubernetes API requests per second once the burst is spent (default "
+        f"{DEFAULT_QPS:g}; 0 turns the client-side limit off and leaves it to API Priority and Fairness)",
+    )
+    run.add_argument(
+        "--kube-api-burst",
+        type=_positive_int,
+        default=DEFAULT_BURST,
+        metavar="N",
+        help=f"Kubernetes API requests that may go at once, before the QPS applies (default {DEFAULT_BURST})",
+    )
 
 
 def _non_negative(text: str) -> float:
