@@ -10,6 +10,7 @@ import os
 import socket
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from kubernetes import client, config
 
@@ -22,9 +23,11 @@ from simacan_token_operator.auth.pool import TokenPool
 from simacan_token_operator.controller.gates import KUBE_CONCURRENCY
 from simacan_token_operator.controller.routing import Controller
 from simacan_token_operator.controller.runtime import Runtime
+from simacan_token_operator.kube.budget import DEFAULT_BURST, DEFAULT_QPS, RequestBudget
 from simacan_token_operator.kube.client import Kube
 from simacan_token_operator.kube.deadlines import keepalive_socket_options
 from simacan_token_operator.kube.leader import LeaderElector
+from simacan_token_operator.kube.metered import MeteredApiClient, RequestObserver
 from simacan_token_operator.model.spec import DEFAULT_ALLOWED_HOSTS, AuthURLPolicy
 
 logger = logging.getLogger("simacan_token_operator")
@@ -90,7 +93,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="NAME",
         help="name of that Lease; give each shard of a sharded install its own",
     )
+    _add_budget_flags(run)
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    _add_status_command(commands)
+    return parser.parse_args(argv)
+
+
+def _add_status_command(commands: Any) -> None:
     status = commands.add_parser(
         "status",
         help="show Ready, expiry, next refresh and recent Events of SimacanCredentials and "
@@ -109,11 +118,51 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     status_scope.add_argument("--cluster", metavar="NAME", help="one ClusterSimacanCredential")
     status.add_argument("name", nargs="?", metavar="NAME", help="one SimacanCredential (default: all)")
-    return parser.parse_args(argv)
 
 
-def load_kube_config() -> client.ApiClient:
-    """In a pod, use the ServiceAccount; elsewhere, the current kubeconfig context (as kubectl does)."""
+def _add_budget_flags(run: argparse.ArgumentParser) -> None:
+    """The request budget (kube/budget.py says why these defaults)."""
+    run.add_argument(
+        "--kube-api-qps",
+        type=_non_negative,
+        default=DEFAULT_QPS,
+        metavar="QPS",
+        help="Kubernetes API requests per second once the burst is spent (default "
+        f"{DEFAULT_QPS:g}; 0 turns the client-side limit off and leaves it to API Priority and Fairness)",
+    )
+    run.add_argument(
+        "--kube-api-burst",
+        type=_positive_int,
+        default=DEFAULT_BURST,
+        metavar="N",
+        help=f"Kubernetes API requests that may go at once, before the QPS applies (default {DEFAULT_BURST})",
+    )
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of requests per second, 0 or more")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give at least 1")
+    return value
+
+
+def load_kube_config(observe: RequestObserver | None = None) -> client.ApiClient:
+    """In a pod, use the ServiceAccount; elsewhere, the current kubeconfig context (as kubectl does).
+
+    With `observe`, every request the client sends is reported to it (kube/metered.py)."""
     configuration = client.Configuration()
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
         config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
@@ -125,7 +174,9 @@ def load_kube_config() -> client.ApiClient:
     # No silent retries: a resent write could land after its deadline (deadlines.py); callers
     # retry with their own backoff, and a failed call shows up as one.
     configuration.retries = False
-    return client.ApiClient(configuration)
+    if observe is None:
+        return client.ApiClient(configuration)
+    return MeteredApiClient(configuration, observe)
 
 
 async def run_operator(options: argparse.Namespace) -> int:
@@ -133,11 +184,13 @@ async def run_operator(options: argparse.Namespace) -> int:
     policy = _auth_policy(options.allowed_auth_host)
     metrics = Metrics()
     _use_kube_executor()
-    api_client = load_kube_config()
+    api_client = load_kube_config(metrics.count_kube_request)
     elector = _elector(options, api_client, metrics)
+    budget = RequestBudget(options.kube_api_qps, options.kube_api_burst) if options.kube_api_qps else None
     async with http_client(options.auth_ca_file) as http:
         runtime = Runtime(
-            kube=Kube(api_client, fence=elector),  # a replica that is not the leader writes nothing
+            # a replica that is not the leader writes nothing; the Lease takes nothing from the budget
+            kube=Kube(api_client, fence=elector, budget=budget),
             pool=TokenPool(AuthAPI(http, metrics.observe_request)),
             auth_policy=policy,
             metrics=metrics,
@@ -162,8 +215,8 @@ def _auth_policy(allowed_auth_hosts: Sequence[str]) -> AuthURLPolicy:
 
 def _use_kube_executor() -> None:
     # Every Kubernetes call runs in the default executor (the client is synchronous): a thread for
-    # each slot of the Kubernetes gate, and a few more so that Lease renewals never queue behind
-    # Secret writes (the default, cores + 4, is 6 threads on 2 cores).
+    # each slot of the Kubernetes gate, and a few more for calls made outside it (the default,
+    # cores + 4, is 6 threads on 2 cores). Lease renewals have threads of their own (leader.py).
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=KUBE_CONCURRENCY + 4, thread_name_prefix="kube")
     )

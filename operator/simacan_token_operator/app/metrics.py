@@ -67,6 +67,17 @@ class Metrics:
             ("endpoint", "status"),
             registry=r,
         )
+        self.kube_requests = Counter(
+            "simacan_kube_requests",
+            "The operator's own Kubernetes API requests (kopf's watches of the credentials not "
+            "included) by verb, resource and HTTP status, or 'error' when no answer came.",
+            ("verb", "resource", "code"),
+            registry=r,
+        )
+
+    def count_kube_request(self, verb: str, resource: str, code: str) -> None:
+        """kube.metered.RequestObserver: one of the operator's own Kubernetes API requests."""
+        self.kube_requests.labels(verb, resource, code).inc()
 
     def observe_request(self, endpoint: str, status: str, seconds: float) -> None:
         self.requests.labels(endpoint, status).observe(seconds)

@@ -4,27 +4,40 @@ The official client is synchronous; every call runs in the default thread pool s
 event loop never blocks. Bodies are plain dicts (raw JSON). Nothing here logs a body:
 Secrets pass through. Every call has connect and read timeouts (deadlines.py), every write
 first asks the fence whether this replica may still write, and names are validated and
-quoted before they become part of a path. kube.Kube builds the operator's calls on this.
+quoted before they become part of a path. Every call waits for its turn in the request
+budget (budget.py) first, and a 429 from API Priority and Fairness is sent again after its
+Retry-After, a bounded number of times, without the caller seeing it. kube.Kube builds the
+operator's calls on this.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import functools
 import json
+import time
 import urllib.parse
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
+from simacan_token_operator.kube.budget import RequestBudget
 from simacan_token_operator.kube.deadlines import CONNECT_TIMEOUT, READ_TIMEOUT
 from simacan_token_operator.model.body import Body
 from simacan_token_operator.model.names import is_dns_subdomain
 
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 """A list of metadata only (names, labels, uids, versions): no Secret data, no pod specs."""
+
+TOO_MANY_REQUESTS_RETRIES = 10
+"""How often a request answered 429 is sent again before its caller sees the 429 (client-go's
+default too); every wait is its Retry-After, at most RETRY_AFTER_CAP."""
+RETRY_AFTER_CAP = 10.0
+RETRY_AFTER_DEFAULT = 1.0
+"""A 429 without a usable Retry-After (APF always sends one) waits this long."""
 
 
 class KubeError(Exception):
@@ -122,14 +135,19 @@ class RawApi:
 
 
 class Calls:
-    """RawApi for the event loop: every failure a KubeError, every write fenced."""
+    """RawApi for the event loop: every call within the request budget and sent again after a
+    429, every failure a KubeError, every write fenced."""
 
-    def __init__(self, api_client: Any, fence: Fence | None = None) -> None:
+    def __init__(
+        self, api_client: Any, fence: Fence | None = None, budget: RequestBudget | None = None
+    ) -> None:
         self._api = RawApi(api_client)
         self._fence = fence
+        self._budget = budget
 
     async def call(self, action: str, method: str, path: str, **kwargs: Any) -> Body:
-        return await self._mapped(action, asyncio.to_thread(self._api.json, method, path, **kwargs))
+        send = functools.partial(self._api.json, method, path, **kwargs)
+        return await self._sent(action, lambda: asyncio.to_thread(send))
 
     async def read_keeping(self, action: str, path: str, keep: frozenset[str], **kwargs: Any) -> Body:
         """A GET decoded keeping only the keys in `keep` (decoded_keeping)."""
@@ -137,39 +155,73 @@ class Calls:
         def fetch() -> Body:
             return decoded_keeping(self._api.request("GET", path, **kwargs).read(), keep)
 
-        return await self._mapped(action, asyncio.to_thread(fetch))
+        return await self._sent(action, lambda: asyncio.to_thread(fetch))
 
-    @staticmethod
-    async def _mapped(action: str, call: Awaitable[Body]) -> Body:
-        try:
-            return await call
-        except ApiException as error:
-            raise KubeError(action, int(error.status or 0), _status_reason(error)) from None
-        except (OSError, ValueError, HTTPError) as error:  # no connection, timed out, cut off
-            raise KubeError(action, 0, type(error).__name__) from None
+    async def _sent(self, action: str, attempt: Callable[[], Awaitable[Body]]) -> Body:
+        """`attempt` once the budget allows, again after each 429 (bounded); failures as KubeError.
+
+        A 429 holds back the whole budget until its Retry-After has passed: the API server is
+        shedding this operator's load, so every caller waits, not only the one told."""
+        for retry in range(TOO_MANY_REQUESTS_RETRIES + 1):
+            if self._budget is not None:
+                await self._budget.wait()
+            try:
+                return await attempt()
+            except KubeError:
+                raise
+            except ApiException as error:
+                if error.status != 429 or retry == TOO_MANY_REQUESTS_RETRIES:
+                    raise KubeError(action, int(error.status or 0), _status_reason(error)) from None
+                delay = retry_after(error)
+                if self._budget is not None:
+                    self._budget.hold_off(delay)
+                else:
+                    await asyncio.sleep(delay)
+            except (OSError, ValueError, HTTPError) as error:  # no connection, timed out, cut off
+                raise KubeError(action, 0, type(error).__name__) from None
+        raise AssertionError("unreachable: the last retry returns or raises")
 
     async def write(self, action: str, method: str, path: str, **kwargs: Any) -> Body:
         """A write, only while the fence allows it and never outliving the time it grants.
 
-        The check is made right before the request leaves; a request already sent when
-        leadership ends is cut off by its timeout, which the fence keeps shorter than the time
-        before a standby may take over. The fence also learns of every write in flight: a
-        cancelled caller does not stop the thread sending it, and a clean hand-over waits for it.
-        Replaces carry a resourceVersion, so a late one fails."""
-        budget = READ_TIMEOUT if self._fence is None else self._fence.write_budget()
-        if budget is None:
+        The check is made right before the request leaves (after any wait for the budget or a
+        Retry-After); a request already sent when leadership ends is cut off by its timeout,
+        which the fence keeps shorter than the time before a standby may take over. The fence
+        also learns of every write in flight: a cancelled caller does not stop the thread
+        sending it, and a clean hand-over waits for it. Replaces carry a resourceVersion, so a
+        late one fails. A 429 was refused before it was served, so sending it again is safe."""
+        return await self._sent(action, lambda: self._write_once(action, method, path, kwargs))
+
+    async def _write_once(self, action: str, method: str, path: str, kwargs: dict[str, Any]) -> Body:
+        granted = READ_TIMEOUT if self._fence is None else self._fence.write_budget()
+        if granted is None:
             raise NotLeader(action)
-        budget = min(budget, READ_TIMEOUT)
-        timeout = (min(CONNECT_TIMEOUT, budget), budget)
+        granted = min(granted, READ_TIMEOUT)
+        timeout = (min(CONNECT_TIMEOUT, granted), granted)
         send = functools.partial(self._api.json, method, path, timeout=timeout, **kwargs)
         sending = asyncio.get_running_loop().run_in_executor(None, send)
         sending.add_done_callback(_retrieve)
         if self._fence is not None:
             self._fence.track(sending)
         try:
-            return await self._mapped(action, asyncio.wait_for(asyncio.shield(sending), budget))
+            return await asyncio.wait_for(asyncio.shield(sending), granted)
         except TimeoutError:
             raise KubeError(action, 0, "TimeoutError") from None
+
+
+def retry_after(error: ApiException) -> float:
+    """The seconds a 429 asks us to wait (delta-seconds or an HTTP date), within 0..RETRY_AFTER_CAP."""
+    value = str((error.headers or {}).get("Retry-After") or "").strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            seconds = RETRY_AFTER_DEFAULT
+    if seconds != seconds:  # NaN
+        seconds = RETRY_AFTER_DEFAULT
+    return min(max(seconds, 0.0), RETRY_AFTER_CAP)
 
 
 def decoded_keeping(raw: bytes, keep: frozenset[str]) -> Body:

@@ -1,8 +1,9 @@
 """Kubernetes I/O for the workers: Secrets, the status subresource, Events and workloads.
 
 Every call goes through api.Calls, which keeps the guarantees: connect and read timeouts
-(deadlines.py), writes only while the fence allows, no body ever logged (Secrets pass
-through), and names validated and quoted before they become part of a path. The names other
+(deadlines.py), writes only while the fence allows, the request budget (budget.py) and
+429s waited out, no body ever logged (Secrets pass through), and names validated and
+quoted before they become part of a path. The names other
 modules use from api.py are exported here too, so that callers import from one place.
 """
 
@@ -25,6 +26,7 @@ from simacan_token_operator.kube.api import (
     checked_name,
     decoded_keeping,
 )
+from simacan_token_operator.kube.budget import RequestBudget
 from simacan_token_operator.kube.events import EventKey, EventMemory
 from simacan_token_operator.model.body import Body
 from simacan_token_operator.model.clusterspec import OWNER_LABEL
@@ -67,8 +69,10 @@ class ObjectRef:
 class Kube:
     """The calls of the workers of both kinds. Events fold repeats through one memory per Kube."""
 
-    def __init__(self, api_client: Any, fence: Fence | None = None) -> None:
-        self._api = Calls(api_client, fence)
+    def __init__(
+        self, api_client: Any, fence: Fence | None = None, budget: RequestBudget | None = None
+    ) -> None:
+        self._api = Calls(api_client, fence, budget)
         self._events = EventMemory()
 
     async def read_secret(self, namespace: str, name: str) -> Body | None:

@@ -9,17 +9,24 @@ a standby may take over (`duration`): a timer ends leadership at the deadline ev
 renewal hangs on a dead connection, every renewal request times out before the deadline,
 and the elector is the fence every write asks first (kube.Fence), granting a write no more
 time than remains before a standby could take over.
+
+The Lease's requests run on the elector's own threads, never in the default executor that
+every other Kubernetes call shares, and take nothing from the request budget (budget.py): a
+wave of Secret writes that fills the pool, or a budget with a long queue, cannot delay a
+renewal. They are a handful every `retry_period`, so they need no limit of their own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
@@ -28,6 +35,11 @@ from simacan_token_operator.kube.deadlines import CONNECT_TIMEOUT, READ_TIMEOUT
 from simacan_token_operator.kube.lease import LeaseClient, Timeout
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+LEASE_THREADS = 2
+"""One for the attempt in progress, one for an attempt or release starting while an abandoned
+one (timed out on a dead connection) is still ending: its requests end by the deadline."""
 
 WRITE_MARGIN = 1.0
 """A write must end this long before a standby may take over (allows for clock rate and latency)."""
@@ -80,6 +92,7 @@ class LeaderElector:
         on_leading: Callable[[bool], None] | None = None,
     ) -> None:
         self._lease = LeaseClient(api_client, namespace, name, identity, timings.duration)
+        self._threads = ThreadPoolExecutor(max_workers=LEASE_THREADS, thread_name_prefix="lease")
         self.namespace, self.name, self.identity = namespace, name, identity
         self.timings = timings
         self._on_leading = on_leading
@@ -180,10 +193,10 @@ class LeaderElector:
             await asyncio.wait(set(self._writes), timeout=READ_TIMEOUT)
         timeout = (CONNECT_TIMEOUT, READ_TIMEOUT / 3)
         try:
-            lease = await asyncio.to_thread(self._lease.get, timeout)
+            lease = await self._in_thread(self._lease.get, timeout)
             if not self._lease.held_by_us(lease):
                 return
-            await asyncio.to_thread(self._lease.hand_back, lease, timeout)
+            await self._in_thread(self._lease.hand_back, lease, timeout)
             logger.info("released the Lease %s/%s", self.namespace, self.name)
         except (ApiException, OSError, ValueError, HTTPError) as error:
             logger.warning("could not release the Lease: %s", type(error).__name__)
@@ -194,7 +207,7 @@ class LeaderElector:
         timeout = (min(CONNECT_TIMEOUT, per_request), per_request)
         try:
             async with asyncio.timeout(within):  # a scope, not a task (see hold)
-                won_at = await asyncio.to_thread(self._attempt, timeout)
+                won_at = await self._in_thread(self._attempt, timeout)
         except TimeoutError:
             logger.warning("Lease %s/%s: no answer within %.1fs", self.namespace, self.name, within)
             return False
@@ -211,6 +224,11 @@ class LeaderElector:
             return False
         self._won(won_at)
         return True
+
+    async def _in_thread(self, function: Callable[..., T], *args: Any) -> T:
+        """`function(*args)` on the elector's own threads (see the module's docstring)."""
+        call = functools.partial(function, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._threads, call)
 
     def _attempt(self, timeout: Timeout) -> float | None:
         """In a thread: one read and, if the Lease is ours to take or keep, one write.

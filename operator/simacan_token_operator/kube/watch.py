@@ -9,7 +9,8 @@ A watch asks for bookmarks, which arrive at least once a minute; one that stays 
 the read timeout (deadlines.py) is treated as dead and dropped. After any break (that
 silence, a 410 Gone for a resourceVersion too old to resume from, an outage) the thread
 lists again before it watches again, and tells the consumer that events may have been missed
-meanwhile: a list always comes before the single changes that follow it.
+meanwhile: a list always comes before the single changes that follow it. A 429 from API
+Priority and Fairness is retried after its Retry-After instead of the short backoff.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from simacan_token_operator.kube.api import METADATA_LIST, RawApi
+from simacan_token_operator.kube.api import METADATA_LIST, RawApi, retry_after
 from simacan_token_operator.kube.deadlines import CONNECT_TIMEOUT, WATCH_READ_TIMEOUT, WATCH_SERVER_TIMEOUT
 from simacan_token_operator.model.body import Body
 
@@ -125,6 +126,8 @@ class MetadataWatch:
                 if self._stopping.is_set():
                     return
                 delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
+                if isinstance(error, ApiException) and error.status == 429:  # API Priority and Fairness
+                    delay = max(delay, retry_after(error))
                 failures += 1
                 version, missed = None, True
                 logger.warning(
