@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
@@ -13,6 +14,8 @@ from simacan_token_operator.controller.runtime import Runtime
 from simacan_token_operator.controller.worker import CredentialWorker
 from simacan_token_operator.model.clusterspec import CLUSTER_KIND, NamespaceInfo
 from simacan_token_operator.model.spec import REFRESH_REQUESTED_ANNOTATION, kept_annotations, watched_secrets
+
+logger = logging.getLogger(__name__)
 
 WorkerKey = tuple[str, str, str]
 """(kind, namespace, name); the namespace is empty for a cluster-scoped credential."""
@@ -127,6 +130,11 @@ class Controller:
         known.logins.relisted(scope, versions)
         for worker in self.workers.values():
             worker.relisted(scope, versions)
+        logger.info(
+            "Secrets in %s listed again after a gap in the watch (%d); every credential looks again",
+            scope or "all namespaces",
+            len(versions),
+        )
         self.resync()
 
     def resync(self) -> None:
