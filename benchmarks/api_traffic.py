@@ -38,6 +38,7 @@ import datetime
 import json
 import re
 import signal
+import ssl
 import sys
 import tempfile
 import time
@@ -105,7 +106,7 @@ def request_counts(plane: ControlPlane) -> Counter[Key]:
     response = httpx.get(
         f"{plane.server}/metrics",
         headers={"Authorization": f"Bearer {plane.admin_token}"},
-        verify=str(plane.ca_file),
+        verify=ssl.create_default_context(cafile=str(plane.ca_file)),
         timeout=30,
     )
     response.raise_for_status()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import re
 import signal
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,7 +40,7 @@ def requests(plane: ControlPlane, verb: str, resource: str) -> int:
     response = httpx.get(
         f"{plane.server}/metrics",
         headers={"Authorization": f"Bearer {plane.admin_token}"},
-        verify=str(plane.ca_file),
+        verify=ssl.create_default_context(cafile=str(plane.ca_file)),
         timeout=10,
     )
     response.raise_for_status()
@@ -63,7 +64,7 @@ def api_ready(plane: ControlPlane) -> bool:
         response = httpx.get(
             f"{plane.server}/readyz",
             headers={"Authorization": f"Bearer {plane.admin_token}"},
-            verify=str(plane.ca_file),
+            verify=ssl.create_default_context(cafile=str(plane.ca_file)),
             timeout=1,
         )
     except httpx.HTTPError:
@@ -152,15 +153,16 @@ def test_after_an_api_server_restart_state_is_listed_not_read_per_credential(
             what="the operator's Secret watch listed again",
         )
 
-        def settled() -> int | None:
+        def settled() -> bool:
             first = requests(plane, "GET", "secrets")
             time.sleep(1.0)  # one sample a second: the resync's passes have all run when it is still
-            return first if requests(plane, "GET", "secrets") == first else None
+            return requests(plane, "GET", "secrets") == first
 
         eventually(settled, timeout=60, what="the resync settled")
         gets = requests(plane, "GET", "secrets")
         lists = requests(plane, "LIST", "secrets")
         print(f"after the restart: {gets} Secret GETs, {lists} Secret LISTs for {len(names)} credentials")
         assert gets < len(names) / 10, "state re-read with a list, not a GET per credential"
-        assert lists <= 3, "one list of the watched namespace (and a retry or two while it started)"
+        # The operator's one list of its namespace; kube-controller-manager's informers relist too.
+        assert lists <= 5, "a list per watched scope, not one per credential"
         assert operator.process is not None and operator.process.poll() is None
