@@ -51,6 +51,11 @@ class FakeKube:
     """(kind, name, restartedAt) of every rollout restart."""
     write_faults: list[KubeError] = field(default_factory=list)
     """Raised, in order, by the next Secret writes instead of writing: an API server's 409, 429, 5xx."""
+    secret_reads: list[tuple[str, str]] = field(default_factory=list)
+    """(namespace, name) of every Secret GET."""
+    secret_log: list[tuple[str, str, str]] = field(default_factory=list)
+    """(namespace, name, resourceVersion) of every Secret change, "" for a deletion: what the
+    Secret watch would report (tests hand them on with `watch_events`)."""
     _version: int = 0
 
     def _next_version(self) -> str:
@@ -66,10 +71,21 @@ class FakeKube:
         stored["metadata"] = {**stored["metadata"], "namespace": namespace, "uid": uid}
         stored["metadata"]["resourceVersion"] = self._next_version()
         self.secrets[(namespace, stored["metadata"]["name"])] = stored
+        self.secret_log.append((namespace, stored["metadata"]["name"], stored["metadata"]["resourceVersion"]))
         return copy.deepcopy(stored)
 
     def remove_secret(self, namespace: str, name: str) -> None:
         del self.secrets[(namespace, name)]
+        self.secret_log.append((namespace, name, ""))
+
+    def watch_events(self) -> list[tuple[str, str, str]]:
+        """The Secret changes since the last call, as the metadata-only Secret watch reports them."""
+        events, self.secret_log = self.secret_log, []
+        return events
+
+    def secret_versions(self) -> dict[tuple[str, str], str]:
+        """Every Secret's resourceVersion, as a list of all namespaces returns them."""
+        return {key: secret["metadata"]["resourceVersion"] for key, secret in self.secrets.items()}
 
     def event_reasons(self, name: str | None = None) -> list[str]:
         return [e.reason for e in self.events if name is None or e.name == name]
@@ -77,6 +93,7 @@ class FakeKube:
     # -- the seam -----------------------------------------------------------------------------
 
     async def read_secret(self, namespace: str, name: str) -> Body | None:
+        self.secret_reads.append((namespace, name))
         secret = self.secrets.get((namespace, name))
         return copy.deepcopy(secret) if secret is not None else None
 
@@ -104,7 +121,7 @@ class FakeKube:
     async def delete_secret(self, namespace: str, name: str, uid: str) -> None:
         current = self.secrets.get((namespace, name))
         if current is not None and current["metadata"].get("uid", uid) == uid:
-            del self.secrets[(namespace, name)]
+            self.remove_secret(namespace, name)
             self.secret_deletes.append((namespace, name))
 
     async def namespaces_holding(self, owner_uid: str) -> set[str]:

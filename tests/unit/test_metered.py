@@ -107,7 +107,7 @@ def test_the_operators_calls_are_counted_by_verb_resource_and_code(emulated: str
         await kube.list_workload_stamps("team-a", "Deployment", 10, None)
         elector = LeaderElector(api, "default", "metered", "me", LeaseTimings(3.0, 2.0, 0.3))
         await elector.acquire()  # a GET (404) and a create
-        watch = secret_watch(api, ["team-a"], lambda *_: None, lambda: None)
+        watch = secret_watch(api, ["team-a"], lambda *_: None, lambda *_: None)
         watch.start()
         await asyncio.to_thread(eventually, lambda: ("watch", "secrets", "200") in _counted(metrics))
         await watch.stop()

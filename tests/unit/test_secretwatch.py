@@ -80,12 +80,14 @@ async def _watch_until(url: str, done: Any, timeout: float = 10.0) -> tuple[list
     changes: list[tuple[str, str]] = []
     resyncs = 0
 
-    def resync() -> None:
+    def listed(namespace: str | None, versions: Any) -> None:
         nonlocal resyncs
-        resyncs += 1
+        assert namespace == "team-a"
+        if versions is not None:  # after a break: every Secret's version, from a full list
+            resyncs += 1
 
     watch = secret_watch(
-        api_client_for(url), ["team-a"], lambda ns, n: changes.append((ns, n)), resync, read_timeout=0.5
+        api_client_for(url), ["team-a"], lambda ns, n, _v: changes.append((ns, n)), listed, read_timeout=0.5
     )
     watch.start()
     deadline = time.monotonic() + timeout

@@ -283,10 +283,10 @@ async def test_a_namespace_stuck_in_kubernetes_calls_leaves_slots_for_its_neighb
         return await reads(namespace, name)
 
     world.kube.read_secret = read_secret  # type: ignore[method-assign]
-    world.login_secret(namespace="tenant")
     tenant = [f"c{i}" for i in range(KUBE_CONCURRENCY + 4)]
-    for name in tenant:
-        world.credential(name, namespace="tenant")
+    for name in tenant:  # a login Secret each: one shared Secret is read once for all (known.Logins)
+        world.login_secret(f"login-{name}", namespace="tenant")
+        world.credential(name, namespace="tenant", credentialsSecretRef={"name": f"login-{name}"})
     passes = [asyncio.create_task(world.run(name, "tenant")) for name in tenant]
     try:
         await asyncio.sleep(0.1)

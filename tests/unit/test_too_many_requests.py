@@ -229,7 +229,7 @@ def test_a_watch_whose_list_is_answered_429_lists_again_after_its_retry_after() 
 
     async def scenario() -> None:
         url = f"http://127.0.0.1:{server.server_address[1]}"
-        watch = secret_watch(api_client_for(url), ["team-a"], lambda *_: None, lambda: None)
+        watch = secret_watch(api_client_for(url), ["team-a"], lambda *_: None, lambda *_: None)
         watch.start()
         try:
             await asyncio.to_thread(eventually, lambda: len(_ListBusyOnce.lists) >= 2, 10.0)

@@ -134,7 +134,7 @@ def test_a_list_comes_first_then_single_changes_and_a_break_lists_again(server: 
     watch = MetadataWatch(
         api_client_for(server),
         [Scope("/api/v1/namespaces", "namespaces", "test-watch")],
-        lambda items, after_break: seen.append(
+        lambda _scope, items, after_break: seen.append(
             ("listed", ([i["metadata"]["name"] for i in items], after_break))
         ),
         lambda type_, obj: seen.append((type_, obj["metadata"].get("name"))),
@@ -160,7 +160,7 @@ def test_a_failed_watch_request_is_retried_after_a_fresh_list(server: str) -> No
     watch = MetadataWatch(
         api_client_for(server),
         [Scope("/api/v1/namespaces", "namespaces", "test-watch")],
-        lambda items, after_break: seen.append(("listed", after_break)),
+        lambda _scope, items, after_break: seen.append(("listed", after_break)),
         lambda type_, obj: seen.append((type_, obj["metadata"].get("name"))),
     )
     asyncio.run(_run_until(watch, lambda: ("MODIFIED", "ns-a") in seen))
@@ -205,7 +205,10 @@ def test_the_secret_watch_has_a_thread_per_namespace_and_lists_one_item_for_a_ve
         ],
     ]
     watch = secret_watch(
-        api_client_for(server), ["team-a", "team-b"], lambda ns, n: changes.append((ns, n)), lambda: None
+        api_client_for(server),
+        ["team-a", "team-b"],
+        lambda ns, n, _version: changes.append((ns, n)),
+        lambda _ns, _versions: None,
     )
     asyncio.run(_run_until(watch, lambda: len(changes) == 2))
     assert sorted(changes) == [("team-a", "one"), ("team-b", "two")]

@@ -101,7 +101,10 @@ class OperatorProcess:
 
     def _start_watches(self) -> None:
         self.secrets = secret_watch(
-            self.api_client, self.options.namespace, self.controller.secret_changed, self.controller.resync
+            self.api_client,
+            self.options.namespace,
+            self.controller.secret_changed,
+            self.controller.secrets_listed,
         )
         self.secrets.start()
         if self.cluster:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
 from simacan_token_operator.controller.kinds import NAMESPACED, Clusterwide, Kind
+from simacan_token_operator.controller.known import Versions
 from simacan_token_operator.controller.runtime import Runtime
 from simacan_token_operator.controller.worker import CredentialWorker
 from simacan_token_operator.model.clusterspec import CLUSTER_KIND, NamespaceInfo
 from simacan_token_operator.model.spec import REFRESH_REQUESTED_ANNOTATION, kept_annotations, watched_secrets
+
+logger = logging.getLogger(__name__)
 
 WorkerKey = tuple[str, str, str]
 """(kind, namespace, name); the namespace is empty for a cluster-scoped credential."""
@@ -103,17 +107,35 @@ class Controller:
         if worker is not None:
             await worker.stop()
 
-    def secret_changed(self, namespace: str, name: str) -> None:
+    def secret_changed(self, namespace: str, name: str, version: str | None = None) -> None:
+        """The Secret watch reported `version` of a Secret ("" deleted; None: unknown, look again).
+        The version this process itself wrote or read wakes nobody (known.py)."""
+        login_news = self.runtime.known.logins.seen(namespace, name, version)
         for key in self._by_secret.get((namespace, name), ()):
             worker = self.workers.get(key)
             if worker is not None:
-                worker.nudge()
+                worker.secret_changed(namespace, name, version, login_news)
         for key in self._clusterwide:
-            concern = self.workers[key].concerns(namespace, name)
-            if concern is None:
-                self.workers[key].nudge()
-            elif concern:
-                self.workers[key].nudge(namespace)
+            if self.workers[key].concerns(namespace, name) is not False:
+                self.workers[key].secret_changed(namespace, name, version, login_news)
+
+    def secrets_listed(self, scope: str | None, versions: Versions | None) -> None:
+        """The Secret watch listed `scope` (None: all namespaces). `versions` is None for its first
+        list, from which on its events vouch for what passes read; after a gap in the watch it
+        holds every Secret's version: what changed meanwhile is looked at again, then everything."""
+        known = self.runtime.known
+        known.epochs.listed(scope)
+        if versions is None:
+            return
+        known.logins.relisted(scope, versions)
+        for worker in self.workers.values():
+            worker.relisted(scope, versions)
+        logger.info(
+            "Secrets in %s listed again after a gap in the watch (%d); every credential looks again",
+            scope or "all namespaces",
+            len(versions),
+        )
+        self.resync()
 
     def resync(self) -> None:
         """The Secret watch may have missed events: let every worker look again."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from simacan_token_operator.controller.gates import KUBE_CONCURRENCY, NAMESPACE_CONCURRENCY, NamespaceGates
+from simacan_token_operator.controller.known import Knowledge
 from simacan_token_operator.controller.workloads import NamespaceWorkloads, WorkloadReader
 from simacan_token_operator.kube.client import KubeError, ObjectRef
 from simacan_token_operator.model.spec import AuthURLPolicy
@@ -32,20 +33,23 @@ class WriteRefused(Exception):
         self.message = str(error)
 
 
-async def write_secret(kube: KubeSeam, namespace: str, result: Result, who: str) -> bool:
-    """Create or replace the token Secret a pass asked for; False if another writer got there
-    first (404 or 409: look again shortly); WriteRefused if the API server refused its content."""
+async def write_secret(
+    kube: KubeSeam, namespace: str, result: Result, who: str
+) -> tuple[bool, dict[str, Any] | None]:
+    """Create or replace the token Secret a pass asked for: (done, the Secret as written, if it
+    was). Not done if another writer got there first (404 or 409: look again shortly);
+    WriteRefused if the API server refused its content."""
     write = result.write
     if write is None:
-        return True
+        return True, None
     try:
         if write.create:
-            await kube.create_secret(namespace, write.body)
+            written = await kube.create_secret(namespace, write.body)
         else:
-            await kube.replace_secret(namespace, write.body)
+            written = await kube.replace_secret(namespace, write.body)
     except KubeError as error:
         if error.status in (404, 409):
-            return False
+            return False, None
         if error.status in REFUSED_WRITE_STATUSES:
             raise WriteRefused(error) from None
         raise
@@ -58,7 +62,7 @@ async def write_secret(kube: KubeSeam, namespace: str, result: Result, who: str)
         write.reason,
         rfc3339(token.expires_at) if token else "?",
     )
-    return True
+    return True, written
 
 
 class KubeSeam(WorkloadReader, Protocol):
@@ -95,6 +99,8 @@ class Runtime:
     namespace_gates: NamespaceGates = field(default_factory=lambda: NamespaceGates(NAMESPACE_CONCURRENCY))
     workloads: NamespaceWorkloads | None = None
     """Set by __post_init__: each namespace's workload verdicts, for the stale-consumer check."""
+    known: Knowledge = field(default_factory=Knowledge)
+    """What the Secret watch vouches for, so passes need not read it again (known.py)."""
 
     def __post_init__(self) -> None:
         if self.workloads is None:

@@ -3,6 +3,9 @@
 A pass here gathers (the token Secret, restart targets, the workload survey), runs the pure pass
 (reconcile/decide.py) and writes what it decided: the Secret and rollout restarts. Events and
 the status are the worker's to report, for all targets at once (kinds.py says how).
+
+The token Secret is read only when the Secret watch may have seen it change: a target keeps what
+it last wrote or read (known.py) and the watch's events of other versions drop that.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from simacan_token_operator.controller.gates import Slot
+from simacan_token_operator.controller.known import KnownSecret, Versions, heard_only, known_secret, note
 from simacan_token_operator.controller.runtime import (
     CONFLICT_RETRY_SECONDS,
     Runtime,
@@ -22,7 +26,7 @@ from simacan_token_operator.controller.runtime import (
 )
 from simacan_token_operator.kube.client import KubeError
 from simacan_token_operator.model.schedule import backoff_delay, jitter_fraction
-from simacan_token_operator.model.spec import RestartTarget, SpecError, parse_spec
+from simacan_token_operator.model.spec import CredentialSpec, RestartTarget, SpecError, parse_spec
 from simacan_token_operator.reconcile.clusterstatus import PENDING
 from simacan_token_operator.reconcile.consumers import RESTARTED_AT_ANNOTATION
 from simacan_token_operator.reconcile.consumerstep import Consumers, RestartRefused
@@ -71,13 +75,19 @@ def only_keys(secret: dict[str, Any] | None, *keys: str) -> dict[str, Any] | Non
 
 class Target:
     __slots__ = (
+        "_epoch",
         "_gathered_at",
+        "_heard",
         "_nudge",
         "_refused_get",
         "_refused_patch",
+        "_reused",
+        "_spec",
         "_who",
+        "_written",
         "due",
         "failures",
+        "known",
         "memory",
         "namespace",
         "outcome",
@@ -96,6 +106,41 @@ class Target:
         """Restart targets whose patch got HTTP 403, and the time of the pass that tried it."""
         self._refused_get: set[RestartTarget] = set()
         self._gathered_at = 0.0
+        self.known: KnownSecret | None = None
+        """The token Secret as this process last wrote or read it, while the watch vouches for it."""
+        self._heard: set[str] | None = None
+        """While a pass is under way: the versions the watch reported meanwhile."""
+        self._epoch: int | None = None
+        self._spec: CredentialSpec | None = None
+        self._reused = False
+        self._written: dict[str, Any] | None = None
+
+    def secret_event(self, version: str | None) -> bool:
+        """The watch reported `version` of the token Secret ("" deleted, None unknown); True when
+        that may be news (look again), False for the version this process wrote or read (its own
+        write's echo). During a pass the pass decides, when it ends."""
+        if self._heard is not None:
+            note(self._heard, version)
+            return False
+        known = self.known
+        if known is not None and version is not None and version == known.version:
+            return False
+        self.known = None
+        return True
+
+    def relisted(self, versions: Versions, epoch: int | None) -> bool:
+        """After a gap in the watch: True if the Secret changed meanwhile (look again)."""
+        known = self.known
+        if known is None:
+            return False
+        if (
+            epoch is not None
+            and versions.get((self.namespace, str(known.metadata.get("name")))) == known.version
+        ):
+            self.known = known.renewed(epoch)
+            return False
+        self.known = None
+        return True
 
     async def attempt(
         self,
@@ -139,18 +184,29 @@ class Target:
         KUBE_CONCURRENCY passes (and their Secrets) are in memory at once and one namespace holds
         at most NAMESPACE_CONCURRENCY of them, except while a pass waits for a token: then it
         gives its slots up, and one slow login source cannot hold up the others."""
-        async with runtime.namespace_gates.held(self.namespace) as own, Slot(own, runtime.kube_gate) as slot:
-            services = dataclasses.replace(runtime.services, while_waiting=slot.given_up_while)
-            gathered = await self._gather(view, credentials, runtime)
-            result = await reconcile(gathered, services)
-            try:
-                done = await self._perform(result, runtime)
-            except WriteRefused as refused:
-                logger.warning("%s: %s", self._who, refused.message)
-                result = refused_write(gathered, refused.message)
-                done = await self._perform(result, runtime)
-            if done is None:
-                return None
+        self._heard, self._written, learned = set(), None, None
+        try:
+            async with (
+                runtime.namespace_gates.held(self.namespace) as own,
+                Slot(own, runtime.kube_gate) as slot,
+            ):
+                services = dataclasses.replace(runtime.services, while_waiting=slot.given_up_while)
+                gathered = await self._gather(view, credentials, runtime)
+                result = await reconcile(gathered, services)
+                try:
+                    done = await self._perform(result, runtime)
+                except WriteRefused as refused:
+                    logger.warning("%s: %s", self._who, refused.message)
+                    result = refused_write(gathered, refused.message)
+                    done = await self._perform(result, runtime)
+                if done is None:
+                    return None
+                learned = self._learned(gathered.target, result)
+        finally:
+            heard, self._heard = self._heard, None
+            self.known = learned if learned is not None and heard_only(heard, learned.version) else None
+            if heard and self.known is None:
+                self._nudge()  # changed by someone else meanwhile: look again
         notes = (*result.events, *done)
         return Concluded(
             result.outcome, notes, result.status, result.memory, result.attempt, result.requeue_at
@@ -164,11 +220,19 @@ class Target:
     ) -> Gathered:
         meta = view["metadata"]
         where, login = credentials
+        self._spec, self._reused = None, False
         try:
             spec = parse_spec(meta["name"], self.namespace, view.get("spec") or {})
         except SpecError:  # the pass reports the spec; nothing to read
             return Gathered(view, None, None, self.memory, runtime.clock())
-        secret = trimmed(await runtime.kube.read_secret(self.namespace, spec.target_secret))
+        self._spec = spec
+        self._epoch = epoch = runtime.known.epochs.of(self.namespace)
+        known, secret = self.known, None
+        if known is not None and epoch == known.epoch and known.metadata.get("name") == spec.target_secret:
+            secret = known.body(spec)
+        self._reused = secret is not None
+        if secret is None:
+            secret = trimmed(await runtime.kube.read_secret(self.namespace, spec.target_secret))
         workloads, refused = await self._read_restart_targets(spec.restart_targets, runtime)
         assert runtime.workloads is not None
         listed = runtime.workloads.survey(self.namespace, self._who, self._nudge)
@@ -182,6 +246,14 @@ class Target:
             Consumers(workloads, listed, refused),
             credentials_namespace=where,
         )
+
+    def _learned(self, secret: Mapping[str, Any] | None, result: Result) -> KnownSecret | None:
+        """What to keep of the token Secret after a pass: as written, or as read."""
+        if result.write is not None:
+            secret = self._written
+        elif self._reused:
+            return self.known  # the same Secret, not read: nothing new to learn
+        return known_secret(secret, result.outcome.token, self._spec, self._epoch)
 
     async def _read_restart_targets(
         self, targets: tuple[RestartTarget, ...], runtime: Runtime
@@ -210,7 +282,8 @@ class Target:
         """Write the Secret and restart its consumers; the Events of restarts that happened, or
         None if another writer got to the Secret (or a restart target) first."""
         kube = runtime.kube
-        if not await write_secret(kube, self.namespace, result, self._who):
+        written, self._written = await write_secret(kube, self.namespace, result, self._who)
+        if not written:
             return None
         done: list[Note] = []
         for restart in result.restarts:

@@ -25,7 +25,7 @@ def namespace_watch(
 ) -> MetadataWatch:
     """Callbacks run on the event loop; `on_change` gets None for a deleted namespace."""
 
-    def listed(items: list[Any], _after_break: bool) -> None:
+    def listed(_scope: Scope, items: list[Any], _after_break: bool) -> None:
         on_listed(
             {
                 str(item["metadata"]["name"]): namespace_info(item)

@@ -4,37 +4,61 @@ kopf keeps a memory per watched object, so watching every Secret of a cluster th
 would cost memory per Secret and stream every Secret's data into this process. This watch
 asks the API server for metadata only (PartialObjectMetadata) and keeps nothing but a
 resourceVersion (watch.py). A thread per watched namespace (one in all for --all-namespaces)
-reads the stream; events go to the event loop as (namespace, name). A watch that stays
-silent past the read timeout (deadlines.py) is treated as dead: the thread lists again and
-every worker looks again, since events may have been missed.
+reads the stream; events go to the event loop as (namespace, name, resourceVersion): the
+version tells the operator's own writes (whose version it knows) from everyone else's. A watch
+that stays silent past the read timeout (deadlines.py) is treated as dead: the thread lists the
+whole scope again (in pages, names and versions only), which tells what changed meanwhile.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from simacan_token_operator.kube.deadlines import WATCH_READ_TIMEOUT
 from simacan_token_operator.kube.watch import MetadataWatch, Scope
 from simacan_token_operator.model.body import Body
 
+RELIST_PAGE = 500
+"""Items per page of the list after a break: one request per 500 Secrets, not one per credential."""
+
+Versions = Mapping[tuple[str, str], str]
+"""(namespace, name) -> resourceVersion of every Secret in a scope."""
+
 
 def secret_watch(
     api_client: Any,
     namespaces: Sequence[str],
-    on_change: Callable[[str, str], None],
-    on_resync: Callable[[], None],
+    on_change: Callable[[str, str, str], None],
+    on_listed: Callable[[str | None, Versions | None], None],
     read_timeout: float = WATCH_READ_TIMEOUT,
 ) -> MetadataWatch:
-    """`namespaces` empty means all namespaces. Callbacks run on the event loop."""
+    """`namespaces` empty means all namespaces. Callbacks run on the event loop.
 
-    def listed(_items: list[Any], after_break: bool) -> None:
-        if after_break:  # events may have been missed while we were away
-            on_resync()
+    `on_change(namespace, name, version)`: the version is "" for a deletion. `on_listed(namespace,
+    versions)` follows each list of a scope (namespace None: all of them); `versions` is None for
+    the first list (only a resourceVersion to watch from) and every Secret's version after a
+    break, when events may have been missed."""
 
-    def changed(_type: str, obj: Body) -> None:
+    def listed(scope: Scope, items: list[Any], after_break: bool) -> None:
+        where = scope.thread.partition(":")[2]
+        namespace = None if where == "*" else where
+        if not after_break:
+            on_listed(namespace, None)
+            return
+        versions: dict[tuple[str, str], str] = {}
+        for item in items:
+            meta = item.get("metadata") if isinstance(item, dict) else None
+            if isinstance(meta, dict):
+                versions[(str(meta.get("namespace")), str(meta.get("name")))] = str(
+                    meta.get("resourceVersion")
+                )
+        on_listed(namespace, versions)
+
+    def changed(type_: str, obj: Body) -> None:
         meta = obj.get("metadata") or {}
-        on_change(str(meta.get("namespace")), str(meta.get("name")))
+        version = "" if type_ == "DELETED" else str(meta.get("resourceVersion") or "")
+        on_change(str(meta.get("namespace")), str(meta.get("name")), version)
 
     scoped: list[str | None] = list(namespaces) or [None]
     scopes = [
@@ -45,7 +69,13 @@ def secret_watch(
         )
         for namespace in scoped
     ]
-    # The list is only for a resourceVersion to watch from: one item is enough.
+    # The first list is only for a resourceVersion to watch from: one item is enough.
     return MetadataWatch(
-        api_client, scopes, listed, changed, list_query={"limit": 1}, read_timeout=read_timeout
+        api_client,
+        scopes,
+        listed,
+        changed,
+        list_query={"limit": 1},
+        relist_page=RELIST_PAGE,
+        read_timeout=read_timeout,
     )

@@ -9,8 +9,11 @@ A watch asks for bookmarks, which arrive at least once a minute; one that stays 
 the read timeout (deadlines.py) is treated as dead and dropped. After any break (that
 silence, a 410 Gone for a resourceVersion too old to resume from, an outage) the thread
 lists again before it watches again, and tells the consumer that events may have been missed
-meanwhile: a list always comes before the single changes that follow it. A 429 from API
-Priority and Fairness is retried after its Retry-After instead of the short backoff.
+meanwhile: a list always comes before the single changes that follow it. With `relist_page`, the
+list after a break is complete (in pages, each item decoded keeping only its name, namespace and
+resourceVersion), so that the consumer can tell what changed during the gap from one list per
+scope instead of reading each object again. A 429 from API Priority and Fairness is retried after
+its Retry-After instead of the short backoff.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from simacan_token_operator.kube.api import METADATA_LIST, RawApi, retry_after
+from simacan_token_operator.kube.api import METADATA_LIST, RawApi, decoded_keeping, retry_after
 from simacan_token_operator.kube.deadlines import CONNECT_TIMEOUT, WATCH_READ_TIMEOUT, WATCH_SERVER_TIMEOUT
 from simacan_token_operator.model.body import Body
 
@@ -34,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 """For watch events; a list needs the List kind, METADATA_LIST (the API server answers 406 otherwise)."""
+VERSION_FIELDS = frozenset({"items", "metadata", "name", "namespace", "resourceVersion", "continue"})
+"""What a relist after a break keeps of each item (decoded_keeping): no labels, no annotations."""
 RETRY_SECONDS = (0.5, 1.0, 2.0)
 """Short: the resync after an API server outage waits for this, and a list is cheap."""
 
@@ -74,21 +79,25 @@ class MetadataWatch:
         self,
         api_client: Any,
         scopes: Sequence[Scope],
-        on_listed: Callable[[list[Any], bool], None],
+        on_listed: Callable[[Scope, list[Any], bool], None],
         on_event: Callable[[str, Body], None],
         *,
         list_query: Mapping[str, Any] | None = None,
+        relist_page: int | None = None,
         read_timeout: float = WATCH_READ_TIMEOUT,
     ) -> None:
-        """Callbacks run on the event loop. `on_listed(items, after_break)` follows every list
-        of a scope; `after_break` says events may have been missed since its previous list.
+        """Callbacks run on the event loop. `on_listed(scope, items, after_break)` follows every
+        list of a scope; `after_break` says events may have been missed since its previous list.
         `on_event(type, object)` follows every ADDED, MODIFIED or DELETED (a bookmark only
-        moves the resourceVersion). `list_query` narrows the list (`limit`), not the watch."""
+        moves the resourceVersion). `list_query` narrows the list (`limit`), not the watch.
+        `relist_page`: after a break, list the whole scope in pages of this size, keeping only
+        each item's name, namespace and resourceVersion."""
         self._api = RawApi(api_client)
         self._scopes = list(scopes)
         self._on_listed = on_listed
         self._on_event = on_event
         self._list_query = dict(list_query or {})
+        self._relist_page = relist_page
         self._read_timeout = read_timeout
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -116,7 +125,7 @@ class MetadataWatch:
         while not self._stopping.is_set():
             try:
                 if version is None:
-                    version = self._list(scope.path, after_break=missed)
+                    version = self._list(scope, after_break=missed)
                     missed = False
                 version = self._follow(scope.path, version)
                 failures = 0
@@ -135,12 +144,30 @@ class MetadataWatch:
                 )
                 self._stopping.wait(delay)
 
-    def _list(self, path: str, after_break: bool) -> str:
+    def _list(self, scope: Scope, after_break: bool) -> str:
         """List the scope, hand the items over, and return the resourceVersion to watch from."""
-        listed = self._api.json("GET", path, query=self._list_query, accept=METADATA_LIST)
-        version = str(listed["metadata"]["resourceVersion"])
-        self._post(self._on_listed, listed.get("items") or [], after_break)
+        if after_break and self._relist_page is not None:
+            items, version = self._versions(scope.path, self._relist_page)
+        else:
+            listed = self._api.json("GET", scope.path, query=self._list_query, accept=METADATA_LIST)
+            items, version = listed.get("items") or [], str(listed["metadata"]["resourceVersion"])
+        self._post(self._on_listed, scope, items, after_break)
         return version
+
+    def _versions(self, path: str, page: int) -> tuple[list[Any], str]:
+        """Every item of the scope (name, namespace, resourceVersion only), in pages of `page`, and
+        the list's resourceVersion: the pages of one list are one consistent snapshot."""
+        items: list[Any] = []
+        token: str | None = None
+        while True:
+            query = {"limit": page, "continue": token}
+            raw = self._api.request("GET", path, query=query, accept=METADATA_LIST).read()
+            listed = decoded_keeping(raw, VERSION_FIELDS)
+            items.extend(listed.get("items") or [])
+            meta = listed.get("metadata") or {}
+            token = meta.get("continue") or None
+            if token is None:
+                return items, str(meta["resourceVersion"])
 
     def _follow(self, path: str, version: str) -> str:
         """Read one watch request to its end; return the last resourceVersion seen."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -115,9 +116,24 @@ def read_stored(secret: Mapping[str, Any], now: float) -> StoredSecret:
     )
 
 
+def render_data(spec: CredentialSpec, token: TokenSet) -> dict[str, str]:
+    """The Secret's data as it should be with `token`: what render writes."""
+    values = {"token": token.access_token, "tokenType": "Bearer", "expiresAt": rfc3339(token.expires_at)}
+    return {
+        **{key: _b64(fill(template, values)) for key, template in spec.data_templates.items()},
+        TOKEN_KEY: _b64(token.access_token),
+        TOKEN_TYPE_KEY: _b64(values["tokenType"]),
+        EXPIRES_AT_KEY: _b64(values["expiresAt"]),
+    }
+
+
+def data_digest(data: Mapping[str, Any] | None) -> str:
+    """A digest of a Secret's data, whatever the order of its keys."""
+    return hashlib.sha256(json.dumps(dict(data or {}), sort_keys=True).encode()).hexdigest()
+
+
 def render(spec: CredentialSpec, owner: Mapping[str, str], token: TokenSet, account: str) -> dict[str, Any]:
     """The Secret as it should be. `owner` holds apiVersion, kind, name and uid of the credential."""
-    values = {"token": token.access_token, "tokenType": "Bearer", "expiresAt": rfc3339(token.expires_at)}
     labels = {**spec.labels, MANAGED_BY_LABEL: MANAGED_BY}
     annotations = {
         **spec.annotations,
@@ -136,12 +152,7 @@ def render(spec: CredentialSpec, owner: Mapping[str, str], token: TokenSet, acco
             "annotations": annotations,
             "ownerReferences": [{**owner, "controller": True}],
         },
-        "data": {
-            **{key: _b64(fill(template, values)) for key, template in spec.data_templates.items()},
-            TOKEN_KEY: _b64(token.access_token),
-            TOKEN_TYPE_KEY: _b64(values["tokenType"]),
-            EXPIRES_AT_KEY: _b64(values["expiresAt"]),
-        },
+        "data": render_data(spec, token),
     }
 
 

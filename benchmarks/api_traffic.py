@@ -1,0 +1,375 @@
+"""Requests the operator makes of the API server per token Secret write, in steady state.
+
+Counted by kube-apiserver itself (`apiserver_request_total` on its /metrics, read as admin), so
+nothing the operator reports about itself is trusted. The measurement (issue "two requests per
+refresh"):
+
+1. A throwaway control plane (localenv/controlplane.py), the CRD, namespace `bench`, one login
+   Secret and N SimacanCredentials sharing it; the fake Auth API issues tokens of lifetime L.
+2. One operator process without leader election, `--namespace bench`.
+3. Once every token Secret exists, wait 5 s; then read the counters, wait 4 L, read them again.
+   Numerator: the increase for secrets, simacancredentials (with /status), events, leases,
+   deployments, statefulsets, daemonsets and namespaces, all verbs and codes. Denominator: the
+   increase of 2xx POST + PUT + PATCH on secrets (token Secret writes).
+
+Pass: at most 2.2 requests per Secret write and at most 0.1 Secret GETs per write.
+
+`--layout namespaces` puts one credential (and its login Secret) in each of N namespaces and
+runs the operator with one `--namespace` per namespace (reported, not gated: it shows the
+per-namespace workload lists).
+
+Usage (from the repository root)::
+
+    python benchmarks/api_traffic.py                      # N = 200, L = 30 s (gated)
+    python benchmarks/api_traffic.py --large              # N = 2,000, L = 60 s
+    python benchmarks/api_traffic.py --layout namespaces -n 50
+
+Exit status: 0 when the targets are met (always 0 for the namespaces layout), 1 when not, 2 when
+the benchmark itself failed. Only the window (and the 5 s before it) is a fixed wait; everything
+else polls with a deadline. Everything it starts is stopped on exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import datetime
+import json
+import re
+import signal
+import ssl
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+from kubernetes import client
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))  # run as a plain script; tests/ is a package at the repo root
+
+from benchmarks.footprint import (  # noqa: E402
+    CREATE_WORKERS,
+    BenchmarkError,
+    Child,
+    child_env,
+    install_crd,
+    operator_revision,
+    problem_lines,
+    settle,
+    wait_for,
+)
+from localenv.auth_standin import FakeAuthAPI  # noqa: E402
+from localenv.controlplane import ControlPlane, running_control_plane  # noqa: E402
+from simacan_token_operator.model.spec import GROUP, PLURAL, VERSION  # noqa: E402
+from simacan_token_operator.reconcile.tokensecret import MANAGED_BY, MANAGED_BY_LABEL  # noqa: E402
+from tests.support.k8s import api_client  # noqa: E402
+from tests.support.operator_process import free_port  # noqa: E402
+
+NAMESPACE = "bench"
+RESOURCES = frozenset(
+    {
+        "secrets",
+        "simacancredentials",
+        "events",
+        "leases",
+        "deployments",
+        "statefulsets",
+        "daemonsets",
+        "namespaces",
+    }
+)
+WRITE_VERBS = frozenset({"POST", "PUT", "PATCH"})
+MAX_REQUESTS_PER_WRITE = 2.2
+MAX_SECRET_GETS_PER_WRITE = 0.1
+SETTLE_AFTER_LAST_SECRET = 5.0
+WINDOW_LIFETIMES = 4
+SAMPLE = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
+LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+Key = tuple[str, str, str]
+"""(verb, resource[/subresource], code)."""
+
+
+# --- the API server's own counters ---------------------------------------------------------------
+
+
+def request_counts(plane: ControlPlane) -> Counter[Key]:
+    """apiserver_request_total for the resources that count, by verb, resource and code."""
+    response = httpx.get(
+        f"{plane.server}/metrics",
+        headers={"Authorization": f"Bearer {plane.admin_token}"},
+        verify=ssl.create_default_context(cafile=str(plane.ca_file)),
+        timeout=30,
+    )
+    response.raise_for_status()
+    counts: Counter[Key] = Counter()
+    for line in response.text.splitlines():
+        match = SAMPLE.match(line)
+        if match is None:
+            continue
+        labels = dict(LABEL.findall(match.group("labels")))
+        resource = labels.get("resource", "")
+        if resource not in RESOURCES:
+            continue
+        sub = labels.get("subresource", "")
+        key = (labels.get("verb", ""), f"{resource}/{sub}" if sub else resource, labels.get("code", ""))
+        counts[key] += round(float(match.group("value")))
+    return counts
+
+
+def increase(before: Counter[Key], after: Counter[Key]) -> Counter[Key]:
+    return Counter({key: after[key] - before[key] for key in after if after[key] - before[key] > 0})
+
+
+def secret_writes(counts: Mapping[Key, int]) -> int:
+    return sum(
+        n
+        for (verb, res, code), n in counts.items()
+        if res == "secrets" and verb in WRITE_VERBS and code[:1] == "2"
+    )
+
+
+def secret_gets(counts: Mapping[Key, int]) -> int:
+    return sum(n for (verb, res, _), n in counts.items() if res == "secrets" and verb == "GET")
+
+
+# --- the cluster ---------------------------------------------------------------------------------
+
+
+def populate(api: client.ApiClient, namespaces: Sequence[str], per_namespace: int, auth_url: str) -> None:
+    """Each namespace gets one login Secret and `per_namespace` credentials using it."""
+    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+
+    def create_namespace(namespace: str) -> None:
+        body: Any = {"metadata": {"name": namespace}}
+        core.create_namespace(body)
+        login: Any = {
+            "metadata": {"name": "login"},
+            "type": "Opaque",
+            "stringData": {"username": "bench@example.com", "password": "bench-password"},
+        }
+        core.create_namespaced_secret(namespace, login, _preload_content=False)
+
+    def create_credential(job: tuple[str, int]) -> None:
+        namespace, index = job
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "SimacanCredential",
+            "metadata": {"name": f"cred-{index:05d}"},
+            "spec": {"credentialsSecretRef": {"name": "login"}, "authURL": auth_url},
+        }
+        custom.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, body, _preload_content=False
+        )
+
+    jobs = [(namespace, index) for namespace in namespaces for index in range(per_namespace)]
+    with concurrent.futures.ThreadPoolExecutor(CREATE_WORKERS) as pool:
+        list(pool.map(create_namespace, namespaces))
+        list(pool.map(create_credential, jobs))
+
+
+def token_secrets(api: client.ApiClient, namespaces: Sequence[str]) -> int:
+    """Token Secrets that exist (by the managed-by label), metadata only."""
+    core = client.CoreV1Api(api)
+    selector = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
+    if len(namespaces) == 1:
+        listed = core.list_namespaced_secret(namespaces[0], label_selector=selector, _preload_content=False)
+    else:
+        listed = core.list_secret_for_all_namespaces(label_selector=selector, _preload_content=False)
+    return len(json.loads(listed.data).get("items") or [])  # type: ignore[attr-defined]
+
+
+def start_operator(
+    plane: ControlPlane, fake: FakeAuthAPI, namespaces: Sequence[str], log: Path, python: str
+) -> Child:
+    argv = [python, "-m", "simacan_token_operator", "run"]
+    for namespace in namespaces:
+        argv += ["--namespace", namespace]
+    argv += [
+        "--allowed-auth-host",
+        f"127.0.0.1:{fake.port}",
+        "--auth-ca-file",
+        str(fake.ca_file),
+        "--bind-address",
+        "127.0.0.1",
+        "--health-port",
+        str(free_port()),
+        "--metrics-port",
+        str(free_port()),
+    ]
+    return Child("operator", argv, child_env(plane.admin_kubeconfig), log)
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+def measure(options: argparse.Namespace, work_dir: Path) -> dict[str, Any]:
+    if options.layout == "namespaces":
+        namespaces = [f"bench-{index:03d}" for index in range(options.credentials)]
+        per_namespace = 1
+    else:
+        namespaces, per_namespace = [NAMESPACE], options.credentials
+    revision = operator_revision()
+    users = {"bench@example.com": "bench-password"}
+    with (
+        running_control_plane(work_dir / "cluster") as plane,
+        FakeAuthAPI(users, access_lifetime=options.lifetime, tls=True) as fake,
+        contextlib.closing(api_client(plane.admin_kubeconfig, pool_size=CREATE_WORKERS)) as api,
+    ):
+        install_crd(api)
+        populate(api, namespaces, per_namespace, fake.base_url)
+        print(f"created {options.credentials} credentials in {len(namespaces)} namespace(s)", flush=True)
+        log = work_dir / "operator.log"
+        with start_operator(plane, fake, namespaces, log, options.python) as operator:
+            wait_for(
+                lambda: token_secrets(api, namespaces) >= options.credentials or None,
+                options.timeout,
+                f"{options.credentials} token Secrets",
+                operator,
+                1.0,
+            )
+            print(
+                f"every token Secret exists {time.monotonic() - operator.started_at:.1f}s after start",
+                flush=True,
+            )
+            settle(operator, SETTLE_AFTER_LAST_SECRET)
+            logins, refreshes = fake.count("password"), fake.count("refresh")
+            before = request_counts(plane)
+            window = WINDOW_LIFETIMES * options.lifetime
+            settle(operator, window)
+            after = request_counts(plane)
+            auth_calls = fake.count("password") - logins + fake.count("refresh") - refreshes
+        counts = increase(before, after)
+        return {
+            "revision": revision,
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d"),
+            "layout": options.layout,
+            "credentials": options.credentials,
+            "namespaces": len(namespaces),
+            "lifetime": options.lifetime,
+            "window": window,
+            "auth_calls": auth_calls,
+            "counts": {" ".join(key): n for key, n in sorted(counts.items())},
+            "requests": sum(counts.values()),
+            "secret_writes": secret_writes(counts),
+            "secret_gets": secret_gets(counts),
+            "log_problems": problem_lines(log),
+        }
+
+
+def render(result: Mapping[str, Any]) -> str:
+    writes = result["secret_writes"]
+    per_write = result["requests"] / writes if writes else float("inf")
+    gets_per_write = result["secret_gets"] / writes if writes else float("inf")
+    per_lifetime = result["credentials"] * WINDOW_LIFETIMES
+    lines = [
+        f"API traffic: {result['credentials']} SimacanCredentials in {result['namespaces']} namespace(s), "
+        f"one login, token lifetime {result['lifetime']:.0f}s, window {result['window']:.0f}s; "
+        f"operator at {result['revision']}, {result['date']}",
+        "",
+        f"{'verb':<7} {'resource':<28} {'code':>4} {'requests':>9} {'per write':>10} "
+        f"{'per cred/lifetime':>18}",
+    ]
+    for key, n in result["counts"].items():
+        verb, resource, code = key.split(" ")
+        lines.append(
+            f"{verb:<7} {resource:<28} {code:>4} {n:>9} {n / writes if writes else 0:>10.2f} "
+            f"{n / per_lifetime:>18.2f}"
+        )
+    lines += [
+        "",
+        f"Secret writes (2xx POST/PUT/PATCH): {writes} "
+        f"({writes / per_lifetime:.2f} per credential per lifetime); "
+        f"Auth API calls in the window: {result['auth_calls']}",
+        f"requests per Secret write: {per_write:.2f} (target <= {MAX_REQUESTS_PER_WRITE})",
+        f"Secret GETs per write: {gets_per_write:.2f} (target <= {MAX_SECRET_GETS_PER_WRITE})",
+    ]
+    problems = ", ".join(f"{n} {level}" for level, n in sorted(result["log_problems"].items())) or "none"
+    lines.append(f"operator log WARNING/ERROR lines: {problems}")
+    return "\n".join(lines)
+
+
+def passed(result: Mapping[str, Any]) -> bool:
+    writes = result["secret_writes"]
+    return bool(
+        writes
+        and result["requests"] / writes <= MAX_REQUESTS_PER_WRITE
+        and result["secret_gets"] / writes <= MAX_SECRET_GETS_PER_WRITE
+    )
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="benchmarks/api_traffic.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--credentials", "-n", type=int, default=None, help="SimacanCredentials (200; 2000 with --large)"
+    )
+    parser.add_argument(
+        "--lifetime", type=float, default=None, help="token lifetime in s (30; 60 with --large)"
+    )
+    parser.add_argument("--large", action="store_true", help="N = 2,000 with 60 s tokens")
+    parser.add_argument("--layout", choices=["one-namespace", "namespaces"], default="one-namespace")
+    parser.add_argument(
+        "--timeout", type=float, default=None, help="deadline for all Secrets (120 + 0.1 s per credential)"
+    )
+    parser.add_argument(
+        "--python", default=sys.executable, help="interpreter for the operator (default: this one)"
+    )
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    parser.add_argument("--work-dir", type=Path, help="keep control-plane data and logs here")
+    options = parser.parse_args(argv)
+    if options.credentials is None:
+        options.credentials = 2000 if options.large else 200
+    if options.lifetime is None:
+        options.lifetime = 60.0 if options.large else 30.0
+    if options.timeout is None:
+        options.timeout = 120.0 + 0.1 * options.credentials
+    return options
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with contextlib.ExitStack() as stack:
+            if options.work_dir is not None:
+                options.work_dir.mkdir(parents=True, exist_ok=True)
+                work_dir = options.work_dir.resolve()
+            else:
+                work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="api-traffic-")))
+            result = measure(options, work_dir)
+    except BenchmarkError as error:
+        print(f"benchmark failed: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; everything it started has been stopped", file=sys.stderr)
+        return 130
+    print()
+    print(render(result))
+    if options.json is not None:
+        options.json.write_text(json.dumps(result, indent=2) + "\n")
+    if options.layout == "namespaces":
+        return 0
+    ok = passed(result)
+    print("PASS" if ok else "FAIL")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

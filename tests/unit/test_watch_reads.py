@@ -1,0 +1,173 @@
+"""Reads served by the Secret watch, in process: a refresh reads no Secret the watch vouches for,
+someone else's change is still read and undone, a password change is still picked up, and after
+a gap in the watch only what its list shows changed is read again.
+
+The Cluster harness of test_controller.py; the dict-backed Kubernetes logs every Secret change,
+which `deliver` hands to the controller as the metadata-only Secret watch would."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from localenv.auth_standin import FakeAuthAPI
+from tests.unit.conftest import PASSWORD, USERNAME, FakeClock
+from tests.unit.test_controller import Cluster, cluster, until
+from tests.unit.test_reconcile_pass import auth, clock
+
+HARNESS = (auth, clock, cluster)
+"""The fixtures this module uses, defined with the harness."""
+NS = "team-a"
+
+
+def deliver(cluster: Cluster) -> int:
+    """Hand every Secret change since the last call to the controller; how many there were."""
+    assert cluster.controller is not None
+    events = cluster.kube.watch_events()
+    for namespace, name, version in events:
+        cluster.controller.secret_changed(namespace, name, version)
+    return len(events)
+
+
+def reads(cluster: Cluster, name: str | None = None) -> int:
+    return sum(1 for read in cluster.kube.secret_reads if name is None or read == (NS, name))
+
+
+async def serve(cluster: Cluster, *names: str) -> list[dict[str, Any]]:
+    """The watch has listed; credentials in NS sharing one login; every token Secret written and
+    its write's echo delivered."""
+    controller = cluster.controller
+    assert controller is not None
+    controller.secrets_listed(None, None)
+    cluster.login_secret(NS)
+    bodies = [cluster.credential(NS, name) for name in names]
+    for body in bodies:
+        await controller.observe(body)
+    await until(lambda: all(cluster.token(NS, n) for n in names), "every token Secret written")
+    await until(lambda: all((NS, n) in cluster.kube.statuses for n in names), "every status written")
+    deliver(cluster)
+    await settled(cluster)
+    return bodies
+
+
+async def settled(cluster: Cluster) -> None:
+    """Until no worker has a round pending (woken, or due by the fake clock)."""
+    assert cluster.controller is not None
+    workers = cluster.controller.workers.values()
+    await until(lambda: not any(w._wake.is_set() for w in workers), "the workers idle")
+
+
+async def refresh_all(cluster: Cluster, clock: FakeClock, names: tuple[str, ...]) -> None:
+    """Move the clock past every refresh time and let the workers run their due rounds."""
+    assert cluster.controller is not None
+    tokens = {n: cluster.token(NS, n) for n in names}
+    writes = len(cluster.kube.secret_writes)
+    clock.advance(3600)
+    cluster.controller.resync()  # what their timers would do
+    await until(lambda: all(cluster.token(NS, n) != tokens[n] for n in names), "every token refreshed")
+    await until(lambda: len(cluster.kube.secret_writes) == writes + len(names), "one write each")
+
+
+async def test_a_refresh_reads_no_secret_the_watch_vouches_for(cluster: Cluster, clock: FakeClock) -> None:
+    names = ("one", "two", "three")
+    await serve(cluster, *names)
+    before = reads(cluster)
+
+    await refresh_all(cluster, clock, names)
+    assert deliver(cluster) == len(names), "the echo of each write"
+    await settled(cluster)
+    await refresh_all(cluster, clock, names)
+    deliver(cluster)
+    await settled(cluster)
+
+    assert reads(cluster) == before, "neither token Secrets nor the login Secret were read again"
+    assert len(cluster.kube.secret_writes) == 3 * len(names), "a create and two refreshes each"
+
+
+async def test_without_a_listed_watch_every_pass_reads(cluster: Cluster, clock: FakeClock) -> None:
+    """Nothing is trusted before the watch has listed its scope: it may not be watching at all."""
+    assert cluster.controller is not None
+    cluster.login_secret(NS)
+    await cluster.controller.observe(cluster.credential(NS, "one"))
+    await until(lambda: (NS, "one") in cluster.kube.statuses, "served")
+    deliver(cluster)
+    before = reads(cluster, "one")
+
+    await refresh_all(cluster, clock, ("one",))
+
+    assert reads(cluster, "one") > before, "the refresh read the Secret"
+
+
+async def test_someone_elses_edit_or_deletion_is_read_and_undone(cluster: Cluster) -> None:
+    await serve(cluster, "one", "two")
+    ours = cluster.token(NS, "one")
+    edited = cluster.kube.secrets[(NS, "one")]
+    cluster.kube.put_secret(
+        NS, {**edited, "data": {**edited["data"], "token": base64.b64encode(b"x").decode()}}
+    )
+    before, writes = reads(cluster, "one"), len(cluster.kube.secret_writes)
+
+    deliver(cluster)
+    await until(lambda: cluster.token(NS, "one") == ours, "the edit undone")
+    assert reads(cluster, "one") == before + 1, "the edited Secret is read once"
+    assert cluster.kube.secret_writes[writes:] == [("replace", "one")]
+
+    deliver(cluster)  # the restore's own echo
+    await settled(cluster)
+    cluster.kube.remove_secret(NS, "two")
+    deliver(cluster)
+    await until(lambda: cluster.token(NS, "two") is not None, "the deleted Secret restored")
+    assert cluster.kube.secret_writes[writes:] == [("replace", "one"), ("create", "two")]
+    assert reads(cluster, "two") == 2, "read at its first pass and after its deletion, never else"
+
+
+async def test_the_echo_of_our_own_write_wakes_no_pass(cluster: Cluster, clock: FakeClock) -> None:
+    await serve(cluster, "one")
+    await refresh_all(cluster, clock, ("one",))
+    await settled(cluster)
+    controller = cluster.controller
+    assert controller is not None
+    worker = next(iter(controller.workers.values()))
+
+    deliver(cluster)
+
+    assert not worker._wake.is_set(), "our own version is no news"
+    controller.secret_changed(NS, "one", None)  # an event of unknown version is
+    assert worker._wake.is_set()
+
+
+async def test_a_password_change_is_read_once_for_every_credential_using_it(
+    cluster: Cluster, auth: FakeAuthAPI
+) -> None:
+    names = ("one", "two", "three")
+    await serve(cluster, *names)
+    assert reads(cluster, "login") == 1, "one read of the shared login Secret at the start"
+    logins = auth.count("password")
+
+    auth.set_password(USERNAME, "a-new-password")
+    data = {"username": base64.b64encode(USERNAME.encode()).decode()}
+    data["password"] = base64.b64encode(b"a-new-password").decode()
+    cluster.kube.put_secret(NS, {"metadata": {"name": "login"}, "data": data})
+    tokens = {n: cluster.token(NS, n) for n in names}
+    deliver(cluster)
+
+    await until(lambda: all(cluster.token(NS, n) != tokens[n] for n in names), "new tokens everywhere")
+    assert auth.count("password") == logins + 1, "one login with the new password, for all"
+    assert reads(cluster, "login") == 2, "the new version is read once, whatever the number of credentials"
+    assert PASSWORD != "a-new-password"
+
+
+async def test_after_a_watch_gap_only_what_the_list_shows_changed_is_read(cluster: Cluster) -> None:
+    names = tuple(f"cred-{i}" for i in range(10))
+    await serve(cluster, *names)
+    assert cluster.controller is not None
+    before, writes = reads(cluster), len(cluster.kube.secret_writes)
+    cluster.kube.remove_secret(NS, "cred-3")  # during the gap: the watch never reports it
+    cluster.kube.watch_events()
+
+    cluster.controller.secrets_listed(None, cluster.kube.secret_versions())
+
+    await until(lambda: cluster.token(NS, "cred-3") is not None, "the Secret deleted during the gap restored")
+    await settled(cluster)
+    assert cluster.kube.secret_reads[before:] == [(NS, "cred-3")], "one read, of what changed"
+    assert cluster.kube.secret_writes[writes:] == [("create", "cred-3")]
