@@ -28,6 +28,7 @@ from simacan_token_operator.model.errors import (
     TransientAuthError,
 )
 from simacan_token_operator.model.schedule import (
+    BACKOFF_BASE_SECONDS,
     FORCED_REFRESH_WINDOW_SECONDS,
     RETRY_AFTER_CAP_SECONDS,
     URGENT_RETRY_CAP_SECONDS,
@@ -67,7 +68,8 @@ class _Entry:
     urgent_retry_at: float = 0.0
     """When it may be retried while the token is in its last tenth, expired, or missing."""
     not_before: float = 0.0
-    """The earliest retry at all: the failure's Retry-After (and the fetch spacing)."""
+    """The earliest retry at all: the failure's Retry-After, and never sooner than the shortest
+    backoff (BACKOFF_BASE_SECONDS / 2), even when the token enters its last tenth right after."""
     failed_at: float = float("-inf")
     fetched_at: float = float("-inf")
     forced_at: float = float("-inf")
@@ -148,7 +150,7 @@ class TokenPool:
         floor = min(error.retry_after, RETRY_AFTER_CAP_SECONDS) if error.retry_after else 0.0
         entry.failure, entry.failed_at = error, now
         entry.retry_at, entry.urgent_retry_at = now + delay, now + urgent
-        entry.not_before = now + max(floor, MIN_FETCH_SPACING_SECONDS)
+        entry.not_before = now + max(floor, BACKOFF_BASE_SECONDS / 2)
 
     def _retry_at(self, entry: _Entry, held: TokenSet | None) -> float:
         """When the remembered failure may be retried by a caller holding `held`.
