@@ -47,7 +47,7 @@ async def test_a_hundred_requests_within_a_minute_cost_two_auth_calls(world: Wor
     status = world.status()
     assert status["lastRefreshRequest"] == "request-99", "the last value is honoured, not dropped"
     assert "pendingRefreshRequest" not in status
-    assert refreshed_at(world, ONE) >= start + REFRESH_REQUEST_INTERVAL_SECONDS
+    assert refreshed_at(world, ONE) >= start + REFRESH_REQUEST_INTERVAL_SECONDS - 1, "whole seconds"
     assert world.ready() == ("True", "TokenValid")
 
 
@@ -118,6 +118,7 @@ async def test_requests_spread_over_a_round_are_served_at_the_end_of_the_account
         await timeline.nudge(key)
     world.clock.advance(1)
     start, before = world.clock.now, world.auth.count()
+    first = {key: world.token(key[1], key[0]) for key in keys}
 
     for namespace, name in keys:
         world.annotate("now", name, namespace)
@@ -130,7 +131,7 @@ async def test_requests_spread_over_a_round_are_served_at_the_end_of_the_account
     await timeline.until(start + FORCED_REFRESH_WINDOW_SECONDS + 1)
     assert world.auth.count() - before == 2
     assert all(world.status(k[1], k[0])["lastRefreshRequest"] == "now" for k in keys)
-    assert all(refreshed_at(world, k) >= start for k in keys)
+    assert all(world.token(k[1], k[0]) != first[k] for k in keys)
 
 
 async def test_a_request_is_honoured_without_a_call_when_the_pool_has_a_newer_token(world: World) -> None:
