@@ -451,3 +451,24 @@ async def test_urgent_retries_are_one_call_for_every_sharer(
         clock.advance(retry_at - clock())
 
     assert fake_auth.count() == 5
+
+
+async def test_a_request_made_before_a_call_in_flight_waits_for_that_call(
+    fake_auth: FakeAuthAPI, pool: TokenPool, source: LoginSource, clock: FakeClock
+) -> None:
+    """Several targets of a ClusterSimacanCredential share one request: while the first one's
+    forced refresh is under way, the others are not deferred to the end of the window."""
+    requested_at = clock()
+    fake_auth.fail_next("password", Fault.slow(0.3))
+    first = asyncio.ensure_future(pool.obtain(source, no_token, forced=True))
+    await fake_auth_called(fake_auth)
+
+    assert pool.forced_refresh_at(source, requested_at) == float("-inf")
+    second = await pool.obtain(source, lambda t: t.obtained_at >= requested_at, forced=True)
+    assert second is await first
+    assert fake_auth.count() == 1
+
+
+async def fake_auth_called(fake_auth: FakeAuthAPI) -> None:
+    """Until the Auth API has received the first call (it answers later)."""
+    await asyncio.to_thread(fake_auth.wait_for_calls, 1)

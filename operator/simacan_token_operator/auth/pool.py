@@ -179,9 +179,10 @@ class TokenPool:
 
     def forced_refresh_at(self, source: LoginSource, requested_at: float) -> float:
         """The earliest moment a refresh request made at `requested_at` may force a new token:
-        -inf if the pool's token already satisfies it (obtained since) or no window is open."""
+        -inf if no window is open, or if a request to the Auth API started since it was made (its
+        token satisfies it, or its failure is remembered): a caller then waits for that one."""
         entry = self._entries.get(source.key)
-        if entry is None or (entry.token is not None and entry.token.obtained_at >= requested_at):
+        if entry is None or entry.fetched_at >= requested_at:
             return float("-inf")
         return entry.forced_at + FORCED_REFRESH_WINDOW_SECONDS
 
