@@ -10,6 +10,7 @@ import jwt
 import pytest
 
 from localenv.auth_standin import FakeAuthAPI, Fault
+from simacan_token_operator.reconcile.tokensecret import parse_rfc3339
 from tests.conftest import PASSWORD, SUMMARY, USERNAME, Issue, credential_spec
 from tests.support.k8s import Namespace
 from tests.support.operator_process import OperatorProcess
@@ -137,7 +138,7 @@ def test_ready_turns_false_at_expiry_while_the_auth_api_hangs(
     token = issue().token
     auth.set_fault("refresh", Fault.slow(60))
     auth.set_fault("password", Fault.slow(60))
-    expires_at = jwt.decode(token, options={"verify_signature": False})["exp"]
+    expires_at = jwt.decode(token, options={"verify_signature": False, "verify_exp": False})["exp"]
 
     eventually(
         lambda: ns.ready_reason("fleet-api") == ("False", "TokenExpired"), timeout=15, what="TokenExpired"
@@ -160,3 +161,34 @@ def test_one_second_tokens_cause_no_refresh_storm(ns: Namespace, auth: FakeAuthA
     made = auth.count() - calls
     SUMMARY.append(f"storm: {made} Auth API calls in 10 s with 1 s tokens (spacing 1 s)")
     assert made <= 12, "at most about one request a second per account"
+
+
+def exp_of(token: str) -> float:
+    return float(jwt.decode(token, options={"verify_signature": False, "verify_exp": False})["exp"])
+
+
+def test_a_short_outage_at_the_refresh_point_never_leaves_an_expired_token(
+    ns: Namespace, auth: FakeAuthAPI, issue: Issue
+) -> None:
+    """Issue 21, item 10, scaled down from 60 s tokens and 10 s of 503s: 12 s tokens are due after
+    8 s, and 2 s of 503s from then on must not use up the last 4 s; the retry comes at the latest
+    when the token enters the last tenth of its life (after 10.8 s), whatever the backoff's jitter."""
+    auth.access_lifetime = 12
+    token = issue().token
+    expiry = exp_of(token)
+    due = parse_rfc3339(ns.credential("fleet-api")["status"]["nextRefreshAt"])
+    assert due is not None and due < expiry
+    time.sleep(max(due - 0.2 - time.time(), 0))
+    auth.set_fault("refresh", Fault.http_error(503))
+    auth.set_fault("password", Fault.http_error(503))
+    auth.wait_for_calls(1, status=503, timeout=5)
+    time.sleep(max(due + 2 - time.time(), 0))
+    auth.clear_faults()
+
+    def valid() -> bool:
+        text = ns.secret_text("fleet-api", "token")
+        assert text is not None
+        return exp_of(text) > time.time()
+
+    stays(valid, expiry + 2 - time.time(), interval=0.05, what="the Secret never holds an expired token")
+    assert ns.secret_text("fleet-api", "token") != token

@@ -10,7 +10,16 @@ import pytest
 from localenv.auth_standin import DEFAULT_REFRESH_LIFETIME, FakeAuthAPI, Fault
 from simacan_token_operator.auth.client import AuthAPI
 from simacan_token_operator.auth.pool import MIN_FETCH_SPACING_SECONDS, TokenLifetimeTooShort, TokenPool
-from simacan_token_operator.model.errors import InvalidCredentials, MalformedResponse, TransientAuthError
+from simacan_token_operator.model.errors import (
+    InvalidCredentials,
+    MalformedResponse,
+    RefreshDeferred,
+    TransientAuthError,
+)
+from simacan_token_operator.model.schedule import (
+    FORCED_REFRESH_WINDOW_SECONDS,
+    URGENT_RETRY_CAP_SECONDS,
+)
 from simacan_token_operator.model.spec import LoginSource
 from simacan_token_operator.model.tokens import TokenSet
 
@@ -204,11 +213,14 @@ async def test_transient_failure_backs_off_for_every_sharer(
 async def test_backoff_grows_with_consecutive_failures(
     fake_auth: FakeAuthAPI, pool: TokenPool, source: LoginSource, clock: FakeClock
 ) -> None:
+    await pool.obtain(source, any_token)  # a token with most of its life left: no hurry
+    fake_auth.reset_counts()
     fake_auth.set_fault("password", Fault.http_error(503))
+    fake_auth.set_fault("refresh", Fault.http_error(503))
     waits: list[float] = []
     for _ in range(4):
         with pytest.raises(TransientAuthError):
-            await pool.obtain(source, any_token)
+            await pool.obtain(source, no_token)
         retry_at = pool.retry_at(source)
         assert retry_at is not None
         waits.append(retry_at - clock())
@@ -324,3 +336,139 @@ async def test_spacing_never_delays_a_normal_token(
     await pool.obtain(source, no_token)  # e.g. a password change right after a refresh
 
     assert fake_auth.count() == 2
+
+
+# -- refresh requests: one forced refresh per account per window (issue 21, item 2) ---------------
+
+
+async def test_a_forced_refresh_waits_for_the_accounts_window(
+    fake_auth: FakeAuthAPI, pool: TokenPool, source: LoginSource, clock: FakeClock
+) -> None:
+    await pool.obtain(source, any_token)
+    clock.advance(1)
+    await pool.obtain(source, no_token, forced=True)
+    assert fake_auth.count() == 2
+
+    clock.advance(1)
+    with pytest.raises(RefreshDeferred) as deferred:
+        await pool.obtain(source, no_token, forced=True)
+    assert deferred.value.retry_after == pytest.approx(FORCED_REFRESH_WINDOW_SECONDS - 1)
+    assert fake_auth.count() == 2
+    assert pool.retry_at(source) is None, "a deferral is not a failure: no backoff builds up"
+    assert pool.forced_refresh_at(source, clock()) == pytest.approx(
+        clock() + FORCED_REFRESH_WINDOW_SECONDS - 1
+    )
+
+    await pool.obtain(source, no_token)  # a due refresh is not a forced one: never held back
+    assert fake_auth.count() == 3
+
+    clock.advance(FORCED_REFRESH_WINDOW_SECONDS)
+    await pool.obtain(source, no_token, forced=True)
+    assert fake_auth.count() == 4
+
+
+async def test_a_request_made_before_the_last_call_needs_no_new_one(
+    fake_auth: FakeAuthAPI, pool: TokenPool, source: LoginSource, clock: FakeClock
+) -> None:
+    requested_at = clock()
+    token = await pool.obtain(source, any_token)
+
+    assert pool.forced_refresh_at(source, requested_at) == float("-inf")
+    again = await pool.obtain(source, lambda t: t.obtained_at >= requested_at, forced=True)
+    assert again is token and fake_auth.count() == 1
+
+
+# -- outages: short retries while the token is about to expire (issue 21, item 10) -----------------
+
+
+async def test_with_no_token_retries_are_at_most_15s_apart(
+    fake_auth: FakeAuthAPI, pool: TokenPool, source: LoginSource, clock: FakeClock
+) -> None:
+    fake_auth.set_fault("password", Fault.http_error(503))
+    waits: list[float] = []
+    for _ in range(8):
+        with pytest.raises(TransientAuthError):
+            await pool.obtain(source, any_token)
+        retry_at = pool.retry_at(source)
+        assert retry_at is not None
+        waits.append(retry_at - clock())
+        clock.advance(waits[-1])
+
+    assert all(wait <= URGENT_RETRY_CAP_SECONDS for wait in waits), waits
+    assert all(wait >= URGENT_RETRY_CAP_SECONDS / 2 for wait in waits[2:]), waits
+    assert fake_auth.count() == 8
+
+
+async def test_a_caller_whose_token_is_about_to_expire_retries_sooner_than_the_backoff(
+    fake_auth: FakeAuthAPI, pool: TokenPool, source: LoginSource, clock: FakeClock
+) -> None:
+    held = await pool.obtain(source, any_token)
+    fake_auth.set_fault("password", Fault.http_error(503))
+    fake_auth.set_fault("refresh", Fault.http_error(503))
+    for _ in range(7):  # early in the token's life: the backoff grows to minutes
+        retry_at = pool.retry_at(source, held)
+        clock.advance(retry_at - clock() if retry_at is not None else 0)
+        with pytest.raises(TransientAuthError):
+            await pool.obtain(source, no_token, held=held)
+    normal = pool.retry_at(source, held)
+    assert normal is not None and normal - clock() > 60
+
+    clock.now = held.expires_at - held.lifetime * 0.05  # in its last tenth now
+    urgent = pool.retry_at(source, held)
+    assert urgent is not None and urgent <= clock(), "the retry is due at once"
+    with pytest.raises(TransientAuthError):
+        await pool.obtain(source, no_token, held=held)
+    assert fake_auth.count() == 9
+    again = pool.retry_at(source, held)
+    assert again is not None and again - clock() <= URGENT_RETRY_CAP_SECONDS
+
+
+async def test_retry_after_still_holds_back_an_urgent_retry(
+    fake_auth: FakeAuthAPI, pool: TokenPool, source: LoginSource, clock: FakeClock
+) -> None:
+    fake_auth.fail_next("password", Fault.rate_limited(60))
+    with pytest.raises(TransientAuthError):
+        await pool.obtain(source, any_token)  # no token at all: urgent
+
+    clock.advance(59)
+    with pytest.raises(TransientAuthError):
+        await pool.obtain(source, any_token)
+    assert pool.retry_at(source) == pytest.approx(clock() + 1)
+    assert fake_auth.count() == 1
+
+
+async def test_urgent_retries_are_one_call_for_every_sharer(
+    fake_auth: FakeAuthAPI, pool: TokenPool, source: LoginSource, clock: FakeClock
+) -> None:
+    fake_auth.set_fault("password", Fault.http_error(503))
+    for _ in range(5):
+        results = await asyncio.gather(
+            *(pool.obtain(source, any_token) for _ in range(10)), return_exceptions=True
+        )
+        assert all(isinstance(result, TransientAuthError) for result in results)
+        retry_at = pool.retry_at(source)
+        assert retry_at is not None
+        clock.advance(retry_at - clock())
+
+    assert fake_auth.count() == 5
+
+
+async def test_a_request_made_before_a_call_in_flight_waits_for_that_call(
+    fake_auth: FakeAuthAPI, pool: TokenPool, source: LoginSource, clock: FakeClock
+) -> None:
+    """Several targets of a ClusterSimacanCredential share one request: while the first one's
+    forced refresh is under way, the others are not deferred to the end of the window."""
+    requested_at = clock()
+    fake_auth.fail_next("password", Fault.slow(0.3))
+    first = asyncio.ensure_future(pool.obtain(source, no_token, forced=True))
+    await fake_auth_called(fake_auth)
+
+    assert pool.forced_refresh_at(source, requested_at) == float("-inf")
+    second = await pool.obtain(source, lambda t: t.obtained_at >= requested_at, forced=True)
+    assert second is await first
+    assert fake_auth.count() == 1
+
+
+async def fake_auth_called(fake_auth: FakeAuthAPI) -> None:
+    """Until the Auth API has received the first call (it answers later)."""
+    await asyncio.to_thread(fake_auth.wait_for_calls, 1)

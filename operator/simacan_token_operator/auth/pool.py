@@ -4,6 +4,11 @@ N credentials with the same Auth URL, username and password cost one Auth API ca
 token lifetime: the first credential due for a refresh fetches a new pair (single flight,
 under a per-source lock) and the others find it fresh. Failures are shared too, so a
 wrong password is tried once, not once per credential, and an outage backs off together.
+
+The backoff is short while the account's token is about to expire (or has, or there is none),
+so a valid token is back within seconds of the Auth API's return; and a refresh request forces a
+new token for an account at most once per FORCED_REFRESH_WINDOW_SECONDS, so credentials sharing
+an account cannot turn annotation edits into Auth API calls.
 """
 
 from __future__ import annotations
@@ -18,10 +23,19 @@ from simacan_token_operator.model import reasons
 from simacan_token_operator.model.errors import (
     AuthError,
     PermanentAuthError,
+    RefreshDeferred,
     RefreshRejected,
     TransientAuthError,
 )
-from simacan_token_operator.model.schedule import backoff_delay, jitter_fraction
+from simacan_token_operator.model.schedule import (
+    BACKOFF_BASE_SECONDS,
+    FORCED_REFRESH_WINDOW_SECONDS,
+    RETRY_AFTER_CAP_SECONDS,
+    URGENT_RETRY_CAP_SECONDS,
+    backoff_delay,
+    jitter_fraction,
+    urgent_from,
+)
 from simacan_token_operator.model.spec import LoginSource
 from simacan_token_operator.model.tokens import TokenSet
 
@@ -50,7 +64,16 @@ class _Entry:
     failure: AuthError | None = None
     failures: int = 0
     retry_at: float = 0.0
+    """When the remembered failure may be retried while the token has life left."""
+    urgent_retry_at: float = 0.0
+    """When it may be retried while the token is in its last tenth, expired, or missing."""
+    not_before: float = 0.0
+    """The earliest retry at all: the failure's Retry-After, and never sooner than the shortest
+    backoff (BACKOFF_BASE_SECONDS / 2), even when the token enters its last tenth right after."""
+    failed_at: float = float("-inf")
     fetched_at: float = float("-inf")
+    forced_at: float = float("-inf")
+    """When the last fetch forced by a refresh request started: the next waits a window."""
     users: set[str] = field(default_factory=set)
 
 
@@ -83,27 +106,32 @@ class TokenPool:
         if entry is not None:
             entry.failure, entry.failures, entry.retry_at = None, 0, 0.0
 
-    async def obtain(self, source: LoginSource, usable: Usable) -> TokenSet:
+    async def obtain(
+        self, source: LoginSource, usable: Usable, *, held: TokenSet | None = None, forced: bool = False
+    ) -> TokenSet:
         """A token that satisfies `usable`: the shared one if it does, else a refresh or login.
 
-        Raises the remembered failure, without calling the Auth API, while its backoff lasts.
+        Raises the remembered failure, without calling the Auth API, while its backoff lasts;
+        `held` is the caller's own unexpired token, if any: when neither it nor the pool's token
+        has more than a tenth of its life left, the backoff is short (`retry_at`). `forced`: a
+        refresh request asks; raises RefreshDeferred within the account's forced-refresh window.
         """
         entry = self._entries.setdefault(source.key, _Entry())
         async with entry.lock:
             if entry.token is not None and usable(entry.token):
                 return entry.token
-            if entry.failure is not None and self._clock() < entry.retry_at:
+            if entry.failure is not None and self._clock() < self._retry_at(entry, held):
                 raise entry.failure.with_traceback(None)  # don't pile up every caller's frames
+            if forced:
+                self._check_window(entry)
             self._check_spacing(entry)
             entry.fetched_at = self._clock()
+            if forced:
+                entry.forced_at = entry.fetched_at
             try:
                 token = await self._fetch(source, entry.token)
             except TransientAuthError as error:
-                entry.failures += 1
-                delay = backoff_delay(
-                    entry.failures, jitter_fraction(f"{source.key}:{entry.failures}"), error.retry_after
-                )
-                entry.failure, entry.retry_at = error, self._clock() + delay
+                self._remember(source, entry, error)
                 raise
             except PermanentAuthError as error:
                 entry.failures += 1
@@ -111,6 +139,52 @@ class TokenPool:
                 raise
             entry.token, entry.failure, entry.failures, entry.retry_at = token, None, 0, 0.0
             return token
+
+    def _remember(self, source: LoginSource, entry: _Entry, error: TransientAuthError) -> None:
+        """When a transient failure may be retried: with the usual backoff, and with the short one
+        that applies while the account's token is about to expire."""
+        entry.failures += 1
+        jitter, now = jitter_fraction(f"{source.key}:{entry.failures}"), self._clock()
+        delay = backoff_delay(entry.failures, jitter, error.retry_after)
+        urgent = backoff_delay(entry.failures, jitter, error.retry_after, cap=URGENT_RETRY_CAP_SECONDS)
+        floor = min(error.retry_after, RETRY_AFTER_CAP_SECONDS) if error.retry_after else 0.0
+        entry.failure, entry.failed_at = error, now
+        entry.retry_at, entry.urgent_retry_at = now + delay, now + urgent
+        entry.not_before = now + max(floor, BACKOFF_BASE_SECONDS / 2)
+
+    def _retry_at(self, entry: _Entry, held: TokenSet | None) -> float:
+        """When the remembered failure may be retried by a caller holding `held`.
+
+        While the best token at hand (the caller's or the pool's) is in its last tenth, expired or
+        missing, retries are at most URGENT_RETRY_CAP_SECONDS apart; if it enters its last tenth
+        during a longer backoff, the retry comes at that moment. A Retry-After holds either back.
+        """
+        if isinstance(entry.failure, PermanentAuthError):
+            return entry.retry_at
+        tokens = [token for token in (held, entry.token) if token is not None]
+        best = max(tokens, key=lambda token: token.expires_at, default=None)
+        urgent = float("-inf") if best is None else urgent_from(best.obtained_at, best.expires_at)
+        if urgent <= entry.failed_at:  # already urgent when it failed
+            return min(entry.retry_at, entry.urgent_retry_at)
+        return min(entry.retry_at, max(urgent, entry.not_before))
+
+    def _check_window(self, entry: _Entry) -> None:
+        wait = entry.forced_at + FORCED_REFRESH_WINDOW_SECONDS - self._clock()
+        if wait > 0:
+            raise RefreshDeferred(
+                f"a refresh request forced a new token for this account less than "
+                f"{FORCED_REFRESH_WINDOW_SECONDS:.0f}s ago",
+                retry_after=wait,
+            )
+
+    def forced_refresh_at(self, source: LoginSource, requested_at: float) -> float:
+        """The earliest moment a refresh request made at `requested_at` may force a new token:
+        -inf if no window is open, or if a request to the Auth API started since it was made (its
+        token satisfies it, or its failure is remembered): a caller then waits for that one."""
+        entry = self._entries.get(source.key)
+        if entry is None or entry.fetched_at >= requested_at:
+            return float("-inf")
+        return entry.forced_at + FORCED_REFRESH_WINDOW_SECONDS
 
     def _check_spacing(self, entry: _Entry) -> None:
         wait = entry.fetched_at + MIN_FETCH_SPACING_SECONDS - self._clock()
@@ -129,11 +203,12 @@ class TokenPool:
         entry = self._entries.get(source.key)
         return entry.token if entry is not None else None
 
-    def retry_at(self, source: LoginSource) -> float | None:
+    def retry_at(self, source: LoginSource, held: TokenSet | None = None) -> float | None:
+        """When the remembered failure may be retried by a caller holding `held`; None: no failure."""
         entry = self._entries.get(source.key)
         if entry is None or entry.failure is None:
             return None
-        return entry.retry_at
+        return self._retry_at(entry, held)
 
     async def _fetch(self, source: LoginSource, current: TokenSet | None) -> TokenSet:
         if current is not None and current.refresh_token and current.refreshable_at(self._clock()):

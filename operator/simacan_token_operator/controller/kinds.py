@@ -79,6 +79,8 @@ class Round:
     """The credential's own spec problem, when no target could be served at all."""
     stale: Mapping[str, tuple[tuple[str, ...], int]] = field(default_factory=dict)
     """Per target whose workloads were checked: the first stale consumers named, and how many."""
+    pending_request: str | None = None
+    """A refresh request some target has yet to honour (it waits for the limits on requests)."""
 
 
 @dataclass(frozen=True)
@@ -210,7 +212,12 @@ class Clusterwide:
             overall = aggregate(outcomes, self.resumed)
             notes = tuple(fold_events((ns, n) for ns, batch in sorted(round_.notes.items()) for n in batch))
         context = StatusContext(
-            round_.secret_name, round_.generation, round_.handled_request, self.ready, now
+            round_.secret_name,
+            round_.generation,
+            round_.handled_request,
+            self.ready,
+            now,
+            pending_request=round_.pending_request,
         )
         status = render_cluster_status(overall, outcomes, context)
         if round_.stale and set(round_.stale) >= set(outcomes):  # every namespace has been checked

@@ -16,7 +16,7 @@ import contextlib
 import contextvars
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from simacan_token_operator.controller.gates import Slot, sleep_until
@@ -63,6 +63,15 @@ async def read_credentials(runtime: Runtime, scope: Scope) -> Mapping[str, Any] 
             return only_keys(await runtime.kube.read_secret(where, name), *keys)
 
     return await runtime.known.logins.read(where, name, scope.keys, fetch)
+
+
+def unhandled_requests(memories: Iterable[Memory]) -> set[str]:
+    """The refresh requests some target has seen but not yet honoured (they wait for the limits)."""
+    return {
+        m.pending_request[0]
+        for m in memories
+        if m.pending_request is not None and m.pending_request[0] != m.handled_request
+    }
 
 
 def stale_of(memories: Mapping[str, Memory]) -> dict[str, tuple[tuple[str, ...], int]]:
@@ -275,7 +284,8 @@ class CredentialWorker:
         secret_name = self.scope.secret_name if self.scope else None
         generation = self.credential["metadata"].get("generation")
         stale, request = stale_of(memories), self._handled_request
-        return Round(outcomes, notes, statuses, request, secret_name, generation, problem, stale)
+        pending = min(unhandled_requests(memories.values()), default=None)
+        return Round(outcomes, notes, statuses, request, secret_name, generation, problem, stale, pending)
 
     # -- targets that go ----------------------------------------------------------------------
 

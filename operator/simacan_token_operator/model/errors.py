@@ -36,6 +36,13 @@ class MalformedResponse(TransientAuthError):
     reason = reasons.MALFORMED_RESPONSE
 
 
+class RefreshDeferred(TransientAuthError):
+    """A refresh request must wait: its account's forced-refresh window is still open. Not a
+    failure: the credential keeps its token and the request is honoured when the window ends."""
+
+    reason = reasons.REFRESH_REQUESTED
+
+
 class PermanentAuthError(AuthError):
     """Retrying the same request cannot help; wait for the user to change something."""
 

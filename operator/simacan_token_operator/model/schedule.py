@@ -18,6 +18,22 @@ earlier than this share of the lifetime."""
 BACKOFF_BASE_SECONDS = 5.0
 BACKOFF_CAP_SECONDS = 300.0
 RETRY_AFTER_CAP_SECONDS = 3600.0
+URGENT_FRACTION = 0.1
+"""A token in the last tenth of its life (or expired, or none at all) makes its account's retries
+urgent: a workload is about to hold, or already holds, a token that no longer works."""
+URGENT_RETRY_CAP_SECONDS = 15.0
+"""While urgent, retries for the account are at most this far apart instead of up to
+BACKOFF_CAP_SECONDS, so a valid token is back within seconds of the Auth API's return; a
+Retry-After still holds them back longer. One call per account all the same (auth/pool.py)."""
+
+FORCED_REFRESH_WINDOW_SECONDS = 10.0
+"""A refresh request (the refresh-requested-at annotation) forces a new token for its account at
+most this often; requests that come within the window wait for its end, and the one call then
+serves every request made before it started. So credentials sharing an account cannot turn
+annotation edits into Auth API calls."""
+REFRESH_REQUEST_INTERVAL_SECONDS = 60.0
+"""At most one refresh request per credential is honoured this often: a newer value waits until
+this long after the last honoured one, then is honoured (deferred, never dropped)."""
 
 
 def jitter_fraction(key: str) -> float:
@@ -46,18 +62,26 @@ def refresh_time(
     return max(planned - spread, earliest)
 
 
-def backoff_delay(failures: int, jitter: float, retry_after: float | None = None) -> float:
+def backoff_delay(
+    failures: int, jitter: float, retry_after: float | None = None, cap: float = BACKOFF_CAP_SECONDS
+) -> float:
     """Exponential backoff with jitter for the n-th consecutive failure (n >= 1).
 
-    The delay lies in [d/2, d) where d doubles from 5 s up to 5 min; a server's
-    Retry-After is a floor, since retrying earlier only earns another 429.
+    The delay lies in [d/2, d) where d doubles from 5 s up to `cap` (5 min; URGENT_RETRY_CAP_SECONDS
+    while the token is about to expire); a server's Retry-After is a floor, since retrying earlier
+    only earns another 429.
     """
     exponent = max(failures - 1, 0)
-    ceiling = min(BACKOFF_BASE_SECONDS * 2.0 ** min(exponent, 32), BACKOFF_CAP_SECONDS)
+    ceiling = min(BACKOFF_BASE_SECONDS * 2.0 ** min(exponent, 32), cap)
     delay = ceiling / 2 + ceiling / 2 * jitter
     if retry_after is not None and retry_after > 0:
         delay = max(delay, min(retry_after, RETRY_AFTER_CAP_SECONDS))
     return delay
+
+
+def urgent_from(obtained_at: float, expires_at: float) -> float:
+    """When a token enters the last URGENT_FRACTION of its life."""
+    return expires_at - max(expires_at - obtained_at, 0.0) * URGENT_FRACTION
 
 
 RESTORE_BACKOFF_CAP_SECONDS = 300.0

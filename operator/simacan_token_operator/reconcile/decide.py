@@ -21,9 +21,15 @@ from typing import Any, Protocol
 
 from simacan_token_operator.model import limits, reasons
 from simacan_token_operator.model.body import Body
-from simacan_token_operator.model.errors import AuthError, PermanentAuthError, TransientAuthError
+from simacan_token_operator.model.errors import (
+    AuthError,
+    PermanentAuthError,
+    RefreshDeferred,
+    TransientAuthError,
+)
 from simacan_token_operator.model.schedule import (
     BACKOFF_BASE_SECONDS,
+    REFRESH_REQUEST_INTERVAL_SECONDS,
     RESTORE_QUIET_SECONDS,
     jitter_fraction,
     refresh_time,
@@ -80,6 +86,10 @@ class Memory:
     """The last refresh-requested-at value that a new token satisfied."""
     pending_request: tuple[str, float] | None = None
     """A refresh request not yet satisfied, and when it was first seen."""
+    honoured_at: float | None = None
+    """When the last refresh request was honoured: the next waits REFRESH_REQUEST_INTERVAL_SECONDS."""
+    request_deferred_to: float | None = None
+    """When the pending refresh request may be honoured, if it must wait: the pass wakes then."""
     status_digest: str | None = None
     """Digest of the status last written: an unchanged status is not patched again."""
     ready: ReadyState | None = None
@@ -136,9 +146,17 @@ class TokenSource(Protocol):
     def attach(self, source: LoginSource, user: str) -> None: ...
     def detach(self, user: str) -> None: ...
     def forgive(self, source: LoginSource) -> None: ...
-    def retry_at(self, source: LoginSource) -> float | None: ...
+    def retry_at(self, source: LoginSource, held: TokenSet | None = None) -> float | None: ...
     def current(self, source: LoginSource) -> TokenSet | None: ...
-    async def obtain(self, source: LoginSource, usable: Callable[[TokenSet], bool]) -> TokenSet: ...
+    def forced_refresh_at(self, source: LoginSource, requested_at: float) -> float: ...
+    async def obtain(
+        self,
+        source: LoginSource,
+        usable: Callable[[TokenSet], bool],
+        *,
+        held: TokenSet | None = None,
+        forced: bool = False,
+    ) -> TokenSet: ...
 
 
 @dataclass(frozen=True)
@@ -261,8 +279,7 @@ class _Pass:
         pool_token = services.pool.current(source)
         stored, held = _trusted(stored, held, pool_token, gathered.now)
         memory = dataclasses.replace(_note_user_inputs(gathered, services.pool, source), refused_write=None)
-        request, pending = _refresh_request(gathered, memory)
-        memory = dataclasses.replace(memory, pending_request=pending)
+        request, memory = _refresh_request(gathered, memory, services.pool, source)
         return cls(gathered, services, spec, stored, held, source, memory, request, pool_token)
 
     @property
@@ -355,8 +372,10 @@ class _Pass:
         return await services.while_waiting(wait)
 
     def failed(self, error: AuthError) -> _Decided:
-        attempt = "rejected" if isinstance(error, PermanentAuthError) else "retrying"
-        outcome = _keeping_valid_token(_auth_failure(error, self.services, self.source), self.held)
+        attempt: str | None = "rejected" if isinstance(error, PermanentAuthError) else "retrying"
+        attempt = None if isinstance(error, RefreshDeferred) else attempt
+        outcome = _auth_failure(error, self.services, self.source, self.held)
+        outcome = _keeping_valid_token(outcome, self.held)
         return _decided(self.gathered, self.spec, outcome, self.memory, attempt=attempt)
 
     def expired_while_waiting(self) -> _Decided:
@@ -390,6 +409,7 @@ class _Pass:
             written_times=(token.obtained_at, token.expires_at),
             written_own=trigger.needs_new_token or self.stored_own,
             handled_request=pending[0] if satisfied and pending else self.memory.handled_request,
+            honoured_at=self.gathered.now if satisfied else self.memory.honoured_at,
         )
         return _decided(
             self.gathered,
@@ -463,6 +483,20 @@ def _write_inputs(gathered: Gathered) -> tuple[Any, ...]:
     return (gathered.credential["metadata"].get("generation"), version)
 
 
+def _unhandled(memory: Memory) -> str | None:
+    """The refresh request waiting to be honoured, for the status."""
+    pending = memory.pending_request
+    return pending[0] if pending is not None and pending[0] != memory.handled_request else None
+
+
+def _waking_for_request(outcome: Outcome, memory: Memory, now: float) -> Outcome:
+    """A deferred refresh request is honoured by a pass at the moment it may be."""
+    at = memory.request_deferred_to
+    if at is None or at <= now or (outcome.wake_at is not None and outcome.wake_at <= at):
+        return outcome
+    return dataclasses.replace(outcome, wake_at=at)
+
+
 def _refused_outcome(message: str) -> Outcome:
     return Outcome(False, reasons.INVALID_SPEC, message, failure=True)
 
@@ -514,15 +548,29 @@ def _note_user_inputs(gathered: Gathered, pool: TokenSource, source: LoginSource
     return dataclasses.replace(gathered.memory, user_inputs=inputs)
 
 
-def _refresh_request(gathered: Gathered, memory: Memory) -> tuple[str | None, tuple[str, float] | None]:
-    """The annotation's value if it asks for a refresh not yet handled, and since when it asks."""
+def _refresh_request(
+    gathered: Gathered, memory: Memory, pool: TokenSource, source: LoginSource
+) -> tuple[str | None, Memory]:
+    """The annotation's value if it asks for a refresh to make now; the memory of the pending one.
+
+    A request not yet handled waits (deferred, never dropped) until a minute after this
+    credential's last honoured one and until its account's forced-refresh window ends, unless
+    the pool's token was obtained since it was made; meanwhile the pass goes on as without it.
+    """
     value = _annotation(gathered.credential)
     if value is None or value == memory.handled_request:
-        return None, memory.pending_request
+        return None, dataclasses.replace(memory, pending_request=None, request_deferred_to=None)
     pending = memory.pending_request
     if pending is None or pending[0] != value:
         pending = (value, gathered.now)
-    return value, pending
+    honoured = memory.honoured_at
+    not_before = max(
+        float("-inf") if honoured is None else honoured + REFRESH_REQUEST_INTERVAL_SECONDS,
+        pool.forced_refresh_at(source, pending[1]),
+    )
+    deferred = not_before if gathered.now < not_before else None
+    memory = dataclasses.replace(memory, pending_request=pending, request_deferred_to=deferred)
+    return (None if deferred is not None else value), memory
 
 
 def _owner(credential: Mapping[str, Any]) -> dict[str, str]:
@@ -555,7 +603,8 @@ async def _obtain(
     The request itself goes on in the pool (single flight) and a later pass picks up its token.
     """
     clock = services.clock
-    if trigger.reason == reasons.REFRESH_REQUESTED and memory.pending_request is not None:
+    forced = trigger.reason == reasons.REFRESH_REQUESTED and memory.pending_request is not None
+    if forced and memory.pending_request is not None:
         requested_at = memory.pending_request[1]
 
         def usable(token: TokenSet) -> bool:
@@ -566,8 +615,8 @@ async def _obtain(
             return clock() < next_refresh(token)
 
     if held is None:
-        return await services.pool.obtain(source, usable)
-    request = asyncio.ensure_future(services.pool.obtain(source, usable))
+        return await services.pool.obtain(source, usable, held=held, forced=forced)
+    request = asyncio.ensure_future(services.pool.obtain(source, usable, held=held, forced=forced))
     try:
         return await asyncio.wait_for(asyncio.shield(request), max(held.expires_at - clock(), 0.0))
     except TimeoutError:
@@ -592,10 +641,18 @@ def _failure(error: SpecError) -> Outcome:
     return Outcome(False, error.reason, error.message, failure=True)
 
 
-def _auth_failure(error: AuthError, services: Services, source: LoginSource) -> Outcome:
+def _auth_failure(
+    error: AuthError, services: Services, source: LoginSource, held: TokenSet | None
+) -> Outcome:
+    """`held`: the Secret's unexpired token; while it is about to expire, retries come sooner
+    (the pool's retry_at), and the pass wakes for them."""
+    if isinstance(error, RefreshDeferred):  # another pass forced a new token a moment ago
+        retry_at = services.clock() + (error.retry_after or 0.0)
+        message = f"{error.message}; the refresh request is honoured at {rfc3339(retry_at)}"
+        return Outcome(False, reasons.TOKEN_VALID, message, wake_at=retry_at)
     if isinstance(error, TransientAuthError):
         delay = error.retry_after or BACKOFF_BASE_SECONDS
-        retry_at = services.pool.retry_at(source) or services.clock() + delay
+        retry_at = services.pool.retry_at(source, held) or services.clock() + delay
         message = f"{error.message}; retrying at {rfc3339(retry_at)}"
         return Outcome(False, error.reason, message, wake_at=retry_at, failure=True)
     return Outcome(False, error.reason, error.message, failure=True)
@@ -653,6 +710,7 @@ def _decided(
 def _concluded(gathered: Gathered, decided: _Decided) -> Result:
     """Run the consumer step on the token step's outcome, then render the status and Events."""
     spec, outcome, memory = decided.spec, decided.outcome, decided.memory
+    outcome = _waking_for_request(outcome, memory, gathered.now)
     ignored, memory = _ignored_request(gathered, memory)
     events = (*decided.events, *report.problem_events(outcome, gathered.memory.last_reason), *ignored)
     consumed = None
@@ -667,6 +725,7 @@ def _concluded(gathered: Gathered, decided: _Decided) -> Result:
         secret_name=spec.target_secret if spec else None,
         generation=gathered.credential["metadata"].get("generation"),
         handled_request=memory.handled_request,
+        pending_request=_unhandled(memory),
         previous=memory.ready,
         now=gathered.now,
     )

@@ -52,6 +52,8 @@ class StatusContext:
     previous: ReadyState | None
     """The Ready condition last written, to keep its lastTransitionTime while it holds."""
     now: float
+    pending_request: str | None = None
+    """A refresh-requested-at value not yet honoured: it waits for the limits on refresh requests."""
 
 
 def render_status(
@@ -85,6 +87,7 @@ def common_status(outcome: Outcome, context: StatusContext) -> dict[str, Any]:
         "nextRefreshAt": rfc3339(outcome.next_refresh) if outcome.next_refresh else None,
         "subject": token.subject if token else None,
         "lastRefreshRequest": context.handled_request,
+        "pendingRefreshRequest": context.pending_request,
         "conditions": [
             {
                 "type": READY,
