@@ -255,7 +255,11 @@ def run(options: argparse.Namespace, login_env: dict[str, str] | None = None) ->
         return _run(options, started, real, work, stack)
     except KeyboardInterrupt:
         print()
-        say("Ctrl-C: stopping the operator, the Auth API stand-in and the control plane")
+        say(
+            "Ctrl-C: stopping the operator, the Auth API stand-in and the control plane"
+            if not existing_cluster(options)
+            else "Ctrl-C: stopping the operator and the Auth API stand-in, removing what the demo applied"
+        )
         return 130
     finally:
         # A second Ctrl-C or SIGTERM must not cut the cleanup short and leave processes (or, on a
@@ -373,13 +377,17 @@ _OPERATOR_SELECTOR = "app.kubernetes.io/name=simacan-token-operator"
 def _borrow(api: Any, kubeconfig: Path | None, stack: contextlib.ExitStack) -> str:
     """Work in a namespace of the demo's own, with the CRD only if missing; both removed on exit."""
     import yaml
+    from urllib3.exceptions import HTTPError
 
     from simacan_token_operator.kube.client import RawApi
 
     raw = RawApi(api)
     where = f"kubeconfig {kubeconfig}" if kubeconfig else "the current context"
     say(f"using the cluster at {api.configuration.host} ({where}); no local control plane")
-    _refuse_a_running_operator(raw)
+    try:
+        _refuse_a_running_operator(raw)
+    except (OSError, HTTPError) as error:
+        raise SystemExit(f"demo: cannot reach {api.configuration.host}: {type(error).__name__}") from None
     crd = CRD_FILE.stem
     if _exists(raw, _CRD_PATH + crd):
         say(f"the CRD {crd} is already installed: the demo uses it and leaves it as it is")
