@@ -33,7 +33,7 @@ PROMETHEUS_OPERATOR_KINDS = {"PrometheusRule", "ServiceMonitor"}
 """No strict Kubernetes schema exists for these; tests/static/test_monitoring_manifests.py checks them."""
 NAMESPACED = {p.file for p in PIECES if p.source == "manifests/namespaced"}
 INSTALLS = [p.file for p in PIECES if p.source != "manifests/monitoring"]
-SEMVER_LITERAL = re.compile(r"\d+\.\d+\.\d+([-+.][0-9A-Za-z.-]*)?")
+SEMVER_LITERAL = re.compile(r"\d+\.\d+\.\d+([-+][0-9A-Za-z.-]*)?")  # not 0.0.0.0
 VERSIONLESS_SOURCES = [
     *sorted(PACKAGE.rglob("*.py")),
     REPO_ROOT / "tests" / "e2e" / "test_install_on_node.py",
@@ -206,7 +206,9 @@ def test_the_install_files_pass_checkov(rendered: Path, tmp_path: Path) -> None:
         )
     assert_clean(report)
     files = {check["file_path"].lstrip("/") for check in report["results"]["passed_checks"]}
-    assert files == set(INSTALLS), f"checkov did not scan every install file: {sorted(files)}"
+    # checkov has no check for a CustomResourceDefinition: the CRDs-only file passes nothing.
+    expected = {file for file in INSTALLS if "crds" not in file}
+    assert files == expected, f"checkov did not check every install file: {sorted(files)}"
 
 
 # --- the version, written once ------------------------------------------------------------------------
