@@ -126,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(args)
     login_env = take_login_env()
     if existing_cluster(options):
+        os.environ.setdefault(STARTED_ENV, str(time.time()))  # "since scripts/demo started" counts the venv
         if not _importable(NEEDED_MODULES):
             python = venv_without_root()
             os.execve(python, [str(python), "-m", "localenv.demo", *args], {**os.environ, **login_env})
