@@ -8,6 +8,12 @@ Ctrl-C stops everything it started, by PID, and removes its temporary files.
 `--for SECONDS` runs headless for that long after the operator started and exits 0 only if every
 credential got a token and at least one was refreshed: CI runs it that way.
 
+`--kubeconfig PATH` (or `--current-context`) uses a cluster the user already has (kind, minikube,
+k3d, Docker Desktop) instead: no setup, no root, only Python 3.11 (a .venv is made if the packages
+are missing). The operator and the stand-in still run here; the demo works in a namespace of its
+own, `simacan-demo-<random>`, applies the CRD only if it is missing, and on exit (Ctrl-C, SIGTERM,
+--for) deletes that namespace and the CRD if it installed it.
+
 Only the standard library is imported at the top: the first phase runs on the system Python,
 installs .venv, and then re-runs this module in .venv, where the rest is imported.
 """
@@ -19,6 +25,7 @@ import contextlib
 import getpass
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -48,6 +55,11 @@ COLD_BUILD_ESTIMATE = "about 8 minutes on 2 cores"
 """The cold install (etcd, the Go build of kube-apiserver and kube-controller-manager) measured
 by scripts/setup on a 2-core machine: 473 s; later runs find the binaries cached."""
 FIELD_MANAGER = "simacan-demo"
+CLEANUP_SECONDS = 120.0
+"""How long exit waits for the namespace (and a CRD it installed) to be gone from an existing cluster."""
+VENV_PACKAGES = ("cryptography", "pyyaml")
+"""What the demo needs beyond the package itself (the stand-in's TLS certificate, the examples)."""
+NEEDED_MODULES = ("simacan_token_operator", "kopf", "kubernetes", "yaml", "cryptography", "jwt")
 OPERATOR_STOP_SECONDS = 20.0
 STARTUP_SECONDS = 60.0
 
@@ -73,6 +85,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         f"https://auth-service-stg.services.simacan.com/api/v1; username and password from "
         f"${USERNAME_ENV} and ${PASSWORD_ENV}, else asked for (the password is not echoed)",
     )
+    cluster = parser.add_mutually_exclusive_group()
+    cluster.add_argument(
+        "--kubeconfig",
+        type=Path,
+        metavar="PATH",
+        help="use the cluster of this kubeconfig (its current context) instead of a local control "
+        "plane: no setup and no root; the demo works in a namespace of its own and removes it on exit",
+    )
+    cluster.add_argument(
+        "--current-context",
+        action="store_true",
+        help="as --kubeconfig, with the current context of $KUBECONFIG or ~/.kube/config",
+    )
     parser.add_argument(
         "--token-lifetime",
         type=float,
@@ -87,13 +112,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--for must be a positive number of seconds")
     if options.token_lifetime < 3:
         parser.error("--token-lifetime must be at least 3 seconds")
+    if options.kubeconfig is not None and not options.kubeconfig.is_file():
+        parser.error(f"--kubeconfig {options.kubeconfig}: no such file")
     return options
+
+
+def existing_cluster(options: argparse.Namespace) -> bool:
+    return options.kubeconfig is not None or bool(options.current_context)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     options = parse_args(args)
     login_env = take_login_env()
+    if existing_cluster(options):
+        os.environ.setdefault(STARTED_ENV, str(time.time()))  # "since scripts/demo started" counts the venv
+        if not _importable(NEEDED_MODULES):
+            python = venv_without_root()
+            os.execve(python, [str(python), "-m", "localenv.demo", *args], {**os.environ, **login_env})
+        return run(options, login_env)
     if Path(sys.prefix).resolve() != VENV_PYTHON.parent.parent.resolve():
         os.environ.setdefault(STARTED_ENV, str(time.time()))
         code = install()
@@ -142,6 +179,38 @@ def install() -> int:
     return code
 
 
+def _importable(modules: Sequence[str]) -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in modules)
+
+
+def venv_without_root() -> Path:
+    """.venv with the package and what the demo needs: the only install an existing cluster needs."""
+    if sys.version_info < (3, 11):  # noqa: UP036 - scripts/demo starts whatever python3 the user has
+        raise SystemExit(f"demo: needs Python 3.11 or later, not {sys.version.split()[0]}")
+    check = [str(VENV_PYTHON), "-c", "import " + ", ".join(NEEDED_MODULES)]
+    if VENV_PYTHON.exists() and subprocess.run(check, capture_output=True, check=False).returncode == 0:
+        return VENV_PYTHON
+    say(f"installing the operator and what the demo needs into {VENV_PYTHON.parent.parent} (no root)")
+    started = time.monotonic()
+    if not VENV_PYTHON.exists():
+        made = subprocess.run([sys.executable, "-m", "venv", str(VENV_PYTHON.parent.parent)], check=False)
+        if made.returncode != 0:
+            raise SystemExit("demo: python3 -m venv failed (on Debian or Ubuntu: apt install python3-venv)")
+    # The lock's pins, without its hashes (an editable install cannot be hash-checked), as scripts/setup.
+    lock = (REPO / "requirements.lock").read_text().splitlines()
+    pins = [line.removesuffix(" \\").strip() for line in lock if line[:1].isalnum() and "==" in line]
+    constraints = VENV_PYTHON.parent.parent / "constraints.txt"
+    constraints.write_text("".join(pin + "\n" for pin in pins))
+    pip = [str(VENV_PYTHON), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    installed = subprocess.run([*pip, "-c", str(constraints), "-e", str(REPO), *VENV_PACKAGES], check=False)
+    if installed.returncode != 0:
+        raise SystemExit(f"demo: pip install into {VENV_PYTHON.parent.parent} failed")
+    say(f"installed in {_minutes(time.monotonic() - started)}")
+    return VENV_PYTHON
+
+
 def _relay(stream: IO[str], building: threading.Event) -> None:
     for line in stream:
         if line.startswith("building "):
@@ -187,11 +256,17 @@ def run(options: argparse.Namespace, login_env: dict[str, str] | None = None) ->
         return _run(options, started, real, work, stack)
     except KeyboardInterrupt:
         print()
-        say("Ctrl-C: stopping the operator, the Auth API stand-in and the control plane")
+        say(
+            "Ctrl-C: stopping the operator, the Auth API stand-in and the control plane"
+            if not existing_cluster(options)
+            else "Ctrl-C: stopping the operator and the Auth API stand-in, removing what the demo applied"
+        )
         return 130
     finally:
-        # A second Ctrl-C must not cut the cleanup short and leave processes behind.
+        # A second Ctrl-C or SIGTERM must not cut the cleanup short and leave processes (or, on a
+        # cluster of the user's, the namespace) behind.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.close()
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
@@ -203,10 +278,19 @@ def _run(
     from localenv.auth_standin import FakeAuthAPI
     from localenv.controlplane import running_control_plane
 
-    say("starting the local control plane (etcd, kube-apiserver, kube-controller-manager)")
-    plane = stack.enter_context(running_control_plane(work / "cluster"))
-    pids = ", ".join(f"{name} {pid}" for name, pid in plane.pids.items())
-    say(f"control plane ready in {plane.provision_seconds:.1f}s at {plane.server} (pids: {pids})")
+    kubeconfig: Path | None
+    if existing_cluster(options):
+        kubeconfig = options.kubeconfig.resolve() if options.kubeconfig else None
+        api = stack.enter_context(contextlib.closing(_api_client(kubeconfig)))
+        namespace = _borrow(api, kubeconfig, stack)
+    else:
+        say("starting the local control plane (etcd, kube-apiserver, kube-controller-manager)")
+        plane = stack.enter_context(running_control_plane(work / "cluster"))
+        pids = ", ".join(f"{name} {pid}" for name, pid in plane.pids.items())
+        say(f"control plane ready in {plane.provision_seconds:.1f}s at {plane.server} (pids: {pids})")
+        kubeconfig = plane.admin_kubeconfig
+        api = stack.enter_context(contextlib.closing(_api_client(kubeconfig)))
+        namespace = NAMESPACE
     fake = None
     if real is None:
         user, password = _example_login()
@@ -219,19 +303,24 @@ def _run(
         )
     else:
         login = real
-    api = stack.enter_context(contextlib.closing(_api_client(plane.admin_kubeconfig)))
     if real is not None:
-        for line in password_notice(work):
+        for line in password_notice(work, namespace, own_cluster=not existing_cluster(options)):
             say(line)
-    _apply_all(api, login)
-    operator = stack.enter_context(_operator(work, plane.admin_kubeconfig, login))
+    _apply_all(api, login, namespace, own_cluster=not existing_cluster(options))
+    operator = stack.enter_context(_operator(work, kubeconfig, login, namespace))
     say(f"operator started (pid {operator.process.pid}); log: {operator.log}")
-    view = _View(options, plane.admin_kubeconfig, login, fake, operator, started)
+    view = _View(options, kubeconfig, namespace, login, fake, operator, started)
     return view.loop(api)
 
 
-def password_notice(work: Path) -> list[str]:
+def password_notice(work: Path, namespace: str = NAMESPACE, own_cluster: bool = True) -> list[str]:
     """What a real account's password goes through here, said before it is written."""
+    if not own_cluster:
+        return [
+            f"your password goes into the Secret {namespace}/simacan-login in that cluster while the demo "
+            "runs; the demo deletes the namespace on exit (Ctrl-C, --for, SIGTERM). If it is killed "
+            f"with SIGKILL, delete it yourself: kubectl delete namespace {namespace}"
+        ]
     return [
         f"your password goes into the Secret {NAMESPACE}/simacan-login, which the local control plane "
         f"keeps unencrypted in its etcd ({work / 'cluster' / 'etcd'}, served on a loopback port without "
@@ -269,10 +358,98 @@ def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
 # --------------------------------------------------------------------------------------------- apply
 
 
-def _api_client(kubeconfig: Path) -> Any:
+def _api_client(kubeconfig: Path | None) -> Any:
+    """For the kubeconfig given, or (None) the current context of $KUBECONFIG or ~/.kube/config."""
+    if kubeconfig is None:
+        from kubernetes import config
+
+        return config.new_client_from_config()  # type: ignore[no-untyped-call]
     from localenv.controlplane import api_client_from_kubeconfig
 
     return api_client_from_kubeconfig(kubeconfig)
+
+
+# --------------------------------------------------------------------------------------------- user's cluster
+
+_CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
+_OPERATOR_SELECTOR = "app.kubernetes.io/name=simacan-token-operator"
+
+
+def _borrow(api: Any, kubeconfig: Path | None, stack: contextlib.ExitStack) -> str:
+    """Work in a namespace of the demo's own, with the CRD only if missing; both removed on exit."""
+    import yaml
+    from urllib3.exceptions import HTTPError
+
+    from simacan_token_operator.kube.client import RawApi
+
+    raw = RawApi(api)
+    where = f"kubeconfig {kubeconfig}" if kubeconfig else "the current context"
+    say(f"using the cluster at {api.configuration.host} ({where}); no local control plane")
+    try:
+        _refuse_a_running_operator(raw)
+    except (OSError, HTTPError) as error:
+        raise SystemExit(f"demo: cannot reach {api.configuration.host}: {type(error).__name__}") from None
+    crd = CRD_FILE.stem
+    if _exists(raw, _CRD_PATH + crd):
+        say(f"the CRD {crd} is already installed: the demo uses it and leaves it as it is")
+    else:
+        stack.callback(_remove, raw, _CRD_PATH + crd, f"the CRD {crd}")
+        apply(api, yaml.safe_load(CRD_FILE.read_text()))
+        say(f"installed the CRD {crd}; the demo removes it on exit")
+    _wait("the CRD to be established", lambda: _established(raw))
+    namespace = f"{NAMESPACE}-{secrets.token_hex(3)}"
+    body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+    raw.json("POST", "/api/v1/namespaces", body=body)
+    stack.callback(_remove, raw, f"/api/v1/namespaces/{namespace}", f"namespace {namespace}")
+    say(f"created namespace {namespace}; the demo deletes it, and everything in it, on exit")
+    return namespace
+
+
+def _refuse_a_running_operator(raw: Any) -> None:
+    """An installed operator would serve the demo's namespace too, and the two would undo each other."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        found = raw.json("GET", "/apis/apps/v1/deployments", query={"labelSelector": _OPERATOR_SELECTOR})
+    except ApiException as error:
+        say(f"could not look for an installed operator (HTTP {error.status}); assuming there is none")
+        return
+    running = [f"{d['metadata']['namespace']}/{d['metadata']['name']}" for d in found.get("items") or []]
+    if running:
+        raise SystemExit(
+            f"demo: simacan-token-operator already runs in this cluster (Deployment {', '.join(running)}); "
+            "it would serve the demo's namespace too. Use a cluster without it."
+        )
+
+
+def _exists(raw: Any, path: str) -> bool:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        raw.json("GET", path)
+    except ApiException as error:
+        if error.status == 404:
+            return False
+        raise
+    return True
+
+
+def _remove(raw: Any, path: str, what: str) -> None:
+    """Delete and wait until it is gone; a failure is said, not raised, so the rest is still cleaned up."""
+    try:
+        if _exists(raw, path):
+            raw.json("DELETE", path)
+        deadline = time.monotonic() + CLEANUP_SECONDS
+        while _exists(raw, path):
+            if time.monotonic() > deadline:
+                say(f"{what} is still being deleted after {CLEANUP_SECONDS:g}s")
+                return
+            time.sleep(0.5)
+    except Exception as error:
+        status = getattr(error, "status", "")
+        say(f"could not delete {what} ({type(error).__name__} {status}); delete it yourself")
+        return
+    say(f"deleted {what}")
 
 
 def _load_examples(name: str) -> list[dict[str, Any]]:
@@ -306,29 +483,31 @@ def apply(api: Any, obj: dict[str, Any], namespace: str | None = None) -> None:
     )
 
 
-def _apply_all(api: Any, login: Login) -> None:
+def _apply_all(api: Any, login: Login, namespace: str = NAMESPACE, own_cluster: bool = True) -> None:
     import yaml
 
     from simacan_token_operator.kube.client import RawApi
 
     raw = RawApi(api)
-    apply(api, yaml.safe_load(CRD_FILE.read_text()))
-    _wait("the CRD to be established", lambda: _established(raw))
-    apply(api, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+    if own_cluster:  # on a cluster of the user's, _borrow did this
+        apply(api, yaml.safe_load(CRD_FILE.read_text()))
+        _wait("the CRD to be established", lambda: _established(raw))
+        apply(api, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
     secret = _load_examples("credentials-secret.yaml")[0]
     secret["stringData"] = {"username": login.username, "password": login.password}
-    apply(api, secret, NAMESPACE)
+    apply(api, secret, namespace)
     credentials = _load_examples("simacancredentials.yaml")
     for credential in credentials:
         credential["spec"]["authURL"] = login.auth_url
-        apply(api, credential, NAMESPACE)
+        apply(api, credential, namespace)
+    applied = "crds/ and examples/" if own_cluster else "examples/"
     say(
-        f"applied crds/ and examples/ in namespace {NAMESPACE}: Secret simacan-login, "
+        f"applied {applied} in namespace {namespace}: Secret simacan-login, "
         + ", ".join(f"SimacanCredential {c['metadata']['name']}" for c in credentials)
     )
     if _has_ready_node(raw):
         for workload in _load_examples("workload.yaml"):
-            apply(api, workload, NAMESPACE)
+            apply(api, workload, namespace)
         say("applied examples/workload.yaml (it mounts the token Secret fleet-api)")
     else:
         say("examples/workload.yaml not applied: this control plane has no node to run it on")
@@ -341,7 +520,13 @@ def _established(raw: Any) -> bool:
 
 
 def _has_ready_node(raw: Any) -> bool:
-    for node in raw.json("GET", "/api/v1/nodes").get("items") or []:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        nodes = raw.json("GET", "/api/v1/nodes").get("items") or []
+    except ApiException:  # a user of a shared cluster may not list nodes
+        return False
+    for node in nodes:
         for condition in (node.get("status") or {}).get("conditions") or []:
             if condition.get("type") == "Ready" and condition.get("status") == "True":
                 return True
@@ -377,7 +562,7 @@ def _free_ports(count: int) -> list[int]:
 
 
 @contextlib.contextmanager
-def _operator(work: Path, kubeconfig: Path, login: Login) -> Iterator[_Operator]:
+def _operator(work: Path, kubeconfig: Path | None, login: Login, namespace: str) -> Iterator[_Operator]:
     """The operator as a process, as a user runs it; stopped by PID (SIGTERM, then SIGKILL)."""
     health_port, metrics_port = _free_ports(2)
     argv = [
@@ -386,7 +571,7 @@ def _operator(work: Path, kubeconfig: Path, login: Login) -> Iterator[_Operator]
         "simacan_token_operator",
         "run",
         "--namespace",
-        NAMESPACE,
+        namespace,
         "--allowed-auth-host",
         login.allowed_host,
         *(["--auth-ca-file", str(login.ca_file)] if login.ca_file else []),
@@ -397,7 +582,9 @@ def _operator(work: Path, kubeconfig: Path, login: Login) -> Iterator[_Operator]
         "--metrics-port",
         str(metrics_port),
     ]
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}  # no login: take_login_env removed it
+    env = dict(os.environ)  # no login: take_login_env removed it
+    if kubeconfig is not None:  # else the current context, as the demo itself read it
+        env["KUBECONFIG"] = str(kubeconfig)
     env.pop("KUBERNETES_SERVICE_HOST", None)
     log = work / "operator.log"
     started = time.time()
@@ -452,7 +639,8 @@ class _View:
     def __init__(
         self,
         options: argparse.Namespace,
-        kubeconfig: Path,
+        kubeconfig: Path | None,
+        namespace: str,
         login: Login,
         fake: Any,
         operator: _Operator,
@@ -463,12 +651,13 @@ class _View:
         self._fake = fake
         self._operator = operator
         self._started = started
+        self._namespace = namespace
         self._header = [
-            f"simacan-token-operator demo: namespace {NAMESPACE}; Auth API: "
+            f"simacan-token-operator demo: namespace {namespace}; Auth API: "
             + (f"local stand-in {login.auth_url}" if fake else login.auth_url),
             f"operator pid {operator.process.pid}, log {operator.log}",
         ]
-        self._footer = _suggestions(kubeconfig, fake is not None)
+        self._footer = _suggestions(kubeconfig, fake is not None, namespace)
 
     def loop(self, api: Any) -> int:
         from localenv.demoview import Progress, render_plain, render_screen, verdict
@@ -489,7 +678,7 @@ class _View:
                 return 1
             now = time.time()
             try:
-                snapshot = fetch(api, NAMESPACE)
+                snapshot = fetch(api, self._namespace)
             except StatusError as error:
                 print(printable(f"demo: {error}"), file=sys.stderr)
                 tick = self._sleep(tick)
@@ -547,13 +736,14 @@ class _View:
         return max(tick, time.monotonic() - 1.0)
 
 
-def _suggestions(kubeconfig: Path, stand_in: bool) -> list[str]:
-    ns = f"-n {NAMESPACE}"
+def _suggestions(kubeconfig: Path | None, stand_in: bool, namespace: str = NAMESPACE) -> list[str]:
+    ns = f"-n {namespace}"
+    env = f"KUBECONFIG={kubeconfig} " if kubeconfig else ""
     lines = [
         "Look from another terminal:",
-        f"  KUBECONFIG={kubeconfig} kubectl get simacancredentials -A",
-        f"  KUBECONFIG={kubeconfig} {REPO / '.venv/bin/simacan-token-operator'} status {ns}",
-        f"Things to try there after export KUBECONFIG={kubeconfig} (this view shows what happens):",
+        f"  {env}kubectl get simacancredentials -A",
+        f"  {env}{REPO / '.venv/bin/simacan-token-operator'} status {ns}",
+        f"Things to try there{f' after export {env.strip()}' if env else ''} (this view shows what happens):",
         f"  force a refresh:   kubectl {ns} annotate simacancredential fleet-api "
         'auth.simacan.com/refresh-requested-at="$(date -u +%FT%TZ)" --overwrite',
         f"  break the password: kubectl {ns} patch secret simacan-login -p "

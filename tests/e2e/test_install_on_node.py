@@ -1,11 +1,13 @@
-"""The install is real: the image built from `Dockerfile` runs from `manifests/` on a real node.
+"""The install is real: the image built from `Dockerfile` runs from the release files on a real node.
 
 A control plane with kube-scheduler and the Deployment controllers, and a node with a pod network
 (localenv/podnetwork.py: a bridge whose pods live in network namespaces this run creates, and
 kube-proxy). The image is built here with buildah (localenv/build-image.sh) and loaded into the
-node's containerd. `manifests/` is applied through an overlay that changes only the image reference,
-the allowed Auth API host and the CA of the stand-in Auth API, which listens on the pod network's
-gateway. No operator runs as a local process here: every token comes from a pod.
+node's containerd. The release files a user downloads (`scripts/release --render-only`: the
+cluster-wide install, then the CRDs and the namespaced install) are applied through an overlay that
+changes only the image reference, the allowed Auth API host and the CA of the stand-in Auth API,
+which listens on the pod network's gateway. No operator runs as a local process here: every token
+comes from a pod.
 
 The tests share one cluster and run in file order, so they need one xdist worker for the file
 (`--dist loadfile`, as scripts/test runs them): install, lease, tokens, probes and metrics,
@@ -18,7 +20,10 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import shutil
 import signal
+import subprocess
+import sys
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -36,6 +41,7 @@ from localenv.images import BUSYBOX_IMAGE
 from localenv.node import Node, running_node
 from localenv.operator_image import OPERATOR_IMAGE_REPOSITORY, build_operator_image
 from localenv.podnetwork import POD_GATEWAY, POD_SUBNET
+from localenv.release import IMAGE_REPOSITORY, INSTALL, project_version
 from simacan_token_operator.kube.leader import LeaseTimings
 from simacan_token_operator.model.spec import REFRESH_REQUESTED_ANNOTATION
 from tests.conftest import SUMMARY
@@ -47,8 +53,10 @@ from tests.support.polling import eventually
 INSTALL_NAMESPACE = "simacan-token-operator"
 DEPLOYMENT = "simacan-token-operator"
 LEASE = "simacan-token-operator"
-RELEASE_IMAGE = "ghcr.io/simacan/simacan-token-operator"
 FIRST_TAG, SECOND_TAG = "e2e-1", "e2e-2"
+VERSION = project_version()
+CRDS_FILE = "simacan-token-operator-crds.yaml"
+NAMESPACED_FILE = "simacan-token-operator-namespaced.yaml"
 CA_MOUNT = "/etc/simacan-auth-ca"
 PASSWORD = "correct horse battery staple"
 TOKEN_LIFETIME_SECONDS = 120
@@ -62,12 +70,22 @@ LOAD_CREDENTIALS, LOAD_NAMESPACES = 300, 3
 LIVENESS_RESTART_TIMEOUT_SECONDS = 150  # initialDelay 10 s + 3 failed probes 20 s apart, 5 s each
 
 
+def _next_patch(version: str) -> str:
+    major, minor, patch = version.split(".")[:3]
+    return f"{major}.{minor}.{int(patch) + 1}"
+
+
+NEXT_VERSION = _next_patch(VERSION)
+"""The upgrade's image: the same tree, labelled as the next patch release."""
+
+
 @dataclass
 class Cluster:
     plane: ControlPlane
     node: Node
     auth: FakeAuthAPI
     images: dict[str, Path]
+    release: Path
     work_dir: Path
     api: client.ApiClient
     imported: set[str] = field(default_factory=set)
@@ -92,15 +110,33 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     output = Path(tmp_path_factory.mktemp("images"))
     started = time.monotonic()
     built = {
-        FIRST_TAG: build_operator_image(FIRST_TAG, "0.1.0", output),
-        SECOND_TAG: build_operator_image(SECOND_TAG, "0.1.1", output),
+        FIRST_TAG: build_operator_image(FIRST_TAG, VERSION, output),
+        SECOND_TAG: build_operator_image(SECOND_TAG, NEXT_VERSION, output),
     }
     SUMMARY.append(f"e2e: operator image built with buildah (two tags) in {time.monotonic() - started:.1f}s")
     return built
 
 
 @pytest.fixture(scope="module")
-def cluster(images: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def release(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The release files as a user downloads them, rendered the way the release is."""
+    output = Path(tmp_path_factory.mktemp("release"))
+    result = subprocess.run(
+        [str(REPO / "scripts" / "release"), "--render-only", "--output", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHON": sys.executable},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return output
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    images: dict[str, Path], release: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
     work = Path(tmp_path_factory.mktemp("pods"))
     with (
         running_control_plane(work, pods=True) as plane,
@@ -113,7 +149,7 @@ def cluster(images: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -
         )
         api = api_client(plane.admin_kubeconfig)
         try:
-            yield Cluster(plane, node, auth, images, work, api)
+            yield Cluster(plane, node, auth, images, release, work, api)
         finally:
             api.close()  # type: ignore[no-untyped-call]
 
@@ -123,7 +159,7 @@ def cluster(images: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -
 
 def test_the_deployment_runs_two_ready_pods_as_uid_10001_on_a_read_only_root(cluster: Cluster) -> None:
     cluster.load_image(FIRST_TAG)
-    overlay = _overlay(cluster, "cluster-wide", REPO / "manifests", FIRST_TAG, namespace=INSTALL_NAMESPACE)
+    overlay = _overlay(cluster, "cluster-wide", INSTALL, FIRST_TAG, namespace=INSTALL_NAMESPACE)
     started = time.monotonic()
     cluster.kubectl("apply", "-k", str(overlay))
     pods = _wait_for_ready_pods(cluster, INSTALL_NAMESPACE, image_tag=FIRST_TAG)
@@ -286,7 +322,7 @@ def test_upgrade_replaces_pods_one_at_a_time_without_a_login_or_a_gap(cluster: C
     old = {pod.metadata.name for pod in _ready_pods(cluster, INSTALL_NAMESPACE)}
     logins_before = len(_logins(cluster, "upgrade-user"))
     cluster.load_image(SECOND_TAG)
-    overlay = _overlay(cluster, "upgrade", REPO / "manifests", SECOND_TAG, namespace=INSTALL_NAMESPACE)
+    overlay = _overlay(cluster, "upgrade", INSTALL, SECOND_TAG, namespace=INSTALL_NAMESPACE)
     cluster.kubectl("apply", "-k", str(overlay))
     watch = _TokenWatch(ns, ("upgrade-route",))
     most_pods, fewest_ready = 0, 2
@@ -353,8 +389,8 @@ def test_the_namespaced_install_runs_in_one_namespace(cluster: Cluster) -> None:
     cluster.kubectl("delete", "deployment", DEPLOYMENT, "-n", INSTALL_NAMESPACE, "--wait=true")
     team = Namespace.create(cluster.api, prefix="team")
     other = Namespace.create(cluster.api, prefix="other")
-    overlay = _overlay(cluster, "namespaced", REPO / "manifests" / "namespaced", SECOND_TAG, namespace=None)
-    cluster.kubectl("apply", "-k", str(REPO / "crds"))
+    overlay = _overlay(cluster, "namespaced", NAMESPACED_FILE, SECOND_TAG, namespace=None)
+    cluster.kubectl("apply", "-f", str(cluster.release / CRDS_FILE))
     cluster.kubectl("apply", "-n", team.name, "-k", str(overlay))
     _wait_for_ready_pods(cluster, team.name, image_tag=SECOND_TAG)
     holder = eventually(
@@ -373,10 +409,12 @@ def test_the_namespaced_install_runs_in_one_namespace(cluster: Cluster) -> None:
 # --- helpers ----------------------------------------------------------------------------------------
 
 
-def _overlay(cluster: Cluster, name: str, base: Path, tag: str, namespace: str | None) -> Path:
-    """What a user writes: the image reference, the allowed Auth API host and its CA; nothing else."""
+def _overlay(cluster: Cluster, name: str, base: str, tag: str, namespace: str | None) -> Path:
+    """What a user writes over a downloaded release file: the image reference, the allowed Auth API
+    host and its CA; nothing else. kustomize reads a file resource only from inside the overlay."""
     directory = cluster.work_dir / "overlays" / name
     directory.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(cluster.release / base, directory / base)
     (directory / "auth-ca.crt").write_bytes(cluster.auth.ca_file.read_bytes())
     args = "/spec/template/spec/containers/0/args/-"
     patch = [
@@ -396,8 +434,8 @@ def _overlay(cluster: Cluster, name: str, base: Path, tag: str, namespace: str |
     kustomization: dict[str, Any] = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
-        "resources": [os.path.relpath(base, directory)],
-        "images": [{"name": RELEASE_IMAGE, "newName": OPERATOR_IMAGE_REPOSITORY, "newTag": tag}],
+        "resources": [base],
+        "images": [{"name": IMAGE_REPOSITORY, "newName": OPERATOR_IMAGE_REPOSITORY, "newTag": tag}],
         "configMapGenerator": [{"name": "auth-ca", "files": ["auth-ca.crt"]}],
         "patches": [{"target": {"kind": "Deployment", "name": DEPLOYMENT}, "patch": json.dumps(patch)}],
     }
