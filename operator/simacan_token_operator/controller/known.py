@@ -74,6 +74,56 @@ def note(heard: set[str] | None, version: str | None) -> None:
         heard.add(CHANGED if version is None or len(heard) >= MAX_HEARD else version)
 
 
+class WatchedSecret:
+    """One target's token Secret as the watch vouches for it: what the last pass wrote or read,
+    and the versions the watch reported while a pass was under way."""
+
+    __slots__ = ("_heard", "known", "namespace")
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self.known: KnownSecret | None = None
+        self._heard: set[str] | None = None
+
+    def event(self, version: str | None) -> bool:
+        """The watch reported `version` ("" deleted, None unknown); True when that may be news
+        (look again), False for the version this process wrote or read (its own write's echo).
+        During a pass the pass decides, when it ends (`settle`)."""
+        if self._heard is not None:
+            note(self._heard, version)
+            return False
+        known = self.known
+        if known is not None and version is not None and version == known.version:
+            return False
+        self.known = None
+        return True
+
+    def relisted(self, versions: Versions, epoch: int | None) -> bool:
+        """After a gap in the watch: True if the Secret changed meanwhile (look again)."""
+        known = self.known
+        if known is None:
+            return False
+        if (
+            epoch is not None
+            and versions.get((self.namespace, str(known.metadata.get("name")))) == known.version
+        ):
+            self.known = known.renewed(epoch)
+            return False
+        self.known = None
+        return True
+
+    def listen(self) -> None:
+        """A pass starts: versions heard from now on are the pass's to judge."""
+        self._heard = set()
+
+    def settle(self, learned: KnownSecret | None) -> bool:
+        """A pass ended having learned `learned`: keep it only if nothing else was heard
+        meanwhile. True when the Secret changed meanwhile (look again)."""
+        heard, self._heard = self._heard or set(), None
+        self.known = learned if learned is not None and heard_only(heard, learned.version) else None
+        return bool(heard) and self.known is None
+
+
 @dataclass(frozen=True, slots=True)
 class KnownSecret:
     """A token Secret as this process last wrote or read it, without its data."""

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from simacan_token_operator.controller.kinds import NAMESPACED, Clusterwide, Kind
-from simacan_token_operator.controller.known import Versions
+from simacan_token_operator.controller.known import Versions, in_scope
 from simacan_token_operator.controller.runtime import Runtime
 from simacan_token_operator.controller.worker import CredentialWorker
 from simacan_token_operator.model.clusterspec import CLUSTER_KIND, NamespaceInfo
@@ -114,10 +114,10 @@ class Controller:
         for key in self._by_secret.get((namespace, name), ()):
             worker = self.workers.get(key)
             if worker is not None:
-                worker.secret_changed(namespace, name, version, login_news)
+                route_secret_event(worker, namespace, name, version, login_news)
         for key in self._clusterwide:
             if self.workers[key].concerns(namespace, name) is not False:
-                self.workers[key].secret_changed(namespace, name, version, login_news)
+                route_secret_event(self.workers[key], namespace, name, version, login_news)
 
     def secrets_listed(self, scope: str | None, versions: Versions | None) -> None:
         """The Secret watch listed `scope` (None: all namespaces). `versions` is None for its first
@@ -129,7 +129,7 @@ class Controller:
             return
         known.logins.relisted(scope, versions)
         for worker in self.workers.values():
-            worker.relisted(scope, versions)
+            route_relisted(worker, scope, versions)
         logger.info(
             "Secrets in %s listed again after a gap in the watch (%d); every credential looks again",
             scope or "all namespaces",
@@ -186,3 +186,29 @@ class Controller:
             self._by_secret[(namespace, secret)].add(key)
         if secrets:
             self._watched[key] = secrets
+
+
+def route_secret_event(
+    worker: CredentialWorker, namespace: str, secret: str, version: str | None, login_news: bool
+) -> None:
+    """The Secret watch reported `version` of a Secret routed here ("" deleted, None unknown).
+    `login_news`: whether that is news of a credentials Secret (not the version read)."""
+    concern = worker.concerns(namespace, secret)
+    if concern is None:
+        if login_news:
+            worker.nudge()
+    elif concern:
+        target = worker.targets.get(namespace)
+        if target is None or target.watched.event(version):
+            worker.nudge(namespace)
+    elif worker.kind.namespaced:  # not served yet (no scope): look
+        worker.nudge()
+
+
+def route_relisted(worker: CredentialWorker, scope: str | None, versions: Versions) -> None:
+    """After a gap in the Secret watch of `scope` (None: all namespaces): look again at the
+    targets whose Secret changed meanwhile."""
+    epochs = worker.runtime.known.epochs
+    for namespace, target in list(worker.targets.items()):
+        if in_scope(namespace, scope) and target.watched.relisted(versions, epochs.of(namespace)):
+            worker.nudge(namespace)

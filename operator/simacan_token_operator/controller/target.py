@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from simacan_token_operator.controller.gates import Slot
-from simacan_token_operator.controller.known import KnownSecret, Versions, heard_only, known_secret, note
+from simacan_token_operator.controller.known import KnownSecret, WatchedSecret, known_secret
 from simacan_token_operator.controller.runtime import (
     CONFLICT_RETRY_SECONDS,
     Runtime,
@@ -77,7 +77,6 @@ class Target:
     __slots__ = (
         "_epoch",
         "_gathered_at",
-        "_heard",
         "_nudge",
         "_refused_get",
         "_refused_patch",
@@ -87,10 +86,10 @@ class Target:
         "_written",
         "due",
         "failures",
-        "known",
         "memory",
         "namespace",
         "outcome",
+        "watched",
     )
 
     def __init__(self, namespace: str, memory: Memory, who: str, nudge: Callable[[], None]) -> None:
@@ -106,41 +105,12 @@ class Target:
         """Restart targets whose patch got HTTP 403, and the time of the pass that tried it."""
         self._refused_get: set[RestartTarget] = set()
         self._gathered_at = 0.0
-        self.known: KnownSecret | None = None
+        self.watched = WatchedSecret(namespace)
         """The token Secret as this process last wrote or read it, while the watch vouches for it."""
-        self._heard: set[str] | None = None
-        """While a pass is under way: the versions the watch reported meanwhile."""
         self._epoch: int | None = None
         self._spec: CredentialSpec | None = None
         self._reused = False
         self._written: dict[str, Any] | None = None
-
-    def secret_event(self, version: str | None) -> bool:
-        """The watch reported `version` of the token Secret ("" deleted, None unknown); True when
-        that may be news (look again), False for the version this process wrote or read (its own
-        write's echo). During a pass the pass decides, when it ends."""
-        if self._heard is not None:
-            note(self._heard, version)
-            return False
-        known = self.known
-        if known is not None and version is not None and version == known.version:
-            return False
-        self.known = None
-        return True
-
-    def relisted(self, versions: Versions, epoch: int | None) -> bool:
-        """After a gap in the watch: True if the Secret changed meanwhile (look again)."""
-        known = self.known
-        if known is None:
-            return False
-        if (
-            epoch is not None
-            and versions.get((self.namespace, str(known.metadata.get("name")))) == known.version
-        ):
-            self.known = known.renewed(epoch)
-            return False
-        self.known = None
-        return True
 
     async def attempt(
         self,
@@ -184,7 +154,8 @@ class Target:
         KUBE_CONCURRENCY passes (and their Secrets) are in memory at once and one namespace holds
         at most NAMESPACE_CONCURRENCY of them, except while a pass waits for a token: then it
         gives its slots up, and one slow login source cannot hold up the others."""
-        self._heard, self._written, learned = set(), None, None
+        self._written, learned = None, None
+        self.watched.listen()
         try:
             async with (
                 runtime.namespace_gates.held(self.namespace) as own,
@@ -203,9 +174,7 @@ class Target:
                     return None
                 learned = self._learned(gathered.target, result)
         finally:
-            heard, self._heard = self._heard, None
-            self.known = learned if learned is not None and heard_only(heard, learned.version) else None
-            if heard and self.known is None:
+            if self.watched.settle(learned):
                 self._nudge()  # changed by someone else meanwhile: look again
         notes = (*result.events, *done)
         return Concluded(
@@ -227,13 +196,16 @@ class Target:
             return Gathered(view, None, None, self.memory, runtime.clock())
         self._spec = spec
         self._epoch = epoch = runtime.known.epochs.of(self.namespace)
-        known, secret = self.known, None
+        known, secret = self.watched.known, None
         if known is not None and epoch == known.epoch and known.metadata.get("name") == spec.target_secret:
             secret = known.body(spec)
         self._reused = secret is not None
         if secret is None:
             secret = trimmed(await runtime.kube.read_secret(self.namespace, spec.target_secret))
-        workloads, refused = await self._read_restart_targets(spec.restart_targets, runtime)
+        self._refused_patch = {t: at for t, at in self._refused_patch.items() if t in spec.restart_targets}
+        workloads, refused, self._refused_get = await read_restart_targets(
+            self.namespace, spec.restart_targets, runtime, self._refused_patch, self._refused_get, self._who
+        )
         assert runtime.workloads is not None
         listed = runtime.workloads.survey(self.namespace, self._who, self._nudge)
         self._gathered_at = runtime.clock()
@@ -252,31 +224,8 @@ class Target:
         if result.write is not None:
             secret = self._written
         elif self._reused:
-            return self.known  # the same Secret, not read: nothing new to learn
+            return self.watched.known  # the same Secret, not read: nothing new to learn
         return known_secret(secret, result.outcome.token, self._spec, self._epoch)
-
-    async def _read_restart_targets(
-        self, targets: tuple[RestartTarget, ...], runtime: Runtime
-    ) -> tuple[dict[RestartTarget, dict[str, Any] | None], dict[RestartTarget, RestartRefused]]:
-        """Each target as read (None: not found), and those we may not read or (lately) patch.
-
-        A 403 is the pass's to report (RestartNotPermitted); it never stops the token's refresh."""
-        self._refused_patch = {t: at for t, at in self._refused_patch.items() if t in targets}
-        refused = {t: RestartRefused("patch", at) for t, at in self._refused_patch.items()}
-        workloads: dict[RestartTarget, dict[str, Any] | None] = {}
-        refused_get: set[RestartTarget] = set()
-        for t in targets:
-            try:
-                workloads[t] = await runtime.kube.read_workload(self.namespace, t.kind, t.name)
-            except KubeError as error:
-                if error.status != 403:
-                    raise
-                refused[t] = RestartRefused("get", runtime.clock())
-                refused_get.add(t)
-                if t not in self._refused_get:
-                    logger.warning("%s: may not read restart target %s: %s", self._who, t, error)
-        self._refused_get = refused_get
-        return workloads, refused
 
     async def _perform(self, result: Result, runtime: Runtime) -> tuple[Note, ...] | None:
         """Write the Secret and restart its consumers; the Events of restarts that happened, or
@@ -312,3 +261,36 @@ class Target:
             done.append(restart.done)
             logger.info("%s: restarted %s to load the new token", self._who, target)
         return tuple(done)
+
+
+Workloads = dict[RestartTarget, dict[str, Any] | None]
+
+
+async def read_restart_targets(
+    namespace: str,
+    targets: tuple[RestartTarget, ...],
+    runtime: Runtime,
+    refused_patch: Mapping[RestartTarget, float],
+    refused_before: set[RestartTarget],
+    who: str,
+) -> tuple[
+    dict[RestartTarget, dict[str, Any] | None], dict[RestartTarget, RestartRefused], set[RestartTarget]
+]:
+    """Each target as read (None: not found), those we may not read or (lately) patch, and those
+    we may not read (a Warning is logged when one is new).
+
+    A 403 is the pass's to report (RestartNotPermitted); it never stops the token's refresh."""
+    refused = {t: RestartRefused("patch", at) for t, at in refused_patch.items()}
+    workloads: Workloads = {}
+    refused_get: set[RestartTarget] = set()
+    for t in targets:
+        try:
+            workloads[t] = await runtime.kube.read_workload(namespace, t.kind, t.name)
+        except KubeError as error:
+            if error.status != 403:
+                raise
+            refused[t] = RestartRefused("get", runtime.clock())
+            refused_get.add(t)
+            if t not in refused_before:
+                logger.warning("%s: may not read restart target %s: %s", who, t, error)
+    return workloads, refused, refused_get

@@ -22,7 +22,6 @@ from typing import Any
 from simacan_token_operator.controller.gates import Slot, sleep_until
 from simacan_token_operator.controller.holdings import Holdings
 from simacan_token_operator.controller.kinds import Kind, Round, Scope
-from simacan_token_operator.controller.known import Versions, in_scope
 from simacan_token_operator.controller.reporting import Reporter
 from simacan_token_operator.controller.runtime import Runtime
 from simacan_token_operator.controller.target import Concluded, Target, only_keys
@@ -159,28 +158,6 @@ class CredentialWorker:
         """Namespaces or their labels changed: the next round compares the selection and looks at
         newcomers only."""
         self._wake.set()
-
-    def secret_changed(self, namespace: str, secret: str, version: str | None, login_news: bool) -> None:
-        """The Secret watch reported `version` of a Secret routed here ("" deleted, None unknown).
-        `login_news`: whether that is news of a credentials Secret (not the version read)."""
-        concern = self.concerns(namespace, secret)
-        if concern is None:
-            if login_news:
-                self.nudge()
-        elif concern:
-            target = self.targets.get(namespace)
-            if target is None or target.secret_event(version):
-                self.nudge(namespace)
-        elif self.kind.namespaced:  # not served yet (no scope): look
-            self.nudge()
-
-    def relisted(self, scope: str | None, versions: Versions) -> None:
-        """After a gap in the Secret watch of `scope` (None: all namespaces): look again at the
-        targets whose Secret changed meanwhile."""
-        epochs = self.runtime.known.epochs
-        for namespace, target in list(self.targets.items()):
-            if in_scope(namespace, scope) and target.relisted(versions, epochs.of(namespace)):
-                self.nudge(namespace)
 
     def concerns(self, namespace: str, secret: str) -> bool | None:
         """True: a target's token Secret; None: the credentials Secret (all targets); False: neither."""
