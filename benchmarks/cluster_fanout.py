@@ -1,7 +1,7 @@
 """One ClusterSimacanCredential selecting N namespaces: time until all hold a token, Auth API calls, RSS.
 
 A benchmark to read, not a test. On a throwaway control plane (localenv/controlplane.py) and the
-stand-in Auth API over HTTPS (localenv/auth_standin.py, in this process):
+fake Auth API over HTTPS (localenv/fakeauth.py, in this process):
 
 1. Install both CRDs, namespace `platform` with the login Secret, and N namespaces labelled
    `simacan.com/token=fanout`.
@@ -43,8 +43,8 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.footprint import BenchmarkError, Child, child_env, settle, wait_for  # noqa: E402
-from localenv.auth_standin import FakeAuthAPI  # noqa: E402
 from localenv.controlplane import ControlPlane, running_control_plane  # noqa: E402
+from localenv.fakeauth import FakeAuthAPI  # noqa: E402
 from simacan_token_operator.model.clusterspec import CLUSTER_PLURAL, OWNER_LABEL  # noqa: E402
 from simacan_token_operator.model.spec import GROUP, VERSION  # noqa: E402
 from tests.support.k8s import api_client  # noqa: E402

@@ -1,7 +1,7 @@
 """Side by side: this operator, External Secrets Operator with a Webhook generator, and a CronJob-style loop.
 
 What a user weighs is the tool they would install instead. Each contender runs alone on a fresh control
-plane (localenv/controlplane.py) against the same stand-in Auth API (localenv/auth_standin.py: HTTPS,
+plane (localenv/controlplane.py) against the same fake Auth API (localenv/fakeauth.py: HTTPS,
 RS256 JWTs, a short token lifetime, 60 s by default) with the same load: N token Secrets whose login
 Secrets name one shared account, or each its own. Contenders run one after another, never together.
 
@@ -66,8 +66,8 @@ from benchmarks.compare_contenders import (  # noqa: E402
 from benchmarks.compare_kube import KubeClient, KubeTarget  # noqa: E402
 from benchmarks.compare_reader import SecretReader  # noqa: E402
 from benchmarks.footprint import BenchmarkError, Child, Sample, operator_revision  # noqa: E402
-from localenv.auth_standin import FakeAuthAPI  # noqa: E402
 from localenv.controlplane import running_control_plane  # noqa: E402
+from localenv.fakeauth import FakeAuthAPI  # noqa: E402
 
 NAMESPACE = "bench"
 CONTENDERS = ("ours", "eso-lifetime", "eso-2/3", "cron")

@@ -5,7 +5,7 @@ The target from the issue: with 2,000 SimacanCredentials the operator's resident
 timed test: it prints figures and a verdict; nothing in the test suite depends on it.
 
 Everything runs on loopback, on a throwaway control plane (etcd, kube-apiserver, kube-controller-manager
-from localenv/controlplane.py) and the fake Auth API (localenv/auth_standin.py, in this process):
+from localenv/controlplane.py) and the fake Auth API (localenv/fakeauth.py, in this process):
 
 1. Create namespace `bench`, K login Secrets and N SimacanCredentials that use them round-robin.
 2. Floor: run idle_kopf_operator.py (kopf with one no-op event handler) until it has seen all N
@@ -66,8 +66,8 @@ REPO_ROOT = BENCH_DIR.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))  # run as a plain script; tests/ is a package at the repo root
 
-from localenv.auth_standin import FakeAuthAPI  # noqa: E402
 from localenv.controlplane import ControlPlane, running_control_plane  # noqa: E402
+from localenv.fakeauth import FakeAuthAPI  # noqa: E402
 from simacan_token_operator.model.spec import GROUP, PLURAL, VERSION  # noqa: E402
 from tests.support.k8s import api_client  # noqa: E402
 from tests.support.operator_process import free_port  # noqa: E402

@@ -1,7 +1,7 @@
 """`scripts/demo`: the operator at work on this machine, in one command.
 
-It installs what it needs (scripts/setup), starts a local control plane and a local stand-in for
-the Simacan Auth API over HTTPS with 60 s tokens (or uses a real Auth API with --auth-url),
+It installs what it needs (scripts/setup), starts a local control plane and a local fake Simacan
+Auth API over HTTPS with 60 s tokens (or uses a real Auth API with --auth-url),
 applies the CRD and examples/, runs the operator and shows every second what its status says.
 Ctrl-C stops everything it started, by PID, and removes its temporary files.
 
@@ -55,7 +55,7 @@ STARTUP_SECONDS = 60.0
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="scripts/demo",
-        description="Run the operator against a local control plane and a local stand-in for the "
+        description="Run the operator against a local control plane and a local fake "
         "Simacan Auth API, with a live view. Ctrl-C stops everything.",
     )
     parser.add_argument(
@@ -69,7 +69,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--auth-url",
         metavar="URL",
-        help="use this real Simacan Auth API (https) instead of the local stand-in, e.g. "
+        help="use this real Simacan Auth API (https) instead of the local fake Auth API, e.g. "
         f"https://auth-service-stg.services.simacan.com/api/v1; username and password from "
         f"${USERNAME_ENV} and ${PASSWORD_ENV}, else asked for (the password is not echoed)",
     )
@@ -78,7 +78,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=float,
         default=60.0,
         metavar="SECONDS",
-        help="lifetime of the stand-in's access tokens (default 60)",
+        help="lifetime of the fake Auth API's access tokens (default 60)",
     )
     options = parser.parse_args(argv)
     if options.auth_url and urlsplit(options.auth_url).scheme != "https":
@@ -187,7 +187,7 @@ def run(options: argparse.Namespace, login_env: dict[str, str] | None = None) ->
         return _run(options, started, real, work, stack)
     except KeyboardInterrupt:
         print()
-        say("Ctrl-C: stopping the operator, the Auth API stand-in and the control plane")
+        say("Ctrl-C: stopping the operator, the fake Auth API and the control plane")
         return 130
     finally:
         # A second Ctrl-C must not cut the cleanup short and leave processes behind.
@@ -200,8 +200,8 @@ def _run(
     options: argparse.Namespace, started: float, real: Login | None, work: Path, stack: contextlib.ExitStack
 ) -> int:
     # Imported here: these need .venv, which the first phase installed.
-    from localenv.auth_standin import FakeAuthAPI
     from localenv.controlplane import running_control_plane
+    from localenv.fakeauth import FakeAuthAPI
 
     say("starting the local control plane (etcd, kube-apiserver, kube-controller-manager)")
     plane = stack.enter_context(running_control_plane(work / "cluster"))
@@ -214,7 +214,7 @@ def _run(
         stack.enter_context(fake)
         login = Login(fake.base_url, user, password, f"127.0.0.1:{fake.port}", fake.ca_file)
         say(
-            f"local Auth API stand-in at {fake.base_url} ({options.token_lifetime:g} s tokens; "
+            f"local fake Auth API at {fake.base_url} ({options.token_lifetime:g} s tokens; "
             f"its own CA: {fake.ca_file})"
         )
     else:
@@ -256,7 +256,7 @@ def _real_login(auth_url: str, login_env: dict[str, str]) -> Login:
 
 
 def _example_login() -> tuple[str, str]:
-    """The stand-in accepts exactly the account in examples/credentials-secret.yaml."""
+    """The fake Auth API accepts exactly the account in examples/credentials-secret.yaml."""
     secret = _load_examples("credentials-secret.yaml")[0]
     data = secret["stringData"]
     return str(data["username"]), str(data["password"])
@@ -465,7 +465,7 @@ class _View:
         self._started = started
         self._header = [
             f"simacan-token-operator demo: namespace {NAMESPACE}; Auth API: "
-            + (f"local stand-in {login.auth_url}" if fake else login.auth_url),
+            + (f"local fake Auth API {login.auth_url}" if fake else login.auth_url),
             f"operator pid {operator.process.pid}, log {operator.log}",
         ]
         self._footer = _suggestions(kubeconfig, fake is not None)

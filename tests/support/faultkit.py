@@ -22,8 +22,8 @@ import httpx
 import jwt
 from kubernetes import client, config
 
-from localenv.auth_standin import FakeAuthAPI
 from localenv.controlplane import ControlPlane
+from localenv.fakeauth import FakeAuthAPI
 from simacan_token_operator.kube.client import RawApi
 from tests.support.k8s import Namespace, api_client
 from tests.support.operator_process import OperatorProcess
@@ -73,12 +73,12 @@ def kubeconfig_via(kubeconfig: Path, port: int, path: Path) -> Path:
     return path
 
 
-def operator_args(auth: FakeAuthAPI) -> list[str]:
-    return ["--allowed-auth-host", f"127.0.0.1:{auth.port}", "--auth-ca-file", str(auth.ca_file)]
+def operator_args(fake_auth: FakeAuthAPI) -> list[str]:
+    return ["--allowed-auth-host", f"127.0.0.1:{fake_auth.port}", "--auth-ca-file", str(fake_auth.ca_file)]
 
 
-def credential_spec(auth: FakeAuthAPI, secret: str = "login", **extra: Any) -> dict[str, Any]:
-    return {"credentialsSecretRef": {"name": secret}, "authURL": auth.base_url, **extra}
+def credential_spec(fake_auth: FakeAuthAPI, secret: str = "login", **extra: Any) -> dict[str, Any]:
+    return {"credentialsSecretRef": {"name": secret}, "authURL": fake_auth.base_url, **extra}
 
 
 def token_expiry(secret: dict[str, Any] | None) -> float | None:
@@ -287,7 +287,7 @@ class Scene:
 
     plane: ControlPlane
     operator_kubeconfig: Path
-    auth: FakeAuthAPI
+    fake_auth: FakeAuthAPI
     ns: Namespace
     work_dir: Path
     operators: list[OperatorProcess] = field(default_factory=list)
@@ -310,7 +310,7 @@ class Scene:
             kubeconfig or self.operator_kubeconfig,
             self.ns.name,
             self.work_dir / f"operator-{len(self.operators)}.log",
-            [*operator_args(self.auth), *extra],
+            [*operator_args(self.fake_auth), *extra],
         )
         self.operators.append(operator)
         return operator.start()
@@ -319,7 +319,7 @@ class Scene:
         if self.ns.secret("login") is None:
             self.ns.create_login_secret("login", USERNAME, PASSWORD)
         for name in names:
-            self.ns.create_credential(name, credential_spec(self.auth, **spec))
+            self.ns.create_credential(name, credential_spec(self.fake_auth, **spec))
 
     def all_ready(self, names: Sequence[str], after: float = 0.0) -> bool:
         """Every credential Ready=True with an unexpired token issued after `after` in its Secret."""
@@ -364,9 +364,9 @@ def scene(
 ) -> Iterator[Scene]:
     """A fresh namespace and a fake HTTPS Auth API; operators stopped at the end."""
     work_dir.mkdir(parents=True, exist_ok=True)
-    with FakeAuthAPI({USERNAME: PASSWORD}, access_lifetime=lifetime, tls=True, **fake) as auth:
+    with FakeAuthAPI({USERNAME: PASSWORD}, access_lifetime=lifetime, tls=True, **fake) as fake_auth:
         ns = Namespace.create(api_client(plane.admin_kubeconfig), prefix="fault")
-        current = Scene(plane, operator_kubeconfig, auth, ns, work_dir)
+        current = Scene(plane, operator_kubeconfig, fake_auth, ns, work_dir)
         try:
             yield current
         finally:

@@ -20,7 +20,7 @@ from typing import Any
 
 from kubernetes import client
 
-from localenv.auth_standin import FakeAuthAPI
+from localenv.fakeauth import FakeAuthAPI
 from tests.support.faultkit import PASSWORD, USERNAME, SecretRecorder, credential_spec, token_expiry
 from tests.support.k8s import GROUP, PLURAL, VERSION, Namespace, api_client
 from tests.support.operator_process import OperatorProcess, free_port
@@ -249,8 +249,13 @@ class Arena:
             stack.callback(self._stop_recorder)
             self.guard = stack.enter_context(MemoryGuard(self.kill_above_mib))
             args = []
-            for auth in (self.neighbour_auth, self.tenant_auth):
-                args += ["--allowed-auth-host", f"127.0.0.1:{auth.port}", "--auth-ca-file", str(auth.ca_file)]
+            for fake_auth in (self.neighbour_auth, self.tenant_auth):
+                args += [
+                    "--allowed-auth-host",
+                    f"127.0.0.1:{fake_auth.port}",
+                    "--auth-ca-file",
+                    str(fake_auth.ca_file),
+                ]
             self.operator = OperatorProcess(
                 self.operator_kubeconfig, "", self.work_dir / "operator.log", args
             )
