@@ -45,10 +45,10 @@ if str(REPO_ROOT) not in sys.path:
 from benchmarks.footprint import BenchmarkError, Child, child_env, settle, wait_for  # noqa: E402
 from localenv.controlplane import ControlPlane, running_control_plane  # noqa: E402
 from localenv.fakeauth import FakeAuthAPI  # noqa: E402
+from localenv.k8s import api_client  # noqa: E402
+from localenv.operator_process import free_port  # noqa: E402
 from simacan_token_operator.model.clusterspec import CLUSTER_PLURAL, OWNER_LABEL  # noqa: E402
 from simacan_token_operator.model.spec import GROUP, VERSION  # noqa: E402
-from tests.support.k8s import api_client  # noqa: E402
-from tests.support.operator_process import free_port  # noqa: E402
 
 CRDS = sorted((REPO_ROOT / "crds").glob("*.auth.simacan.com.yaml"))
 LABEL, VALUE = "simacan.com/token", "fanout"

@@ -29,7 +29,7 @@ import yaml
 from benchmarks.compare_kube import KubeClient
 from benchmarks.footprint import BenchmarkError, Child, child_env
 from localenv.controlplane import ControlPlane
-from tests.support.operator_process import free_port
+from localenv.operator_process import free_port
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/faults.py [--runs 3] [--only NAME ...]
 
 Starts its own control plane (localenv/controlplane.py), applies manifests/, and runs every
-scenario of tests/support/faultscenarios.py `--runs` times (the e2e tests run each once and
+scenario of localenv/scenarios/faultscenarios.py `--runs` times (the e2e tests run each once and
 assert on the same figures). Counts are per run (median, with min-max when runs differ);
 timings are the median of the runs. What each column means:
 
@@ -28,8 +28,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from localenv.controlplane import ControlPlane, running_control_plane
-from tests.support.faultkit import Figures, install
-from tests.support.faultscenarios import (
+from localenv.scenarios.faultkit import Figures, install
+from localenv.scenarios.faultscenarios import (
     Outcome,
     api_outage,
     blackhole_leader,

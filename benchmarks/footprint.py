@@ -68,10 +68,10 @@ if str(REPO_ROOT) not in sys.path:
 
 from localenv.controlplane import ControlPlane, running_control_plane  # noqa: E402
 from localenv.fakeauth import FakeAuthAPI  # noqa: E402
+from localenv.k8s import api_client  # noqa: E402
+from localenv.operator_process import free_port  # noqa: E402
+from localenv.polling import Timeout, eventually  # noqa: E402
 from simacan_token_operator.model.spec import GROUP, PLURAL, VERSION  # noqa: E402
-from tests.support.k8s import api_client  # noqa: E402
-from tests.support.operator_process import free_port  # noqa: E402
-from tests.support.polling import Timeout, eventually  # noqa: E402
 
 T = TypeVar("T")
 

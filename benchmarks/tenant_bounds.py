@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/tenant_bounds.py [--only NAME ...] [--kill-above-mib 2048]
 
 Starts its own control plane (localenv/controlplane.py), applies manifests/, starts one operator
-watching all namespaces and a neighbour credential on 10 s tokens (tests/support/tenant_arena.py),
-then runs the attacks of tests/support/tenant_attacks.py; tests/e2e/test_tenant_bounds.py runs the
+watching all namespaces and a neighbour credential on 10 s tokens (localenv/scenarios/tenant_arena.py),
+then runs the attacks of localenv/scenarios/tenant_attacks.py; tests/e2e/test_tenant_bounds.py runs the
 same code and asserts on the same figures:
 
 - template-bomb: a 40 KiB self-made JWT in the tenant's own token Secret, then 16 data templates of
@@ -33,9 +33,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from localenv.controlplane import running_control_plane
-from tests.support.faultkit import install
-from tests.support.tenant_arena import KILL_ABOVE_MIB, Arena, Figures, table
-from tests.support.tenant_attacks import ATTACKS
+from localenv.scenarios.faultkit import install
+from localenv.scenarios.tenant_arena import KILL_ABOVE_MIB, Arena, Figures, table
+from localenv.scenarios.tenant_attacks import ATTACKS
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,6 +10,8 @@ from typing import Any
 from kubernetes import client
 
 from localenv.fakeauth import FakeAuthAPI
+from localenv.operator_process import OperatorProcess
+from localenv.polling import eventually
 from tests.integration.test_cluster_credential import (
     SECRET,
     Fleet,
@@ -27,8 +29,6 @@ from tests.integration.test_cluster_credential import (
 )
 from tests.integration.test_cluster_credential import cluster_operator as cluster_operator
 from tests.integration.test_cluster_credential import fleet as fleet
-from tests.support.operator_process import OperatorProcess
-from tests.support.polling import eventually
 
 __all__ = [
     "test_a_foreign_secret_in_one_namespace_is_listed_while_the_others_are_served",

@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 
 from localenv.fakeauth import FakeAuthAPI
-from tests.support.polling import eventually
+from localenv.polling import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 USERNAME = "someone@example.com"

@@ -33,16 +33,16 @@ from kubernetes.client.exceptions import ApiException
 from localenv.controlplane import ControlPlane, running_control_plane
 from localenv.fakeauth import Call, FakeAuthAPI
 from localenv.images import BUSYBOX_IMAGE
+from localenv.k8s import Namespace, api_client
 from localenv.node import Node, running_node
 from localenv.operator_image import OPERATOR_IMAGE_REPOSITORY, build_operator_image
 from localenv.podnetwork import POD_GATEWAY, POD_SUBNET
+from localenv.polling import eventually
+from localenv.scenarios.faultkit import token_expiry
 from simacan_token_operator.kube.leader import LeaseTimings
 from simacan_token_operator.model.spec import REFRESH_REQUESTED_ANNOTATION
 from tests.conftest import SUMMARY
 from tests.e2e.conftest import REPO, kubectl
-from tests.support.faultkit import token_expiry
-from tests.support.k8s import Namespace, api_client
-from tests.support.polling import eventually
 
 INSTALL_NAMESPACE = "simacan-token-operator"
 DEPLOYMENT = "simacan-token-operator"

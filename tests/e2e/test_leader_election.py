@@ -10,11 +10,11 @@ import pytest
 from kubernetes import client
 
 from localenv.fakeauth import FakeAuthAPI
+from localenv.k8s import Namespace
+from localenv.operator_process import OperatorProcess
+from localenv.polling import eventually
 from tests.conftest import PASSWORD, USERNAME, credential_spec
 from tests.e2e.conftest import OPERATOR_NAMESPACE
-from tests.support.k8s import Namespace
-from tests.support.operator_process import OperatorProcess
-from tests.support.polling import eventually
 
 
 @pytest.mark.parametrize("how", ["graceful-stop", "crash"])

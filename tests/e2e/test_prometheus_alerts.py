@@ -21,11 +21,11 @@ import pytest
 
 from localenv.controlplane import ControlPlane
 from localenv.fakeauth import ENDPOINTS, FakeAuthAPI, Fault
+from localenv.k8s import Namespace
+from localenv.polling import eventually
 from tests.conftest import SUMMARY, Issue
 from tests.e2e.conftest import OPERATOR_NAMESPACE, REPO, kubectl
 from tests.static.monitoring import METRICS_JOB, dashboard, dashboard_queries, rendered, write_rules_file
-from tests.support.k8s import Namespace
-from tests.support.polling import eventually
 from tests.support.prometheus import Prometheus, running_prometheus
 
 

@@ -8,6 +8,9 @@ from collections.abc import Callable
 from typing import Any
 
 from localenv.fakeauth import FakeAuthAPI
+from localenv.k8s import Namespace
+from localenv.operator_process import OperatorProcess
+from localenv.polling import eventually
 from tests.conftest import PASSWORD, USERNAME, credential_spec
 from tests.e2e.components import RESTARTS, granted, rollout_restarts
 from tests.integration.test_consumers import create_deployment, restarted_at
@@ -15,9 +18,6 @@ from tests.integration.test_consumers import (
     test_restart_target_restarts_once_per_new_token_and_not_on_operator_restart as restart_scenario,
 )
 from tests.support.cluster import ClusterHandle
-from tests.support.k8s import Namespace
-from tests.support.operator_process import OperatorProcess
-from tests.support.polling import eventually
 
 __all__ = ["rollout_restarts"]  # the fixture, used below
 

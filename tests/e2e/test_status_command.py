@@ -20,15 +20,15 @@ from kubernetes.client.exceptions import ApiException
 
 from localenv.controlplane import ControlPlane
 from localenv.fakeauth import FakeAuthAPI
+from localenv.k8s import GROUP, PLURAL, Namespace, api_client
+from localenv.operator_process import OperatorProcess
+from localenv.polling import eventually
 from simacan_token_operator.kube.client import RawApi
 from tests.conftest import PASSWORD, USERNAME, Issue, credential_spec
 from tests.integration.test_cluster_credential import PLURAL as CLUSTER_PLURAL
 from tests.integration.test_cluster_credential import SECRET, Fleet
 from tests.integration.test_cluster_credential import cluster_operator as cluster_operator
 from tests.integration.test_cluster_credential import fleet as fleet
-from tests.support.k8s import GROUP, PLURAL, Namespace, api_client
-from tests.support.operator_process import OperatorProcess
-from tests.support.polling import eventually
 
 VIEWER = "status-viewer"
 OPERATOR = "simacan-token-operator"

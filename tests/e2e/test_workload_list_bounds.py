@@ -18,14 +18,14 @@ from typing import Any
 from kubernetes import client
 
 from localenv.fakeauth import FakeAuthAPI
+from localenv.k8s import Namespace, api_client
+from localenv.operator_process import OperatorProcess
+from localenv.polling import eventually
 from simacan_token_operator.controller.workloads import PAGE_SIZE
 from simacan_token_operator.kube.client import METADATA_LIST, Kube, RawApi, WorkloadStamp
 from simacan_token_operator.reconcile.consumers import TEMPLATE_FIELDS
 from tests.conftest import SUMMARY, Issue, credential_spec
 from tests.support.cluster import ClusterHandle
-from tests.support.k8s import Namespace, api_client
-from tests.support.operator_process import OperatorProcess
-from tests.support.polling import eventually
 
 SECRET = "fleet-api"
 READS_TOKEN: dict[str, Any] = {

@@ -19,11 +19,11 @@ from typing import Any
 import jwt
 
 from localenv.fakeauth import FakeAuthAPI
+from localenv.k8s import Namespace
 from localenv.node import Node
+from localenv.polling import Timeout, eventually
 from localenv.token_reader import CONTAINER, Reading, digest, pod_manifest, readings
 from tests.conftest import SUMMARY, Issue
-from tests.support.k8s import Namespace
-from tests.support.polling import Timeout, eventually
 
 LIFETIME_SECONDS = 90
 SECRET = "fleet-api"

@@ -17,11 +17,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from localenv.fakeauth import FakeAuthAPI
+from localenv.k8s import Namespace, api_client
+from localenv.operator_process import OperatorProcess
+from localenv.polling import eventually, stays
 from tests.conftest import auth_api_args
 from tests.support.cluster import ClusterHandle
-from tests.support.k8s import Namespace, api_client
-from tests.support.operator_process import OperatorProcess
-from tests.support.polling import eventually, stays
 
 pytestmark = pytest.mark.xdist_group("bad-input")
 """With `--dist loadgroup` the rows share one operator; with plain `-n` each worker starts its own."""

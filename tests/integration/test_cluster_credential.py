@@ -18,11 +18,11 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from localenv.fakeauth import FakeAuthAPI
+from localenv.k8s import GROUP, VERSION, Namespace
+from localenv.operator_process import OperatorProcess
+from localenv.polling import eventually, stays
 from tests.conftest import PASSWORD, USERNAME, auth_api_args
 from tests.support.cluster import ClusterHandle
-from tests.support.k8s import GROUP, VERSION, Namespace
-from tests.support.operator_process import OperatorProcess
-from tests.support.polling import eventually, stays
 
 PLURAL = "clustersimacancredentials"
 SECRET = "simacan-token"

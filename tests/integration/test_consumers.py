@@ -9,12 +9,12 @@ from typing import Any
 from kubernetes import client
 
 from localenv.fakeauth import FakeAuthAPI
+from localenv.k8s import Namespace
+from localenv.operator_process import OperatorProcess
+from localenv.polling import eventually, stays
 from simacan_token_operator.controller.workloads import PAGE_SIZE
 from simacan_token_operator.reconcile.tokensecret import parse_rfc3339
 from tests.conftest import PASSWORD, USERNAME, Issue, credential_spec
-from tests.support.k8s import Namespace
-from tests.support.operator_process import OperatorProcess
-from tests.support.polling import eventually, stays
 
 RESTARTED_AT = "auth.simacan.com/restartedAt"
 

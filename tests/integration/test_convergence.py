@@ -18,10 +18,10 @@ import jwt
 from kubernetes import watch
 
 from localenv.fakeauth import FakeAuthAPI
+from localenv.k8s import GROUP, PLURAL, VERSION, Namespace
+from localenv.operator_process import OperatorProcess
+from localenv.polling import eventually
 from tests.conftest import SUMMARY, Issue
-from tests.support.k8s import GROUP, PLURAL, VERSION, Namespace
-from tests.support.operator_process import OperatorProcess
-from tests.support.polling import eventually
 
 LIFETIME = 6.0
 OPERATORS = 3

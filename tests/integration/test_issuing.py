@@ -9,10 +9,10 @@ from collections.abc import Callable
 import jwt
 
 from localenv.fakeauth import FakeAuthAPI
+from localenv.k8s import Namespace
+from localenv.operator_process import OperatorProcess
+from localenv.polling import eventually, stays
 from tests.conftest import PASSWORD, USERNAME, Issue, credential_spec
-from tests.support.k8s import Namespace
-from tests.support.operator_process import OperatorProcess
-from tests.support.polling import eventually, stays
 
 StartOperator = Callable[..., OperatorProcess]
 

@@ -7,10 +7,10 @@ import json
 from collections.abc import Callable, Iterable
 
 from localenv.fakeauth import FakeAuthAPI, Fault
+from localenv.k8s import Namespace
+from localenv.operator_process import OperatorProcess
+from localenv.polling import eventually
 from tests.conftest import PASSWORD, USERNAME, credential_spec
-from tests.support.k8s import Namespace
-from tests.support.operator_process import OperatorProcess
-from tests.support.polling import eventually
 
 StartOperator = Callable[..., OperatorProcess]
 

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import yaml
 
-from .operator_process import free_port
-from .polling import eventually
+from localenv.operator_process import free_port
+from localenv.polling import eventually
 
 
 @dataclass(frozen=True)

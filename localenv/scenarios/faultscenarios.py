@@ -18,9 +18,9 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from localenv.controlplane import ControlPlane
-from localenv.tcpproxy import TcpProxy
-from tests.support.crashhook import Point, crash_hook
-from tests.support.faultkit import (
+from localenv.polling import eventually
+from localenv.scenarios.crashhook import Point, crash_hook
+from localenv.scenarios.faultkit import (
     OPERATOR_NAMESPACE,
     Figures,
     LeaderSampler,
@@ -30,7 +30,7 @@ from tests.support.faultkit import (
     scene,
     token_expiry,
 )
-from tests.support.polling import eventually
+from localenv.tcpproxy import TcpProxy
 
 REFRESH_REQUESTED = "auth.simacan.com/refresh-requested-at"
 

@@ -24,10 +24,10 @@ from kubernetes import client, config
 
 from localenv.controlplane import ControlPlane
 from localenv.fakeauth import FakeAuthAPI
+from localenv.k8s import Namespace, api_client
+from localenv.operator_process import OperatorProcess
+from localenv.polling import eventually
 from simacan_token_operator.kube.client import RawApi
-from tests.support.k8s import Namespace, api_client
-from tests.support.operator_process import OperatorProcess
-from tests.support.polling import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 OPERATOR_NAMESPACE = "simacan-token-operator"

@@ -21,10 +21,10 @@ from typing import Any
 from kubernetes import client
 
 from localenv.fakeauth import FakeAuthAPI
-from tests.support.faultkit import PASSWORD, USERNAME, SecretRecorder, credential_spec, token_expiry
-from tests.support.k8s import GROUP, PLURAL, VERSION, Namespace, api_client
-from tests.support.operator_process import OperatorProcess, free_port
-from tests.support.polling import eventually
+from localenv.k8s import GROUP, PLURAL, VERSION, Namespace, api_client
+from localenv.operator_process import OperatorProcess, free_port
+from localenv.polling import eventually
+from localenv.scenarios.faultkit import PASSWORD, USERNAME, SecretRecorder, credential_spec, token_expiry
 
 KIB = 1024
 MIB = 1024 * KIB

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from .polling import eventually
+from localenv.polling import eventually
 
 
 def free_port() -> int:
