@@ -4,8 +4,8 @@
 - eso: External Secrets Operator v0.16.2 as its documentation shows it: a `Webhook` generator per
   account posting the form login, an `ExternalSecret` per token Secret with `refreshInterval` set to
   the token lifetime (the obvious choice) or to two thirds of it, and a template that keeps only
-  `access_token` (without it the refresh token lands in the Secret too). Built by compare_build_eso.sh.
-- cron: compare_cron.py, the fixed-interval loop.
+  `access_token` (without it the refresh token lands in the Secret too). Built by build_eso.sh.
+- cron: cron.py, the fixed-interval loop.
 
 Every contender writes token Secrets token-00000, token-00001, ... holding the JWT under key `token`,
 so the reader judges them all the same way.
@@ -26,16 +26,16 @@ from typing import Any
 
 import yaml
 
-from benchmarks.compare_kube import KubeClient
+from benchmarks.compare.kube import KubeClient
 from benchmarks.footprint import BenchmarkError, Child, child_env
 from localenv.controlplane import ControlPlane
 from localenv.operator_process import free_port
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCH_DIR.parent
+COMPARE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = COMPARE_DIR.parents[1]
 OUR_CRD = REPO_ROOT / "crds" / "simacancredentials.auth.simacan.com.yaml"
-ESO_BUILD_SCRIPT = BENCH_DIR / "compare_build_eso.sh"
-CRON_SCRIPT = BENCH_DIR / "compare_cron.py"
+ESO_BUILD_SCRIPT = COMPARE_DIR / "build_eso.sh"
+CRON_MODULE = "benchmarks.compare.cron"
 CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 ESO_GENERATOR_API = "generators.external-secrets.io/v1alpha1"
 # The Webhook generator's body template: the form login, from the login Secret named "login" below.
@@ -275,7 +275,7 @@ class ExternalSecrets(Contender):
 
 
 class CronLoop(Contender):
-    """compare_cron.py every `interval_fraction` of the token lifetime."""
+    """cron.py every `interval_fraction` of the token lifetime."""
 
     def __init__(self, interval_fraction: float) -> None:
         self.name = "cron"
@@ -287,7 +287,8 @@ class CronLoop(Contender):
     def start(self, arena: Arena) -> Child:
         argv = [
             sys.executable,
-            str(CRON_SCRIPT),
+            "-m",
+            CRON_MODULE,
             "--server",
             arena.plane.server,
             "--ca-file",

@@ -9,14 +9,14 @@ Per contender and load it measures:
 
 - Auth API calls per token lifetime, over the steady window (after every Secret exists);
 - the share of time a Secret held an expired token, and the worst lateness (token expiry to replacement),
-  as seen by a reader that LISTs once and then watches the Secrets (compare_reader.py);
+  as seen by a reader that LISTs once and then watches the Secrets (reader.py);
 - the time from the contender's start until every Secret holds a token;
 - RSS (end and peak, VmHWM) and CPU of the contender's process, from /proc.
 
-The contenders (compare_contenders.py): `ours`; `eso-lifetime` and `eso-2/3`, External Secrets Operator
-v0.16.2 (built from the Go module proxy by compare_build_eso.sh, cached in ~/.cache) with refreshInterval
+The contenders (contenders.py): `ours`; `eso-lifetime` and `eso-2/3`, External Secrets Operator
+v0.16.2 (built from the Go module proxy by build_eso.sh, cached in ~/.cache) with refreshInterval
 equal to the token lifetime and to two thirds of it; `cron`, a loop that logs in for every Secret every
-half lifetime (compare_cron.py).
+half lifetime (cron.py).
 
 Each run's figures are merged into RESULTS/compare.json (so runs can be made in parts), then the table is
 printed and the plots are drawn from everything in that file (matplotlib: `pip install -e '.[bench]'`).
@@ -24,8 +24,8 @@ This is a benchmark for people to read, not a test. CPU on a shared machine make
 
 Usage (from the repository root)::
 
-    .venv/bin/python benchmarks/compare.py                                  # the full matrix
-    .venv/bin/python benchmarks/compare.py --contenders ours,cron --loads 1 --duration 20 --no-plots
+    .venv/bin/python -m benchmarks.compare                                  # the full matrix
+    .venv/bin/python -m benchmarks.compare --contenders ours,cron --loads 1 --duration 20 --no-plots
 """
 
 from __future__ import annotations
@@ -47,12 +47,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))  # run as a plain script
 
-from benchmarks.compare_analysis import analyse  # noqa: E402
-from benchmarks.compare_contenders import (  # noqa: E402
+from benchmarks.compare.contenders import (  # noqa: E402
     Arena,
     Contender,
     CronLoop,
@@ -63,10 +62,11 @@ from benchmarks.compare_contenders import (  # noqa: E402
     create_all,
     secret_names,
 )
-from benchmarks.compare_kube import KubeClient, KubeTarget  # noqa: E402
-from benchmarks.compare_reader import SecretReader  # noqa: E402
+from benchmarks.compare.kube import KubeClient, KubeTarget  # noqa: E402
+from benchmarks.compare.reader import SecretReader  # noqa: E402
 from benchmarks.footprint import BenchmarkError, Child, Sample, operator_revision  # noqa: E402
 from localenv.controlplane import running_control_plane  # noqa: E402
+from localenv.exposure import analyse  # noqa: E402
 from localenv.fakeauth import FakeAuthAPI  # noqa: E402
 
 NAMESPACE = "bench"
@@ -324,7 +324,7 @@ def parse_loads(text: str) -> list[Load]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="benchmarks/compare.py",
+        prog="python -m benchmarks.compare",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -395,7 +395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(argv)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    command = " ".join(["benchmarks/compare.py", *(sys.argv[1:] if argv is None else argv)])
+    command = " ".join(["python -m benchmarks.compare", *(sys.argv[1:] if argv is None else argv)])
     began = time.monotonic()
     results_file = options.results / RESULTS_FILE
     document = load_results(results_file)
@@ -426,7 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(render_table(runs))
     print(f"\n{command}: {total:.0f}s wall clock; results in {results_file}")
     if not options.no_plots:
-        from benchmarks.compare_plots import draw  # matplotlib only when plotting
+        from benchmarks.compare.plots import draw  # matplotlib only when plotting
 
         for path in draw(runs, options.results):
             print(f"plot: {path}")
