@@ -1,6 +1,6 @@
 """The fault report: each fault of issue 8 on a real control plane, measured from outside, one table.
 
-    .venv/bin/python benchmarks/faults.py [--runs 3] [--only NAME ...]
+    .venv/bin/python -m benchmarks.faults [--runs 3] [--only NAME ...]
 
 Starts its own control plane (localenv/controlplane.py), applies manifests/, and runs every
 scenario of localenv/scenarios/faultscenarios.py `--runs` times (the e2e tests run each once and
@@ -24,8 +24,6 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from localenv.controlplane import ControlPlane, running_control_plane
 from localenv.scenarios.faultkit import Figures, install
@@ -95,7 +93,7 @@ def table(results: dict[str, list[Outcome]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="benchmarks/faults.py", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.faults", description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="runs of each fault (default 3)")
     parser.add_argument("--only", action="append", choices=sorted(SCENARIOS), help="run only these faults")
     parser.add_argument("--work-dir", type=Path, help="keep logs here (default: a temporary directory)")

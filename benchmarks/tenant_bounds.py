@@ -1,6 +1,6 @@
 """The tenant-bounds report (issue 19): hostile tenants against one operator on a real control plane.
 
-    .venv/bin/python benchmarks/tenant_bounds.py [--only NAME ...] [--kill-above-mib 2048]
+    .venv/bin/python -m benchmarks.tenant_bounds [--only NAME ...] [--kill-above-mib 2048]
 
 Starts its own control plane (localenv/controlplane.py), applies manifests/, starts one operator
 watching all namespaces and a neighbour credential on 10 s tokens (localenv/scenarios/tenant_arena.py),
@@ -30,8 +30,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from localenv.controlplane import running_control_plane
 from localenv.scenarios.faultkit import install
 from localenv.scenarios.tenant_arena import KILL_ABOVE_MIB, Arena, Figures, table
@@ -40,7 +38,7 @@ from localenv.scenarios.tenant_attacks import ATTACKS
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="benchmarks/tenant_bounds.py",
+        prog="python -m benchmarks.tenant_bounds",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

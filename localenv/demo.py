@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,9 +30,10 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import IO, Any
 from urllib.parse import urlsplit
+
+from localenv.processes import exit_on_sigterm, free_ports, kube_env, operator_argv, spawn
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
@@ -178,7 +178,7 @@ def run(options: argparse.Namespace, login_env: dict[str, str] | None = None) ->
     started = float(os.environ.get(STARTED_ENV) or time.time())
     real = _real_login(options.auth_url, login_env or {}) if options.auth_url else None
     for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _exit_on_signal)
+        signal.signal(signum, exit_on_sigterm)
     work = Path(tempfile.mkdtemp(prefix="simacan-demo-"))
     stack = contextlib.ExitStack()
     stack.callback(say, f"stopped everything it started and removed {work}")
@@ -260,10 +260,6 @@ def _example_login() -> tuple[str, str]:
     secret = _load_examples("credentials-secret.yaml")[0]
     data = secret["stringData"]
     return str(data["username"]), str(data["password"])
-
-
-def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
 
 
 # --------------------------------------------------------------------------------------------- apply
@@ -367,49 +363,22 @@ class _Operator:
     started: float  # time.time() when it was started: `--for` counts from here
 
 
-def _free_ports(count: int) -> list[int]:
-    """Distinct free loopback ports (held open together so that they differ)."""
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-
-
 @contextlib.contextmanager
 def _operator(work: Path, kubeconfig: Path, login: Login) -> Iterator[_Operator]:
     """The operator as a process, as a user runs it; stopped by PID (SIGTERM, then SIGKILL)."""
-    health_port, metrics_port = _free_ports(2)
-    argv = [
-        sys.executable,
-        "-m",
-        "simacan_token_operator",
-        "run",
-        "--namespace",
-        NAMESPACE,
-        "--allowed-auth-host",
-        login.allowed_host,
-        *(["--auth-ca-file", str(login.ca_file)] if login.ca_file else []),
-        "--bind-address",
-        "127.0.0.1",
-        "--health-port",
-        str(health_port),
-        "--metrics-port",
-        str(metrics_port),
-    ]
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}  # no login: take_login_env removed it
-    env.pop("KUBERNETES_SERVICE_HOST", None)
+    health_port, metrics_port = free_ports(2)
+    argv = operator_argv(
+        namespace=NAMESPACE,
+        allowed_auth_host=login.allowed_host,
+        auth_ca_file=login.ca_file,
+        health_port=health_port,
+        metrics_port=metrics_port,
+    )
+    env = kube_env(kubeconfig)  # no login: take_login_env removed it
     log = work / "operator.log"
     started = time.time()
     with log.open("wb") as sink:
-        process = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
+        process = spawn(argv, sink, env)
     try:
         yield _Operator(process, log, metrics_port, started)
     finally:

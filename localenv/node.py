@@ -23,7 +23,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -38,7 +37,6 @@ from localenv.controlplane import (
     SERVICE_CLUSTER_IP_RANGE,
     ControlPlane,
     ControlPlaneError,
-    _free_ports,
     _Started,
     _stop,
     _Supervisor,
@@ -56,6 +54,7 @@ from localenv.podnetwork import (
     write_kube_proxy_config,
 )
 from localenv.podnetwork import KERNEL_TUNABLES as POD_NETWORK_TUNABLES
+from localenv.processes import free_ports, wait_for_stop_signal
 
 STARTUP_TIMEOUT_SECONDS = 120.0
 COMMAND_TIMEOUT_SECONDS = 60.0
@@ -144,7 +143,7 @@ def running_node(
     layout.create()
     images = write_node_images(layout.images)
     _write_containerd_config(layout, CNI_PLUGIN_DIR if pods else layout.cni / "bin")
-    kubelet_port, healthz_port, proxy_healthz_port, proxy_metrics_port = _free_ports(4)
+    kubelet_port, healthz_port, proxy_healthz_port, proxy_metrics_port = free_ports(4)
     _write_kubelet_config(layout, kubelet_port, healthz_port, sync_frequency)
     deadline = time.monotonic() + startup_timeout
     # The pod network's settings only for a pod network: a node without one, stopping while another
@@ -484,9 +483,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     up.add_argument("--sync-frequency", default=None, help="kubelet syncFrequency (default: kubelet's, 1m)")
     args = parser.parse_args(argv)
 
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
-    signal.signal(signal.SIGINT, lambda _signum, _frame: stop.set())
     with running_control_plane(args.dir) as plane, running_node(plane, args.dir, args.sync_frequency) as node:
         print(plane.admin_kubeconfig, flush=True)
         print(
@@ -495,8 +491,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
             flush=True,
         )
-        while not stop.wait(1.0):
-            pass
+        wait_for_stop_signal()
     return 0
 
 

@@ -35,23 +35,16 @@ import base64
 import contextlib
 import json
 import secrets
-import shutil
-import signal
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))  # run as a plain script
-
-from benchmarks.compare.contenders import (  # noqa: E402
+from benchmarks.child import REPO_ROOT, BenchmarkError, Child, Sample
+from benchmarks.compare.contenders import (
     Arena,
     Contender,
     CronLoop,
@@ -62,12 +55,12 @@ from benchmarks.compare.contenders import (  # noqa: E402
     create_all,
     secret_names,
 )
-from benchmarks.compare.kube import KubeClient, KubeTarget  # noqa: E402
-from benchmarks.compare.reader import SecretReader  # noqa: E402
-from benchmarks.footprint import BenchmarkError, Child, Sample, operator_revision  # noqa: E402
-from localenv.controlplane import running_control_plane  # noqa: E402
-from localenv.exposure import analyse  # noqa: E402
-from localenv.fakeauth import FakeAuthAPI  # noqa: E402
+from benchmarks.compare.kube import KubeClient, KubeTarget
+from benchmarks.compare.reader import SecretReader
+from benchmarks.runner import operator_revision, run_guarded
+from localenv.controlplane import running_control_plane
+from localenv.exposure import analyse
+from localenv.fakeauth import FakeAuthAPI
 
 NAMESPACE = "bench"
 CONTENDERS = ("ours", "eso-lifetime", "eso-2/3", "cron")
@@ -374,27 +367,8 @@ def make_contenders(names: Sequence[str]) -> list[Contender]:
     return contenders
 
 
-@contextlib.contextmanager
-def work_directory(requested: Path | None) -> Iterator[Path]:
-    if requested is not None:
-        requested.mkdir(parents=True, exist_ok=True)
-        yield requested.resolve()
-        return
-    path = Path(tempfile.mkdtemp(prefix="compare-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)  # unwinds the context managers, which stop every child
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(argv)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     command = " ".join(["python -m benchmarks.compare", *(sys.argv[1:] if argv is None else argv)])
     began = time.monotonic()
     results_file = options.results / RESULTS_FILE
@@ -406,21 +380,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     document["commands"].append(invocation)
-    try:
+
+    def measure(work_dir: Path) -> int:
         contenders = make_contenders(options.contenders)
-        with work_directory(options.work_dir) as work_dir:
-            for load in options.loads:
-                for contender in contenders:
-                    result = run_one(contender, load, options, work_dir)
-                    runs[run_key(load.key, contender.name)] = asdict(result)
-                    invocation["seconds"] = round(time.monotonic() - began)
-                    save_results(results_file, document)
-    except BenchmarkError as error:
-        print(f"benchmark failed: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; everything it started has been stopped", file=sys.stderr)
-        return 130
+        for load in options.loads:
+            for contender in contenders:
+                result = run_one(contender, load, options, work_dir)
+                runs[run_key(load.key, contender.name)] = asdict(result)
+                invocation["seconds"] = round(time.monotonic() - began)
+                save_results(results_file, document)
+        return 0
+
+    code = run_guarded(measure, options.work_dir, "compare-")
+    if code != 0:
+        return code
     total = time.monotonic() - began
     print()
     print(render_table(runs))

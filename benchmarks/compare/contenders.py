@@ -26,10 +26,10 @@ from typing import Any
 
 import yaml
 
+from benchmarks.child import BenchmarkError, Child
 from benchmarks.compare.kube import KubeClient
-from benchmarks.footprint import BenchmarkError, Child, child_env
 from localenv.controlplane import ControlPlane
-from localenv.operator_process import free_port
+from localenv.processes import free_ports, kube_env, operator_argv
 
 COMPARE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = COMPARE_DIR.parents[1]
@@ -153,25 +153,15 @@ class Ours(Contender):
         create_all(arena.kube, path, bodies)
 
     def start(self, arena: Arena) -> Child:
-        argv = [
-            sys.executable,
-            "-m",
-            "simacan_token_operator",
-            "run",
-            "--namespace",
-            arena.namespace,
-            "--allowed-auth-host",
-            f"127.0.0.1:{arena.auth_port}",
-            "--auth-ca-file",
-            str(arena.auth_ca_file),
-            "--bind-address",
-            "127.0.0.1",
-            "--metrics-port",
-            str(free_port()),
-            "--health-port",
-            str(free_port()),
-        ]
-        env = child_env(arena.plane.admin_kubeconfig)
+        health_port, metrics_port = free_ports(2)
+        argv = operator_argv(
+            namespace=arena.namespace,
+            allowed_auth_host=f"127.0.0.1:{arena.auth_port}",
+            auth_ca_file=arena.auth_ca_file,
+            health_port=health_port,
+            metrics_port=metrics_port,
+        )
+        env = kube_env(arena.plane.admin_kubeconfig)
         return Child(self.name, argv, env, arena.log_dir / f"{self.log_name}.log")
 
 
@@ -261,10 +251,10 @@ class ExternalSecrets(Contender):
         argv = [
             str(self.build_dir / "external-secrets"),
             f"--namespace={arena.namespace}",
-            f"--metrics-addr=127.0.0.1:{free_port()}",
+            f"--metrics-addr=127.0.0.1:{free_ports(1)[0]}",
             "--enable-leader-election=false",
         ]
-        env = child_env(arena.plane.admin_kubeconfig)
+        env = kube_env(arena.plane.admin_kubeconfig)
         return Child(self.name, argv, env, arena.log_dir / f"{self.log_name}.log")
 
     def notes(self, arena: Arena) -> str:
@@ -306,7 +296,7 @@ class CronLoop(Contender):
             "--interval",
             f"{arena.lifetime * self.interval_fraction:g}",
         ]
-        env = child_env(arena.plane.admin_kubeconfig, KUBE_TOKEN=arena.plane.admin_token)
+        env = kube_env(arena.plane.admin_kubeconfig, KUBE_TOKEN=arena.plane.admin_token)
         return Child(self.name, argv, env, arena.log_dir / f"{self.log_name}.log")
 
     def notes(self, arena: Arena) -> str:

@@ -26,11 +26,7 @@ from types import FrameType
 
 import httpx
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))  # run as a plain script
-
-from benchmarks.compare.kube import KubeClient, KubeError, KubeTarget  # noqa: E402
+from benchmarks.compare.kube import KubeClient, KubeError, KubeTarget
 
 TOKEN_ENV = "KUBE_TOKEN"  # noqa: S105 - the variable's name, not a secret
 

@@ -22,8 +22,9 @@ from kubernetes import client
 
 from localenv.fakeauth import FakeAuthAPI
 from localenv.k8s import GROUP, PLURAL, VERSION, Namespace, api_client
-from localenv.operator_process import OperatorProcess, free_port
+from localenv.operator_process import OperatorProcess
 from localenv.polling import eventually
+from localenv.processes import free_ports
 from localenv.scenarios.faultkit import PASSWORD, USERNAME, SecretRecorder, credential_spec, token_expiry
 
 KIB = 1024
@@ -229,7 +230,7 @@ class Arena:
             self.neighbour_auth = stack.enter_context(
                 FakeAuthAPI({USERNAME: PASSWORD}, access_lifetime=NEIGHBOUR_LIFETIME, tls=True)
             )
-            port = free_port()  # the tenant's authURL is as long as the CRD allows
+            (port,) = free_ports(1)  # the tenant's authURL is as long as the CRD allows
             padding = AUTH_URL_MAX - len(f"https://127.0.0.1:{port}/")
             self.tenant_auth = stack.enter_context(
                 FakeAuthAPI(

@@ -1,4 +1,5 @@
-"""`python -m benchmarks.compare` starts, runs two contenders on their own control planes, and reports figures.
+"""`python -m benchmarks.compare` starts, runs two contenders on their own control planes, and reports
+figures.
 
 Only that it works: a tiny load, short tokens, no External Secrets Operator build and no plots. The
 comparison itself is read by people, from the README.
