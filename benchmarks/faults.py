@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from benchmarks.runner import verdict
 from localenv.controlplane import ControlPlane, running_control_plane
 from localenv.scenarios.faultkit import Figures, install
 from localenv.scenarios.faultscenarios import (
@@ -124,11 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     flush=True,
                 )
                 broken += [f"{name} run {run + 1}: {v}" for v in outcome.violations]
-    print(table(results))
-    print(f"\n{options.runs} run(s) of each fault in {time.monotonic() - started:.0f} s; logs in {work}")
-    for line in broken:
-        print(f"VIOLATION {line}")
-    return 1 if broken else 0
+    summary = f"\n{options.runs} run(s) of each fault in {time.monotonic() - started:.0f} s; logs in {work}"
+    return verdict([table(results), summary], broken)
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ import yaml
 from kubernetes import client
 
 from benchmarks.child import REPO_ROOT, BenchmarkError, Child, Sample, settle, wait_for
-from benchmarks.runner import operator_revision, run_guarded
+from benchmarks.runner import benchmark_parser, operator_revision, run_guarded
 from localenv.controlplane import ControlPlane, running_control_plane
 from localenv.fakeauth import FakeAuthAPI
 from localenv.k8s import api_client
@@ -482,11 +482,7 @@ def to_json(result: Result) -> dict[str, Any]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.footprint",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = benchmark_parser("benchmarks.footprint", __doc__)
     parser.add_argument(
         "--credentials", "-n", type=int, default=2000, help="SimacanCredentials (default 2000)"
     )

@@ -3,19 +3,27 @@ Ctrl-C unwinding everything it started, and with the operator's commit noted bes
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from benchmarks.child import BenchmarkError
 from localenv.processes import exit_on_sigterm
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def benchmark_parser(module: str, doc: str | None) -> argparse.ArgumentParser:
+    """The command line of `python -m <module>`, with the module's docstring as its help."""
+    return argparse.ArgumentParser(
+        prog=f"python -m {module}", description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
 
 
 @contextlib.contextmanager
@@ -47,6 +55,15 @@ def run_guarded(body: Callable[[Path], int], requested: Path | None, prefix: str
     except KeyboardInterrupt:
         print("interrupted; everything it started has been stopped", file=sys.stderr)
         return 130
+
+
+def verdict(report: Sequence[str], violations: Sequence[str]) -> int:
+    """Print the report, then each broken promise on a VIOLATION line; exit status 1 if there is one."""
+    for line in report:
+        print(line)
+    for line in violations:
+        print(f"VIOLATION {line}")
+    return 1 if violations else 0
 
 
 def operator_revision() -> str:

@@ -23,13 +23,13 @@ the offending credential's Ready reason. A guard SIGKILLs the operator past --ki
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from benchmarks.runner import benchmark_parser, verdict
 from localenv.controlplane import running_control_plane
 from localenv.scenarios.faultkit import install
 from localenv.scenarios.tenant_arena import KILL_ABOVE_MIB, Arena, Figures, table
@@ -37,11 +37,7 @@ from localenv.scenarios.tenant_attacks import ATTACKS
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.tenant_bounds",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = benchmark_parser("benchmarks.tenant_bounds", __doc__)
     parser.add_argument("--only", action="append", choices=sorted(ATTACKS), help="run only these attacks")
     parser.add_argument(
         "--separately",
@@ -97,12 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     broken.append(
                         f"{', '.join(group)}: the neighbour held no valid token for {invalid:.1f} s"
                     )
-    print(table(results))
-    print("\n" + "\n".join(neighbours))
-    print(f"{len(results)} attack(s) in {time.monotonic() - started:.0f} s; logs in {work}")
-    for line in broken:
-        print(f"VIOLATION {line}")
-    return 1 if broken else 0
+    summary = f"{len(results)} attack(s) in {time.monotonic() - started:.0f} s; logs in {work}"
+    return verdict([table(results), "\n" + "\n".join(neighbours), summary], broken)
 
 
 if __name__ == "__main__":

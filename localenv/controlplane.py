@@ -19,7 +19,6 @@ import shutil
 import signal
 import ssl
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -41,7 +40,7 @@ from localenv.pki import (
     write_serving_certificate,
 )
 from localenv.podnetwork import POD_GATEWAY
-from localenv.processes import exit_on_sigterm, free_ports, spawn, wait_for_stop_signal
+from localenv.processes import exit_on_sigterm, free_ports, serve_until_stopped, spawn
 
 BUILD_SCRIPT = Path(__file__).with_name("build-control-plane.sh")
 INSTALL_DEPS_SCRIPT = Path(__file__).with_name("install-deps.sh")
@@ -365,10 +364,10 @@ _live: dict[int, subprocess.Popen[bytes]] = {}
 _live_lock = threading.Lock()
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Terminate by pid, give it time to flush, then kill."""
+def _stop(process: subprocess.Popen[bytes], signum: int = signal.SIGTERM) -> None:
+    """Send `signum` by pid (SIGTERM: give it time to flush), wait until it is gone, else kill it."""
     if process.poll() is None:
-        process.terminate()
+        process.send_signal(signum)
         try:
             process.wait(timeout=STOP_TIMEOUT_SECONDS)
         except subprocess.TimeoutExpired:
@@ -437,16 +436,7 @@ class _Processes:
 
     def kill(self, name: str, signum: int = signal.SIGKILL) -> None:
         """Send `signum` (default SIGKILL: no cleanup) and wait until the process is gone."""
-        process = self._supervisor.latest(name).process
-        if process.poll() is None:
-            process.send_signal(signum)
-            try:
-                process.wait(timeout=STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=STOP_TIMEOUT_SECONDS)
-        with _live_lock:
-            _live.pop(process.pid, None)
+        _stop(self._supervisor.latest(name).process, signum)
 
     def start(self, name: str, timeout: float = STARTUP_TIMEOUT_SECONDS) -> int:
         """Start `name` again (same flags, same data) and wait until it is healthy; returns its pid."""
@@ -565,14 +555,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     with running_control_plane(args.dir) as plane:
-        print(plane.admin_kubeconfig, flush=True)
-        print(
-            f"ready in {plane.provision_seconds:.1f}s at {plane.server}; logs in {plane.work_dir / 'logs'}; "
-            "Ctrl-C to stop",
-            file=sys.stderr,
-            flush=True,
-        )
-        wait_for_stop_signal()
+        ready = f"ready in {plane.provision_seconds:.1f}s at {plane.server}"
+        serve_until_stopped(plane.admin_kubeconfig, f"{ready}; logs in {plane.work_dir / 'logs'}")
     return 0
 
 

@@ -22,7 +22,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -54,7 +53,7 @@ from localenv.podnetwork import (
     write_kube_proxy_config,
 )
 from localenv.podnetwork import KERNEL_TUNABLES as POD_NETWORK_TUNABLES
-from localenv.processes import free_ports, wait_for_stop_signal
+from localenv.processes import free_ports, serve_until_stopped
 
 STARTUP_TIMEOUT_SECONDS = 120.0
 COMMAND_TIMEOUT_SECONDS = 60.0
@@ -484,14 +483,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     with running_control_plane(args.dir) as plane, running_node(plane, args.dir, args.sync_frequency) as node:
-        print(plane.admin_kubeconfig, flush=True)
-        print(
-            f"node {node.name} ready in {node.provision_seconds:.1f}s; logs in {args.dir / 'node-logs'}; "
-            "Ctrl-C to stop",
-            file=sys.stderr,
-            flush=True,
+        logs = args.dir / "node-logs"
+        serve_until_stopped(
+            plane.admin_kubeconfig, f"node {node.name} ready in {node.provision_seconds:.1f}s; logs in {logs}"
         )
-        wait_for_stop_signal()
     return 0
 
 

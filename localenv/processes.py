@@ -75,8 +75,11 @@ def spawn(
     )
 
 
-def wait_for_stop_signal() -> None:
-    """Block until SIGTERM or SIGINT (Ctrl-C): for the `up` commands that serve in the foreground."""
+def serve_until_stopped(kubeconfig: Path, ready: str) -> None:
+    """For the `up` commands that serve in the foreground: the kubeconfig on stdout (for scripts), what
+    is ready on stderr (for people), then block until SIGTERM or Ctrl-C."""
+    print(kubeconfig, flush=True)
+    print(f"{ready}; Ctrl-C to stop", file=sys.stderr, flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
     signal.signal(signal.SIGINT, lambda _signum, _frame: stop.set())

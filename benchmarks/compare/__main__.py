@@ -57,7 +57,7 @@ from benchmarks.compare.contenders import (
 )
 from benchmarks.compare.kube import KubeClient, KubeTarget
 from benchmarks.compare.reader import SecretReader
-from benchmarks.runner import operator_revision, run_guarded
+from benchmarks.runner import benchmark_parser, operator_revision, run_guarded
 from localenv.controlplane import running_control_plane
 from localenv.exposure import analyse
 from localenv.fakeauth import FakeAuthAPI
@@ -316,11 +316,7 @@ def parse_loads(text: str) -> list[Load]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.compare",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = benchmark_parser("benchmarks.compare", __doc__)
     parser.add_argument(
         "--contenders",
         default=",".join(CONTENDERS),

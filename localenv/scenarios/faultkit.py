@@ -81,15 +81,19 @@ def credential_spec(fake_auth: FakeAuthAPI, secret: str = "login", **extra: Any)
     return {"credentialsSecretRef": {"name": secret}, "authURL": fake_auth.base_url, **extra}
 
 
-def token_expiry(secret: dict[str, Any] | None) -> float | None:
-    """The `exp` of the token a Secret holds (unverified: the test only needs the time)."""
-    if not secret:
-        return None
-    raw = (secret.get("data") or {}).get("token")
+def token_claims(secret: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The claims of the token a Secret holds (unverified: the tests only need its times)."""
+    raw = (secret.get("data") or {}).get("token") if secret else None
     if not raw:
         return None
-    claims = jwt.decode(base64.b64decode(raw).decode(), options={"verify_signature": False})
-    return float(claims["exp"])
+    claims: dict[str, Any] = jwt.decode(base64.b64decode(raw).decode(), options={"verify_signature": False})
+    return claims
+
+
+def token_expiry(secret: dict[str, Any] | None) -> float | None:
+    """The `exp` of the token a Secret holds."""
+    claims = token_claims(secret)
+    return None if claims is None else float(claims["exp"])
 
 
 # --- Secrets as the API server saw them ------------------------------------------------------------
@@ -349,13 +353,8 @@ class Scene:
 
 
 def _issued_at(secret: dict[str, Any] | None) -> float | None:
-    if not secret:
-        return None
-    raw = (secret.get("data") or {}).get("token")
-    if not raw:
-        return None
-    claims = jwt.decode(base64.b64decode(raw).decode(), options={"verify_signature": False})
-    return float(claims["iat"]) if "iat" in claims else None
+    claims = token_claims(secret)
+    return float(claims["iat"]) if claims and "iat" in claims else None
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from localenv.controlplane import ControlPlane
+from localenv.operator_process import OperatorProcess
 from localenv.polling import eventually
 from localenv.scenarios.crashhook import Point, crash_hook
 from localenv.scenarios.faultkit import (
@@ -81,6 +82,18 @@ def _figures(
 # --- a leader cut off by a black hole ---------------------------------------------------------------
 
 
+def _leader_and_standby(
+    current: Scene, elect: Sequence[str], name: str, leader_kubeconfig: Path | None = None
+) -> tuple[OperatorProcess, OperatorProcess]:
+    """Two replicas, the first one leading, and credential `name` with its first token."""
+    leader = current.start_operator(*elect, kubeconfig=leader_kubeconfig)
+    eventually(lambda: leader.metric("simacan_leader") == 1.0, timeout=30, what="the first replica leads")
+    standby = current.start_operator(*elect)
+    current.create_credentials([name])
+    eventually(lambda: current.all_ready([name]), timeout=30, what="first token")
+    return leader, standby
+
+
 def blackhole_leader(plane: ControlPlane, operator_kubeconfig: Path, work_dir: Path) -> Outcome:
     """Leader A reaches the API server through a proxy, standby B directly. The proxy black-holes
     A; B must take over only after A stopped writing; after the heal A (restarted by its
@@ -95,11 +108,7 @@ def blackhole_leader(plane: ControlPlane, operator_kubeconfig: Path, work_dir: P
         TcpProxy("127.0.0.1", apiserver_port) as proxy,
     ):
         via_proxy = kubeconfig_via(operator_kubeconfig, proxy.port, work_dir / "via-proxy.kubeconfig")
-        a = current.start_operator(*elect, kubeconfig=via_proxy)
-        eventually(lambda: a.metric("simacan_leader") == 1.0, timeout=30, what="A leads")
-        b = current.start_operator(*elect)
-        current.create_credentials([name])
-        eventually(lambda: current.all_ready([name]), timeout=30, what="first token")
+        a, b = _leader_and_standby(current, elect, name, leader_kubeconfig=via_proxy)
         with (
             SecretRecorder(current.quiet_api(), current.ns.name) as recorder,
             LeaderSampler({"a": lambda: a, "b": lambda: b}) as sampler,
@@ -161,11 +170,7 @@ def rolling_upgrade(plane: ControlPlane, operator_kubeconfig: Path, work_dir: Pa
     elect = ("--leader-election-namespace", OPERATOR_NAMESPACE, "--leader-election-id", lease)
     violations: list[str] = []
     with scene(plane, operator_kubeconfig, work_dir, lifetime=6) as current:
-        old = current.start_operator(*elect)
-        eventually(lambda: old.metric("simacan_leader") == 1.0, timeout=30, what="old version leads")
-        new = current.start_operator(*elect)
-        current.create_credentials([name])
-        eventually(lambda: current.all_ready([name]), timeout=30, what="first token")
+        old, new = _leader_and_standby(current, elect, name)
         with (
             SecretRecorder(current.quiet_api(), current.ns.name) as recorder,
             LeaderSampler({"old": lambda: old, "new": lambda: new}) as sampler,

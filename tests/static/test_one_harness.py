@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Callable, Iterator
+from itertools import pairwise
 from pathlib import Path
 
 from tests.static.tools import REPO_ROOT
@@ -87,8 +88,7 @@ def spells_the_operator_command(function: ast.FunctionDef | ast.AsyncFunctionDef
     """A list with `simacan_token_operator` followed by `run`: `python -m simacan_token_operator run`."""
     for node in ast.walk(function):
         if isinstance(node, ast.List | ast.Tuple):
-            elements = node.elts
-            for first, second in zip(elements, elements[1:], strict=False):
+            for first, second in pairwise(node.elts):
                 if _is_operator_module(first) and isinstance(second, ast.Constant) and second.value == "run":
                     return True
     return False
@@ -102,7 +102,8 @@ def definitions(
     found: set[tuple[str, str]] = set()
     for path, tree in _trees(root):
         for function in _functions(tree):
-            inner = [f for f in _functions(ast.Module(body=function.body, type_ignores=[])) if f is not function]
+            body = ast.Module(body=function.body, type_ignores=[])
+            inner = [f for f in _functions(body) if f is not function]
             if check(function) and not any(check(f) for f in inner):
                 found.add((path, function.name))
     return found
