@@ -129,6 +129,17 @@ def create_all(kube: KubeClient, path: str, bodies: Sequence[Mapping[str, Any]])
         list(pool.map(lambda body: kube.create(path, body), bodies))  # list() re-raises a failure
 
 
+def create_objects(
+    arena: Arena, api_version: str, kind: str, plural: str, specs: Mapping[str, Mapping[str, Any]]
+) -> None:
+    """One `kind` per name in the arena's namespace, with its spec, in the order given."""
+    bodies = [
+        {"apiVersion": api_version, "kind": kind, "metadata": {"name": name}, "spec": spec}
+        for name, spec in specs.items()
+    ]
+    create_all(arena.kube, f"/apis/{api_version}/namespaces/{arena.namespace}/{plural}", bodies)
+
+
 # --- ours ------------------------------------------------------------------------------------------
 
 
@@ -137,20 +148,14 @@ class Ours(Contender):
 
     def install(self, arena: Arena) -> None:
         apply_crds(arena.kube, [yaml.safe_load(OUR_CRD.read_text())])
-        path = f"/apis/auth.simacan.com/v1alpha1/namespaces/{arena.namespace}/simacancredentials"
-        bodies = [
-            {
-                "apiVersion": "auth.simacan.com/v1alpha1",
-                "kind": "SimacanCredential",
-                "metadata": {"name": name},
-                "spec": {
-                    "credentialsSecretRef": {"name": f"login-{index % arena.load.logins}"},
-                    "authURL": arena.auth_url,
-                },
+        specs = {
+            name: {
+                "credentialsSecretRef": {"name": f"login-{index % arena.load.logins}"},
+                "authURL": arena.auth_url,
             }
             for index, name in enumerate(secret_names(arena.load))
-        ]
-        create_all(arena.kube, path, bodies)
+        }
+        create_objects(arena, "auth.simacan.com/v1alpha1", "SimacanCredential", "simacancredentials", specs)
 
     def start(self, arena: Arena) -> Child:
         health_port, metrics_port = free_ports(2)
@@ -191,61 +196,43 @@ class ExternalSecrets(Contender):
         bundle = [doc for doc in yaml.safe_load_all((self.build_dir / "bundle.yaml").read_text()) if doc]
         apply_crds(arena.kube, bundle, timeout=120.0)
         ca_bundle = base64.b64encode(arena.auth_ca_file.read_bytes()).decode()
-        generators = [
-            {
-                "apiVersion": ESO_GENERATOR_API,
-                "kind": "Webhook",
-                "metadata": {"name": f"login-{index}"},
-                "spec": {
-                    "url": f"{arena.auth_url}/auth/password",
-                    "method": "POST",
-                    "headers": {"Content-Type": "application/x-www-form-urlencoded"},
-                    "body": LOGIN_FORM,
-                    "result": {"jsonPath": "$"},
-                    "caBundle": ca_bundle,
-                    "timeout": "30s",
-                    "secrets": [{"name": "login", "secretRef": {"name": f"login-{index}"}}],
-                },
+        generators = {
+            f"login-{index}": {
+                "url": f"{arena.auth_url}/auth/password",
+                "method": "POST",
+                "headers": {"Content-Type": "application/x-www-form-urlencoded"},
+                "body": LOGIN_FORM,
+                "result": {"jsonPath": "$"},
+                "caBundle": ca_bundle,
+                "timeout": "30s",
+                "secrets": [{"name": "login", "secretRef": {"name": f"login-{index}"}}],
             }
             for index in range(arena.load.logins)
-        ]
-        create_all(
-            arena.kube,
-            f"/apis/{ESO_GENERATOR_API}/namespaces/{arena.namespace}/webhooks",
-            generators,
-        )
+        }
+        create_objects(arena, ESO_GENERATOR_API, "Webhook", "webhooks", generators)
         interval = f"{arena.lifetime * self.refresh_fraction:.0f}s"
-        external_secrets = [
-            {
-                "apiVersion": "external-secrets.io/v1",
-                "kind": "ExternalSecret",
-                "metadata": {"name": name},
-                "spec": {
-                    "refreshInterval": interval,
-                    "target": {
-                        "name": name,
-                        "template": {"engineVersion": "v2", "data": {"token": "{{ .access_token }}"}},
-                    },
-                    "dataFrom": [
-                        {
-                            "sourceRef": {
-                                "generatorRef": {
-                                    "apiVersion": ESO_GENERATOR_API,
-                                    "kind": "Webhook",
-                                    "name": f"login-{index % arena.load.logins}",
-                                }
+        external_secrets = {
+            name: {
+                "refreshInterval": interval,
+                "target": {
+                    "name": name,
+                    "template": {"engineVersion": "v2", "data": {"token": "{{ .access_token }}"}},
+                },
+                "dataFrom": [
+                    {
+                        "sourceRef": {
+                            "generatorRef": {
+                                "apiVersion": ESO_GENERATOR_API,
+                                "kind": "Webhook",
+                                "name": f"login-{index % arena.load.logins}",
                             }
                         }
-                    ],
-                },
+                    }
+                ],
             }
             for index, name in enumerate(secret_names(arena.load))
-        ]
-        create_all(
-            arena.kube,
-            f"/apis/external-secrets.io/v1/namespaces/{arena.namespace}/externalsecrets",
-            external_secrets,
-        )
+        }
+        create_objects(arena, "external-secrets.io/v1", "ExternalSecret", "externalsecrets", external_secrets)
 
     def start(self, arena: Arena) -> Child:
         argv = [
