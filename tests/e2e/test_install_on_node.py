@@ -379,7 +379,7 @@ def _overlay(cluster: Cluster, name: str, base: Path, tag: str, namespace: str |
     (directory / "auth-ca.crt").write_bytes(cluster.fake_auth.ca_file.read_bytes())
     args = "/spec/template/spec/containers/0/args/-"
     patch = [
-        {"op": "add", "path": args, "value": f"--allowed-auth-host={POD_GATEWAY}:{cluster.auth.port}"},
+        {"op": "add", "path": args, "value": f"--allowed-auth-host={POD_GATEWAY}:{cluster.fake_auth.port}"},
         {"op": "add", "path": args, "value": f"--auth-ca-file={CA_MOUNT}/auth-ca.crt"},
         {
             "op": "add",

@@ -49,7 +49,7 @@ class Cluster:
         runtime = Runtime(
             kube=self.kube,
             pool=TokenPool(self.api, clock=self.clock),
-            auth_policy=AuthURLPolicy(frozenset({f"127.0.0.1:{self.auth.port}"})),
+            auth_policy=AuthURLPolicy(frozenset({f"127.0.0.1:{self.fake_auth.port}"})),
             metrics=Metrics(),
             clock=self.clock,
         )

@@ -66,7 +66,7 @@ class World:
         self.runtime = Runtime(
             kube=self.kube,
             pool=TokenPool(self.api, clock=self.clock),
-            auth_policy=AuthURLPolicy(frozenset({f"127.0.0.1:{self.auth.port}"})),
+            auth_policy=AuthURLPolicy(frozenset({f"127.0.0.1:{self.fake_auth.port}"})),
             metrics=Metrics(),
             clock=self.clock,
         )
@@ -203,7 +203,7 @@ async def first_pass(world: World, setup: str) -> None:
     if setup == "host-not-allowed":
         spec["authURL"] = "https://auth.evil.example/api/v1"
     if setup == "port-not-allowed":
-        spec["authURL"] = f"https://127.0.0.1:{world.auth.port + 1}/api/v1"
+        spec["authURL"] = f"https://127.0.0.1:{world.fake_auth.port + 1}/api/v1"
     if setup == "bad-refresh-before":
         spec["refreshBefore"] = "soon"
     if setup == "path-in-secret-name":
