@@ -10,6 +10,7 @@ and nothing patches sys.path.
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Callable, Iterator
 from itertools import pairwise
 from pathlib import Path
@@ -23,7 +24,13 @@ PROCESSES = "localenv/processes.py"
 def _trees(root: Path, folders: tuple[str, ...] = HARNESS) -> Iterator[tuple[str, ast.Module]]:
     for folder in folders:
         for path in sorted((root / folder).rglob("*.py")):
-            yield path.relative_to(root).as_posix(), ast.parse(path.read_text(encoding="utf-8"), str(path))
+            yield path.relative_to(root).as_posix(), _parsed(path)
+
+
+@functools.cache
+def _parsed(path: Path) -> ast.Module:
+    """Each file is parsed once for all the checks here."""
+    return ast.parse(path.read_text(encoding="utf-8"), str(path))
 
 
 def _functions(tree: ast.Module) -> Iterator[ast.FunctionDef | ast.AsyncFunctionDef]:
