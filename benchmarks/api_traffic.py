@@ -20,9 +20,9 @@ per-namespace workload lists).
 
 Usage (from the repository root)::
 
-    python benchmarks/api_traffic.py                      # N = 200, L = 30 s (gated)
-    python benchmarks/api_traffic.py --large              # N = 2,000, L = 60 s
-    python benchmarks/api_traffic.py --layout namespaces -n 50
+    python -m benchmarks.api_traffic                    # N = 200, L = 30 s (gated)
+    python -m benchmarks.api_traffic --large            # N = 2,000, L = 60 s
+    python -m benchmarks.api_traffic --layout namespaces -n 50
 
 Exit status: 0 when the targets are met (always 0 for the namespaces layout), 1 when not, 2 when
 the benchmark itself failed. Only the window (and the 5 s before it) is a fixed wait; everything
@@ -50,28 +50,15 @@ from typing import Any
 import httpx
 from kubernetes import client
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCH_DIR.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))  # run as a plain script; tests/ is a package at the repo root
-
-from benchmarks.footprint import (  # noqa: E402
-    CREATE_WORKERS,
-    BenchmarkError,
-    Child,
-    child_env,
-    install_crd,
-    operator_revision,
-    problem_lines,
-    settle,
-    wait_for,
-)
-from localenv.auth_standin import FakeAuthAPI  # noqa: E402
-from localenv.controlplane import ControlPlane, running_control_plane  # noqa: E402
-from simacan_token_operator.model.spec import GROUP, PLURAL, VERSION  # noqa: E402
-from simacan_token_operator.reconcile.tokensecret import MANAGED_BY, MANAGED_BY_LABEL  # noqa: E402
-from tests.support.k8s import api_client  # noqa: E402
-from tests.support.operator_process import free_port  # noqa: E402
+from benchmarks.child import BenchmarkError, Child, settle, wait_for
+from benchmarks.footprint import CREATE_WORKERS, install_crd, problem_lines
+from benchmarks.runner import operator_revision
+from localenv.controlplane import ControlPlane, running_control_plane
+from localenv.fakeauth import FakeAuthAPI
+from localenv.k8s import api_client
+from localenv.processes import exit_on_sigterm, free_ports, kube_env, operator_argv
+from simacan_token_operator.model.spec import GROUP, PLURAL, VERSION
+from simacan_token_operator.reconcile.tokensecret import MANAGED_BY, MANAGED_BY_LABEL
 
 NAMESPACE = "bench"
 RESOURCES = frozenset(
@@ -190,22 +177,16 @@ def token_secrets(api: client.ApiClient, namespaces: Sequence[str]) -> int:
 def start_operator(
     plane: ControlPlane, fake: FakeAuthAPI, namespaces: Sequence[str], log: Path, python: str
 ) -> Child:
-    argv = [python, "-m", "simacan_token_operator", "run"]
-    for namespace in namespaces:
-        argv += ["--namespace", namespace]
-    argv += [
-        "--allowed-auth-host",
-        f"127.0.0.1:{fake.port}",
-        "--auth-ca-file",
-        str(fake.ca_file),
-        "--bind-address",
-        "127.0.0.1",
-        "--health-port",
-        str(free_port()),
-        "--metrics-port",
-        str(free_port()),
-    ]
-    return Child("operator", argv, child_env(plane.admin_kubeconfig), log)
+    health_port, metrics_port = free_ports(2)
+    argv = operator_argv(
+        health_port=health_port,
+        metrics_port=metrics_port,
+        allowed_auth_host=f"127.0.0.1:{fake.port}",
+        auth_ca_file=fake.ca_file,
+        python=python,
+        extra=[arg for namespace in namespaces for arg in ("--namespace", namespace)],
+    )
+    return Child("operator", argv, kube_env(plane.admin_kubeconfig), log)
 
 
 # --- the run -------------------------------------------------------------------------------------
@@ -338,13 +319,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return options
 
 
-def _exit_on_sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(argv)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with contextlib.ExitStack() as stack:

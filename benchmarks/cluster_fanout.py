@@ -1,7 +1,7 @@
 """One ClusterSimacanCredential selecting N namespaces: time until all hold a token, Auth API calls, RSS.
 
 A benchmark to read, not a test. On a throwaway control plane (localenv/controlplane.py) and the
-stand-in Auth API over HTTPS (localenv/auth_standin.py, in this process):
+fake Auth API over HTTPS (localenv/fakeauth.py, in this process):
 
 1. Install both CRDs, namespace `platform` with the login Secret, and N namespaces labelled
    `simacan.com/token=fanout`.
@@ -14,7 +14,7 @@ stand-in Auth API over HTTPS (localenv/auth_standin.py, in this process):
 
 Usage (from the repository root)::
 
-    .venv/bin/python benchmarks/cluster_fanout.py --namespaces 500
+    .venv/bin/python -m benchmarks.cluster_fanout --namespaces 500
 
 Exit status 0 when one login served all namespaces and the restart made none, 1 otherwise,
 2 when the benchmark itself failed. Everything it starts is stopped on exit.
@@ -27,7 +27,6 @@ import concurrent.futures
 import contextlib
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,18 +36,14 @@ import httpx
 import yaml
 from kubernetes import client
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCH_DIR.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from benchmarks.footprint import BenchmarkError, Child, child_env, settle, wait_for  # noqa: E402
-from localenv.auth_standin import FakeAuthAPI  # noqa: E402
-from localenv.controlplane import ControlPlane, running_control_plane  # noqa: E402
-from simacan_token_operator.model.clusterspec import CLUSTER_PLURAL, OWNER_LABEL  # noqa: E402
-from simacan_token_operator.model.spec import GROUP, VERSION  # noqa: E402
-from tests.support.k8s import api_client  # noqa: E402
-from tests.support.operator_process import free_port  # noqa: E402
+from benchmarks.child import REPO_ROOT, BenchmarkError, Child, settle, wait_for
+from benchmarks.runner import run_guarded
+from localenv.controlplane import ControlPlane, running_control_plane
+from localenv.fakeauth import FakeAuthAPI
+from localenv.k8s import api_client
+from localenv.processes import free_ports, kube_env, operator_argv
+from simacan_token_operator.model.clusterspec import CLUSTER_PLURAL, OWNER_LABEL
+from simacan_token_operator.model.spec import GROUP, VERSION
 
 CRDS = sorted((REPO_ROOT / "crds").glob("*.auth.simacan.com.yaml"))
 LABEL, VALUE = "simacan.com/token", "fanout"
@@ -89,24 +84,15 @@ def make_namespaces(api: client.ApiClient, names: Sequence[str], labels: dict[st
 
 def start_operator(plane: ControlPlane, fake: FakeAuthAPI, log: Path, python: str) -> tuple[Child, int, int]:
     """The operator watching all namespaces; returns it, its metrics port and its health port."""
-    metrics_port, health_port = free_port(), free_port()
-    argv = [
-        python,
-        "-m",
-        "simacan_token_operator",
-        "run",
-        "--allowed-auth-host",
-        f"127.0.0.1:{fake.port}",
-        "--auth-ca-file",
-        str(fake.ca_file),
-        "--bind-address",
-        "127.0.0.1",
-        "--health-port",
-        str(health_port),
-        "--metrics-port",
-        str(metrics_port),
-    ]
-    return Child("operator", argv, child_env(plane.admin_kubeconfig), log), metrics_port, health_port
+    metrics_port, health_port = free_ports(2)
+    argv = operator_argv(
+        python=python,
+        allowed_auth_host=f"127.0.0.1:{fake.port}",
+        auth_ca_file=fake.ca_file,
+        health_port=health_port,
+        metrics_port=metrics_port,
+    )
+    return Child("operator", argv, kube_env(plane.admin_kubeconfig), log), metrics_port, health_port
 
 
 def answers(url: str) -> bool:
@@ -221,19 +207,16 @@ def run(options: argparse.Namespace, work: Path) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="benchmarks/cluster_fanout.py", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.cluster_fanout", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--namespaces", type=int, default=500)
     parser.add_argument("--settle", type=float, default=10.0, help="seconds to idle before sampling RSS")
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--log", type=Path, help="keep the operator's log here")
     parser.add_argument("--python", default=sys.executable, help="interpreter with the operator installed")
     options = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="cluster-fanout-") as work:
-        try:
-            return run(options, Path(work))
-        except BenchmarkError as error:
-            print(f"benchmark failed: {error}", file=sys.stderr)
-            return 2
+    return run_guarded(lambda work: run(options, work), None, "cluster-fanout-")
 
 
 if __name__ == "__main__":

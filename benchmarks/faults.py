@@ -1,9 +1,9 @@
 """The fault report: each fault of issue 8 on a real control plane, measured from outside, one table.
 
-    .venv/bin/python benchmarks/faults.py [--runs 3] [--only NAME ...]
+    .venv/bin/python -m benchmarks.faults [--runs 3] [--only NAME ...]
 
 Starts its own control plane (localenv/controlplane.py), applies manifests/, and runs every
-scenario of tests/support/faultscenarios.py `--runs` times (the e2e tests run each once and
+scenario of localenv/scenarios/faultscenarios.py `--runs` times (the e2e tests run each once and
 assert on the same figures). Counts are per run (median, with min-max when runs differ);
 timings are the median of the runs. What each column means:
 
@@ -25,11 +25,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from benchmarks.runner import verdict
 from localenv.controlplane import ControlPlane, running_control_plane
-from tests.support.faultkit import Figures, install
-from tests.support.faultscenarios import (
+from localenv.scenarios.faultkit import Figures, install
+from localenv.scenarios.faultscenarios import (
     Outcome,
     api_outage,
     blackhole_leader,
@@ -95,7 +94,7 @@ def table(results: dict[str, list[Outcome]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="benchmarks/faults.py", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.faults", description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="runs of each fault (default 3)")
     parser.add_argument("--only", action="append", choices=sorted(SCENARIOS), help="run only these faults")
     parser.add_argument("--work-dir", type=Path, help="keep logs here (default: a temporary directory)")
@@ -126,11 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     flush=True,
                 )
                 broken += [f"{name} run {run + 1}: {v}" for v in outcome.violations]
-    print(table(results))
-    print(f"\n{options.runs} run(s) of each fault in {time.monotonic() - started:.0f} s; logs in {work}")
-    for line in broken:
-        print(f"VIOLATION {line}")
-    return 1 if broken else 0
+    summary = f"\n{options.runs} run(s) of each fault in {time.monotonic() - started:.0f} s; logs in {work}"
+    return verdict([table(results), summary], broken)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ The target from the issue: with 2,000 SimacanCredentials the operator's resident
 timed test: it prints figures and a verdict; nothing in the test suite depends on it.
 
 Everything runs on loopback, on a throwaway control plane (etcd, kube-apiserver, kube-controller-manager
-from localenv/controlplane.py) and the fake Auth API (localenv/auth_standin.py, in this process):
+from localenv/controlplane.py) and the fake Auth API (localenv/fakeauth.py, in this process):
 
 1. Create namespace `bench`, K login Secrets and N SimacanCredentials that use them round-robin.
 2. Floor: run idle_kopf_operator.py (kopf with one no-op event handler) until it has seen all N
@@ -26,9 +26,9 @@ settle and CPU windows wait a fixed time; everything else polls with a deadline.
 
 Usage (from the repository root)::
 
-    /tmp/venv/bin/python benchmarks/footprint.py --credentials 2000
-    /tmp/venv/bin/python benchmarks/footprint.py --credentials 2000 --distinct-logins 2000 --json out.json
-    /tmp/venv/bin/python benchmarks/footprint.py --credentials 2000 --lifetime 60 --cpu-window 120
+    /tmp/venv/bin/python -m benchmarks.footprint --credentials 2000
+    /tmp/venv/bin/python -m benchmarks.footprint --credentials 2000 --distinct-logins 2000 --json out.json
+    /tmp/venv/bin/python -m benchmarks.footprint --credentials 2000 --lifetime 60 --cpu-window 120
 
 Exit status: 0 when the target is met, 1 when it is not, 2 when the benchmark itself failed, 130 on
 Ctrl-C. Everything it starts is stopped on exit, on errors and on Ctrl-C or SIGTERM. CPU figures are
@@ -40,41 +40,29 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
-import ctypes
 import json
-import os
 import re
 import secrets
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import FrameType, TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import yaml
 from kubernetes import client
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCH_DIR.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))  # run as a plain script; tests/ is a package at the repo root
+from benchmarks.child import REPO_ROOT, BenchmarkError, Child, Sample, settle, wait_for
+from benchmarks.runner import benchmark_parser, operator_revision, run_guarded
+from localenv.controlplane import ControlPlane, running_control_plane
+from localenv.fakeauth import FakeAuthAPI
+from localenv.k8s import api_client
+from localenv.processes import free_ports, kube_env, operator_argv
+from simacan_token_operator.model.spec import GROUP, PLURAL, VERSION
 
-from localenv.auth_standin import FakeAuthAPI  # noqa: E402
-from localenv.controlplane import ControlPlane, running_control_plane  # noqa: E402
-from simacan_token_operator.model.spec import GROUP, PLURAL, VERSION  # noqa: E402
-from tests.support.k8s import api_client  # noqa: E402
-from tests.support.operator_process import free_port  # noqa: E402
-from tests.support.polling import Timeout, eventually  # noqa: E402
-
-T = TypeVar("T")
-
+BENCH_DIR = REPO_ROOT / "benchmarks"
 NAMESPACE = "bench"
 CRD_FILE = REPO_ROOT / "crds" / "simacancredentials.auth.simacan.com.yaml"
 IDLE_OPERATOR = BENCH_DIR / "idle_kopf_operator.py"
@@ -83,152 +71,7 @@ TARGET_RATIO = 1.5
 CREATE_WORKERS = 16
 WINDOW_SAMPLE_SECONDS = 10.0
 READY_POLL_SECONDS = 1.0  # each /metrics scrape costs the operator some CPU: don't hammer it
-STOP_TIMEOUT_SECONDS = 60.0
-LOG_TAIL_LINES = 30
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PROBLEM_LINE = re.compile(r"^\S+ \S+ (WARNING|ERROR|CRITICAL)\b")
-
-
-class BenchmarkError(RuntimeError):
-    """The benchmark could not measure what it set out to measure."""
-
-
-# --- /proc -----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One look at a process: what it holds now, the most it ever held, and CPU it has used so far."""
-
-    rss_kib: int
-    hwm_kib: int
-    cpu_seconds: float
-
-
-def sample(pid: int) -> Sample:
-    status = Path(f"/proc/{pid}/status").read_text()
-    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-    # /proc/PID/stat: fields after the parenthesised command; utime and stime are the 12th and 13th.
-    stat = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    cpu = (int(stat[11]) + int(stat[12])) / CLOCK_TICKS
-    return Sample(_kib(fields["VmRSS"]), _kib(fields["VmHWM"]), cpu)
-
-
-def _kib(value: str) -> int:
-    number, _, unit = value.strip().partition(" ")
-    assert unit == "kB", f"unexpected unit in /proc status: {value!r}"
-    return int(number)
-
-
-# --- child processes -------------------------------------------------------------------------------
-
-
-# Loaded here, not in the forked child: the fake Auth API's threads are running by then, and a dlopen
-# between fork and exec could deadlock on a lock one of them held.
-_LIBC = ctypes.CDLL(None, use_errno=True)
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """SIGKILL the child if this script dies without cleaning up (runs in the child, before exec)."""
-    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-class Child:
-    """A Python child process with its output in a log file; stopped by pid on exit, even on error."""
-
-    def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str], log: Path) -> None:
-        self.name, self.log = name, log
-        self.started_at = time.monotonic()
-        with log.open("ab") as sink:
-            sink.write(f"===== {' '.join(argv)}\n".encode())
-            sink.flush()
-            self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and fixed arguments
-                list(argv),
-                cwd=REPO_ROOT,
-                env=dict(env),
-                stdin=subprocess.DEVNULL,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                # Own session: Ctrl-C reaches only this script, which then stops the child in order.
-                start_new_session=True,
-                preexec_fn=_die_with_parent,  # only the child runs it, before exec
-            )
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def check_alive(self) -> None:
-        code = self.process.poll()
-        if code is not None:
-            raise BenchmarkError(f"{self.name} exited with {code}; {self.log}:\n{self.log_tail()}")
-
-    def sample(self) -> Sample:
-        self.check_alive()
-        return sample(self.pid)
-
-    def stop(self) -> tuple[int, float]:
-        """SIGTERM, as kubelet does; returns the exit code and how long stopping took."""
-        began = time.monotonic()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
-        return self.process.returncode, time.monotonic() - began
-
-    def log_tail(self) -> str:
-        lines = self.log.read_text(errors="replace").splitlines()
-        return "\n".join(lines[-LOG_TAIL_LINES:])
-
-    def __enter__(self) -> Child:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-
-def wait_for(probe: Callable[[], T | None], timeout: float, what: str, child: Child, interval: float) -> T:
-    """Poll `probe` until it returns something truthy; fail early if the child dies."""
-
-    def alive_and(probe_result: Callable[[], T | None]) -> T | None:
-        child.check_alive()
-        return probe_result()
-
-    try:
-        return eventually(lambda: alive_and(probe), timeout=timeout, interval=interval, what=what)
-    except Timeout as error:
-        raise BenchmarkError(f"{error}; {child.log}:\n{child.log_tail()}") from None
-
-
-def settle(child: Child, seconds: float, every: float = 0.0) -> list[Sample]:
-    """The one deliberate fixed wait: let the child go idle before sampling, watching that it lives.
-
-    With `every`, also sample the child that often, to show whether its memory levels off or keeps growing.
-    """
-    began = time.monotonic()
-    deadline = began + seconds
-    samples: list[Sample] = []
-    next_sample = began + every if every > 0 else float("inf")
-    while (left := deadline - time.monotonic()) > 0:
-        child.check_alive()
-        if time.monotonic() >= next_sample:
-            samples.append(child.sample())
-            next_sample += every
-        time.sleep(min(left, 0.5, max(next_sample - time.monotonic(), 0.0)))
-    child.check_alive()
-    return samples
-
-
-def child_env(kubeconfig: Path, **extra: str) -> dict[str, str]:
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig), **extra}
-    env.pop("KUBERNETES_SERVICE_HOST", None)  # never let a child believe it runs in a pod
-    return env
 
 
 def problem_lines(log: Path) -> dict[str, int]:
@@ -329,7 +172,7 @@ def measure_floor(
 ) -> FloorResult:
     seen_file = work_dir / "idle-kopf-seen"
     argv = [options.python, "-m", "kopf", "run", "--standalone", "--namespace", NAMESPACE, str(IDLE_OPERATOR)]
-    env = child_env(plane.admin_kubeconfig, **{SEEN_FILE_ENV: str(seen_file)})
+    env = kube_env(plane.admin_kubeconfig, **{SEEN_FILE_ENV: str(seen_file)})
     with Child("idle kopf", argv, env, work_dir / "idle-kopf.log") as kopf_child:
 
         def seen() -> int | None:
@@ -396,26 +239,16 @@ class Operator:
     """The real operator process, started the way a user runs it, watching only `bench`."""
 
     def __init__(self, plane: ControlPlane, fake: FakeAuthAPI, log: Path, python: str) -> None:
-        self.health_port, self.metrics_port = free_port(), free_port()
-        argv = [
-            python,
-            "-m",
-            "simacan_token_operator",
-            "run",
-            "--namespace",
-            NAMESPACE,
-            "--allowed-auth-host",
-            f"127.0.0.1:{fake.port}",
-            "--auth-ca-file",
-            str(fake.ca_file),
-            "--bind-address",
-            "127.0.0.1",
-            "--health-port",
-            str(self.health_port),
-            "--metrics-port",
-            str(self.metrics_port),
-        ]
-        self.child = Child("operator", argv, child_env(plane.admin_kubeconfig), log)
+        self.health_port, self.metrics_port = free_ports(2)
+        argv = operator_argv(
+            python=python,
+            namespace=NAMESPACE,
+            allowed_auth_host=f"127.0.0.1:{fake.port}",
+            auth_ca_file=fake.ca_file,
+            health_port=self.health_port,
+            metrics_port=self.metrics_port,
+        )
+        self.child = Child("operator", argv, kube_env(plane.admin_kubeconfig), log)
 
     def metrics(self) -> str:
         return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).text
@@ -649,11 +482,7 @@ def to_json(result: Result) -> dict[str, Any]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="benchmarks/footprint.py",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = benchmark_parser("benchmarks.footprint", __doc__)
     parser.add_argument(
         "--credentials", "-n", type=int, default=2000, help="SimacanCredentials (default 2000)"
     )
@@ -697,23 +526,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return options
 
 
-def operator_revision() -> str:
-    """Which operator code was measured: the commit, and whether operator/ had uncommitted changes."""
-    git = shutil.which("git")
-    if git is None:
-        return "unknown (no git)"
-
-    def output(*args: str) -> str:
-        done = subprocess.run(  # noqa: S603 - git from PATH with fixed arguments
-            [git, "-C", str(REPO_ROOT), *args], capture_output=True, text=True, check=False
-        )
-        return done.stdout.strip() if done.returncode == 0 else ""
-
-    commit = output("rev-parse", "--short", "HEAD") or "unknown"
-    dirty = output("status", "--porcelain", "--", "operator")
-    return f"{commit} + uncommitted changes in operator/" if dirty else commit
-
-
 def run(options: argparse.Namespace, work_dir: Path) -> Result:
     users = login_users(options.distinct_logins)
     revision = operator_revision()  # before the run: the tree may change while it measures
@@ -743,44 +555,20 @@ def run(options: argparse.Namespace, work_dir: Path) -> Result:
         )
 
 
-@contextlib.contextmanager
-def work_directory(requested: Path | None) -> Iterator[Path]:
-    if requested is not None:
-        requested.mkdir(parents=True, exist_ok=True)
-        yield requested.resolve()
-        return
-    path = Path(tempfile.mkdtemp(prefix="footprint-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)  # unwinds the context managers, which stop every child
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(argv)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    # Ctrl-C must clean up even when started from a shell that ignores SIGINT in background jobs.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     began = time.monotonic()
-    try:
-        with work_directory(options.work_dir) as work_dir:
-            result = run(options, work_dir)
-    except BenchmarkError as error:
-        print(f"benchmark failed: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; everything it started has been stopped", file=sys.stderr)
-        return 130
-    print()
-    print(render(result))
-    print(f"wall clock: {time.monotonic() - began:.0f}s")
-    if options.json is not None:
-        options.json.write_text(json.dumps(to_json(result), indent=2) + "\n")
-    return 0 if result.passed else 1
+
+    def measure(work_dir: Path) -> int:
+        result = run(options, work_dir)
+        print()
+        print(render(result))
+        print(f"wall clock: {time.monotonic() - began:.0f}s")
+        if options.json is not None:
+            options.json.write_text(json.dumps(to_json(result), indent=2) + "\n")
+        return 0 if result.passed else 1
+
+    return run_guarded(measure, options.work_dir, "footprint-")
 
 
 if __name__ == "__main__":

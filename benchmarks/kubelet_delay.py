@@ -14,8 +14,8 @@ second, so a figure may be up to 1 s late.
 
 Usage (from the repository root; needs root, like the node)::
 
-    .venv/bin/python benchmarks/kubelet_delay.py                  # 6 samples at kubelet's defaults
-    .venv/bin/python benchmarks/kubelet_delay.py --samples 3 --sync-frequency 10s
+    .venv/bin/python -m benchmarks.kubelet_delay                  # 6 samples at kubelet's defaults
+    .venv/bin/python -m benchmarks.kubelet_delay --samples 3 --sync-frequency 10s
 
 Exit status: 0 with figures printed, 2 when the measurement itself failed. Everything it starts is stopped
 on exit, on errors and on Ctrl-C or SIGTERM.
@@ -35,14 +35,9 @@ from typing import Any
 
 from kubernetes import client
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCH_DIR.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))  # run as a plain script
-
-from localenv.controlplane import ControlPlaneError, running_control_plane  # noqa: E402
-from localenv.node import Node, running_node  # noqa: E402
-from localenv.token_reader import CONTAINER, digest, pod_manifest, readings  # noqa: E402
+from localenv.controlplane import ControlPlaneError, running_control_plane
+from localenv.node import Node, running_node
+from localenv.token_reader import CONTAINER, digest, pod_manifest, readings
 
 NAMESPACE = "default"
 MOUNTED_OBJECT = "fleet-api"

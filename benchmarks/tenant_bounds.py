@@ -1,10 +1,10 @@
 """The tenant-bounds report (issue 19): hostile tenants against one operator on a real control plane.
 
-    .venv/bin/python benchmarks/tenant_bounds.py [--only NAME ...] [--kill-above-mib 2048]
+    .venv/bin/python -m benchmarks.tenant_bounds [--only NAME ...] [--kill-above-mib 2048]
 
 Starts its own control plane (localenv/controlplane.py), applies manifests/, starts one operator
-watching all namespaces and a neighbour credential on 10 s tokens (tests/support/tenant_arena.py),
-then runs the attacks of tests/support/tenant_attacks.py; tests/e2e/test_tenant_bounds.py runs the
+watching all namespaces and a neighbour credential on 10 s tokens (localenv/scenarios/tenant_arena.py),
+then runs the attacks of localenv/scenarios/tenant_attacks.py; tests/e2e/test_tenant_bounds.py runs the
 same code and asserts on the same figures:
 
 - template-bomb: a 40 KiB self-made JWT in the tenant's own token Secret, then 16 data templates of
@@ -23,27 +23,21 @@ the offending credential's Ready reason. A guard SIGKILLs the operator past --ki
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from benchmarks.runner import benchmark_parser, verdict
 from localenv.controlplane import running_control_plane
-from tests.support.faultkit import install
-from tests.support.tenant_arena import KILL_ABOVE_MIB, Arena, Figures, table
-from tests.support.tenant_attacks import ATTACKS
+from localenv.scenarios.faultkit import install
+from localenv.scenarios.tenant_arena import KILL_ABOVE_MIB, Arena, Figures, table
+from localenv.scenarios.tenant_attacks import ATTACKS
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="benchmarks/tenant_bounds.py",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = benchmark_parser("benchmarks.tenant_bounds", __doc__)
     parser.add_argument("--only", action="append", choices=sorted(ATTACKS), help="run only these attacks")
     parser.add_argument(
         "--separately",
@@ -99,12 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     broken.append(
                         f"{', '.join(group)}: the neighbour held no valid token for {invalid:.1f} s"
                     )
-    print(table(results))
-    print("\n" + "\n".join(neighbours))
-    print(f"{len(results)} attack(s) in {time.monotonic() - started:.0f} s; logs in {work}")
-    for line in broken:
-        print(f"VIOLATION {line}")
-    return 1 if broken else 0
+    summary = f"{len(results)} attack(s) in {time.monotonic() - started:.0f} s; logs in {work}"
+    return verdict([table(results), "\n" + "\n".join(neighbours), summary], broken)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
-import ctypes
 import datetime
 import ipaddress
 import json
@@ -18,10 +17,8 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -43,6 +40,7 @@ from localenv.pki import (
     write_serving_certificate,
 )
 from localenv.podnetwork import POD_GATEWAY
+from localenv.processes import exit_on_sigterm, free_ports, serve_until_stopped, spawn
 
 BUILD_SCRIPT = Path(__file__).with_name("build-control-plane.sh")
 INSTALL_DEPS_SCRIPT = Path(__file__).with_name("install-deps.sh")
@@ -139,7 +137,7 @@ def running_control_plane(
         f'{admin_token},admin,admin-uid,"system:masters"\n'
         f'{node_token},system:node:{NODE_NAME},node-uid,"system:nodes"\n',
     )
-    etcd_client, etcd_peer, apiserver_port, kcm_port, scheduler_port = _free_ports(5)
+    etcd_client, etcd_peer, apiserver_port, kcm_port, scheduler_port = free_ports(5)
     server = f"https://127.0.0.1:{apiserver_port}"
     admin_kubeconfig = work_dir / "admin.kubeconfig"
     write_kubeconfig(admin_kubeconfig, server, pki.tls.ca_file, "admin", admin_token)
@@ -366,10 +364,10 @@ _live: dict[int, subprocess.Popen[bytes]] = {}
 _live_lock = threading.Lock()
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Terminate by pid, give it time to flush, then kill."""
+def _stop(process: subprocess.Popen[bytes], signum: int = signal.SIGTERM) -> None:
+    """Send `signum` by pid (SIGTERM: give it time to flush), wait until it is gone, else kill it."""
     if process.poll() is None:
-        process.terminate()
+        process.send_signal(signum)
         try:
             process.wait(timeout=STOP_TIMEOUT_SECONDS)
         except subprocess.TimeoutExpired:
@@ -388,13 +386,6 @@ def _stop_leftovers() -> None:
         _stop(process)
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL the child if the parent dies without cleaning up (its data is throwaway)."""
-    pr_set_pdeathsig = 1
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-
 class _Supervisor:
     """Starts processes with logs in files and stops them in reverse order."""
 
@@ -410,7 +401,7 @@ class _Supervisor:
             current = signal.getsignal(signal.SIGTERM)
             if current == signal.SIG_DFL:
                 self._previous_sigterm = current
-                signal.signal(signal.SIGTERM, _exit_on_sigterm)
+                signal.signal(signal.SIGTERM, exit_on_sigterm)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -421,18 +412,8 @@ class _Supervisor:
 
     def start(self, name: str, argv: Sequence[str], log_name: str | None = None) -> _Started:
         log = self._log_dir / f"{log_name or name}.log"
-        # PR_SET_PDEATHSIG fires when the *thread* that forked exits, so only use it from the main thread.
-        preexec = _die_with_parent if threading.current_thread() is threading.main_thread() else None
         with log.open("wb") as sink:
-            process = subprocess.Popen(
-                list(argv),
-                stdin=subprocess.DEVNULL,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                preexec_fn=preexec,
-                # Own session: a terminal's Ctrl-C reaches only us, and we stop the children in order.
-                start_new_session=True,
-            )
+            process = spawn(argv, sink)  # its data is throwaway: it dies with us
         with _live_lock:
             _live[process.pid] = process
         started = _Started(name, process, log, list(argv))
@@ -455,16 +436,7 @@ class _Processes:
 
     def kill(self, name: str, signum: int = signal.SIGKILL) -> None:
         """Send `signum` (default SIGKILL: no cleanup) and wait until the process is gone."""
-        process = self._supervisor.latest(name).process
-        if process.poll() is None:
-            process.send_signal(signum)
-            try:
-                process.wait(timeout=STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=STOP_TIMEOUT_SECONDS)
-        with _live_lock:
-            _live.pop(process.pid, None)
+        _stop(self._supervisor.latest(name).process, signum)
 
     def start(self, name: str, timeout: float = STARTUP_TIMEOUT_SECONDS) -> int:
         """Start `name` again (same flags, same data) and wait until it is healthy; returns its pid."""
@@ -473,10 +445,6 @@ class _Processes:
         started = self._supervisor.start(name, argv, log_name=f"{name}.{restarts}")
         _wait_until(healthy, time.monotonic() + timeout, started, what)
         return started.pid
-
-
-def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
 
 
 def _wait_until(check: Callable[[], bool], deadline: float, process: _Started, what: str) -> None:
@@ -509,17 +477,6 @@ def _rss_kib(pid: int) -> int:
 
 
 # --- network ---------------------------------------------------------------------------------------
-
-
-def _free_ports(count: int) -> list[int]:
-    """Ask the kernel for distinct free loopback ports (held open together so they differ)."""
-    with contextlib.ExitStack() as stack:
-        sockets = [
-            stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)
-        ]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
 
 
 def _http_ok(url: str) -> bool:
@@ -597,19 +554,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     up.add_argument("--dir", type=Path, required=True, help="work directory for certificates, data and logs")
     args = parser.parse_args(argv)
 
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
-    signal.signal(signal.SIGINT, lambda _signum, _frame: stop.set())
     with running_control_plane(args.dir) as plane:
-        print(plane.admin_kubeconfig, flush=True)
-        print(
-            f"ready in {plane.provision_seconds:.1f}s at {plane.server}; logs in {plane.work_dir / 'logs'}; "
-            "Ctrl-C to stop",
-            file=sys.stderr,
-            flush=True,
-        )
-        while not stop.wait(1.0):
-            pass
+        ready = f"ready in {plane.provision_seconds:.1f}s at {plane.server}"
+        serve_until_stopped(plane.admin_kubeconfig, f"{ready}; logs in {plane.work_dir / 'logs'}")
     return 0
 
 

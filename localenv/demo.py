@@ -1,7 +1,7 @@
 """`scripts/demo`: the operator at work on this machine, in one command.
 
-It installs what it needs (scripts/setup), starts a local control plane and a local stand-in for
-the Simacan Auth API over HTTPS with 60 s tokens (or uses a real Auth API with --auth-url),
+It installs what it needs (scripts/setup), starts a local control plane and a local fake Simacan
+Auth API over HTTPS with 60 s tokens (or uses a real Auth API with --auth-url),
 applies the CRD and examples/, runs the operator and shows every second what its status says.
 Ctrl-C stops everything it started, by PID, and removes its temporary files.
 
@@ -28,7 +28,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,9 +37,10 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import IO, Any
 from urllib.parse import urlsplit
+
+from localenv.processes import exit_on_sigterm, free_ports, kube_env, operator_argv, spawn
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
@@ -67,7 +67,7 @@ STARTUP_SECONDS = 60.0
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="scripts/demo",
-        description="Run the operator against a local control plane and a local stand-in for the "
+        description="Run the operator against a local control plane and a local fake "
         "Simacan Auth API, with a live view. Ctrl-C stops everything.",
     )
     parser.add_argument(
@@ -81,7 +81,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--auth-url",
         metavar="URL",
-        help="use this real Simacan Auth API (https) instead of the local stand-in, e.g. "
+        help="use this real Simacan Auth API (https) instead of the local fake Auth API, e.g. "
         f"https://auth-service-stg.services.simacan.com/api/v1; username and password from "
         f"${USERNAME_ENV} and ${PASSWORD_ENV}, else asked for (the password is not echoed)",
     )
@@ -103,7 +103,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=float,
         default=60.0,
         metavar="SECONDS",
-        help="lifetime of the stand-in's access tokens (default 60)",
+        help="lifetime of the fake Auth API's access tokens (default 60)",
     )
     options = parser.parse_args(argv)
     if options.auth_url and urlsplit(options.auth_url).scheme != "https":
@@ -247,7 +247,7 @@ def run(options: argparse.Namespace, login_env: dict[str, str] | None = None) ->
     started = float(os.environ.get(STARTED_ENV) or time.time())
     real = _real_login(options.auth_url, login_env or {}) if options.auth_url else None
     for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _exit_on_signal)
+        signal.signal(signum, exit_on_sigterm)
     work = Path(tempfile.mkdtemp(prefix="simacan-demo-"))
     stack = contextlib.ExitStack()
     stack.callback(say, f"stopped everything it started and removed {work}")
@@ -257,9 +257,9 @@ def run(options: argparse.Namespace, login_env: dict[str, str] | None = None) ->
     except KeyboardInterrupt:
         print()
         say(
-            "Ctrl-C: stopping the operator, the Auth API stand-in and the control plane"
+            "Ctrl-C: stopping the operator, the fake Auth API and the control plane"
             if not existing_cluster(options)
-            else "Ctrl-C: stopping the operator and the Auth API stand-in, removing what the demo applied"
+            else "Ctrl-C: stopping the operator and the fake Auth API, removing what the demo applied"
         )
         return 130
     finally:
@@ -275,8 +275,8 @@ def _run(
     options: argparse.Namespace, started: float, real: Login | None, work: Path, stack: contextlib.ExitStack
 ) -> int:
     # Imported here: these need .venv, which the first phase installed.
-    from localenv.auth_standin import FakeAuthAPI
     from localenv.controlplane import running_control_plane
+    from localenv.fakeauth import FakeAuthAPI
 
     kubeconfig: Path | None
     if existing_cluster(options):
@@ -298,7 +298,7 @@ def _run(
         stack.enter_context(fake)
         login = Login(fake.base_url, user, password, f"127.0.0.1:{fake.port}", fake.ca_file)
         say(
-            f"local Auth API stand-in at {fake.base_url} ({options.token_lifetime:g} s tokens; "
+            f"local fake Auth API at {fake.base_url} ({options.token_lifetime:g} s tokens; "
             f"its own CA: {fake.ca_file})"
         )
     else:
@@ -345,14 +345,10 @@ def _real_login(auth_url: str, login_env: dict[str, str]) -> Login:
 
 
 def _example_login() -> tuple[str, str]:
-    """The stand-in accepts exactly the account in examples/credentials-secret.yaml."""
+    """The fake Auth API accepts exactly the account in examples/credentials-secret.yaml."""
     secret = _load_examples("credentials-secret.yaml")[0]
     data = secret["stringData"]
     return str(data["username"]), str(data["password"])
-
-
-def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
 
 
 # --------------------------------------------------------------------------------------------- apply
@@ -552,51 +548,22 @@ class _Operator:
     started: float  # time.time() when it was started: `--for` counts from here
 
 
-def _free_ports(count: int) -> list[int]:
-    """Distinct free loopback ports (held open together so that they differ)."""
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-
-
 @contextlib.contextmanager
 def _operator(work: Path, kubeconfig: Path | None, login: Login, namespace: str) -> Iterator[_Operator]:
     """The operator as a process, as a user runs it; stopped by PID (SIGTERM, then SIGKILL)."""
-    health_port, metrics_port = _free_ports(2)
-    argv = [
-        sys.executable,
-        "-m",
-        "simacan_token_operator",
-        "run",
-        "--namespace",
-        namespace,
-        "--allowed-auth-host",
-        login.allowed_host,
-        *(["--auth-ca-file", str(login.ca_file)] if login.ca_file else []),
-        "--bind-address",
-        "127.0.0.1",
-        "--health-port",
-        str(health_port),
-        "--metrics-port",
-        str(metrics_port),
-    ]
-    env = dict(os.environ)  # no login: take_login_env removed it
-    if kubeconfig is not None:  # else the current context, as the demo itself read it
-        env["KUBECONFIG"] = str(kubeconfig)
-    env.pop("KUBERNETES_SERVICE_HOST", None)
+    health_port, metrics_port = free_ports(2)
+    argv = operator_argv(
+        namespace=namespace,
+        allowed_auth_host=login.allowed_host,
+        auth_ca_file=login.ca_file,
+        health_port=health_port,
+        metrics_port=metrics_port,
+    )
+    env = kube_env(kubeconfig)  # no login: take_login_env removed it; None: the current context
     log = work / "operator.log"
     started = time.time()
     with log.open("wb") as sink:
-        process = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
+        process = spawn(argv, sink, env)
     try:
         yield _Operator(process, log, metrics_port, started)
     finally:
@@ -654,7 +621,7 @@ class _View:
         self._namespace = namespace
         self._header = [
             f"simacan-token-operator demo: namespace {namespace}; Auth API: "
-            + (f"local stand-in {login.auth_url}" if fake else login.auth_url),
+            + (f"local fake Auth API {login.auth_url}" if fake else login.auth_url),
             f"operator pid {operator.process.pid}, log {operator.log}",
         ]
         self._footer = _suggestions(kubeconfig, fake is not None, namespace)

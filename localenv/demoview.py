@@ -24,7 +24,7 @@ EVENTS_SHOWN = 6
 
 @dataclass(frozen=True)
 class AuthCalls:
-    """Calls to the Auth API so far, as its server (the stand-in) or the operator's metrics count them."""
+    """Calls to the Auth API so far, as the fake Auth API or the operator's metrics count them."""
 
     logins: int
     refreshes: int

@@ -22,8 +22,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -38,7 +36,6 @@ from localenv.controlplane import (
     SERVICE_CLUSTER_IP_RANGE,
     ControlPlane,
     ControlPlaneError,
-    _free_ports,
     _Started,
     _stop,
     _Supervisor,
@@ -56,6 +53,7 @@ from localenv.podnetwork import (
     write_kube_proxy_config,
 )
 from localenv.podnetwork import KERNEL_TUNABLES as POD_NETWORK_TUNABLES
+from localenv.processes import free_ports, serve_until_stopped
 
 STARTUP_TIMEOUT_SECONDS = 120.0
 COMMAND_TIMEOUT_SECONDS = 60.0
@@ -144,7 +142,7 @@ def running_node(
     layout.create()
     images = write_node_images(layout.images)
     _write_containerd_config(layout, CNI_PLUGIN_DIR if pods else layout.cni / "bin")
-    kubelet_port, healthz_port, proxy_healthz_port, proxy_metrics_port = _free_ports(4)
+    kubelet_port, healthz_port, proxy_healthz_port, proxy_metrics_port = free_ports(4)
     _write_kubelet_config(layout, kubelet_port, healthz_port, sync_frequency)
     deadline = time.monotonic() + startup_timeout
     # The pod network's settings only for a pod network: a node without one, stopping while another
@@ -484,19 +482,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     up.add_argument("--sync-frequency", default=None, help="kubelet syncFrequency (default: kubelet's, 1m)")
     args = parser.parse_args(argv)
 
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
-    signal.signal(signal.SIGINT, lambda _signum, _frame: stop.set())
     with running_control_plane(args.dir) as plane, running_node(plane, args.dir, args.sync_frequency) as node:
-        print(plane.admin_kubeconfig, flush=True)
-        print(
-            f"node {node.name} ready in {node.provision_seconds:.1f}s; logs in {args.dir / 'node-logs'}; "
-            "Ctrl-C to stop",
-            file=sys.stderr,
-            flush=True,
+        logs = args.dir / "node-logs"
+        serve_until_stopped(
+            plane.admin_kubeconfig, f"node {node.name} ready in {node.provision_seconds:.1f}s; logs in {logs}"
         )
-        while not stop.wait(1.0):
-            pass
     return 0
 
 

@@ -4,7 +4,7 @@ Pods of a Deployment get their own network namespaces (containerd's CRI makes th
 the node needs a network they live on, an API server they can reach and a `kubernetes` Service that
 leads there. This machine lets traffic go only to loopback or into network namespaces the test run
 itself created, so the pod network is closed: a bridge on the host owns the gateway address (the API
-server and the stand-in Auth API listen there), and pods get routes to the pod subnet and the Service
+server and the fake Auth API listen there), and pods get routes to the pod subnet and the Service
 range only, no default route, so nothing a pod sends can leave the machine. kube-proxy (iptables mode)
 turns the Service addresses into pod or gateway addresses, as on a real node.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 
 POD_SUBNET = "10.244.0.0/24"
 POD_GATEWAY = "10.244.0.1"
-"""The host's address on the pod network: where pods reach the API server and the stand-in Auth API."""
+"""The host's address on the pod network: where pods reach the API server and the fake Auth API."""
 BRIDGE = "simacan-e2e0"
 CNI_PLUGIN_DIR = Path("/usr/lib/cni")
 """Debian's containernetworking-plugins."""

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from localenv.auth_standin import FakeAuthAPI
+from localenv.fakeauth import FakeAuthAPI
+from localenv.k8s import Namespace, api_client
+from localenv.operator_process import OperatorProcess
 from tests.support.cluster import ClusterHandle
-from tests.support.k8s import Namespace, api_client
-from tests.support.operator_process import OperatorProcess
 
 SUMMARY: list[str] = []
 """Figures a tier wants shown at the end of the run (e.g. control-plane provisioning time)."""
@@ -28,7 +28,7 @@ def signing_key() -> rsa.RSAPrivateKey:
 
 
 @pytest.fixture
-def auth(signing_key: rsa.RSAPrivateKey) -> Iterator[FakeAuthAPI]:
+def fake_auth(signing_key: rsa.RSAPrivateKey) -> Iterator[FakeAuthAPI]:
     """A real HTTPS Auth API on 127.0.0.1 issuing RS256 JWTs; the password never travels over plain http."""
     with FakeAuthAPI({USERNAME: PASSWORD}, access_lifetime=60, signing_key=signing_key, tls=True) as fake:
         yield fake
@@ -46,26 +46,26 @@ def ns(admin_api: Any) -> Namespace:
     return Namespace.create(admin_api)
 
 
-def auth_api_args(auth: FakeAuthAPI, allowed_host: str | None = None) -> list[str]:
+def auth_api_args(fake_auth: FakeAuthAPI, allowed_host: str | None = None) -> list[str]:
     """Operator flags that trust the fake's CA and allow its host:port (or `allowed_host` instead)."""
     return [
         "--allowed-auth-host",
-        allowed_host or f"127.0.0.1:{auth.port}",
+        allowed_host or f"127.0.0.1:{fake_auth.port}",
         "--auth-ca-file",
-        str(auth.ca_file),
+        str(fake_auth.ca_file),
     ]
 
 
 @pytest.fixture
 def start_operator(
-    cluster: ClusterHandle, ns: Namespace, auth: FakeAuthAPI, tmp_path: Path
+    cluster: ClusterHandle, ns: Namespace, fake_auth: FakeAuthAPI, tmp_path: Path
 ) -> Iterator[Callable[..., OperatorProcess]]:
     """Start the operator as a process watching this test's namespace, trusting and allowing the
     `auth` fixture's HTTPS Auth API; stopped at teardown."""
     started: list[OperatorProcess] = []
 
     def start(*extra_args: str, allowed_host: str | None = None) -> OperatorProcess:
-        args = [*auth_api_args(auth, allowed_host), *extra_args]
+        args = [*auth_api_args(fake_auth, allowed_host), *extra_args]
         operator = OperatorProcess(
             cluster.operator_kubeconfig, ns.name, tmp_path / f"operator-{len(started)}.log", args
         )
@@ -80,8 +80,8 @@ def start_operator(
         print(f"----- {operator.log_path.name} (last 12000 chars)\n{operator.logs()[-12000:]}")
 
 
-def credential_spec(auth: FakeAuthAPI, secret: str = "login", **extra: Any) -> dict[str, Any]:
-    return {"credentialsSecretRef": {"name": secret}, "authURL": auth.base_url, **extra}
+def credential_spec(fake_auth: FakeAuthAPI, secret: str = "login", **extra: Any) -> dict[str, Any]:
+    return {"credentialsSecretRef": {"name": secret}, "authURL": fake_auth.base_url, **extra}
 
 
 @dataclass(frozen=True)
@@ -94,13 +94,13 @@ Issue = Callable[..., Issued]
 
 
 @pytest.fixture
-def issue(ns: Namespace, auth: FakeAuthAPI, start_operator: Callable[..., OperatorProcess]) -> Issue:
+def issue(ns: Namespace, fake_auth: FakeAuthAPI, start_operator: Callable[..., OperatorProcess]) -> Issue:
     """The common start of a scenario: login Secret, SimacanCredential `fleet-api`, a running
     operator, and its first token in the Secret."""
 
     def issue(*operator_args: str, **spec: Any) -> Issued:
         ns.create_login_secret("login", USERNAME, PASSWORD)
-        ns.create_credential("fleet-api", credential_spec(auth, **spec))
+        ns.create_credential("fleet-api", credential_spec(fake_auth, **spec))
         operator = start_operator(*operator_args)
         return Issued(operator, ns.ready_token("fleet-api"))
 

@@ -18,10 +18,10 @@ import yaml
 from kubernetes import client
 
 from localenv.controlplane import ControlPlane
+from localenv.k8s import api_client
+from localenv.polling import eventually
 from tests.e2e.conftest import REPO, kubectl
 from tests.support.cluster import ClusterHandle
-from tests.support.k8s import api_client
-from tests.support.polling import eventually
 
 EVERY_AUTHENTICATED_USER = {"authorization.k8s.io", "authentication.k8s.io"}
 """Self-review APIs that Kubernetes grants to everyone; not ours to trim."""

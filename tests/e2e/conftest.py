@@ -17,11 +17,11 @@ import pytest
 from kubernetes import client
 
 from localenv.controlplane import ControlPlane, running_control_plane
+from localenv.k8s import api_client
 from localenv.node import Node, running_node
+from localenv.polling import eventually
 from tests.conftest import SUMMARY
 from tests.support.cluster import ClusterHandle
-from tests.support.k8s import api_client
-from tests.support.polling import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 OPERATOR_NAMESPACE = "simacan-token-operator"

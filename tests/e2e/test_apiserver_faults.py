@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from localenv.controlplane import ControlPlane, running_control_plane
-from tests.support.faultkit import install
-from tests.support.faultscenarios import api_outage
+from localenv.scenarios.faultkit import install
+from localenv.scenarios.faultscenarios import api_outage
 
 RECOVERY_DEADLINE = 15.0
 """Generous; the fault report prints the measured figure (aim: under 3 s)."""

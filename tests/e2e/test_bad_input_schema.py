@@ -17,7 +17,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from localenv.controlplane import ControlPlane
-from tests.support.k8s import GROUP, PLURAL, VERSION, Namespace
+from localenv.k8s import GROUP, PLURAL, VERSION, Namespace
 
 HOST = "auth-service.services.simacan.com"
 LOGIN = {"credentialsSecretRef": {"name": "login"}}

@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from localenv.controlplane import ControlPlane
+from localenv.scenarios.faultscenarios import blackhole_leader
 from simacan_token_operator.kube.leader import LeaseTimings
 from tests.support.cluster import ClusterHandle
-from tests.support.faultscenarios import blackhole_leader
 
 LEASE = LeaseTimings()  # what the operator runs with
 

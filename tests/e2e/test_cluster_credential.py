@@ -9,7 +9,9 @@ from typing import Any
 
 from kubernetes import client
 
-from localenv.auth_standin import FakeAuthAPI
+from localenv.fakeauth import FakeAuthAPI
+from localenv.operator_process import OperatorProcess
+from localenv.polling import eventually
 from tests.integration.test_cluster_credential import (
     SECRET,
     Fleet,
@@ -27,8 +29,6 @@ from tests.integration.test_cluster_credential import (
 )
 from tests.integration.test_cluster_credential import cluster_operator as cluster_operator
 from tests.integration.test_cluster_credential import fleet as fleet
-from tests.support.operator_process import OperatorProcess
-from tests.support.polling import eventually
 
 __all__ = [
     "test_a_foreign_secret_in_one_namespace_is_listed_while_the_others_are_served",
@@ -46,9 +46,9 @@ HOLD = "auth.simacan.com/test-hold"
 
 
 def test_deleting_it_garbage_collects_the_secret_in_every_namespace(
-    fleet: Fleet, auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
+    fleet: Fleet, fake_auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
 ) -> None:
-    namespaces, _, _ = served_in_three_namespaces(fleet, auth, cluster_operator)
+    namespaces, _, _ = served_in_three_namespaces(fleet, fake_auth, cluster_operator)
 
     fleet.delete()
     # The garbage collector learns of a new CRD's objects at its next discovery resync (30 s).
@@ -61,10 +61,10 @@ def test_deleting_it_garbage_collects_the_secret_in_every_namespace(
 
 
 def test_a_terminating_namespace_is_no_longer_served(
-    fleet: Fleet, auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
+    fleet: Fleet, fake_auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
 ) -> None:
     kept, leaving = fleet.namespace(), fleet.namespace()
-    fleet.create(auth)
+    fleet.create(fake_auth)
     cluster_operator()
     all_served(fleet, [kept, leaving])
     core = client.CoreV1Api(fleet.api)

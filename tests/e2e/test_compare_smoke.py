@@ -1,4 +1,5 @@
-"""benchmarks/compare.py starts, runs two contenders on their own control planes, and reports figures.
+"""`python -m benchmarks.compare` starts, runs two contenders on their own control planes, and reports
+figures.
 
 Only that it works: a tiny load, short tokens, no External Secrets Operator build and no plots. The
 comparison itself is read by people, in docs/benchmarks.md.
@@ -17,7 +18,8 @@ REPO = Path(__file__).resolve().parents[2]
 def test_compare_runs_ours_and_the_cron_loop_and_writes_their_figures(tmp_path: Path) -> None:
     argv = [
         sys.executable,
-        str(REPO / "benchmarks" / "compare.py"),
+        "-m",
+        "benchmarks.compare",
         "--contenders",
         "ours,cron",
         "--loads",
@@ -31,7 +33,7 @@ def test_compare_runs_ours_and_the_cron_loop_and_writes_their_figures(tmp_path: 
         str(tmp_path),
     ]
     done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=240, check=False)
-    assert done.returncode == 0, f"compare.py failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert done.returncode == 0, f"benchmarks.compare failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
 
     runs = json.loads((tmp_path / "compare.json").read_text())["runs"]
     assert set(runs) == {"n2-shared ours", "n2-shared cron"}

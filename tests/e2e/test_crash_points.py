@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from localenv.controlplane import ControlPlane
+from localenv.scenarios.crashhook import Point
+from localenv.scenarios.faultscenarios import crash_during_refresh
 from tests.support.cluster import ClusterHandle
-from tests.support.crashhook import Point
-from tests.support.faultscenarios import crash_during_refresh
 
 
 @pytest.mark.parametrize("point", ["secret-write", "status-patch"])

@@ -9,8 +9,8 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from localenv.controlplane import ControlPlane
+from localenv.k8s import GROUP, PLURAL, VERSION, Namespace
 from tests.e2e.conftest import kubectl
-from tests.support.k8s import GROUP, PLURAL, VERSION, Namespace
 
 
 def create(ns: Namespace, spec: Any) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import sys
 import threading
 from pathlib import Path
 
-from tests.support.polling import eventually
+from localenv.polling import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -22,9 +22,9 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from localenv.controlplane import ControlPlane, running_control_plane
+from localenv.k8s import api_client
+from localenv.polling import eventually
 from tests.e2e.conftest import REPO, kubectl
-from tests.support.k8s import api_client
-from tests.support.polling import eventually
 
 CRD = "simacancredentials.auth.simacan.com"
 NAMESPACE_LINE = re.compile(r"created namespace (simacan-demo-[0-9a-f]{6})")

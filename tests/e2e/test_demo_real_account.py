@@ -2,7 +2,7 @@
 starts (etcd, kube-apiserver, kube-controller-manager, the operator) receives the login in its
 environment, and the demo says where the password is kept while it runs.
 
-The Auth API here is the local stand-in over HTTPS, given as if it were the real one; the operator
+The Auth API here is the local fake Auth API over HTTPS, given as if it were the real one; the operator
 does not trust its CA (a real Auth API needs no --auth-ca-file), so no token is issued: this test is
 about where the password goes, not about logging in.
 """
@@ -17,8 +17,8 @@ import sys
 import threading
 from pathlib import Path
 
-from localenv.auth_standin import FakeAuthAPI
-from tests.support.polling import eventually
+from localenv.fakeauth import FakeAuthAPI
+from localenv.polling import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 USERNAME = "someone@example.com"
@@ -30,10 +30,10 @@ def environ(pid: int) -> bytes:
 
 def test_no_child_of_the_demo_gets_the_login_and_the_demo_says_where_the_password_is() -> None:
     password = f"pw-{secrets.token_hex(12)}"
-    with FakeAuthAPI({USERNAME: password}, tls=True) as auth:
+    with FakeAuthAPI({USERNAME: password}, tls=True) as fake_auth:
         env = {**os.environ, "SIMACAN_USERNAME": USERNAME, "SIMACAN_PASSWORD": password}
         process = subprocess.Popen(
-            [sys.executable, "-m", "localenv.demo", "--auth-url", auth.base_url, "--for", "5"],
+            [sys.executable, "-m", "localenv.demo", "--auth-url", fake_auth.base_url, "--for", "5"],
             cwd=REPO,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,

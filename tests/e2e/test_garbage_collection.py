@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from localenv.k8s import Namespace
+from localenv.polling import eventually
 from tests.conftest import Issue
-from tests.support.k8s import Namespace
-from tests.support.polling import eventually
 
 
 def test_deleting_the_credential_garbage_collects_its_secret_but_not_the_login(

@@ -5,7 +5,7 @@ A control plane with kube-scheduler and the Deployment controllers, and a node w
 kube-proxy). The image is built here with buildah (localenv/build-image.sh) and loaded into the
 node's containerd. The release files a user downloads (`scripts/release --render-only`: the
 cluster-wide install, then the CRDs and the namespaced install) are applied through an overlay that
-changes only the image reference, the allowed Auth API host and the CA of the stand-in Auth API,
+changes only the image reference, the allowed Auth API host and the CA of the fake Auth API,
 which listens on the pod network's gateway. No operator runs as a local process here: every token
 comes from a pod.
 
@@ -35,20 +35,20 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from localenv.auth_standin import Call, FakeAuthAPI
 from localenv.controlplane import ControlPlane, running_control_plane
+from localenv.fakeauth import Call, FakeAuthAPI
 from localenv.images import BUSYBOX_IMAGE
+from localenv.k8s import Namespace, api_client
 from localenv.node import Node, running_node
 from localenv.operator_image import OPERATOR_IMAGE_REPOSITORY, build_operator_image
 from localenv.podnetwork import POD_GATEWAY, POD_SUBNET
+from localenv.polling import eventually
 from localenv.release import IMAGE_REPOSITORY, INSTALL, project_version
+from localenv.scenarios.faultkit import token_expiry
 from simacan_token_operator.kube.leader import LeaseTimings
 from simacan_token_operator.model.spec import REFRESH_REQUESTED_ANNOTATION
 from tests.conftest import SUMMARY
 from tests.e2e.conftest import REPO, kubectl
-from tests.support.faultkit import token_expiry
-from tests.support.k8s import Namespace, api_client
-from tests.support.polling import eventually
 
 INSTALL_NAMESPACE = "simacan-token-operator"
 DEPLOYMENT = "simacan-token-operator"
@@ -83,7 +83,7 @@ NEXT_VERSION = _next_patch(VERSION)
 class Cluster:
     plane: ControlPlane
     node: Node
-    auth: FakeAuthAPI
+    fake_auth: FakeAuthAPI
     images: dict[str, Path]
     release: Path
     work_dir: Path
@@ -141,7 +141,7 @@ def cluster(
     with (
         running_control_plane(work, pods=True) as plane,
         running_node(plane, work, pods=True) as node,
-        FakeAuthAPI(tls=True, host=POD_GATEWAY, access_lifetime=TOKEN_LIFETIME_SECONDS) as auth,
+        FakeAuthAPI(tls=True, host=POD_GATEWAY, access_lifetime=TOKEN_LIFETIME_SECONDS) as fake_auth,
     ):
         SUMMARY.append(
             f"e2e: node with pod network (kube-scheduler, kube-proxy, CNI bridge) provisioned in "
@@ -149,7 +149,7 @@ def cluster(
         )
         api = api_client(plane.admin_kubeconfig)
         try:
-            yield Cluster(plane, node, auth, images, release, work, api)
+            yield Cluster(plane, node, fake_auth, images, release, work, api)
         finally:
             api.close()  # type: ignore[no-untyped-call]
 
@@ -193,11 +193,11 @@ def test_exactly_one_replica_holds_the_lease(cluster: Cluster) -> None:
 
 def test_credentials_get_their_secrets_from_the_pod(cluster: Cluster) -> None:
     ns = Namespace.create(cluster.api, prefix="install")
-    _create_credential(ns, cluster.auth, "fleet-api", user="first-user")
+    _create_credential(ns, cluster.fake_auth, "fleet-api", user="first-user")
     ns.ready_token("fleet-api")
     assert (token_expiry(ns.secret("fleet-api")) or 0) > time.time()
     logins = _logins(cluster, "first-user")
-    assert logins, "no login reached the stand-in Auth API"
+    assert logins, "no login reached the fake Auth API"
     pod_ips = set(_pod_ips(cluster, INSTALL_NAMESPACE).values())
     assert {call.peer for call in logins} <= pod_ips, (
         f"logins came from {sorted({call.peer for call in logins})}, not from the pods {sorted(pod_ips)}"
@@ -223,7 +223,7 @@ def test_metrics_and_probes_answer_inside_the_pod_network(cluster: Cluster) -> N
 def test_deleting_the_leader_pod_fails_over_without_an_expired_token(cluster: Cluster) -> None:
     ns = Namespace.create(cluster.api, prefix="failover")
     for name in ("route-a", "route-b"):
-        _create_credential(ns, cluster.auth, name, user="failover-user")
+        _create_credential(ns, cluster.fake_auth, name, user="failover-user")
         ns.ready_token(name)
     holder = _lease_holder(cluster, INSTALL_NAMESPACE)
     assert holder
@@ -282,7 +282,7 @@ def test_a_frozen_leader_loses_the_lease_and_its_liveness_probe_restarts_it(clus
     pod = cluster.core.read_namespaced_pod(holder, INSTALL_NAMESPACE)
     restarts = _restart_count(pod)
     ns = Namespace.create(cluster.api, prefix="frozen")
-    _create_credential(ns, cluster.auth, "frozen-route", user="frozen-user")
+    _create_credential(ns, cluster.fake_auth, "frozen-route", user="frozen-user")
     ns.ready_token("frozen-route")
     frozen_at = time.monotonic()
     os.kill(cluster.node.container_pid(_container_id(pod)), signal.SIGSTOP)
@@ -315,9 +315,9 @@ def test_a_frozen_leader_loses_the_lease_and_its_liveness_probe_restarts_it(clus
 
 def test_upgrade_replaces_pods_one_at_a_time_without_a_login_or_a_gap(cluster: Cluster) -> None:
     # Tokens that outlive the rollout: any login during it would be a restart that did not resume.
-    cluster.auth.access_lifetime = UPGRADE_TOKEN_LIFETIME_SECONDS
+    cluster.fake_auth.access_lifetime = UPGRADE_TOKEN_LIFETIME_SECONDS
     ns = Namespace.create(cluster.api, prefix="upgrade")
-    _create_credential(ns, cluster.auth, "upgrade-route", user="upgrade-user")
+    _create_credential(ns, cluster.fake_auth, "upgrade-route", user="upgrade-user")
     ns.ready_token("upgrade-route")
     old = {pod.metadata.name for pod in _ready_pods(cluster, INSTALL_NAMESPACE)}
     logins_before = len(_logins(cluster, "upgrade-user"))
@@ -344,7 +344,7 @@ def test_upgrade_replaces_pods_one_at_a_time_without_a_login_or_a_gap(cluster: C
     watch.check()
     assert len(_logins(cluster, "upgrade-user")) == logins_before, "the new pods logged in again"
     # The new leader serves: a new credential gets its token from one of the new pods.
-    _create_credential(ns, cluster.auth, "upgrade-new", user="upgrade-user")
+    _create_credential(ns, cluster.fake_auth, "upgrade-new", user="upgrade-user")
     ns.ready_token("upgrade-new")
     assert {call.peer for call in _logins(cluster, "upgrade-user")[logins_before:]} <= set(
         _pod_ips(cluster, INSTALL_NAMESPACE).values()
@@ -361,7 +361,7 @@ def test_the_leader_stays_within_its_memory_limit_serving_many_credentials(clust
     started = time.monotonic()
     for ns in namespaces:
         for index in range(LOAD_CREDENTIALS // LOAD_NAMESPACES):
-            _create_credential(ns, cluster.auth, f"load-{index}", user="load-user")
+            _create_credential(ns, cluster.fake_auth, f"load-{index}", user="load-user")
 
     def served() -> bool:
         return sum(_token_secrets(cluster, ns.name) for ns in namespaces) == LOAD_CREDENTIALS
@@ -398,8 +398,8 @@ def test_the_namespaced_install_runs_in_one_namespace(cluster: Cluster) -> None:
     )
     assert holder in _pod_ips(cluster, team.name)
 
-    _create_credential(team, cluster.auth, "team-route", user="team-user")
-    _create_credential(other, cluster.auth, "other-route", user="other-user")
+    _create_credential(team, cluster.fake_auth, "team-route", user="team-user")
+    _create_credential(other, cluster.fake_auth, "other-route", user="other-user")
     team.ready_token("team-route")
     assert (token_expiry(team.secret("team-route")) or 0) > time.time()
     assert other.secret("other-route") is None, "the namespaced operator served another namespace"
@@ -415,10 +415,10 @@ def _overlay(cluster: Cluster, name: str, base: str, tag: str, namespace: str | 
     directory = cluster.work_dir / "overlays" / name
     directory.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(cluster.release / base, directory / base)
-    (directory / "auth-ca.crt").write_bytes(cluster.auth.ca_file.read_bytes())
+    (directory / "auth-ca.crt").write_bytes(cluster.fake_auth.ca_file.read_bytes())
     args = "/spec/template/spec/containers/0/args/-"
     patch = [
-        {"op": "add", "path": args, "value": f"--allowed-auth-host={POD_GATEWAY}:{cluster.auth.port}"},
+        {"op": "add", "path": args, "value": f"--allowed-auth-host={POD_GATEWAY}:{cluster.fake_auth.port}"},
         {"op": "add", "path": args, "value": f"--auth-ca-file={CA_MOUNT}/auth-ca.crt"},
         {
             "op": "add",
@@ -446,15 +446,15 @@ def _overlay(cluster: Cluster, name: str, base: str, tag: str, namespace: str | 
 
 
 def _logins(cluster: Cluster, user: str) -> list[Call]:
-    return [call for call in cluster.auth.calls if call.endpoint == "password" and call.username == user]
+    return [call for call in cluster.fake_auth.calls if call.endpoint == "password" and call.username == user]
 
 
-def _create_credential(ns: Namespace, auth: FakeAuthAPI, name: str, user: str) -> None:
+def _create_credential(ns: Namespace, fake_auth: FakeAuthAPI, name: str, user: str) -> None:
     """Each test logs in as a user of its own, so its login count is its own."""
-    auth.add_user(user, PASSWORD)
+    fake_auth.add_user(user, PASSWORD)
     if ns.secret("login") is None:
         ns.create_login_secret("login", user, PASSWORD)
-    ns.create_credential(name, {"credentialsSecretRef": {"name": "login"}, "authURL": auth.base_url})
+    ns.create_credential(name, {"credentialsSecretRef": {"name": "login"}, "authURL": fake_auth.base_url})
 
 
 class _TokenWatch:

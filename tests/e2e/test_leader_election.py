@@ -9,19 +9,19 @@ from collections.abc import Callable
 import pytest
 from kubernetes import client
 
-from localenv.auth_standin import FakeAuthAPI
+from localenv.fakeauth import FakeAuthAPI
+from localenv.k8s import Namespace
+from localenv.operator_process import OperatorProcess
+from localenv.polling import eventually
 from tests.conftest import PASSWORD, USERNAME, credential_spec
 from tests.e2e.conftest import OPERATOR_NAMESPACE
-from tests.support.k8s import Namespace
-from tests.support.operator_process import OperatorProcess
-from tests.support.polling import eventually
 
 
 @pytest.mark.parametrize("how", ["graceful-stop", "crash"])
 def test_standby_takes_over_and_keeps_refreshing(
-    ns: Namespace, auth: FakeAuthAPI, start_operator: Callable[..., OperatorProcess], how: str
+    ns: Namespace, fake_auth: FakeAuthAPI, start_operator: Callable[..., OperatorProcess], how: str
 ) -> None:
-    auth.access_lifetime = 6
+    fake_auth.access_lifetime = 6
     lease_name = f"test-{uuid.uuid4().hex[:8]}"
     args = ("--leader-election-namespace", OPERATOR_NAMESPACE, "--leader-election-id", lease_name)
     leases = client.CoordinationV1Api(ns.api)
@@ -39,9 +39,9 @@ def test_standby_takes_over_and_keeps_refreshing(
     assert holder() is not None and holder().endswith(f"-{first.pid}")  # type: ignore[union-attr]
 
     ns.create_login_secret("login", USERNAME, PASSWORD)
-    ns.create_credential("fleet-api", credential_spec(auth))
+    ns.create_credential("fleet-api", credential_spec(fake_auth))
     ns.ready_token("fleet-api")
-    calls_before = auth.count()
+    calls_before = fake_auth.count()
 
     stopped_at = time.monotonic()
     if how == "crash":
@@ -58,7 +58,9 @@ def test_standby_takes_over_and_keeps_refreshing(
     print(f"takeover after {how}: {takeover:.1f}s")
 
     # The new leader keeps refreshing: two more tokens after the takeover.
-    after = auth.count()
-    eventually(lambda: auth.count(status=200) >= after + 2, timeout=20, what="refreshes by the new leader")
+    after = fake_auth.count()
+    eventually(
+        lambda: fake_auth.count(status=200) >= after + 2, timeout=20, what="refreshes by the new leader"
+    )
     ns.ready_token("fleet-api")
-    assert auth.count() > calls_before
+    assert fake_auth.count() > calls_before

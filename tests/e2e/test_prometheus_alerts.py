@@ -19,13 +19,13 @@ from typing import Any
 
 import pytest
 
-from localenv.auth_standin import ENDPOINTS, FakeAuthAPI, Fault
 from localenv.controlplane import ControlPlane
+from localenv.fakeauth import ENDPOINTS, FakeAuthAPI, Fault
+from localenv.k8s import Namespace
+from localenv.polling import eventually
 from tests.conftest import SUMMARY, Issue
 from tests.e2e.conftest import OPERATOR_NAMESPACE, REPO, kubectl
 from tests.static.monitoring import METRICS_JOB, dashboard, dashboard_queries, rendered, write_rules_file
-from tests.support.k8s import Namespace
-from tests.support.polling import eventually
 from tests.support.prometheus import Prometheus, running_prometheus
 
 
@@ -59,13 +59,13 @@ def assert_rendered(alert: dict[str, Any], ns: Namespace) -> None:
 
 
 def test_expiring_soon_fires_while_the_auth_api_is_down_and_resolves_after_recovery(
-    ns: Namespace, auth: FakeAuthAPI, issue: Issue, prometheus_dir: Path
+    ns: Namespace, fake_auth: FakeAuthAPI, issue: Issue, prometheus_dir: Path
 ) -> None:
-    assert auth.access_lifetime == 60
+    assert fake_auth.access_lifetime == 60
     issued = issue()
     expires_at = ns.credential("fleet-api")["status"]["expiresAt"]
     for endpoint in ENDPOINTS:
-        auth.set_fault(endpoint, Fault.http_error(503))
+        fake_auth.set_fault(endpoint, Fault.http_error(503))
     rules = write_rules_file(prometheus_dir)
     with running_prometheus(
         prometheus_dir,
@@ -108,7 +108,7 @@ def test_expiring_soon_fires_while_the_auth_api_is_down_and_resolves_after_recov
         assert ns.secret_text("fleet-api", "token") == issued.token
 
         # The Auth API recovers; the operator's next retry (backoff, nothing forced) replaces the token.
-        auth.clear_faults()
+        fake_auth.clear_faults()
         eventually(
             lambda: ns.secret_text("fleet-api", "token") != issued.token, timeout=60, what="a new token"
         )

@@ -3,10 +3,10 @@ scenario tests run the operator under this identity and fail on any 403)."""
 
 from __future__ import annotations
 
+from localenv.k8s import Namespace
 from tests.e2e.components import RESTARTS, granted, rollout_restarts
 from tests.e2e.conftest import OPERATOR_NAMESPACE
 from tests.support.cluster import ClusterHandle
-from tests.support.k8s import Namespace
 
 __all__ = ["rollout_restarts"]  # the fixture, used below
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from localenv.controlplane import ControlPlane
+from localenv.scenarios.faultscenarios import rolling_upgrade
 from tests.support.cluster import ClusterHandle
-from tests.support.faultscenarios import rolling_upgrade
 
 
 def test_old_and_new_version_never_lead_together(

@@ -7,7 +7,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from localenv.auth_standin import FakeAuthAPI
+from localenv.fakeauth import FakeAuthAPI
+from localenv.k8s import Namespace
+from localenv.operator_process import OperatorProcess
+from localenv.polling import eventually
 from tests.conftest import PASSWORD, USERNAME, credential_spec
 from tests.e2e.components import RESTARTS, granted, rollout_restarts
 from tests.integration.test_consumers import create_deployment, restarted_at
@@ -15,9 +18,6 @@ from tests.integration.test_consumers import (
     test_restart_target_restarts_once_per_new_token_and_not_on_operator_restart as restart_scenario,
 )
 from tests.support.cluster import ClusterHandle
-from tests.support.k8s import Namespace
-from tests.support.operator_process import OperatorProcess
-from tests.support.polling import eventually
 
 __all__ = ["rollout_restarts"]  # the fixture, used below
 
@@ -26,11 +26,11 @@ TOKEN_ENV = {"env": [{"name": "T", "valueFrom": {"secretKeyRef": {"name": "fleet
 
 def test_restart_target_restarts_once_per_new_token_and_not_on_operator_restart(
     ns: Namespace,
-    auth: FakeAuthAPI,
+    fake_auth: FakeAuthAPI,
     start_operator: Callable[..., OperatorProcess],
     rollout_restarts: None,
 ) -> None:
-    restart_scenario(ns, auth, start_operator)
+    restart_scenario(ns, fake_auth, start_operator)
     condition = rollout_condition(ns)
     assert condition is not None and (condition["status"], condition["reason"]) == (
         "True",
@@ -44,14 +44,17 @@ def rollout_condition(ns: Namespace) -> dict[str, Any] | None:
 
 
 def test_without_the_component_a_restart_target_is_not_permitted_and_the_token_still_refreshes(
-    cluster: ClusterHandle, ns: Namespace, auth: FakeAuthAPI, start_operator: Callable[..., OperatorProcess]
+    cluster: ClusterHandle,
+    ns: Namespace,
+    fake_auth: FakeAuthAPI,
+    start_operator: Callable[..., OperatorProcess],
 ) -> None:
     assert not RESTARTS & granted(cluster, ns.name), "the default install"
-    auth.access_lifetime = 6  # a new token every 4 s: each makes the target due again
+    fake_auth.access_lifetime = 6  # a new token every 4 s: each makes the target due again
     create_deployment(ns, "app", **TOKEN_ENV)
     ns.create_login_secret("login", USERNAME, PASSWORD)
     spec = credential_spec(
-        auth, rolloutRestartTargets=[{"kind": "Deployment", "name": "app"}], minRestartInterval="1m"
+        fake_auth, rolloutRestartTargets=[{"kind": "Deployment", "name": "app"}], minRestartInterval="1m"
     )
     ns.create_credential("fleet-api", spec)
     start_operator()

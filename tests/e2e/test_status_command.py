@@ -18,17 +18,17 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from localenv.auth_standin import FakeAuthAPI
 from localenv.controlplane import ControlPlane
+from localenv.fakeauth import FakeAuthAPI
+from localenv.k8s import GROUP, PLURAL, Namespace, api_client
+from localenv.operator_process import OperatorProcess
+from localenv.polling import eventually
 from simacan_token_operator.kube.client import RawApi
 from tests.conftest import PASSWORD, USERNAME, Issue, credential_spec
 from tests.integration.test_cluster_credential import PLURAL as CLUSTER_PLURAL
 from tests.integration.test_cluster_credential import SECRET, Fleet
 from tests.integration.test_cluster_credential import cluster_operator as cluster_operator
 from tests.integration.test_cluster_credential import fleet as fleet
-from tests.support.k8s import GROUP, PLURAL, Namespace, api_client
-from tests.support.operator_process import OperatorProcess
-from tests.support.polling import eventually
 
 VIEWER = "status-viewer"
 OPERATOR = "simacan-token-operator"
@@ -107,10 +107,10 @@ def test_status_shows_a_ready_credential_and_exits_0_without_reading_secrets(
 
 
 def test_status_exits_1_when_a_credential_shown_is_not_ready(
-    installed: ControlPlane, ns: Namespace, auth: FakeAuthAPI, issue: Issue
+    installed: ControlPlane, ns: Namespace, fake_auth: FakeAuthAPI, issue: Issue
 ) -> None:
     issue()
-    ns.create_credential("orders-api", credential_spec(auth, secret="no-such-secret"))
+    ns.create_credential("orders-api", credential_spec(fake_auth, secret="no-such-secret"))
     eventually(
         lambda: ns.ready_reason("orders-api") == ("False", "CredentialsSecretNotFound"),
         what="orders-api reported as CredentialsSecretNotFound",
@@ -279,14 +279,14 @@ def _block(out: str, name: str) -> str:
 def test_status_shows_the_cluster_credentials_serving_a_namespace_all_and_one_by_name(
     installed: ControlPlane,
     fleet: Fleet,
-    auth: FakeAuthAPI,
+    fake_auth: FakeAuthAPI,
     cluster_operator: Callable[..., OperatorProcess],
 ) -> None:
     served, occupied = fleet.namespace(), fleet.namespace()
     occupied.create_secret(SECRET, token="someone-elses")
     served.create_login_secret("login", USERNAME, PASSWORD)
-    served.create_credential("fleet-api", credential_spec(auth))
-    fleet.create(auth)
+    served.create_credential("fleet-api", credential_spec(fake_auth))
+    fleet.create(fake_auth)
     cluster_operator()
     eventually(lambda: fleet.ready() == ("False", "SecretConflict"), what="conflict in one namespace")
     eventually(lambda: served.ready_reason("fleet-api") == ("True", "TokenValid"), what="fleet-api Ready")

@@ -1,6 +1,6 @@
 """Issue 19: no tenant can take the operator down, proven on the real API server.
 
-Three attacks (tests/support/tenant_attacks.py) against ONE operator watching all namespaces,
+Three attacks (localenv/scenarios/tenant_attacks.py) against ONE operator watching all namespaces,
 while a neighbour namespace's credential on 10 s tokens must be refreshed before every expiry
 the whole time. For each attack: the operator's peak RSS (VmHWM, reset just before) minus its
 RSS just before stays under 64 MiB, it does not end, the neighbour never holds an expired
@@ -19,10 +19,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from localenv.scenarios.tenant_arena import NEIGHBOUR_LIFETIME, Arena, Figures
+from localenv.scenarios.tenant_attacks import bounded_credentials, fat_deployments, template_bomb
 from tests.conftest import SUMMARY
 from tests.support.cluster import ClusterHandle
-from tests.support.tenant_arena import NEIGHBOUR_LIFETIME, Arena, Figures
-from tests.support.tenant_attacks import bounded_credentials, fat_deployments, template_bomb
 
 
 @pytest.fixture(scope="module")

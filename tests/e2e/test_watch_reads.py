@@ -22,8 +22,8 @@ import httpx
 import pytest
 
 from localenv.controlplane import ControlPlane, running_control_plane
-from tests.support.faultkit import PASSWORD, USERNAME, SecretRecorder, install, scene
-from tests.support.polling import eventually
+from localenv.polling import eventually
+from localenv.scenarios.faultkit import PASSWORD, USERNAME, SecretRecorder, install, scene
 
 RESTORE_DEADLINE = 1.0
 SAMPLE = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
@@ -104,13 +104,13 @@ def test_edits_deletions_and_password_changes_are_still_seen_within_a_second(
             core.delete_namespaced_secret("beta", current.ns.name)
             eventually(lambda: restored_after(recorder, "beta", deleted), timeout=10, what="deletion undone")
 
-            calls = current.auth.count("password")
-            current.auth.set_password(USERNAME, PASSWORD + "-new")
+            calls = current.fake_auth.count("password")
+            current.fake_auth.set_password(USERNAME, PASSWORD + "-new")
             changed = time.time()
             patch = {"data": {"password": b64(PASSWORD + "-new")}}
             core.patch_namespaced_secret("login", current.ns.name, patch)
             eventually(
-                lambda: current.auth.count("password") > calls, timeout=10, interval=0.02, what="login"
+                lambda: current.fake_auth.count("password") > calls, timeout=10, interval=0.02, what="login"
             )
             picked_up = time.time() - changed
             eventually(

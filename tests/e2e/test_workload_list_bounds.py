@@ -17,15 +17,15 @@ from typing import Any
 
 from kubernetes import client
 
-from localenv.auth_standin import FakeAuthAPI
+from localenv.fakeauth import FakeAuthAPI
+from localenv.k8s import Namespace, api_client
+from localenv.operator_process import OperatorProcess
+from localenv.polling import eventually
 from simacan_token_operator.controller.workloads import PAGE_SIZE
 from simacan_token_operator.kube.client import METADATA_LIST, Kube, RawApi, WorkloadStamp
 from simacan_token_operator.reconcile.consumers import TEMPLATE_FIELDS
 from tests.conftest import SUMMARY, Issue, credential_spec
 from tests.support.cluster import ClusterHandle
-from tests.support.k8s import Namespace, api_client
-from tests.support.operator_process import OperatorProcess
-from tests.support.polling import eventually
 
 SECRET = "fleet-api"
 READS_TOKEN: dict[str, Any] = {
@@ -126,13 +126,13 @@ def test_the_operators_account_pages_workloads_metadata_only(ns: Namespace, clus
 
 
 def test_a_stale_consumer_on_the_last_page_is_found_and_a_changed_workload_is_read_again(
-    ns: Namespace, cluster: ClusterHandle, auth: FakeAuthAPI, issue: Issue
+    ns: Namespace, cluster: ClusterHandle, fake_auth: FakeAuthAPI, issue: Issue
 ) -> None:
     count = 2 * PAGE_SIZE + 5
     bodies = [deployment(f"app-{i:02}") for i in range(count - 2)]
     bodies += [deployment("m-changes"), deployment("zz-env-reader", **READS_TOKEN)]  # the last by name
     create_all(cluster, ns.name, bodies)
-    auth.access_lifetime = 20  # a pass every few seconds: a survey is due again a minute later
+    fake_auth.access_lifetime = 20  # a pass every few seconds: a survey is due again a minute later
     operator = issue().operator
 
     eventually(lambda: stale_consumers(ns) == ["Deployment/zz-env-reader"], timeout=30, what="the stale one")
@@ -157,7 +157,7 @@ def vm_hwm_kib(pid: int) -> int:
 
 
 def test_sixty_deployments_of_a_mebibyte_leave_the_operators_memory_flat(
-    ns: Namespace, cluster: ClusterHandle, auth: FakeAuthAPI, issue: Issue
+    ns: Namespace, cluster: ClusterHandle, fake_auth: FakeAuthAPI, issue: Issue
 ) -> None:
     operator = issue().operator
     assert operator.process is not None
@@ -175,7 +175,7 @@ def test_sixty_deployments_of_a_mebibyte_leave_the_operators_memory_flat(
     # A new credential in place of the old: the namespace's verdicts go with the old one, and the
     # new one's first pass surveys the namespace afresh (no waiting a minute for the next survey).
     ns.delete_credential(SECRET)  # no finalizer: gone at once
-    ns.create_credential(SECRET, credential_spec(auth))
+    ns.create_credential(SECRET, credential_spec(fake_auth))
     eventually(lambda: stale_consumers(ns) == ["Deployment/big-zz"], timeout=120, what="the survey of 60")
     grown_mib = (vm_hwm_kib(pid) - before) / 1024
     SUMMARY.append(f"e2e: 60 Deployments of ~1 MiB: operator peak RSS grew {grown_mib:.1f} MiB")

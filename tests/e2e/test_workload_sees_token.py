@@ -18,12 +18,12 @@ from typing import Any
 
 import jwt
 
-from localenv.auth_standin import FakeAuthAPI
+from localenv.fakeauth import FakeAuthAPI
+from localenv.k8s import Namespace
 from localenv.node import Node
+from localenv.polling import Timeout, eventually
 from localenv.token_reader import CONTAINER, Reading, digest, pod_manifest, readings
 from tests.conftest import SUMMARY, Issue
-from tests.support.k8s import Namespace
-from tests.support.polling import Timeout, eventually
 
 LIFETIME_SECONDS = 90
 SECRET = "fleet-api"
@@ -41,10 +41,10 @@ class Written:
 
 
 def test_mounted_token_rotates_before_expiry_while_subpath_and_env_keep_the_first(
-    node: Node, ns: Namespace, auth: FakeAuthAPI, issue: Issue
+    node: Node, ns: Namespace, fake_auth: FakeAuthAPI, issue: Issue
 ) -> None:
     # Long enough for kubelet's delay under CI load, short enough to see a rotation and an expiry.
-    auth.access_lifetime = LIFETIME_SECONDS
+    fake_auth.access_lifetime = LIFETIME_SECONDS
     first = issue().token
     first_exp = _exp(first)
     written: dict[str, Written] = {}

@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from localenv.auth_standin import FakeAuthAPI
+from localenv.fakeauth import FakeAuthAPI
+from localenv.k8s import Namespace, api_client
+from localenv.operator_process import OperatorProcess
+from localenv.polling import eventually, stays
 from tests.conftest import auth_api_args
 from tests.support.cluster import ClusterHandle
-from tests.support.k8s import Namespace, api_client
-from tests.support.operator_process import OperatorProcess
-from tests.support.polling import eventually, stays
 
 pytestmark = pytest.mark.xdist_group("bad-input")
 """With `--dist loadgroup` the rows share one operator; with plain `-n` each worker starts its own."""
@@ -218,18 +218,21 @@ ROWS = [
 @dataclass
 class World:
     ns: Namespace
-    auth: FakeAuthAPI
+    fake_auth: FakeAuthAPI
     operator: OperatorProcess
 
 
-def _spec(row: Row, auth: FakeAuthAPI) -> dict[str, Any]:
-    host = f"127.0.0.1:{auth.port}"
-    spec: dict[str, Any] = {"credentialsSecretRef": {"name": f"{row.name}-login"}, "authURL": auth.base_url}
+def _spec(row: Row, fake_auth: FakeAuthAPI) -> dict[str, Any]:
+    host = f"127.0.0.1:{fake_auth.port}"
+    spec: dict[str, Any] = {
+        "credentialsSecretRef": {"name": f"{row.name}-login"},
+        "authURL": fake_auth.base_url,
+    }
     for key, value in row.spec.items():
         if isinstance(value, dict):
             spec[key] = {**spec.get(key, {}), **value}
         elif isinstance(value, str):
-            spec[key] = value.replace("{auth}", auth.base_url.removeprefix("https://")).replace(
+            spec[key] = value.replace("{auth}", fake_auth.base_url.removeprefix("https://")).replace(
                 "{host}", host
             )
         else:
@@ -251,7 +254,7 @@ def world(
 ) -> Iterator[World]:
     users = {row.user: row.password for row in ROWS if row.user}
     ns = Namespace.create(api_client(cluster.kubeconfig))
-    with FakeAuthAPI(users, access_lifetime=60, signing_key=signing_key, tls=True) as auth:
+    with FakeAuthAPI(users, access_lifetime=60, signing_key=signing_key, tls=True) as fake_auth:
         ns.create_secret("someone-elses", note="not the operator's")
         for row in ROWS:
             data = _secret_data(row)
@@ -262,11 +265,12 @@ def world(
                     "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
                 }
                 ns.core.create_namespaced_secret(ns.name, body)
-            ns.create_credential(row.name, _spec(row, auth))
+            ns.create_credential(row.name, _spec(row, fake_auth))
         log = Path(tmp_path_factory.mktemp("bad-input")) / "operator.log"
-        operator = OperatorProcess(cluster.operator_kubeconfig, ns.name, log, auth_api_args(auth)).start()
+        args = auth_api_args(fake_auth)
+        operator = OperatorProcess(cluster.operator_kubeconfig, ns.name, log, args).start()
         try:
-            yield World(ns, auth, operator)
+            yield World(ns, fake_auth, operator)
         finally:
             operator.stop()
             own = [line for line in operator.logs().splitlines() if " kopf." not in line]
@@ -296,7 +300,7 @@ def test_bad_input_row(world: World, row: Row) -> None:
     if row.logins is not None:
         assert row.user is not None
         stays(
-            lambda: world.auth.count("password", username=row.user) == row.logins,
+            lambda: world.fake_auth.count("password", username=row.user) == row.logins,
             2,
             what=f"{row.logins} password login(s) for {row.name}: a rejected login is not retried",
         )

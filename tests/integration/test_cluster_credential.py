@@ -17,12 +17,12 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from localenv.auth_standin import FakeAuthAPI
+from localenv.fakeauth import FakeAuthAPI
+from localenv.k8s import GROUP, VERSION, Namespace
+from localenv.operator_process import OperatorProcess
+from localenv.polling import eventually, stays
 from tests.conftest import PASSWORD, USERNAME, auth_api_args
 from tests.support.cluster import ClusterHandle
-from tests.support.k8s import GROUP, VERSION, Namespace
-from tests.support.operator_process import OperatorProcess
-from tests.support.polling import eventually, stays
 
 PLURAL = "clustersimacancredentials"
 SECRET = "simacan-token"
@@ -59,12 +59,12 @@ class Fleet:
         labels = {LABEL: self.label if selected else None}
         self.core.patch_namespace(namespace.name, {"metadata": {"labels": labels}})
 
-    def create(self, auth: FakeAuthAPI, **extra: Any) -> dict[str, Any]:
+    def create(self, fake_auth: FakeAuthAPI, **extra: Any) -> dict[str, Any]:
         spec = {
             "credentialsSecretRef": {"name": "login", "namespace": self.platform.name},
             "namespaceSelector": {"matchLabels": {LABEL: self.label}},
             "secretName": SECRET,
-            "authURL": auth.base_url,
+            "authURL": fake_auth.base_url,
             **extra,
         }
         body = {
@@ -122,7 +122,7 @@ def fleet(admin_api: Any, ns: Namespace) -> Iterator[Fleet]:
 
 @pytest.fixture
 def cluster_operator(
-    cluster: ClusterHandle, auth: FakeAuthAPI, tmp_path: Path
+    cluster: ClusterHandle, fake_auth: FakeAuthAPI, tmp_path: Path
 ) -> Iterator[Callable[..., OperatorProcess]]:
     """Start the operator watching all namespaces (as `scripts/run-operator` does)."""
     started: list[OperatorProcess] = []
@@ -130,7 +130,7 @@ def cluster_operator(
     def start(*extra: str, namespace: str = "") -> OperatorProcess:
         log = tmp_path / f"operator-{len(started)}.log"
         operator = OperatorProcess(
-            cluster.operator_kubeconfig, namespace, log, [*auth_api_args(auth), *extra]
+            cluster.operator_kubeconfig, namespace, log, [*auth_api_args(fake_auth), *extra]
         )
         started.append(operator)
         return operator.start()
@@ -154,29 +154,29 @@ def all_served(fleet: Fleet, namespaces: list[Namespace]) -> str:
 
 
 def served_in_three_namespaces(
-    fleet: Fleet, auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
+    fleet: Fleet, fake_auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
 ) -> tuple[list[Namespace], OperatorProcess, str]:
     """Three selected namespaces, the ClusterSimacanCredential and an operator, once all three hold
     its one token; returns them with that token."""
     namespaces = [fleet.namespace() for _ in range(3)]
-    fleet.create(auth)
+    fleet.create(fake_auth)
     operator = cluster_operator()
     return namespaces, operator, all_served(fleet, namespaces)
 
 
 def test_one_login_serves_every_selected_namespace(
-    fleet: Fleet, auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
+    fleet: Fleet, fake_auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
 ) -> None:
     labelled = [fleet.namespace() for _ in range(3)]
     listed = fleet.namespace(selected=False)
     other = fleet.namespace(selected=False)
-    created = fleet.create(auth, namespaces=[listed.name])
+    created = fleet.create(fake_auth, namespaces=[listed.name])
     operator = cluster_operator()
 
     all_served(fleet, [*labelled, listed])
     assert operator.healthz().status_code == 200
     assert other.secret(SECRET) is None, "a namespace neither labelled nor listed gets nothing"
-    assert auth.count("password") == 1 and auth.count() == 1, auth.calls
+    assert fake_auth.count("password") == 1 and fake_auth.count() == 1, fake_auth.calls
     secret = labelled[0].secret(SECRET)
     assert secret is not None
     [owner] = secret["metadata"]["ownerReferences"]
@@ -195,10 +195,10 @@ def test_one_login_serves_every_selected_namespace(
 
 
 def test_secret_template_data_is_written_in_every_selected_namespace(
-    fleet: Fleet, auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
+    fleet: Fleet, fake_auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
 ) -> None:
     namespaces = [fleet.namespace(), fleet.namespace()]
-    created = fleet.create(auth, secretTemplate={"data": {"authorization": "Bearer {{ .token }}"}})
+    created = fleet.create(fake_auth, secretTemplate={"data": {"authorization": "Bearer {{ .token }}"}})
     assert created["spec"]["secretTemplate"].get("data"), "kept: a real API server prunes unknown fields"
     cluster_operator()
 
@@ -207,26 +207,26 @@ def test_secret_template_data_is_written_in_every_selected_namespace(
 
 
 def test_secret_template_data_over_the_render_bound_is_invalid_spec(
-    fleet: Fleet, auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
+    fleet: Fleet, fake_auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
 ) -> None:
     namespace = fleet.namespace()
     bomb = {f"k{i}": "{{ .token }}" * 341 for i in range(16)}  # each value within the CRD's 4,096
-    fleet.create(auth, secretTemplate={"data": bomb})
+    fleet.create(fake_auth, secretTemplate={"data": bomb})
     cluster_operator()
 
     eventually(lambda: fleet.ready() == ("False", "InvalidSpec"), what="InvalidSpec")
     [condition] = fleet.status()["conditions"]
     assert "could render" in condition["message"] and "65536" in condition["message"], condition
     assert "InvalidSpec" in [e["reason"] for e in fleet.events()]
-    assert namespace.secret(SECRET) is None and auth.calls == [], "nothing rendered, no login"
+    assert namespace.secret(SECRET) is None and fake_auth.calls == [], "nothing rendered, no login"
 
 
 def test_namespaces_that_start_or_stop_matching_gain_or_lose_the_secret_within_seconds(
-    fleet: Fleet, auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
+    fleet: Fleet, fake_auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
 ) -> None:
     kept, leaving = fleet.namespace(), fleet.namespace()
     foreign_leaving = fleet.namespace()
-    fleet.create(auth)
+    fleet.create(fake_auth)
     cluster_operator()
     token = all_served(fleet, [kept, leaving, foreign_leaving])
 
@@ -250,16 +250,16 @@ def test_namespaces_that_start_or_stop_matching_gain_or_lose_the_secret_within_s
     fleet.core.delete_namespace(joining.name)  # a deleted namespace needs nothing from us
     eventually(lambda: fleet.status().get("namespaces") == 1, what="a deleted namespace dropped")
     assert fleet.ready() == ("True", "TokenValid")
-    assert auth.count() == 1, "the namespaces come and go, the login stays"
+    assert fake_auth.count() == 1, "the namespaces come and go, the login stays"
 
 
 def test_a_foreign_secret_in_one_namespace_is_listed_while_the_others_are_served(
-    fleet: Fleet, auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
+    fleet: Fleet, fake_auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
 ) -> None:
     served = [fleet.namespace(), fleet.namespace()]
     occupied = fleet.namespace()
     occupied.create_secret(SECRET, token="someone-elses")
-    fleet.create(auth)
+    fleet.create(fake_auth)
     cluster_operator()
 
     eventually(lambda: fleet.ready() == ("False", "SecretConflict"), what="conflict reported")
@@ -276,13 +276,13 @@ def test_a_foreign_secret_in_one_namespace_is_listed_while_the_others_are_served
     occupied.delete_secret(SECRET)
     eventually(lambda: fleet.ready() == ("True", "TokenValid"), what="served once the Secret is gone")
     assert occupied.secret_text(SECRET, "token") == tokens[served[0].name]
-    assert auth.count() == 1
+    assert fake_auth.count() == 1
 
 
 def test_deleted_or_edited_secret_is_restored_and_a_restart_makes_no_login(
-    fleet: Fleet, auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
+    fleet: Fleet, fake_auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
 ) -> None:
-    namespaces, operator, token = served_in_three_namespaces(fleet, auth, cluster_operator)
+    namespaces, operator, token = served_in_three_namespaces(fleet, fake_auth, cluster_operator)
 
     namespaces[0].delete_secret(SECRET)
     namespaces[1].set_secret_data(SECRET, token="tampered")
@@ -291,39 +291,39 @@ def test_deleted_or_edited_secret_is_restored_and_a_restart_makes_no_login(
         timeout=5,
         what="Secrets restored",
     )
-    assert auth.count() == 1, "restored from the token held, without a login"
+    assert fake_auth.count() == 1, "restored from the token held, without a login"
 
     # the stale-consumer check of every namespace reports a moment after the tokens
     eventually(lambda: "staleConsumerCount" in fleet.status(), what="the status complete")
     versions = {ns.name: ns.secret(SECRET)["metadata"]["resourceVersion"] for ns in namespaces}  # type: ignore[index]
     status = fleet.status()
-    auth.reset_counts()
+    fake_auth.reset_counts()
     operator.restart()
     eventually(
         lambda: operator.metric("simacan_credential_ready", namespace="", name=fleet.name) == 1,
         what="looked at after the restart",
     )
-    stays(lambda: auth.calls == [], 2, what="no Auth API call after a restart")
+    stays(lambda: fake_auth.calls == [], 2, what="no Auth API call after a restart")
     assert {ns.name: ns.secret(SECRET)["metadata"]["resourceVersion"] for ns in namespaces} == versions  # type: ignore[index]
     assert fleet.status() == status, "nor a rewritten status"
 
 
 def test_no_selected_namespace_is_ready_with_reason_no_namespaces(
-    fleet: Fleet, auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
+    fleet: Fleet, fake_auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
 ) -> None:
-    fleet.create(auth)
+    fleet.create(fake_auth)
     cluster_operator()
     eventually(lambda: fleet.ready() == ("True", "NoNamespaces"), what="NoNamespaces")
     assert fleet.status()["namespaces"] == 0
-    assert auth.calls == [], "no namespace, no login"
+    assert fake_auth.calls == [], "no namespace, no login"
 
 
 def test_missing_credentials_secret_is_named_where_it_belongs(
-    fleet: Fleet, auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
+    fleet: Fleet, fake_auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
 ) -> None:
     namespace = fleet.namespace()
     fleet.platform.delete_secret("login")
-    fleet.create(auth)
+    fleet.create(fake_auth)
     cluster_operator()
     eventually(lambda: fleet.ready() == ("False", "CredentialsSecretNotFound"), what="missing Secret")
     [failed] = fleet.status()["failedNamespaces"]
@@ -335,17 +335,17 @@ def test_missing_credentials_secret_is_named_where_it_belongs(
 
 
 def test_no_secret_material_in_logs_events_or_status(
-    fleet: Fleet, auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
+    fleet: Fleet, fake_auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
 ) -> None:
-    auth.access_lifetime = 4
+    fake_auth.access_lifetime = 4
     namespaces = [fleet.namespace(), fleet.namespace()]
     occupied = fleet.namespace()
     occupied.create_secret(SECRET, token="someone-elses")
-    fleet.create(auth)
+    fleet.create(fake_auth)
     operator = cluster_operator()
     eventually(lambda: None not in fleet.served(namespaces).values(), what="served")
-    eventually(lambda: auth.count("refresh") >= 1, timeout=15, what="a refresh")
-    secrets = auth.secret_strings() | {PASSWORD}
+    eventually(lambda: fake_auth.count("refresh") >= 1, timeout=15, what="a refresh")
+    secrets = fake_auth.secret_strings() | {PASSWORD}
     assert len([s for s in secrets if s.count(".") == 2]) >= 4, "a login and a refresh: two JWT pairs"
     seen = operator.logs() + str(fleet.get()) + str(fleet.events())
     for secret in secrets:
@@ -353,20 +353,20 @@ def test_no_secret_material_in_logs_events_or_status(
 
 
 def test_an_operator_for_some_namespaces_ignores_the_kind_and_says_so(
-    fleet: Fleet, auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
+    fleet: Fleet, fake_auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
 ) -> None:
     namespace = fleet.namespace()
-    fleet.create(auth)
+    fleet.create(fake_auth)
     operator = cluster_operator(namespace=fleet.platform.name)
     eventually(lambda: "ClusterSimacanCredentials are ignored" in operator.logs(), what="said at start")
     stays(lambda: fleet.status() == {} and namespace.secret(SECRET) is None, 2, what="not served")
-    assert auth.calls == []
+    assert fake_auth.calls == []
 
 
 def test_refresh_requested_annotation_gives_every_namespace_one_new_token(
-    fleet: Fleet, auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
+    fleet: Fleet, fake_auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
 ) -> None:
-    namespaces, _, first = served_in_three_namespaces(fleet, auth, cluster_operator)
+    namespaces, _, first = served_in_three_namespaces(fleet, fake_auth, cluster_operator)
 
     patch = {"metadata": {"annotations": {"auth.simacan.com/refresh-requested-at": "2026-12-01T00:00:00Z"}}}
     fleet.custom.patch_cluster_custom_object(GROUP, VERSION, PLURAL, fleet.name, patch)
@@ -382,15 +382,15 @@ def test_refresh_requested_annotation_gives_every_namespace_one_new_token(
     eventually(
         lambda: fleet.status().get("lastRefreshRequest") == "2026-12-01T00:00:00Z", what="request recorded"
     )
-    assert auth.count() == 2, f"one login, then one new token for all: {auth.calls}"
+    assert fake_auth.count() == 2, f"one login, then one new token for all: {fake_auth.calls}"
 
 
 def test_a_rotated_password_is_one_new_login_for_every_namespace(
-    fleet: Fleet, auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
+    fleet: Fleet, fake_auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
 ) -> None:
-    namespaces, _, first = served_in_three_namespaces(fleet, auth, cluster_operator)
+    namespaces, _, first = served_in_three_namespaces(fleet, fake_auth, cluster_operator)
 
-    auth.set_password(USERNAME, "rotated-password-9d2e")
+    fake_auth.set_password(USERNAME, "rotated-password-9d2e")
     fleet.platform.set_secret_data("login", password="rotated-password-9d2e")
     eventually(
         lambda: (
@@ -400,5 +400,5 @@ def test_a_rotated_password_is_one_new_login_for_every_namespace(
         timeout=10,
         what="every namespace holds the new account's token",
     )
-    assert auth.count("password") == 2, f"one login per password: {auth.calls}"
+    assert fake_auth.count("password") == 2, f"one login per password: {fake_auth.calls}"
     assert "PasswordChanged" in [e["reason"] for e in fleet.events()]

@@ -8,13 +8,13 @@ from typing import Any
 
 from kubernetes import client
 
-from localenv.auth_standin import FakeAuthAPI
+from localenv.fakeauth import FakeAuthAPI
+from localenv.k8s import Namespace
+from localenv.operator_process import OperatorProcess
+from localenv.polling import eventually, stays
 from simacan_token_operator.controller.workloads import PAGE_SIZE
 from simacan_token_operator.reconcile.tokensecret import parse_rfc3339
 from tests.conftest import PASSWORD, USERNAME, Issue, credential_spec
-from tests.support.k8s import Namespace
-from tests.support.operator_process import OperatorProcess
-from tests.support.polling import eventually, stays
 
 RESTARTED_AT = "auth.simacan.com/restartedAt"
 
@@ -52,16 +52,16 @@ def test_extra_keys_hold_the_token_in_the_shape_a_client_wants(ns: Namespace, is
 
 
 def test_restart_target_restarts_once_per_new_token_and_not_on_operator_restart(
-    ns: Namespace, auth: FakeAuthAPI, start_operator: Callable[..., OperatorProcess]
+    ns: Namespace, fake_auth: FakeAuthAPI, start_operator: Callable[..., OperatorProcess]
 ) -> None:
-    auth.access_lifetime = 6
+    fake_auth.access_lifetime = 6
     token_env = {"env": [{"name": "T", "valueFrom": {"secretKeyRef": {"name": "fleet-api", "key": "token"}}}]}
     create_deployment(ns, "app", **token_env)
     ns.create_login_secret("login", USERNAME, PASSWORD)
     ns.create_credential(
         "fleet-api",
         credential_spec(
-            auth,
+            fake_auth,
             rolloutRestartTargets=[{"kind": "Deployment", "name": "app"}],
             minRestartInterval="1m",  # the least there is: editing a credential cannot restart at will
         ),
@@ -81,7 +81,7 @@ def test_restart_target_restarts_once_per_new_token_and_not_on_operator_restart(
 
     # With a one-hour token in place, one restart (postponed, never dropped) loads it; an
     # operator restart then changes neither token nor pod template.
-    auth.access_lifetime = 3600
+    fake_auth.access_lifetime = 3600
     ns.patch_credential(
         "fleet-api", {"metadata": {"annotations": {"auth.simacan.com/refresh-requested-at": "x"}}}
     )

@@ -17,11 +17,11 @@ from typing import Any
 import jwt
 from kubernetes import watch
 
-from localenv.auth_standin import FakeAuthAPI
+from localenv.fakeauth import FakeAuthAPI
+from localenv.k8s import GROUP, PLURAL, VERSION, Namespace
+from localenv.operator_process import OperatorProcess
+from localenv.polling import eventually
 from tests.conftest import SUMMARY, Issue
-from tests.support.k8s import GROUP, PLURAL, VERSION, Namespace
-from tests.support.operator_process import OperatorProcess
-from tests.support.polling import eventually
 
 LIFETIME = 6.0
 OPERATORS = 3
@@ -67,16 +67,16 @@ def event_count(ns: Namespace) -> int:
 
 
 def test_three_active_operators_converge(
-    ns: Namespace, auth: FakeAuthAPI, issue: Issue, start_operator: Callable[..., OperatorProcess]
+    ns: Namespace, fake_auth: FakeAuthAPI, issue: Issue, start_operator: Callable[..., OperatorProcess]
 ) -> None:
-    auth.access_lifetime = LIFETIME
+    fake_auth.access_lifetime = LIFETIME
     issue()
     for _ in range(OPERATORS - 1):
         start_operator()
     time.sleep(LIFETIME)  # let the three settle: the window below is the steady state
 
     events_before = event_count(ns)
-    calls_before = auth.count()
+    calls_before = fake_auth.count()
     writes = Writes(ns.core.list_namespaced_secret, ns.name, name="fleet-api")
     status_writes = Writes(
         ns.custom.list_namespaced_custom_object, GROUP, VERSION, ns.name, PLURAL, name="fleet-api"
@@ -94,7 +94,7 @@ def test_three_active_operators_converge(
     writes.stop()
     status_writes.stop()
     secret_writes = writes.count
-    calls = auth.count() - calls_before
+    calls = fake_auth.count() - calls_before
     events = event_count(ns) - events_before
 
     # The window cuts one token short at each end: count the tokens seen plus one.

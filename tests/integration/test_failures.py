@@ -9,29 +9,29 @@ from collections.abc import Callable
 import jwt
 import pytest
 
-from localenv.auth_standin import FakeAuthAPI, Fault
+from localenv.fakeauth import FakeAuthAPI, Fault
+from localenv.k8s import Namespace
+from localenv.operator_process import OperatorProcess
+from localenv.polling import eventually, stays
 from simacan_token_operator.reconcile.tokensecret import parse_rfc3339
 from tests.conftest import PASSWORD, SUMMARY, USERNAME, Issue, credential_spec
-from tests.support.k8s import Namespace
-from tests.support.operator_process import OperatorProcess
-from tests.support.polling import eventually, stays
 
 StartOperator = Callable[..., OperatorProcess]
 
 
 def test_wrong_password_is_reported_and_not_retried_until_the_secret_changes(
-    ns: Namespace, auth: FakeAuthAPI, start_operator: StartOperator
+    ns: Namespace, fake_auth: FakeAuthAPI, start_operator: StartOperator
 ) -> None:
     ns.create_login_secret("login", USERNAME, "wrong-password-3b7d")
-    ns.create_credential("fleet-api", credential_spec(auth))
-    ns.create_credential("fleet-api-2", credential_spec(auth))
+    ns.create_credential("fleet-api", credential_spec(fake_auth))
+    ns.create_credential("fleet-api-2", credential_spec(fake_auth))
     start_operator()
 
     for name in ("fleet-api", "fleet-api-2"):
         eventually(lambda: ns.ready_reason(name) == ("False", "InvalidCredentials"), what="401")  # noqa: B023
         assert "InvalidCredentials" in ns.event_reasons(name)
     assert "credentials Secret" in ns.ready("fleet-api")["message"]  # type: ignore[index]
-    stays(lambda: auth.count() == 1, 6, what="one attempt in all: retrying a 401 could lock the account")
+    stays(lambda: fake_auth.count() == 1, 6, what="one attempt in all: retrying a 401 could lock the account")
 
     ns.set_secret_data("login", password=PASSWORD)
     ns.ready_token("fleet-api")
@@ -39,11 +39,11 @@ def test_wrong_password_is_reported_and_not_retried_until_the_secret_changes(
 
 
 def test_outage_backs_off_keeps_the_valid_token_and_recovers(
-    ns: Namespace, auth: FakeAuthAPI, issue: Issue
+    ns: Namespace, fake_auth: FakeAuthAPI, issue: Issue
 ) -> None:
-    auth.access_lifetime = 6
+    fake_auth.access_lifetime = 6
     token = issue().token
-    auth.set_fault("refresh", Fault.http_error(503))
+    fake_auth.set_fault("refresh", Fault.http_error(503))
 
     eventually(
         lambda: ns.ready_reason("fleet-api") == ("True", "AuthUnavailable"),
@@ -57,11 +57,11 @@ def test_outage_backs_off_keeps_the_valid_token_and_recovers(
         what="Ready=False once the token expired",
     )
     assert ns.secret_text("fleet-api", "token") == token, "a failed refresh never blanks the Secret"
-    failures = [c.at for c in auth.wait_for_calls(3, endpoint="refresh", status=503, timeout=20)]
+    failures = [c.at for c in fake_auth.wait_for_calls(3, endpoint="refresh", status=503, timeout=20)]
     gaps = [b - a for a, b in itertools.pairwise(failures)]
     assert gaps and all(gap >= 2.4 for gap in gaps), f"retries must back off, saw gaps {gaps}"
 
-    auth.set_fault("refresh", None)
+    fake_auth.set_fault("refresh", None)
     # The next retry is up to 20 s away after three failures (backoff 5 s doubling, with jitter).
     eventually(lambda: ns.ready_reason("fleet-api") == ("True", "TokenValid"), timeout=30, what="recovery")
     assert ns.secret_text("fleet-api", "token") != token
@@ -69,10 +69,10 @@ def test_outage_backs_off_keeps_the_valid_token_and_recovers(
     assert "AuthUnavailable" in ns.event_reasons("fleet-api")
 
 
-def test_retry_after_is_honoured(ns: Namespace, auth: FakeAuthAPI, issue: Issue) -> None:
-    auth.fail_next("password", Fault.rate_limited(retry_after=4))
+def test_retry_after_is_honoured(ns: Namespace, fake_auth: FakeAuthAPI, issue: Issue) -> None:
+    fake_auth.fail_next("password", Fault.rate_limited(retry_after=4))
     issue()
-    first, second = auth.calls[:2]
+    first, second = fake_auth.calls[:2]
     assert first.status == 429 and second.status == 200
     assert second.at - first.at >= 3.9
 
@@ -90,54 +90,54 @@ def test_retry_after_is_honoured(ns: Namespace, auth: FakeAuthAPI, issue: Issue)
     ids=["not-json", "html-page", "missing-field", "not-a-jwt", "no-expiry", "huge-body"],
 )
 def test_malformed_responses_give_a_clear_status_not_a_traceback(
-    ns: Namespace, auth: FakeAuthAPI, start_operator: StartOperator, fault: Fault, words: str
+    ns: Namespace, fake_auth: FakeAuthAPI, start_operator: StartOperator, fault: Fault, words: str
 ) -> None:
-    auth.set_fault("password", fault)
+    fake_auth.set_fault("password", fault)
     ns.create_login_secret("login", USERNAME, PASSWORD)
-    ns.create_credential("fleet-api", credential_spec(auth))
+    ns.create_credential("fleet-api", credential_spec(fake_auth))
     operator = start_operator()
     eventually(
         lambda: ns.ready_reason("fleet-api") == ("False", "MalformedResponse"), what="MalformedResponse"
     )
     assert words in ns.ready("fleet-api")["message"]  # type: ignore[index]
     assert "Traceback" not in operator.logs()
-    auth.set_fault("password", None)
+    fake_auth.set_fault("password", None)
     ns.ready_token("fleet-api")
 
 
 def test_auth_url_outside_the_allow_list_gets_no_password(
-    ns: Namespace, auth: FakeAuthAPI, start_operator: StartOperator
+    ns: Namespace, fake_auth: FakeAuthAPI, start_operator: StartOperator
 ) -> None:
     ns.create_login_secret("login", USERNAME, PASSWORD)
-    ns.create_credential("fleet-api", credential_spec(auth))
+    ns.create_credential("fleet-api", credential_spec(fake_auth))
     start_operator(allowed_host="auth-service.services.simacan.com")
     eventually(lambda: ns.ready_reason("fleet-api") == ("False", "AuthURLNotAllowed"), what="refused")
     assert "--allowed-auth-host" in ns.ready("fleet-api")["message"]  # type: ignore[index]
     assert "AuthURLNotAllowed" in ns.event_reasons("fleet-api")
-    assert auth.count() == 0
+    assert fake_auth.count() == 0
 
 
 def test_plain_http_is_refused_even_for_an_allowed_host_port(
-    ns: Namespace, auth: FakeAuthAPI, start_operator: StartOperator
+    ns: Namespace, fake_auth: FakeAuthAPI, start_operator: StartOperator
 ) -> None:
     ns.create_login_secret("login", USERNAME, PASSWORD)
-    plain = auth.base_url.replace("https://", "http://")
-    ns.create_credential("fleet-api", {**credential_spec(auth), "authURL": plain})
+    plain = fake_auth.base_url.replace("https://", "http://")
+    ns.create_credential("fleet-api", {**credential_spec(fake_auth), "authURL": plain})
     start_operator()
     eventually(lambda: ns.ready_reason("fleet-api") == ("False", "AuthURLNotAllowed"), what="refused")
     assert "https://" in ns.ready("fleet-api")["message"]  # type: ignore[index]
-    assert auth.count() == 0
+    assert fake_auth.count() == 0
 
 
 def test_ready_turns_false_at_expiry_while_the_auth_api_hangs(
-    ns: Namespace, auth: FakeAuthAPI, issue: Issue
+    ns: Namespace, fake_auth: FakeAuthAPI, issue: Issue
 ) -> None:
     """The refresh request is still under way (the Auth API accepted it and says nothing) when the
     token expires: Ready follows the token, not the request."""
-    auth.access_lifetime = 6
+    fake_auth.access_lifetime = 6
     token = issue().token
-    auth.set_fault("refresh", Fault.slow(60))
-    auth.set_fault("password", Fault.slow(60))
+    fake_auth.set_fault("refresh", Fault.slow(60))
+    fake_auth.set_fault("password", Fault.slow(60))
     expires_at = jwt.decode(token, options={"verify_signature": False, "verify_exp": False})["exp"]
 
     eventually(
@@ -149,16 +149,18 @@ def test_ready_turns_false_at_expiry_while_the_auth_api_hangs(
     assert ns.secret_text("fleet-api", "token") == token
 
 
-def test_one_second_tokens_cause_no_refresh_storm(ns: Namespace, auth: FakeAuthAPI, issue: Issue) -> None:
-    auth.access_lifetime = 1
+def test_one_second_tokens_cause_no_refresh_storm(
+    ns: Namespace, fake_auth: FakeAuthAPI, issue: Issue
+) -> None:
+    fake_auth.access_lifetime = 1
     issue()
-    calls = auth.count()
+    calls = fake_auth.count()
     started = time.monotonic()
     eventually(
         lambda: "TokenLifetimeTooShort" in ns.event_reasons("fleet-api"), timeout=10, what="the warning"
     )
     time.sleep(max(10 - (time.monotonic() - started), 0))  # a fixed window: the figure is a rate
-    made = auth.count() - calls
+    made = fake_auth.count() - calls
     SUMMARY.append(f"storm: {made} Auth API calls in 10 s with 1 s tokens (spacing 1 s)")
     assert made <= 12, "at most about one request a second per account"
 

@@ -8,11 +8,11 @@ from collections.abc import Callable, Iterator
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from localenv.auth_standin import FakeAuthAPI, Fault
+from localenv.fakeauth import FakeAuthAPI, Fault
+from localenv.k8s import Namespace
+from localenv.operator_process import OperatorProcess
+from localenv.polling import eventually
 from tests.conftest import PASSWORD, SUMMARY, USERNAME, credential_spec
-from tests.support.k8s import Namespace
-from tests.support.operator_process import OperatorProcess
-from tests.support.polling import eventually
 
 SLOW_TENANTS = 20
 
@@ -28,7 +28,7 @@ def dripping_auth(signing_key: rsa.RSAPrivateKey) -> Iterator[FakeAuthAPI]:
 
 def test_a_healthy_credential_is_served_while_twenty_others_wait_on_a_dripping_auth_api(
     ns: Namespace,
-    auth: FakeAuthAPI,
+    fake_auth: FakeAuthAPI,
     dripping_auth: FakeAuthAPI,
     start_operator: Callable[..., OperatorProcess],
 ) -> None:
@@ -44,7 +44,7 @@ def test_a_healthy_credential_is_served_while_twenty_others_wait_on_a_dripping_a
     eventually(lambda: dripping_auth.count() >= SLOW_TENANTS, timeout=30, what="every slow login under way")
 
     ns.create_login_secret("login", USERNAME, PASSWORD)
-    ns.create_credential("fleet-api", credential_spec(auth))
+    ns.create_credential("fleet-api", credential_spec(fake_auth))
     started = time.monotonic()
     ns.ready_token("fleet-api")
     took = time.monotonic() - started

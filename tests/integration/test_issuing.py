@@ -8,23 +8,23 @@ from collections.abc import Callable
 
 import jwt
 
-from localenv.auth_standin import FakeAuthAPI
+from localenv.fakeauth import FakeAuthAPI
+from localenv.k8s import Namespace
+from localenv.operator_process import OperatorProcess
+from localenv.polling import eventually, stays
 from tests.conftest import PASSWORD, USERNAME, Issue, credential_spec
-from tests.support.k8s import Namespace
-from tests.support.operator_process import OperatorProcess
-from tests.support.polling import eventually, stays
 
 StartOperator = Callable[..., OperatorProcess]
 
 
 def test_creates_token_secret_that_a_workload_can_read(
-    ns: Namespace, auth: FakeAuthAPI, start_operator: StartOperator
+    ns: Namespace, fake_auth: FakeAuthAPI, start_operator: StartOperator
 ) -> None:
     ns.create_login_secret("login", USERNAME, PASSWORD)
     created = ns.create_credential(
         "fleet-api",
         credential_spec(
-            auth, secretTemplate={"labels": {"team": "routing"}, "annotations": {"owner": "ops"}}
+            fake_auth, secretTemplate={"labels": {"team": "routing"}, "annotations": {"owner": "ops"}}
         ),
     )
     start_operator()
@@ -35,7 +35,7 @@ def test_creates_token_secret_that_a_workload_can_read(
     assert secret["type"] == "Opaque"
     assert set(secret["data"]) == {"token", "token_type", "expires_at"}, "no refresh token for workloads"
     assert ns.secret_text("fleet-api", "token_type") == "Bearer"
-    claims = jwt.decode(token, auth.public_key_pem, algorithms=["RS256"], audience="auth-api")
+    claims = jwt.decode(token, fake_auth.public_key_pem, algorithms=["RS256"], audience="auth-api")
     expires_at = ns.secret_text("fleet-api", "expires_at")
     assert expires_at is not None
     # Expiry is the earlier of `exp` and send time + expires_in, shown in whole seconds rounded
@@ -64,13 +64,13 @@ def test_creates_token_secret_that_a_workload_can_read(
     assert status["observedGeneration"] == created["metadata"]["generation"]
     assert status["refreshedAt"] <= status["nextRefreshAt"] < status["expiresAt"]
     assert token not in str(status)
-    assert auth.count("password") == 1
+    assert fake_auth.count("password") == 1
     assert "Issued" in ns.event_reasons("fleet-api")
 
 
-def test_refreshes_before_expiry_again_and_again(ns: Namespace, auth: FakeAuthAPI, issue: Issue) -> None:
+def test_refreshes_before_expiry_again_and_again(ns: Namespace, fake_auth: FakeAuthAPI, issue: Issue) -> None:
     """With 6 s tokens, a reader polling the Secret never sees an expired token across several refreshes."""
-    auth.access_lifetime = 6
+    fake_auth.access_lifetime = 6
     issue()
 
     seen: set[str] = set()
@@ -83,30 +83,30 @@ def test_refreshes_before_expiry_again_and_again(ns: Namespace, auth: FakeAuthAP
         seen.add(token)
         time.sleep(0.2)
     assert len(seen) >= 4, f"saw only {len(seen)} distinct tokens"
-    assert auth.count("password") == 1, "refreshes use the refresh token, not the password"
-    assert auth.count("refresh") >= 3
+    assert fake_auth.count("password") == 1, "refreshes use the refresh token, not the password"
+    assert fake_auth.count("refresh") >= 3
 
 
 def test_falls_back_to_password_login_when_refresh_is_rejected(
-    ns: Namespace, auth: FakeAuthAPI, issue: Issue
+    ns: Namespace, fake_auth: FakeAuthAPI, issue: Issue
 ) -> None:
-    auth.access_lifetime = 3
+    fake_auth.access_lifetime = 3
     first = issue().token
-    auth.revoke_refresh_tokens()
+    fake_auth.revoke_refresh_tokens()
 
-    auth.wait_for_calls(1, endpoint="refresh", status=400, timeout=10)
-    auth.wait_for_calls(2, endpoint="password", status=200, timeout=10)
+    fake_auth.wait_for_calls(1, endpoint="refresh", status=400, timeout=10)
+    fake_auth.wait_for_calls(2, endpoint="password", status=200, timeout=10)
     eventually(lambda: ns.secret_text("fleet-api", "token") not in (None, first), what="a new token")
     assert ns.ready_reason("fleet-api") == ("True", "TokenValid")
 
 
 def test_restart_makes_no_login_while_token_valid(
-    ns: Namespace, auth: FakeAuthAPI, start_operator: StartOperator
+    ns: Namespace, fake_auth: FakeAuthAPI, start_operator: StartOperator
 ) -> None:
     for i in range(3):
-        ns.create_credential(f"cred-{i}", credential_spec(auth, secret=f"login-{i}"))
+        ns.create_credential(f"cred-{i}", credential_spec(fake_auth, secret=f"login-{i}"))
         ns.create_login_secret(f"login-{i}", f"user-{i}@example.com", PASSWORD)
-        auth.add_user(f"user-{i}@example.com", PASSWORD)
+        fake_auth.add_user(f"user-{i}@example.com", PASSWORD)
     operator = start_operator()
     before = {f"cred-{i}": ns.ready_token(f"cred-{i}") for i in range(3)}
     for name in before:  # the stale-consumer check reports a moment after the first token
@@ -116,7 +116,7 @@ def test_restart_makes_no_login_while_token_valid(
         )
     versions = {name: ns.secret(name)["metadata"]["resourceVersion"] for name in before}  # type: ignore[index]
     status_before = {name: ns.credential(name)["status"] for name in before}
-    auth.reset_counts()
+    fake_auth.reset_counts()
 
     operator.restart()
 
@@ -126,39 +126,41 @@ def test_restart_makes_no_login_while_token_valid(
 
     for name in before:
         eventually(lambda: reconciled(name), what=f"{name} reconciled after restart")  # noqa: B023
-    assert auth.calls == [], "a restart with valid tokens must not call the Auth API"
+    assert fake_auth.calls == [], "a restart with valid tokens must not call the Auth API"
     for name, token in before.items():
         assert ns.secret_text(name, "token") == token
         assert ns.secret(name)["metadata"]["resourceVersion"] == versions[name]  # type: ignore[index]
         assert ns.credential(name)["status"] == status_before[name], "nor rewrites the status"
 
 
-def test_restart_refreshes_from_the_stored_expiry(ns: Namespace, auth: FakeAuthAPI, issue: Issue) -> None:
+def test_restart_refreshes_from_the_stored_expiry(
+    ns: Namespace, fake_auth: FakeAuthAPI, issue: Issue
+) -> None:
     """After a restart the refresh token is gone from memory: the next refresh is one password login."""
-    auth.access_lifetime = 4
+    fake_auth.access_lifetime = 4
     issued = issue()
     issued.operator.restart()
-    auth.reset_counts()
+    fake_auth.reset_counts()
     eventually(
         lambda: ns.secret_text("fleet-api", "token") != issued.token, timeout=10, what="refresh after restart"
     )
-    assert auth.count("password") == 1
-    assert auth.count("refresh") == 0
+    assert fake_auth.count("password") == 1
+    assert fake_auth.count("refresh") == 0
 
 
 def test_equal_credentials_share_one_login(
-    ns: Namespace, auth: FakeAuthAPI, start_operator: StartOperator
+    ns: Namespace, fake_auth: FakeAuthAPI, start_operator: StartOperator
 ) -> None:
-    auth.access_lifetime = 5
+    fake_auth.access_lifetime = 5
     ns.create_login_secret("login", USERNAME, PASSWORD)
     ns.create_login_secret("login-copy", USERNAME, PASSWORD)
     names = [f"team-{i}" for i in range(6)]
     for i, name in enumerate(names):
-        ns.create_credential(name, credential_spec(auth, secret="login" if i % 2 else "login-copy"))
+        ns.create_credential(name, credential_spec(fake_auth, secret="login" if i % 2 else "login-copy"))
     start_operator()
     tokens = {name: ns.ready_token(name) for name in names}
     assert len(set(tokens.values())) == 1
-    assert auth.count("password") == 1
+    assert fake_auth.count("password") == 1
 
     # One token lifetime later, still one Auth API call per lifetime, not one per credential.
     eventually(
@@ -169,13 +171,13 @@ def test_equal_credentials_share_one_login(
         timeout=15,
         what="every credential refreshed",
     )
-    assert auth.count() == 2, f"expected one login and one refresh, saw {auth.calls}"
+    assert fake_auth.count() == 2, f"expected one login and one refresh, saw {fake_auth.calls}"
 
 
 def test_deleting_the_credential_stops_its_refreshes_and_metrics(
-    ns: Namespace, auth: FakeAuthAPI, issue: Issue
+    ns: Namespace, fake_auth: FakeAuthAPI, issue: Issue
 ) -> None:
-    auth.access_lifetime = 3
+    fake_auth.access_lifetime = 3
     operator = issue().operator
     assert operator.metric("simacan_token_expiry_timestamp_seconds", namespace=ns.name, name="fleet-api")
 
@@ -184,6 +186,6 @@ def test_deleting_the_credential_stops_its_refreshes_and_metrics(
         lambda: operator.metric("simacan_credential_ready", namespace=ns.name, name="fleet-api") is None,
         what="series removed",
     )
-    calls = auth.count()
+    calls = fake_auth.count()
     # Longer than a token lifetime: a live worker would have refreshed by now.
-    stays(lambda: auth.count() == calls, 4, what="no Auth API calls after deletion")
+    stays(lambda: fake_auth.count() == calls, 4, what="no Auth API calls after deletion")

@@ -6,12 +6,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from localenv.auth_standin import FakeAuthAPI
+from localenv.fakeauth import FakeAuthAPI
+from localenv.k8s import Namespace
+from localenv.operator_process import OperatorProcess
+from localenv.polling import eventually
 from simacan_token_operator.kube.metered import RESOURCES
 from tests.conftest import PASSWORD, USERNAME, credential_spec
-from tests.support.k8s import Namespace
-from tests.support.operator_process import OperatorProcess
-from tests.support.polling import eventually
 
 _SAMPLE = re.compile(r"^simacan_kube_requests_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
 _LABEL = re.compile(r'(\w+)="([^"]*)"')

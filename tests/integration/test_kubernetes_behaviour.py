@@ -5,22 +5,22 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from localenv.auth_standin import FakeAuthAPI
+from localenv.fakeauth import FakeAuthAPI
+from localenv.k8s import Namespace
+from localenv.operator_process import OperatorProcess
+from localenv.polling import eventually, stays
 from tests.conftest import PASSWORD, USERNAME, Issue, credential_spec
-from tests.support.k8s import Namespace
-from tests.support.operator_process import OperatorProcess
-from tests.support.polling import eventually, stays
 
 StartOperator = Callable[..., OperatorProcess]
 
 
 def test_foreign_secret_with_the_target_name_is_never_modified(
-    ns: Namespace, auth: FakeAuthAPI, start_operator: StartOperator
+    ns: Namespace, fake_auth: FakeAuthAPI, start_operator: StartOperator
 ) -> None:
     foreign = ns.create_secret("fleet-api", token="someone-else's")
     version = foreign["metadata"]["resourceVersion"]
     ns.create_login_secret("login", USERNAME, PASSWORD)
-    ns.create_credential("fleet-api", credential_spec(auth))
+    ns.create_credential("fleet-api", credential_spec(fake_auth))
     start_operator()
 
     eventually(lambda: ns.ready_reason("fleet-api") == ("False", "SecretConflict"), what="SecretConflict")
@@ -29,30 +29,30 @@ def test_foreign_secret_with_the_target_name_is_never_modified(
     assert "SecretConflict" in ns.event_reasons("fleet-api")
     assert ns.secret("fleet-api")["metadata"]["resourceVersion"] == version  # type: ignore[index]
     assert ns.secret_text("fleet-api", "token") == "someone-else's"
-    assert auth.count() == 0, "no login while there is nowhere to put the token"
+    assert fake_auth.count() == 0, "no login while there is nowhere to put the token"
 
     ns.delete_secret("fleet-api")
     ns.ready_token("fleet-api")
 
 
 def test_password_rotation_logs_in_again_within_seconds(
-    ns: Namespace, auth: FakeAuthAPI, issue: Issue
+    ns: Namespace, fake_auth: FakeAuthAPI, issue: Issue
 ) -> None:
     first = issue().token
 
-    auth.set_password(USERNAME, "rotated-password-91c2")
+    fake_auth.set_password(USERNAME, "rotated-password-91c2")
     ns.set_secret_data("login", password="rotated-password-91c2")
     started = time.monotonic()
     eventually(lambda: ns.secret_text("fleet-api", "token") != first, timeout=10, what="new token")
     assert time.monotonic() - started < 5
-    assert auth.count("password", status=200) == 2
+    assert fake_auth.count("password", status=200) == 2
     assert "PasswordChanged" in ns.event_reasons("fleet-api")
 
 
 def test_missing_credentials_secret_is_named_and_picked_up_when_created(
-    ns: Namespace, auth: FakeAuthAPI, start_operator: StartOperator
+    ns: Namespace, fake_auth: FakeAuthAPI, start_operator: StartOperator
 ) -> None:
-    ns.create_credential("fleet-api", credential_spec(auth))
+    ns.create_credential("fleet-api", credential_spec(fake_auth))
     start_operator()
     eventually(
         lambda: ns.ready_reason("fleet-api") == ("False", "CredentialsSecretNotFound"), what="not found"
@@ -70,12 +70,14 @@ def test_missing_credentials_secret_is_named_and_picked_up_when_created(
     assert "Recovered" in ns.event_reasons("fleet-api")
 
 
-def test_custom_secret_keys_are_read(ns: Namespace, auth: FakeAuthAPI, start_operator: StartOperator) -> None:
+def test_custom_secret_keys_are_read(
+    ns: Namespace, fake_auth: FakeAuthAPI, start_operator: StartOperator
+) -> None:
     ns.create_secret("login", user=USERNAME, **{"pass": PASSWORD})
     ns.create_credential(
         "fleet-api",
         {
-            **credential_spec(auth),
+            **credential_spec(fake_auth),
             "credentialsSecretRef": {"name": "login", "usernameKey": "user", "passwordKey": "pass"},
         },
     )
@@ -84,7 +86,7 @@ def test_custom_secret_keys_are_read(ns: Namespace, auth: FakeAuthAPI, start_ope
 
 
 def test_deleted_or_edited_token_secret_is_restored_without_a_login(
-    ns: Namespace, auth: FakeAuthAPI, issue: Issue
+    ns: Namespace, fake_auth: FakeAuthAPI, issue: Issue
 ) -> None:
     token = issue().token
 
@@ -112,7 +114,7 @@ def test_deleted_or_edited_token_secret_is_restored_without_a_login(
         timeout=5,
         what="label restored",
     )
-    assert auth.count() == 1, "restoring the Secret reuses the token held in memory"
+    assert fake_auth.count() == 1, "restoring the Secret reuses the token held in memory"
 
 
 def test_spec_changes_take_effect_immediately(ns: Namespace, issue: Issue) -> None:
@@ -131,21 +133,21 @@ def test_spec_changes_take_effect_immediately(ns: Namespace, issue: Issue) -> No
 
 
 def test_suspend_stops_refreshing_and_keeps_the_secret(
-    ns: Namespace, auth: FakeAuthAPI, issue: Issue
+    ns: Namespace, fake_auth: FakeAuthAPI, issue: Issue
 ) -> None:
-    auth.access_lifetime = 3
+    fake_auth.access_lifetime = 3
     issue()
 
     ns.patch_credential("fleet-api", {"spec": {"suspend": True}})
     eventually(lambda: (ns.ready_reason("fleet-api") or ("", ""))[1] == "Suspended", what="Suspended")
-    calls = auth.count()
+    calls = fake_auth.count()
     token = ns.secret_text("fleet-api", "token")
     eventually(
         lambda: ns.ready_reason("fleet-api") == ("False", "Suspended"),
         timeout=6,
         what="Ready=False once the kept token expires",
     )
-    assert auth.count() == calls
+    assert fake_auth.count() == calls
     assert ns.secret_text("fleet-api", "token") == token, "suspending keeps the Secret as it is"
 
     ns.patch_credential("fleet-api", {"spec": {"suspend": False}})
@@ -153,7 +155,7 @@ def test_suspend_stops_refreshing_and_keeps_the_secret(
 
 
 def test_refresh_requested_annotation_forces_a_new_token(
-    ns: Namespace, auth: FakeAuthAPI, issue: Issue
+    ns: Namespace, fake_auth: FakeAuthAPI, issue: Issue
 ) -> None:
     first = issue().token
 
@@ -165,6 +167,6 @@ def test_refresh_requested_annotation_forces_a_new_token(
     eventually(
         lambda: ns.credential("fleet-api")["status"].get("lastRefreshRequest") == stamp, what="recorded"
     )
-    calls = auth.count()
+    calls = fake_auth.count()
     assert "RefreshRequested" in ns.event_reasons("fleet-api")
-    stays(lambda: auth.count() == calls, 1.5, what="the same annotation value is handled once")
+    stays(lambda: fake_auth.count() == calls, 1.5, what="the same annotation value is handled once")

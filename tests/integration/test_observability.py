@@ -5,23 +5,23 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from localenv.auth_standin import FakeAuthAPI
+from localenv.fakeauth import FakeAuthAPI
+from localenv.k8s import Namespace
+from localenv.operator_process import OperatorProcess
+from localenv.polling import eventually
 from tests.conftest import PASSWORD, USERNAME, credential_spec
-from tests.support.k8s import Namespace
-from tests.support.operator_process import OperatorProcess
-from tests.support.polling import eventually
 
 
 def test_metrics_expose_expiry_next_refresh_readiness_and_auth_api_calls(
-    ns: Namespace, auth: FakeAuthAPI, start_operator: Callable[..., OperatorProcess]
+    ns: Namespace, fake_auth: FakeAuthAPI, start_operator: Callable[..., OperatorProcess]
 ) -> None:
-    auth.access_lifetime = 3
+    fake_auth.access_lifetime = 3
     ns.create_login_secret("login", USERNAME, PASSWORD)
-    ns.create_credential("fleet-api", credential_spec(auth))
-    ns.create_credential("broken", credential_spec(auth, secret="missing"))
+    ns.create_credential("fleet-api", credential_spec(fake_auth))
+    ns.create_credential("broken", credential_spec(fake_auth, secret="missing"))
     operator = start_operator()
     ns.ready_token("fleet-api")
-    auth.wait_for_calls(1, endpoint="refresh", status=200, timeout=10)
+    fake_auth.wait_for_calls(1, endpoint="refresh", status=200, timeout=10)
     labels = {"namespace": ns.name, "name": "fleet-api"}
 
     expiry = operator.metric("simacan_token_expiry_timestamp_seconds", **labels)

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import time
 
-from localenv.auth_standin import FakeAuthAPI
+from localenv.fakeauth import FakeAuthAPI
+from localenv.k8s import Namespace
+from localenv.polling import eventually, stays
 from tests.conftest import Issue
-from tests.support.k8s import Namespace
-from tests.support.polling import eventually, stays
 
 REQUESTED = "auth.simacan.com/refresh-requested-at"
 

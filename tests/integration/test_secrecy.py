@@ -6,31 +6,31 @@ import base64
 import json
 from collections.abc import Callable, Iterable
 
-from localenv.auth_standin import FakeAuthAPI, Fault
+from localenv.fakeauth import FakeAuthAPI, Fault
+from localenv.k8s import Namespace
+from localenv.operator_process import OperatorProcess
+from localenv.polling import eventually
 from tests.conftest import PASSWORD, USERNAME, credential_spec
-from tests.support.k8s import Namespace
-from tests.support.operator_process import OperatorProcess
-from tests.support.polling import eventually
 
 StartOperator = Callable[..., OperatorProcess]
 
 
 def test_no_secret_material_in_logs_events_or_status_through_a_full_cycle(
-    ns: Namespace, auth: FakeAuthAPI, start_operator: StartOperator
+    ns: Namespace, fake_auth: FakeAuthAPI, start_operator: StartOperator
 ) -> None:
-    auth.access_lifetime = 3
+    fake_auth.access_lifetime = 3
     ns.create_login_secret("login", USERNAME, PASSWORD)
-    ns.create_credential("fleet-api", credential_spec(auth))
+    ns.create_credential("fleet-api", credential_spec(fake_auth))
     operator = start_operator()  # runs at --log-level debug
     ns.ready_token("fleet-api")
-    auth.wait_for_calls(1, endpoint="refresh", status=200, timeout=10)
+    fake_auth.wait_for_calls(1, endpoint="refresh", status=200, timeout=10)
 
     # Failures of every kind, each of which produces log lines, Events and status messages.
-    auth.fail_next("refresh", Fault.http_error(500))
-    auth.wait_for_calls(1, endpoint="refresh", status=500, timeout=10)
-    auth.revoke_refresh_tokens()
-    auth.wait_for_calls(2, endpoint="password", status=200, timeout=15)
-    auth.set_password(USERNAME, "second-password-e81f")
+    fake_auth.fail_next("refresh", Fault.http_error(500))
+    fake_auth.wait_for_calls(1, endpoint="refresh", status=500, timeout=10)
+    fake_auth.revoke_refresh_tokens()
+    fake_auth.wait_for_calls(2, endpoint="password", status=200, timeout=15)
+    fake_auth.set_password(USERNAME, "second-password-e81f")
     ns.set_secret_data("login", password="wrong-password-5c0a")
     eventually(
         lambda: (
@@ -38,17 +38,17 @@ def test_no_secret_material_in_logs_events_or_status_through_a_full_cycle(
         ),
         what="401",
     )
-    auth.set_fault("password", Fault.access_token_not_jwt())
+    fake_auth.set_fault("password", Fault.access_token_not_jwt())
     ns.set_secret_data("login", password="second-password-e81f")
     eventually(lambda: (ns.ready_reason("fleet-api") or ("", ""))[1] == "MalformedResponse", what="malformed")
-    auth.set_fault("password", None)
+    fake_auth.set_fault("password", None)
     ns.patch_credential(
         "fleet-api", {"metadata": {"annotations": {"auth.simacan.com/refresh-requested-at": "now"}}}
     )
     eventually(lambda: ns.ready_reason("fleet-api") == ("True", "TokenValid"), timeout=20, what="recovered")
     operator.stop()
 
-    secrets = auth.secret_strings() | {PASSWORD, "wrong-password-5c0a", "second-password-e81f"}
+    secrets = fake_auth.secret_strings() | {PASSWORD, "wrong-password-5c0a", "second-password-e81f"}
     assert len([s for s in secrets if s.count(".") == 2]) >= 6, "the cycle issued several JWT pairs"
     logs = operator.logs()
     assert "DEBUG" in logs, "the operator ran at debug level"
@@ -67,21 +67,21 @@ def _with_base64(secrets: Iterable[str]) -> set[str]:
 
 
 def test_response_headers_that_set_cookies_or_echo_the_password_never_reach_a_debug_log(
-    ns: Namespace, auth: FakeAuthAPI, start_operator: StartOperator
+    ns: Namespace, fake_auth: FakeAuthAPI, start_operator: StartOperator
 ) -> None:
     """HTTP libraries log headers at DEBUG; a server that echoes the form would put the password there."""
-    auth.access_lifetime = 3
-    auth.set_fault("password", Fault.echo())
-    auth.set_fault("refresh", Fault.echo())
+    fake_auth.access_lifetime = 3
+    fake_auth.set_fault("password", Fault.echo())
+    fake_auth.set_fault("refresh", Fault.echo())
     ns.create_login_secret("login", USERNAME, PASSWORD)
-    ns.create_credential("fleet-api", credential_spec(auth))
+    ns.create_credential("fleet-api", credential_spec(fake_auth))
     operator = start_operator()  # runs at --log-level debug
     ns.ready_token("fleet-api")
-    auth.wait_for_calls(1, endpoint="refresh", status=200, timeout=10)
+    fake_auth.wait_for_calls(1, endpoint="refresh", status=200, timeout=10)
     operator.stop()
 
-    secrets = _with_base64(auth.secret_strings() | {PASSWORD})
-    cookies = [s for s in auth.secret_strings() if len(s) == 32 and s.isalnum()]
+    secrets = _with_base64(fake_auth.secret_strings() | {PASSWORD})
+    cookies = [s for s in fake_auth.secret_strings() if len(s) == 32 and s.isalnum()]
     assert len(cookies) >= 2, "the fake set a cookie on the login and on the refresh"
     logs = operator.logs()
     assert "DEBUG" in logs, "the operator ran at debug level"

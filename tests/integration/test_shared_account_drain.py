@@ -19,7 +19,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from kubernetes.client.exceptions import ApiException
 
-from localenv.auth_standin import FakeAuthAPI
+from localenv.fakeauth import FakeAuthAPI
+from localenv.k8s import Namespace
+from localenv.operator_process import OperatorProcess
+from localenv.polling import eventually
 from simacan_token_operator.reconcile.tokensecret import (
     EXPIRES_AT_ANNOTATION,
     REFRESHED_AT_ANNOTATION,
@@ -33,9 +36,6 @@ from tests.integration.test_cluster_credential import (
     fleet,
     served_in_three_namespaces,
 )
-from tests.support.k8s import Namespace
-from tests.support.operator_process import OperatorProcess
-from tests.support.polling import eventually
 
 FIXTURES = (cluster_operator, fleet)
 

@@ -29,3 +29,11 @@ def namespaced_yaml() -> str:
 @pytest.fixture(scope="session")
 def crds_yaml() -> str:
     return kustomize(REPO_ROOT / "crds")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that needs the replayed image build (`replayed` in test_dockerfile.py) is a `build` test:
+    scripts/test --quick leaves it out, the unit stage runs it."""
+    for item in items:
+        if "replayed" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.build)

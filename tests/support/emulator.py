@@ -120,39 +120,23 @@ NAMESPACES: Final = ResourceType(
 )
 SECRETS: Final = ResourceType("", "v1", "secrets", "Secret", field_labels=_META_FIELDS | {"type"})
 CONFIGMAPS: Final = ResourceType("", "v1", "configmaps", "ConfigMap")
+_OBJECT_REFERENCE: Final = ("kind", "namespace", "name", "uid")
+"""The fields of the object an Event is about, under involvedObject. (core/v1) or regarding. (events/v1)."""
 CORE_EVENTS: Final = ResourceType(
     "",
     "v1",
     "events",
     "Event",
     field_labels=_META_FIELDS
-    | {
-        "involvedObject.kind",
-        "involvedObject.namespace",
-        "involvedObject.name",
-        "involvedObject.uid",
-        "involvedObject.apiVersion",
-        "involvedObject.resourceVersion",
-        "involvedObject.fieldPath",
-        "reason",
-        "reportingComponent",
-        "type",
-    },
+    | {f"involvedObject.{f}" for f in (*_OBJECT_REFERENCE, "apiVersion", "resourceVersion", "fieldPath")}
+    | {"reason", "reportingComponent", "type"},
 )
 EVENTS: Final = ResourceType(
     "events.k8s.io",
     "v1",
     "events",
     "Event",
-    field_labels=_META_FIELDS
-    | {
-        "regarding.kind",
-        "regarding.namespace",
-        "regarding.name",
-        "regarding.uid",
-        "reason",
-        "type",
-    },
+    field_labels=_META_FIELDS | {f"regarding.{f}" for f in _OBJECT_REFERENCE} | {"reason", "type"},
 )
 LEASES: Final = ResourceType("coordination.k8s.io", "v1", "leases", "Lease")
 SIMACAN_CREDENTIALS: Final = ResourceType(

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import yaml
 
-from .operator_process import free_port
-from .polling import eventually
+from localenv.polling import eventually
+from localenv.processes import free_ports
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def running_prometheus(
     }
     config_path = directory / "prometheus.yml"
     config_path.write_text(yaml.safe_dump(config))
-    port = free_port()
+    (port,) = free_ports(1)
     log_path = directory / "prometheus.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(

@@ -11,7 +11,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from localenv.auth_standin import FakeAuthAPI
+from localenv.fakeauth import FakeAuthAPI
 from simacan_token_operator.auth.client import AuthAPI
 from simacan_token_operator.model.spec import LoginSource
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
-from localenv.auth_standin import ExpiresInStyle, FakeAuthAPI, Fault
+from localenv.fakeauth import ExpiresInStyle, FakeAuthAPI, Fault
 from simacan_token_operator.auth.client import MAX_BODY_BYTES, REQUEST_DEADLINE, AuthAPI, http_client
 from simacan_token_operator.model.errors import (
     AuthError,

@@ -1,5 +1,5 @@
 """The controller and the worker of both kinds, in process: the dict-backed Kubernetes, the TLS
-stand-in Auth API and a hand-moved clock; the workers' own loops run, woken by the events a
+fake Auth API and a hand-moved clock; the workers' own loops run, woken by the events a
 watch would deliver. Each test takes well under a second."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import jwt
 import pytest
 
-from localenv.auth_standin import FakeAuthAPI
+from localenv.fakeauth import FakeAuthAPI
 from simacan_token_operator.app.metrics import Metrics
 from simacan_token_operator.auth.client import AuthAPI, http_client
 from simacan_token_operator.auth.pool import TokenPool
@@ -30,10 +30,10 @@ from simacan_token_operator.reconcile.tokensecret import (
 )
 from tests.unit.conftest import PASSWORD, USERNAME, FakeClock
 from tests.unit.fakekube import FakeKube
-from tests.unit.test_reconcile_pass import auth, clock, deployment
+from tests.unit.test_reconcile_pass import clock, deployment, fake_auth
 
-FIXTURES = (auth, clock)
-"""The stand-in Auth API over TLS and the hand-moved clock of tests/unit/test_reconcile_pass.py."""
+FIXTURES = (fake_auth, clock)
+"""The fake Auth API over TLS and the hand-moved clock of tests/unit/test_reconcile_pass.py."""
 
 SECRET = "simacan-token"
 
@@ -48,7 +48,7 @@ class Cluster:
 
     kube: FakeKube
     clock: FakeClock
-    auth: FakeAuthAPI
+    fake_auth: FakeAuthAPI
     api: AuthAPI
     controller: Controller | None = None
 
@@ -56,7 +56,7 @@ class Cluster:
         runtime = Runtime(
             kube=self.kube,
             pool=TokenPool(self.api, clock=self.clock),
-            auth_policy=AuthURLPolicy(frozenset({f"127.0.0.1:{self.auth.port}"})),
+            auth_policy=AuthURLPolicy(frozenset({f"127.0.0.1:{self.fake_auth.port}"})),
             metrics=Metrics(),
             clock=self.clock,
         )
@@ -89,7 +89,7 @@ class Cluster:
             "apiVersion": "auth.simacan.com/v1alpha1",
             "kind": "SimacanCredential",
             "metadata": {"name": name, "namespace": namespace, "uid": str(uuid.uuid4()), "generation": 1},
-            "spec": {"credentialsSecretRef": {"name": "login"}, "authURL": self.auth.base_url},
+            "spec": {"credentialsSecretRef": {"name": "login"}, "authURL": self.fake_auth.base_url},
         }
 
     def cluster_credential(self, name: str, selector: dict[str, Any]) -> dict[str, Any]:
@@ -100,7 +100,7 @@ class Cluster:
             "spec": {
                 "credentialsSecretRef": {"name": "login", "namespace": "platform"},
                 "secretName": SECRET,
-                "authURL": self.auth.base_url,
+                "authURL": self.fake_auth.base_url,
                 "namespaceSelector": selector,
             },
         }
@@ -120,9 +120,9 @@ def ns(**labels: str) -> NamespaceInfo:
 
 
 @pytest.fixture
-async def cluster(auth: FakeAuthAPI, clock: FakeClock) -> AsyncIterator[Cluster]:
-    async with http_client(str(auth.ca_file)) as http:
-        world = Cluster(FakeKube(), clock, auth, AuthAPI(http, clock=clock))
+async def cluster(fake_auth: FakeAuthAPI, clock: FakeClock) -> AsyncIterator[Cluster]:
+    async with http_client(str(fake_auth.ca_file)) as http:
+        world = Cluster(FakeKube(), clock, fake_auth, AuthAPI(http, clock=clock))
         world.start()
         try:
             yield world
@@ -157,7 +157,7 @@ async def test_a_secret_event_reaches_the_right_worker_and_target(cluster: Clust
     await served(cluster)
     controller = cluster.controller
     assert controller is not None
-    assert cluster.auth.count() == 1, "one login for all: same account"
+    assert cluster.fake_auth.count() == 1, "one login for all: same account"
 
     cluster.kube.remove_secret("team-a", "api")
     cluster.kube.remove_secret("team-b", SECRET)
@@ -169,7 +169,7 @@ async def test_a_secret_event_reaches_the_right_worker_and_target(cluster: Clust
     assert sorted(cluster.kube.secret_writes[writes:]) == [("create", "api"), ("create", SECRET)]
     assert cluster.token("team-b", "api") and cluster.token("team-a", SECRET)
     assert len(cluster.kube.secret_writes) == writes + 2, "no other Secret was written"
-    assert cluster.auth.count() == 1, "restored from the token held"
+    assert cluster.fake_auth.count() == 1, "restored from the token held"
 
 
 async def test_a_namespace_that_starts_or_stops_matching_changes_the_targets(cluster: Cluster) -> None:
@@ -205,12 +205,12 @@ async def test_a_refresh_request_on_a_cluster_credential_is_honoured_once(cluste
     )
     after = {n: cluster.token(n, SECRET) for n in ("team-a", "team-b")}
     assert after["team-a"] == after["team-b"] != before["team-a"], "one new token for every namespace"
-    assert cluster.auth.count() == 2
+    assert cluster.fake_auth.count() == 2
 
     await controller.observe(asked)  # the same request again: nothing to do
     controller.resync()
     await asyncio.sleep(0.1)
-    assert cluster.auth.count() == 2
+    assert cluster.fake_auth.count() == 2
 
 
 async def test_a_restart_of_the_process_makes_no_login(cluster: Cluster) -> None:
@@ -227,7 +227,7 @@ async def test_a_restart_of_the_process_makes_no_login(cluster: Cluster) -> None
     await until(lambda: all(w.due_at is not None for w in controller.workers.values()), "every worker ran")
 
     await asyncio.sleep(0.2)  # room for the surveys the new process starts
-    assert cluster.auth.count() == 1
+    assert cluster.fake_auth.count() == 1
     assert len(cluster.kube.secret_writes) == writes, "nothing rewritten"
     assert cluster.kube.status_patches == patches, "no status rewritten, the cluster's included"
     assert all(status["conditions"][0]["status"] == "True" for status in cluster.kube.statuses.values())
@@ -296,4 +296,4 @@ async def test_a_self_made_token_in_a_selected_namespace_speaks_neither_in_statu
     after = cluster.kube.statuses[("", "shared")]
     assert (after["subject"], after["expiresAt"]) == (status["subject"], status["expiresAt"])
     assert metrics.registry.get_sample_value(*metric) == expiry
-    assert cluster.auth.count() == 1
+    assert cluster.fake_auth.count() == 1

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from localenv.polling import eventually
 from simacan_token_operator.app.metrics import Metrics
 from simacan_token_operator.kube.client import Kube, KubeError
 from simacan_token_operator.kube.leader import LeaderElector, LeaseTimings
@@ -18,7 +19,6 @@ from simacan_token_operator.kube.metered import MeteredApiClient, request_labels
 from simacan_token_operator.kube.secretwatch import secret_watch
 from simacan_token_operator.model.clusterspec import CLUSTER_KIND, CLUSTER_PLURAL
 from simacan_token_operator.model.spec import GROUP, PLURAL, VERSION
-from tests.support.polling import eventually
 from tests.unit.kubeapi import api_client_for, emulated_api
 
 NS = "/api/v1/namespaces/team-a"

@@ -7,14 +7,14 @@ still makes one call per account, whatever the number of credentials.
 
 from __future__ import annotations
 
-from localenv.auth_standin import Fault
+from localenv.fakeauth import Fault
 from simacan_token_operator.model.schedule import BACKOFF_BASE_SECONDS, URGENT_RETRY_CAP_SECONDS
 from simacan_token_operator.reconcile.tokensecret import parse_rfc3339
 from tests.unit.conftest import PASSWORD, USERNAME
-from tests.unit.test_reconcile_pass import World, auth, clock, world
+from tests.unit.test_reconcile_pass import World, clock, fake_auth, world
 from tests.unit.timeline import Key, Timeline
 
-FIXTURES = (auth, clock, world)
+FIXTURES = (fake_auth, clock, world)
 """The in-process world of tests/unit/test_reconcile_pass.py, whose fixtures these tests use."""
 
 LIFETIME = 60
@@ -23,7 +23,7 @@ OUTAGE_SECONDS = 300.0
 
 def outage(world: World, on: bool) -> None:
     for endpoint in ("password", "refresh"):
-        world.auth.set_fault(endpoint, Fault.http_error(503) if on else None)
+        world.fake_auth.set_fault(endpoint, Fault.http_error(503) if on else None)
 
 
 def credentials(world: World, accounts: int, per_account: int) -> list[Key]:
@@ -32,7 +32,7 @@ def credentials(world: World, accounts: int, per_account: int) -> list[Key]:
     for a in range(accounts):
         username, password = (USERNAME, PASSWORD) if a == 0 else (f"bot-{a}@example.com", f"pw-{a}-Zr81")
         if a:
-            world.auth.add_user(username, password)
+            world.fake_auth.add_user(username, password)
         for c in range(per_account):
             namespace = f"team-{a}-{c}"
             world.login_secret(namespace=namespace, username=username, password=password)
@@ -50,19 +50,19 @@ def refresh_point(world: World, key: Key) -> float:
 async def test_after_five_minutes_of_503s_every_secret_is_valid_within_15s_of_the_return(
     world: World,
 ) -> None:
-    world.auth.access_lifetime = LIFETIME
+    world.fake_auth.access_lifetime = LIFETIME
     keys = credentials(world, accounts=2, per_account=3)
     timeline = Timeline(world, keys)
     for key in keys:
         await timeline.nudge(key)
-    assert world.auth.count() == 2, "one login per account"
+    assert world.fake_auth.count() == 2, "one login per account"
 
     began = min(refresh_point(world, key) for key in keys)
     await timeline.until(began)
     outage(world, True)
     await timeline.until(began + OUTAGE_SECONDS)
     assert all(world.ready(k[1], k[0]) == ("False", "AuthUnavailable") for k in keys), "tokens expired"
-    per_account = [world.auth.count(username=u) - 1 for u in (USERNAME, "bot-1@example.com")]
+    per_account = [world.fake_auth.count(username=u) - 1 for u in (USERNAME, "bot-1@example.com")]
     # Urgent retries come at least URGENT_RETRY_CAP_SECONDS / 2 apart once the backoff reaches its
     # cap (after three failures): one account's calls, not one per credential.
     bound = OUTAGE_SECONDS / (URGENT_RETRY_CAP_SECONDS / 2) + 4
@@ -75,14 +75,14 @@ async def test_after_five_minutes_of_503s_every_secret_is_valid_within_15s_of_th
     for namespace, name in keys:
         assert world.ready(name, namespace) == ("True", "TokenValid"), namespace
         assert timeline.expiry((namespace, name)) > world.clock.now, namespace
-    assert world.auth.count(status=200) - 2 <= 2, "one new token per account"
+    assert world.fake_auth.count(status=200) - 2 <= 2, "one new token per account"
 
 
 async def test_ten_seconds_of_503s_at_the_refresh_point_leave_no_secret_expired(world: World) -> None:
     """With 60 s tokens the refresh comes 20 s before expiry; 10 s of 503s must not use them up,
     whatever the backoff's jitter: 24 accounts, each with its own jitter, and each retried
     once its token enters the last tenth of its life at the latest."""
-    world.auth.access_lifetime = LIFETIME
+    world.fake_auth.access_lifetime = LIFETIME
     keys = credentials(world, accounts=24, per_account=1)
     timeline = Timeline(world, keys)
     for key in keys:
@@ -101,7 +101,7 @@ async def test_ten_seconds_of_503s_at_the_refresh_point_leave_no_secret_expired(
 async def test_a_long_backoff_gives_way_when_the_token_enters_its_last_tenth(world: World) -> None:
     """Failures early in a token's life back off to minutes; once the token is about to expire,
     the pass wakes at that moment and retries."""
-    world.auth.access_lifetime = 3600
+    world.fake_auth.access_lifetime = 3600
     (key,) = credentials(world, accounts=1, per_account=1)
     timeline = Timeline(world, [key])
     await timeline.nudge(key)
@@ -110,9 +110,9 @@ async def test_a_long_backoff_gives_way_when_the_token_enters_its_last_tenth(wor
     last_tenth = timeline.expiry(key) - 360
     assert world.clock.now < last_tenth
 
-    before = world.auth.count()
+    before = world.fake_auth.count()
     await timeline.until(last_tenth - 1)
-    waits = world.auth.count() - before
+    waits = world.fake_auth.count() - before
     outage(world, False)
     await timeline.until(last_tenth + BACKOFF_BASE_SECONDS)
     assert world.ready(key[1], key[0]) == ("True", "TokenValid")

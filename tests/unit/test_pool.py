@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from localenv.auth_standin import DEFAULT_REFRESH_LIFETIME, FakeAuthAPI, Fault
+from localenv.fakeauth import DEFAULT_REFRESH_LIFETIME, FakeAuthAPI, Fault
 from simacan_token_operator.auth.client import AuthAPI
 from simacan_token_operator.auth.pool import MIN_FETCH_SPACING_SECONDS, TokenLifetimeTooShort, TokenPool
 from simacan_token_operator.model.errors import (

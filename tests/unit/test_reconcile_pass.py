@@ -1,4 +1,4 @@
-"""Reconcile passes in process: a dict-backed Kubernetes, a hand-moved clock, the stand-in Auth API.
+"""Reconcile passes in process: a dict-backed Kubernetes, a hand-moved clock, the fake Auth API.
 
 Each test gives Secrets, spec and status, runs passes of a worker, and asserts what a user
 sees: Secret writes, the status, the Events and the Auth API calls. The same scenarios run
@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from localenv.auth_standin import FakeAuthAPI, Fault
+from localenv.fakeauth import FakeAuthAPI, Fault
 from simacan_token_operator.app.metrics import Metrics
 from simacan_token_operator.auth.client import AuthAPI, http_client
 from simacan_token_operator.auth.pool import MIN_FETCH_SPACING_SECONDS, TokenPool
@@ -52,7 +52,7 @@ class World:
 
     kube: FakeKube
     clock: FakeClock
-    auth: FakeAuthAPI
+    fake_auth: FakeAuthAPI
     api: AuthAPI
     credentials: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     workers: dict[tuple[str, str], CredentialWorker] = field(default_factory=dict)
@@ -66,7 +66,7 @@ class World:
         self.runtime = Runtime(
             kube=self.kube,
             pool=TokenPool(self.api, clock=self.clock),
-            auth_policy=AuthURLPolicy(frozenset({f"127.0.0.1:{self.auth.port}"})),
+            auth_policy=AuthURLPolicy(frozenset({f"127.0.0.1:{self.fake_auth.port}"})),
             metrics=Metrics(),
             clock=self.clock,
         )
@@ -89,7 +89,7 @@ class World:
                 "generation": 1,
                 "annotations": {},
             },
-            "spec": {"credentialsSecretRef": {"name": "login"}, "authURL": self.auth.base_url, **spec},
+            "spec": {"credentialsSecretRef": {"name": "login"}, "authURL": self.fake_auth.base_url, **spec},
         }
         self.credentials[(namespace, name)] = body
         return body
@@ -139,15 +139,15 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def auth(signing_key: rsa.RSAPrivateKey, clock: FakeClock) -> Any:
+def fake_auth(signing_key: rsa.RSAPrivateKey, clock: FakeClock) -> Any:
     with FakeAuthAPI({USERNAME: PASSWORD}, tls=True, clock=clock, signing_key=signing_key) as fake:
         yield fake
 
 
 @pytest.fixture
-async def world(auth: FakeAuthAPI, clock: FakeClock) -> AsyncIterator[World]:
-    async with http_client(str(auth.ca_file)) as http:
-        yield World(FakeKube(), clock, auth, AuthAPI(http, clock=clock))
+async def world(fake_auth: FakeAuthAPI, clock: FakeClock) -> AsyncIterator[World]:
+    async with http_client(str(fake_auth.ca_file)) as http:
+        yield World(FakeKube(), clock, fake_auth, AuthAPI(http, clock=clock))
 
 
 async def issued(world: World, **spec: Any) -> str:
@@ -196,14 +196,14 @@ async def first_pass(world: World, setup: str) -> None:
     if setup == "password-with-final-crlf":
         login["password"] = PASSWORD + "\r\n"
     if setup == "password-with-spaces-is-kept":
-        world.auth.set_password(USERNAME, "  spaced out  ")
+        world.fake_auth.set_password(USERNAME, "  spaced out  ")
         login["password"] = "  spaced out  "
     if setup == "password-with-two-newlines":
         login["password"] = PASSWORD + "\n\n"
     if setup == "host-not-allowed":
         spec["authURL"] = "https://auth.evil.example/api/v1"
     if setup == "port-not-allowed":
-        spec["authURL"] = f"https://127.0.0.1:{world.auth.port + 1}/api/v1"
+        spec["authURL"] = f"https://127.0.0.1:{world.fake_auth.port + 1}/api/v1"
     if setup == "bad-refresh-before":
         spec["refreshBefore"] = "soon"
     if setup == "path-in-secret-name":
@@ -211,9 +211,9 @@ async def first_pass(world: World, setup: str) -> None:
     if setup == "suspended":
         spec["suspend"] = True
     if setup == "not-json":
-        world.auth.fail_next("password", Fault.not_json())
+        world.fake_auth.fail_next("password", Fault.not_json())
     if setup == "outage":
-        world.auth.fail_next("password", Fault.http_error(503))
+        world.fake_auth.fail_next("password", Fault.http_error(503))
     if login:
         world.login_secret(**login)
     world.credential(**spec)
@@ -285,7 +285,7 @@ async def test_first_pass(world: World, setup: str, row: Row) -> None:
 
     assert world.ready() == row.ready
     assert world.kube.event_reasons() == row.events
-    assert world.auth.count() == row.calls
+    assert world.fake_auth.count() == row.calls
     assert len(world.kube.secret_writes) == row.writes
     if row.ready[0] == "False":
         assert world.status()["conditions"][0]["message"], "a problem always says what to do"
@@ -299,7 +299,7 @@ async def test_a_problem_is_announced_once_not_on_every_retry(world: World) -> N
         world.clock.advance(600)
 
     assert world.kube.event_reasons() == ["InvalidCredentials"]
-    assert world.auth.count() == 1, "a rejected password is not tried again until something changes"
+    assert world.fake_auth.count() == 1, "a rejected password is not tried again until something changes"
 
 
 # -- lifecycles ---------------------------------------------------------------------------------
@@ -319,25 +319,25 @@ async def test_first_token_is_written_with_its_expiry_and_owner(world: World) ->
 async def test_refreshes_at_the_planned_time_quietly(world: World) -> None:
     first = await issued(world)
     wake_at = await world.run()
-    assert world.auth.count() == 1 and len(world.kube.secret_writes) == 1, "nothing due: nothing done"
+    assert world.fake_auth.count() == 1 and len(world.kube.secret_writes) == 1, "nothing due: nothing done"
     assert wake_at is not None
 
     world.clock.now = wake_at + 1
     await world.run()
 
     assert world.token() != first
-    assert (world.auth.count("password"), world.auth.count("refresh")) == (1, 1)
+    assert (world.fake_auth.count("password"), world.fake_auth.count("refresh")) == (1, 1)
     assert world.kube.event_reasons() == ["Issued"], "a routine refresh posts no Event"
 
 
 async def test_rejected_refresh_falls_back_to_the_password(world: World) -> None:
     await issued(world)
-    world.auth.fail_next("refresh", Fault.http_error(403))
+    world.fake_auth.fail_next("refresh", Fault.http_error(403))
     world.clock.now = refresh_due(world)
     await world.run()
 
     assert world.ready() == ("True", "TokenValid")
-    assert (world.auth.count("password", status=200), world.auth.count("refresh")) == (2, 1)
+    assert (world.fake_auth.count("password", status=200), world.fake_auth.count("refresh")) == (2, 1)
 
 
 async def test_restart_makes_no_call_and_no_write_while_the_token_is_valid(world: World) -> None:
@@ -347,7 +347,7 @@ async def test_restart_makes_no_call_and_no_write_while_the_token_is_valid(world
     world.restart()
     await world.run()
 
-    assert world.auth.count() == 1
+    assert world.fake_auth.count() == 1
     assert len(world.kube.secret_writes) == 1
     assert world.kube.status_patches == patches
 
@@ -361,7 +361,7 @@ async def test_the_pass_judges_a_stored_token_by_its_own_clock_not_the_wall_cloc
     world.restart()
     await world.run()
 
-    assert world.auth.count() == 1, "the stored token was kept: no login"
+    assert world.fake_auth.count() == 1, "the stored token was kept: no login"
     assert len(world.kube.secret_writes) == 1
     assert world.ready() == ("True", "TokenValid")
 
@@ -372,7 +372,8 @@ async def test_restart_refreshes_at_the_stored_time_with_a_login(world: World) -
     world.clock.now = refresh_due(world)
     await world.run()
 
-    assert (world.auth.count("password"), world.auth.count("refresh")) == (2, 0), "no refresh token is stored"
+    calls = (world.fake_auth.count("password"), world.fake_auth.count("refresh"))
+    assert calls == (2, 0), "no refresh token is stored"
 
 
 async def test_equal_credentials_share_one_login(world: World) -> None:
@@ -381,13 +382,13 @@ async def test_equal_credentials_share_one_login(world: World) -> None:
         world.credential(name)
     await asyncio.gather(*(world.run(name) for name in ("a", "b", "c")))
 
-    assert world.auth.count() == 1
+    assert world.fake_auth.count() == 1
     assert len({world.token(name) for name in ("a", "b", "c")}) == 1
 
 
 async def test_password_rotation_logs_in_again(world: World) -> None:
     first = await issued(world)
-    world.auth.set_password(USERNAME, "rotated-Pw-81")
+    world.fake_auth.set_password(USERNAME, "rotated-Pw-81")
     world.login_secret(username=USERNAME, password="rotated-Pw-81")
     await world.run()
 
@@ -425,7 +426,7 @@ async def test_deleted_or_edited_secret_is_restored_without_a_login(world: World
     await world.run()
     assert base64.b64decode(world.kube.secrets[(NS, "fleet-api")]["data"]["token_type"]) == b"Bearer"
 
-    assert world.auth.count() == 1
+    assert world.fake_auth.count() == 1
     assert world.kube.event_reasons() == ["Issued", "SecretMissing", "SecretInvalid", "SecretModified"]
 
 
@@ -448,7 +449,7 @@ async def test_suspend_keeps_the_token_until_it_expires(world: World) -> None:
     world.clock.advance(3601)
     await world.run()
     assert world.ready() == ("False", "Suspended")
-    assert world.auth.count() == 1
+    assert world.fake_auth.count() == 1
 
 
 async def test_refresh_request_is_handled_once(world: World) -> None:
@@ -459,15 +460,15 @@ async def test_refresh_request_is_handled_once(world: World) -> None:
     await world.run()
 
     assert world.token() != first
-    assert world.auth.count() == 2
+    assert world.fake_auth.count() == 2
     assert world.status()["lastRefreshRequest"] == "2026-11-28T10:00:00Z"
     assert world.kube.event_reasons() == ["Issued", "RefreshRequested"]
 
 
 async def test_outage_keeps_the_valid_token_then_recovers(world: World) -> None:
     token = await issued(world)
-    world.auth.set_fault("refresh", Fault.http_error(503))
-    world.auth.set_fault("password", Fault.http_error(503))
+    world.fake_auth.set_fault("refresh", Fault.http_error(503))
+    world.fake_auth.set_fault("password", Fault.http_error(503))
     world.clock.now = refresh_due(world)
     wake_at = await world.run()
 
@@ -480,7 +481,7 @@ async def test_outage_keeps_the_valid_token_then_recovers(world: World) -> None:
     assert world.ready() == ("False", "AuthUnavailable")
     assert world.token() == token, "a failed refresh never removes the token"
 
-    world.auth.clear_faults()
+    world.fake_auth.clear_faults()
     world.clock.advance(600)
     await world.run()
     assert world.ready() == ("True", "TokenValid")
@@ -490,7 +491,7 @@ async def test_outage_keeps_the_valid_token_then_recovers(world: World) -> None:
 async def test_retry_after_sets_the_next_attempt(world: World) -> None:
     world.login_secret()
     world.credential()
-    world.auth.fail_next("password", Fault.rate_limited(120))
+    world.fake_auth.fail_next("password", Fault.rate_limited(120))
     wake_at = await world.run()
 
     assert wake_at is not None and wake_at >= world.clock.now + 120
@@ -500,7 +501,7 @@ async def test_ready_turns_false_when_the_token_expires_during_a_slow_request(wo
     await issued(world)
     annotations = world.kube.secrets[(NS, "fleet-api")]["metadata"]["annotations"]
     world.clock.now = parse_rfc3339(annotations[EXPIRES_AT_ANNOTATION]) - 0.3  # type: ignore[operator]
-    world.auth.fail_next("refresh", Fault.slow(3))
+    world.fake_auth.fail_next("refresh", Fault.slow(3))
 
     started = asyncio.get_running_loop().time()
     await world.run()
@@ -512,25 +513,25 @@ async def test_ready_turns_false_when_the_token_expires_during_a_slow_request(wo
 
 async def test_short_lived_tokens_are_spaced_and_say_so(world: World) -> None:
     world.clock.now = float(int(world.clock.now))  # whole seconds: `exp` makes these tokens live 1 s
-    world.auth.access_lifetime = 1.5
+    world.fake_auth.access_lifetime = 1.5
     await issued(world)
     world.clock.advance(1.1)  # due after 2/3 s, and the last request was 1.1 s ago: allowed
     await world.run()
     world.clock.advance(0.7)  # due again, but only 0.7 s after the last request: held back
     await world.run()
 
-    assert world.auth.count() == 2
+    assert world.fake_auth.count() == 2
     assert world.ready()[1] == "TokenLifetimeTooShort"
     assert "TokenLifetimeTooShort" in world.kube.event_reasons()
     world.clock.advance(MIN_FETCH_SPACING_SECONDS)
     await world.run()
-    assert world.auth.count() == 3
+    assert world.fake_auth.count() == 3
 
 
 # -- several writers and several namespaces ----------------------------------------------------
 
 
-async def test_a_second_operator_adopts_the_first_ones_token(world: World, auth: FakeAuthAPI) -> None:
+async def test_a_second_operator_adopts_the_first_ones_token(world: World, fake_auth: FakeAuthAPI) -> None:
     token = await issued(world)
     first_operator = world.workers
     world.restart()  # a second process, with a pool of its own, running beside the first
@@ -547,7 +548,7 @@ async def test_a_second_operator_adopts_the_first_ones_token(world: World, auth:
         await world.run()
 
     assert len(world.kube.secret_writes) <= 3, world.kube.secret_writes
-    assert auth.count() <= 3
+    assert fake_auth.count() <= 3
     assert world.kube.event_reasons() == ["Issued"]
 
 
@@ -579,13 +580,13 @@ async def test_a_forged_token_in_one_namespace_never_reaches_another(world: Worl
 
 async def test_statuses_and_events_never_carry_secrets(world: World) -> None:
     await issued(world)
-    world.auth.fail_next("refresh", Fault.http_error(500))
+    world.fake_auth.fail_next("refresh", Fault.http_error(500))
     world.clock.now = refresh_due(world)
     await world.run()
     text = repr(world.kube.statuses) + repr(world.kube.events)
 
     assert PASSWORD not in text
-    for token in world.auth.issued_tokens:
+    for token in world.fake_auth.issued_tokens:
         assert token.token not in text
 
 
@@ -607,8 +608,8 @@ async def test_metrics_show_a_failing_refresh_while_the_old_token_is_valid(world
     )
     assert expiry is not None and issued_at is not None and 3500 < expiry - issued_at <= 3600
 
-    world.auth.set_fault("refresh", Fault.http_error(503))
-    world.auth.set_fault("password", Fault.http_error(503))
+    world.fake_auth.set_fault("refresh", Fault.http_error(503))
+    world.fake_auth.set_fault("password", Fault.http_error(503))
     world.clock.now = refresh_due(world)
     await world.run()
 
@@ -676,7 +677,7 @@ async def test_bad_templates_are_invalid_spec(world: World, template: dict[str, 
     await world.run()
 
     assert world.ready() == ("False", "InvalidSpec")
-    assert world.auth.count() == 0
+    assert world.fake_auth.count() == 0
 
 
 async def test_restart_target_is_restarted_once_per_new_token(world: World) -> None:
@@ -962,17 +963,17 @@ async def test_passes_waiting_for_a_slow_auth_api_hold_no_kubernetes_slot(world:
     assert world.runtime is not None
     slow = KUBE_CONCURRENCY + 4
     for i in range(slow):
-        world.auth.add_user(f"slow-{i}", "pw")
+        world.fake_auth.add_user(f"slow-{i}", "pw")
         world.login_secret(f"login-{i}", username=f"slow-{i}", password="pw")
         world.credential(f"slow-{i}", credentialsSecretRef={"name": f"login-{i}"})
-    world.auth.fail_next("password", Fault.drip(2.0), times=slow)
+    world.fake_auth.fail_next("password", Fault.drip(2.0), times=slow)
     waiting = [asyncio.create_task(world.run(f"slow-{i}")) for i in range(slow)]
     try:
         for _ in range(100):
-            if world.auth.count() >= slow:
+            if world.fake_auth.count() >= slow:
                 break
             await asyncio.sleep(0.05)
-        assert world.auth.count() == slow, "every slow pass has its request under way"
+        assert world.fake_auth.count() == slow, "every slow pass has its request under way"
 
         await asyncio.wait_for(issued(world), timeout=5)
     finally:
@@ -1006,7 +1007,7 @@ async def test_a_conflicting_write_is_retried_shortly_after_reading_again(world:
     assert world.kube.secret_writes == [] and world.kube.status_patches == 0 and world.kube.events == []
     await world.run()
     assert world.ready() == ("True", "TokenValid")
-    assert world.auth.count() == 1, "the retry reuses the token obtained for the failed write"
+    assert world.fake_auth.count() == 1, "the retry reuses the token obtained for the failed write"
 
 
 @pytest.mark.parametrize("status", [429, 500, 503])

@@ -13,10 +13,10 @@ from simacan_token_operator.model.schedule import (
     REFRESH_REQUEST_INTERVAL_SECONDS,
 )
 from simacan_token_operator.reconcile.tokensecret import parse_rfc3339
-from tests.unit.test_reconcile_pass import NS, World, auth, clock, issued, world
+from tests.unit.test_reconcile_pass import NS, World, clock, fake_auth, issued, world
 from tests.unit.timeline import Key, Timeline
 
-FIXTURES = (auth, clock, world)
+FIXTURES = (fake_auth, clock, world)
 """The in-process world of tests/unit/test_reconcile_pass.py, whose fixtures these tests use."""
 
 ONE: Key = (NS, "fleet-api")
@@ -32,7 +32,7 @@ async def test_a_hundred_requests_within_a_minute_cost_two_auth_calls(world: Wor
     await issued(world)
     timeline = Timeline(world, [ONE])
     world.clock.advance(1)
-    start, before = world.clock.now, world.auth.count()
+    start, before = world.clock.now, world.fake_auth.count()
 
     for i in range(100):  # 100 distinct values within 59.4 s
         world.annotate(f"request-{i:02d}")
@@ -43,7 +43,7 @@ async def test_a_hundred_requests_within_a_minute_cost_two_auth_calls(world: Wor
         await timeline.until(world.clock.now + 0.6)
     await timeline.until(start + 3 * REFRESH_REQUEST_INTERVAL_SECONDS)
 
-    assert world.auth.count() - before == 2, "the first request at once, the last one a minute later"
+    assert world.fake_auth.count() - before == 2, "the first request at once, the last one a minute later"
     status = world.status()
     assert status["lastRefreshRequest"] == "request-99", "the last value is honoured, not dropped"
     assert "pendingRefreshRequest" not in status
@@ -72,7 +72,7 @@ async def test_a_later_request_waits_a_minute_after_the_last_honoured_one(world:
     await timeline.until(honoured + REFRESH_REQUEST_INTERVAL_SECONDS)
     assert world.token() != second
     assert world.status()["lastRefreshRequest"] == "second"
-    assert world.auth.count() == 3
+    assert world.fake_auth.count() == 3
     assert world.kube.event_reasons().count("RefreshRequested") == 2
 
 
@@ -89,9 +89,9 @@ async def test_ten_credentials_of_one_account_asking_ten_times_cost_two_auth_cal
     timeline = Timeline(world, keys)
     for key in keys:
         await timeline.nudge(key)
-    assert world.auth.count() == 1, "one account, one token"
+    assert world.fake_auth.count() == 1, "one account, one token"
     world.clock.advance(1)
-    start, before = world.clock.now, world.auth.count()
+    start, before = world.clock.now, world.fake_auth.count()
 
     for round_ in range(10):  # every credential asks once every 6 s: 100 requests within 54 s
         for namespace, name in keys:
@@ -100,7 +100,7 @@ async def test_ten_credentials_of_one_account_asking_ten_times_cost_two_auth_cal
         await timeline.until(start + 6 * (round_ + 1))
     await timeline.until(start + 3 * REFRESH_REQUEST_INTERVAL_SECONDS)
 
-    assert world.auth.count() - before <= 2
+    assert world.fake_auth.count() - before <= 2
     for namespace, name in keys:
         status = world.status(name, namespace)
         assert status["lastRefreshRequest"] == "round-9", (namespace, "deferred, not dropped")
@@ -117,19 +117,19 @@ async def test_requests_spread_over_a_round_are_served_at_the_end_of_the_account
     for key in keys:
         await timeline.nudge(key)
     world.clock.advance(1)
-    start, before = world.clock.now, world.auth.count()
+    start, before = world.clock.now, world.fake_auth.count()
     first = {key: world.token(key[1], key[0]) for key in keys}
 
     for namespace, name in keys:
         world.annotate("now", name, namespace)
         await timeline.nudge((namespace, name))
         world.clock.advance(0.05)
-    assert world.auth.count() - before == 1
+    assert world.fake_auth.count() - before == 1
     pending = [k for k in keys if world.status(k[1], k[0]).get("pendingRefreshRequest") == "now"]
     assert pending == keys[1:], "the others wait for the account's window to end"
 
     await timeline.until(start + FORCED_REFRESH_WINDOW_SECONDS + 1)
-    assert world.auth.count() - before == 2
+    assert world.fake_auth.count() - before == 2
     assert all(world.status(k[1], k[0])["lastRefreshRequest"] == "now" for k in keys)
     assert all(world.token(k[1], k[0]) != first[k] for k in keys)
 
@@ -146,6 +146,6 @@ async def test_a_request_is_honoured_without_a_call_when_the_pool_has_a_newer_to
     await timeline.nudge(keys[0])
     await timeline.nudge(keys[1])  # asked before the first one's call started (same instant)
 
-    assert world.auth.count() == 2
+    assert world.fake_auth.count() == 2
     assert world.status(name, ns_b)["lastRefreshRequest"] == "b"
     assert world.token(name, ns_a) == world.token(name, ns_b)

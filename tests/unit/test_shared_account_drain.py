@@ -18,9 +18,9 @@ from simacan_token_operator.reconcile.tokensecret import (
     REFRESHED_AT_ANNOTATION,
     rfc3339_precise,
 )
-from tests.unit.test_reconcile_pass import NS, OTHER_NS, World, auth, clock, world
+from tests.unit.test_reconcile_pass import NS, OTHER_NS, World, clock, fake_auth, world
 
-FIXTURES = (auth, clock, world)
+FIXTURES = (fake_auth, clock, world)
 
 
 def self_made(exp: float, now: float) -> str:
@@ -56,7 +56,7 @@ async def two_tenants(world: World) -> None:
         world.login_secret(namespace=namespace)
         world.credential(namespace=namespace)
         await world.run(namespace=namespace)
-    assert world.auth.count() == 1, "one account, one login"
+    assert world.fake_auth.count() == 1, "one account, one login"
 
 
 def the_pool_token(world: World) -> bool:
@@ -82,7 +82,7 @@ async def test_edited_annotations_cause_no_login_and_are_restored(world: World) 
         secret = world.kube.secrets[(OTHER_NS, "fleet-api")]
         reference = world.kube.secrets[(NS, "fleet-api")]
         assert secret["metadata"]["annotations"] == reference["metadata"]["annotations"]
-    assert world.auth.count() == 1, "the tenant's annotations never decide that the account logs in"
+    assert world.fake_auth.count() == 1, "the tenant's annotations never decide that the account logs in"
 
 
 async def test_self_made_tokens_and_deletions_cause_no_login(world: World) -> None:
@@ -101,7 +101,7 @@ async def test_self_made_tokens_and_deletions_cause_no_login(world: World) -> No
     world.clock.advance(400)
     await world.run(namespace=OTHER_NS)
     assert the_pool_token(world)
-    assert world.auth.count() == 1
+    assert world.fake_auth.count() == 1
 
 
 async def test_a_hundred_edits_in_a_minute_make_no_login_and_restores_back_off(world: World) -> None:
@@ -116,7 +116,7 @@ async def test_a_hundred_edits_in_a_minute_make_no_login_and_restores_back_off(w
         world.clock.advance(0.6)
         await world.run(namespace=OTHER_NS)
     restores = len(world.kube.secret_writes) - writes_before
-    assert world.auth.count() == 1
+    assert world.fake_auth.count() == 1
     assert restores < 20, f"{restores} restores for 100 edits in a minute: they back off"
     world.clock.advance(400)  # the tenant stopped
     await world.run(namespace=OTHER_NS)
@@ -128,7 +128,7 @@ async def test_after_a_restart_edits_cost_at_most_one_login(world: World) -> Non
     world.restart()  # nothing in memory: the pool is empty, tokens are adopted per namespace
     await world.run(namespace=NS)
     await world.run(namespace=OTHER_NS)
-    assert world.auth.count() == 1, "a restart adopts the Secrets' tokens"
+    assert world.fake_auth.count() == 1, "a restart adopts the Secrets' tokens"
     now = world.clock.now
     for _ in range(5):  # within the token's hour: nothing is due but what the tenant fakes
         tamper(world, edited_annotations(refreshed=now - 7200, expires=now + 1))
@@ -137,9 +137,9 @@ async def test_after_a_restart_edits_cost_at_most_one_login(world: World) -> Non
         tamper(world, token(self_made(now + 5, now)))
         world.clock.advance(30)
         await world.run(namespace=OTHER_NS)
-    assert world.auth.count() <= 2, "at most one login after the restart, then the pool's token is used"
+    assert world.fake_auth.count() <= 2, "at most one login after the restart, then the pool's token is used"
     await world.run(namespace=NS)
-    assert world.auth.count() <= 2
+    assert world.fake_auth.count() <= 2
 
 
 async def test_a_token_adopted_after_a_restart_never_serves_another_namespace(world: World) -> None:

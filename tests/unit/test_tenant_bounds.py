@@ -18,9 +18,9 @@ from simacan_token_operator.model.schedule import RESTORE_BACKOFF_CAP_SECONDS, r
 from simacan_token_operator.model.spec import SpecError, parse_spec, rendered_size_bound
 from simacan_token_operator.model.tokens import TokenParseError, parse_token_response, stored_token
 from simacan_token_operator.reconcile.tokensecret import read_stored
-from tests.unit.test_reconcile_pass import NS, World, auth, b64, clock, issued, world
+from tests.unit.test_reconcile_pass import NS, World, b64, clock, fake_auth, issued, world
 
-FIXTURES = (auth, clock, world)
+FIXTURES = (fake_auth, clock, world)
 """The in-process world of tests/unit/test_reconcile_pass.py, whose fixtures these tests use."""
 
 NOW = 1_800_000_000.0
@@ -136,7 +136,7 @@ async def test_an_oversized_refresh_request_is_ignored_with_one_warning(world: W
     await world.run()
 
     assert world.token() == token
-    assert world.auth.count() == 1
+    assert world.fake_auth.count() == 1
     assert world.kube.event_reasons() == ["Issued", "RefreshRequestIgnored"]
     assert "lastRefreshRequest" not in world.status()
 
@@ -233,7 +233,7 @@ async def test_a_secret_deleted_again_and_again_is_restored_with_backoff(world: 
     gaps = [round(b - a, 3) for a, b in itertools.pairwise(restores)]
     assert gaps == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]
     assert len(world.kube.secret_writes) == writes_after_issue + 9
-    assert world.auth.count() == 1, "restores use the token the operator holds"
+    assert world.fake_auth.count() == 1, "restores use the token the operator holds"
 
 
 async def test_restores_start_afresh_after_the_secret_was_left_alone(world: World) -> None:

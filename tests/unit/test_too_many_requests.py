@@ -17,11 +17,11 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from localenv.polling import eventually
 from simacan_token_operator.kube.api import TOO_MANY_REQUESTS_RETRIES, retry_after
 from simacan_token_operator.kube.budget import RequestBudget
 from simacan_token_operator.kube.client import Kube, KubeError, NotLeader
 from simacan_token_operator.kube.secretwatch import secret_watch
-from tests.support.polling import eventually
 from tests.unit import kubeapi
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from localenv.auth_standin import FakeAuthAPI
+from localenv.fakeauth import FakeAuthAPI
 from tests.unit.conftest import PASSWORD, USERNAME, FakeClock
 from tests.unit.test_controller import Cluster, cluster, until
-from tests.unit.test_reconcile_pass import auth, clock
+from tests.unit.test_reconcile_pass import clock, fake_auth
 
-HARNESS = (auth, clock, cluster)
+HARNESS = (fake_auth, clock, cluster)
 """The fixtures this module uses, defined with the harness."""
 NS = "team-a"
 
@@ -137,14 +137,14 @@ async def test_the_echo_of_our_own_write_wakes_no_pass(cluster: Cluster, clock: 
 
 
 async def test_a_password_change_is_read_once_for_every_credential_using_it(
-    cluster: Cluster, auth: FakeAuthAPI
+    cluster: Cluster, fake_auth: FakeAuthAPI
 ) -> None:
     names = ("one", "two", "three")
     await serve(cluster, *names)
     assert reads(cluster, "login") == 1, "one read of the shared login Secret at the start"
-    logins = auth.count("password")
+    logins = fake_auth.count("password")
 
-    auth.set_password(USERNAME, "a-new-password")
+    fake_auth.set_password(USERNAME, "a-new-password")
     data = {"username": base64.b64encode(USERNAME.encode()).decode()}
     data["password"] = base64.b64encode(b"a-new-password").decode()
     cluster.kube.put_secret(NS, {"metadata": {"name": "login"}, "data": data})
@@ -152,7 +152,7 @@ async def test_a_password_change_is_read_once_for_every_credential_using_it(
     deliver(cluster)
 
     await until(lambda: all(cluster.token(NS, n) != tokens[n] for n in names), "new tokens everywhere")
-    assert auth.count("password") == logins + 1, "one login with the new password, for all"
+    assert fake_auth.count("password") == logins + 1, "one login with the new password, for all"
     assert reads(cluster, "login") == 2, "the new version is read once, whatever the number of credentials"
     assert PASSWORD != "a-new-password"
 

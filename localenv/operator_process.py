@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
-from .polling import eventually
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from localenv.polling import eventually
+from localenv.processes import free_ports, kube_env, operator_argv
 
 
 @dataclass
@@ -34,26 +26,15 @@ class OperatorProcess:
 
     def start(self) -> OperatorProcess:
         assert self.process is None, "already running"
-        self.health_port, self.metrics_port = free_port(), free_port()
+        self.health_port, self.metrics_port = free_ports(2)
         self.runs += 1
-        args = [
-            sys.executable,
-            "-m",
-            "simacan_token_operator",
-            "run",
-            *(["--namespace", self.namespace] if self.namespace else []),  # "": all namespaces
-            "--bind-address",
-            "127.0.0.1",
-            "--health-port",
-            str(self.health_port),
-            "--metrics-port",
-            str(self.metrics_port),
-            "--log-level",
-            "debug",
-            *self.extra_args,
-        ]
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
-        env.pop("KUBERNETES_SERVICE_HOST", None)
+        args = operator_argv(
+            namespace=self.namespace,  # "": all namespaces
+            health_port=self.health_port,
+            metrics_port=self.metrics_port,
+            extra=["--log-level", "debug", *self.extra_args],
+        )
+        env = kube_env(self.kubeconfig)
         log = self.log_path.open("ab")
         log.write(f"\n===== operator run {self.runs}: {' '.join(args[1:])}\n".encode())
         log.flush()

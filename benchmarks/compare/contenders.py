@@ -4,8 +4,8 @@
 - eso: External Secrets Operator v0.16.2 as its documentation shows it: a `Webhook` generator per
   account posting the form login, an `ExternalSecret` per token Secret with `refreshInterval` set to
   the token lifetime (the obvious choice) or to two thirds of it, and a template that keeps only
-  `access_token` (without it the refresh token lands in the Secret too). Built by compare_build_eso.sh.
-- cron: compare_cron.py, the fixed-interval loop.
+  `access_token` (without it the refresh token lands in the Secret too). Built by build_eso.sh.
+- cron: cron.py, the fixed-interval loop.
 
 Every contender writes token Secrets token-00000, token-00001, ... holding the JWT under key `token`,
 so the reader judges them all the same way.
@@ -26,16 +26,16 @@ from typing import Any
 
 import yaml
 
-from benchmarks.compare_kube import KubeClient
-from benchmarks.footprint import BenchmarkError, Child, child_env
+from benchmarks.child import BenchmarkError, Child
+from benchmarks.compare.kube import KubeClient
 from localenv.controlplane import ControlPlane
-from tests.support.operator_process import free_port
+from localenv.processes import free_ports, kube_env, operator_argv
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCH_DIR.parent
+COMPARE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = COMPARE_DIR.parents[1]
 OUR_CRD = REPO_ROOT / "crds" / "simacancredentials.auth.simacan.com.yaml"
-ESO_BUILD_SCRIPT = BENCH_DIR / "compare_build_eso.sh"
-CRON_SCRIPT = BENCH_DIR / "compare_cron.py"
+ESO_BUILD_SCRIPT = COMPARE_DIR / "build_eso.sh"
+CRON_MODULE = "benchmarks.compare.cron"
 CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 ESO_GENERATOR_API = "generators.external-secrets.io/v1alpha1"
 # The Webhook generator's body template: the form login, from the login Secret named "login" below.
@@ -129,6 +129,17 @@ def create_all(kube: KubeClient, path: str, bodies: Sequence[Mapping[str, Any]])
         list(pool.map(lambda body: kube.create(path, body), bodies))  # list() re-raises a failure
 
 
+def create_objects(
+    arena: Arena, api_version: str, kind: str, plural: str, specs: Mapping[str, Mapping[str, Any]]
+) -> None:
+    """One `kind` per name in the arena's namespace, with its spec, in the order given."""
+    bodies = [
+        {"apiVersion": api_version, "kind": kind, "metadata": {"name": name}, "spec": spec}
+        for name, spec in specs.items()
+    ]
+    create_all(arena.kube, f"/apis/{api_version}/namespaces/{arena.namespace}/{plural}", bodies)
+
+
 # --- ours ------------------------------------------------------------------------------------------
 
 
@@ -137,41 +148,25 @@ class Ours(Contender):
 
     def install(self, arena: Arena) -> None:
         apply_crds(arena.kube, [yaml.safe_load(OUR_CRD.read_text())])
-        path = f"/apis/auth.simacan.com/v1alpha1/namespaces/{arena.namespace}/simacancredentials"
-        bodies = [
-            {
-                "apiVersion": "auth.simacan.com/v1alpha1",
-                "kind": "SimacanCredential",
-                "metadata": {"name": name},
-                "spec": {
-                    "credentialsSecretRef": {"name": f"login-{index % arena.load.logins}"},
-                    "authURL": arena.auth_url,
-                },
+        specs = {
+            name: {
+                "credentialsSecretRef": {"name": f"login-{index % arena.load.logins}"},
+                "authURL": arena.auth_url,
             }
             for index, name in enumerate(secret_names(arena.load))
-        ]
-        create_all(arena.kube, path, bodies)
+        }
+        create_objects(arena, "auth.simacan.com/v1alpha1", "SimacanCredential", "simacancredentials", specs)
 
     def start(self, arena: Arena) -> Child:
-        argv = [
-            sys.executable,
-            "-m",
-            "simacan_token_operator",
-            "run",
-            "--namespace",
-            arena.namespace,
-            "--allowed-auth-host",
-            f"127.0.0.1:{arena.auth_port}",
-            "--auth-ca-file",
-            str(arena.auth_ca_file),
-            "--bind-address",
-            "127.0.0.1",
-            "--metrics-port",
-            str(free_port()),
-            "--health-port",
-            str(free_port()),
-        ]
-        env = child_env(arena.plane.admin_kubeconfig)
+        health_port, metrics_port = free_ports(2)
+        argv = operator_argv(
+            namespace=arena.namespace,
+            allowed_auth_host=f"127.0.0.1:{arena.auth_port}",
+            auth_ca_file=arena.auth_ca_file,
+            health_port=health_port,
+            metrics_port=metrics_port,
+        )
+        env = kube_env(arena.plane.admin_kubeconfig)
         return Child(self.name, argv, env, arena.log_dir / f"{self.log_name}.log")
 
 
@@ -201,70 +196,52 @@ class ExternalSecrets(Contender):
         bundle = [doc for doc in yaml.safe_load_all((self.build_dir / "bundle.yaml").read_text()) if doc]
         apply_crds(arena.kube, bundle, timeout=120.0)
         ca_bundle = base64.b64encode(arena.auth_ca_file.read_bytes()).decode()
-        generators = [
-            {
-                "apiVersion": ESO_GENERATOR_API,
-                "kind": "Webhook",
-                "metadata": {"name": f"login-{index}"},
-                "spec": {
-                    "url": f"{arena.auth_url}/auth/password",
-                    "method": "POST",
-                    "headers": {"Content-Type": "application/x-www-form-urlencoded"},
-                    "body": LOGIN_FORM,
-                    "result": {"jsonPath": "$"},
-                    "caBundle": ca_bundle,
-                    "timeout": "30s",
-                    "secrets": [{"name": "login", "secretRef": {"name": f"login-{index}"}}],
-                },
+        generators = {
+            f"login-{index}": {
+                "url": f"{arena.auth_url}/auth/password",
+                "method": "POST",
+                "headers": {"Content-Type": "application/x-www-form-urlencoded"},
+                "body": LOGIN_FORM,
+                "result": {"jsonPath": "$"},
+                "caBundle": ca_bundle,
+                "timeout": "30s",
+                "secrets": [{"name": "login", "secretRef": {"name": f"login-{index}"}}],
             }
             for index in range(arena.load.logins)
-        ]
-        create_all(
-            arena.kube,
-            f"/apis/{ESO_GENERATOR_API}/namespaces/{arena.namespace}/webhooks",
-            generators,
-        )
+        }
+        create_objects(arena, ESO_GENERATOR_API, "Webhook", "webhooks", generators)
         interval = f"{arena.lifetime * self.refresh_fraction:.0f}s"
-        external_secrets = [
-            {
-                "apiVersion": "external-secrets.io/v1",
-                "kind": "ExternalSecret",
-                "metadata": {"name": name},
-                "spec": {
-                    "refreshInterval": interval,
-                    "target": {
-                        "name": name,
-                        "template": {"engineVersion": "v2", "data": {"token": "{{ .access_token }}"}},
-                    },
-                    "dataFrom": [
-                        {
-                            "sourceRef": {
-                                "generatorRef": {
-                                    "apiVersion": ESO_GENERATOR_API,
-                                    "kind": "Webhook",
-                                    "name": f"login-{index % arena.load.logins}",
-                                }
+        external_secrets = {
+            name: {
+                "refreshInterval": interval,
+                "target": {
+                    "name": name,
+                    "template": {"engineVersion": "v2", "data": {"token": "{{ .access_token }}"}},
+                },
+                "dataFrom": [
+                    {
+                        "sourceRef": {
+                            "generatorRef": {
+                                "apiVersion": ESO_GENERATOR_API,
+                                "kind": "Webhook",
+                                "name": f"login-{index % arena.load.logins}",
                             }
                         }
-                    ],
-                },
+                    }
+                ],
             }
             for index, name in enumerate(secret_names(arena.load))
-        ]
-        create_all(
-            arena.kube,
-            f"/apis/external-secrets.io/v1/namespaces/{arena.namespace}/externalsecrets",
-            external_secrets,
-        )
+        }
+        create_objects(arena, "external-secrets.io/v1", "ExternalSecret", "externalsecrets", external_secrets)
 
     def start(self, arena: Arena) -> Child:
         argv = [
             str(self.build_dir / "external-secrets"),
             f"--namespace={arena.namespace}",
-            f"--metrics-addr=127.0.0.1:{free_port()}",
+            f"--metrics-addr=127.0.0.1:{free_ports(1)[0]}",
             "--enable-leader-election=false",
         ]
-        env = child_env(arena.plane.admin_kubeconfig)
+        env = kube_env(arena.plane.admin_kubeconfig)
         return Child(self.name, argv, env, arena.log_dir / f"{self.log_name}.log")
 
     def notes(self, arena: Arena) -> str:
@@ -275,7 +252,7 @@ class ExternalSecrets(Contender):
 
 
 class CronLoop(Contender):
-    """compare_cron.py every `interval_fraction` of the token lifetime."""
+    """cron.py every `interval_fraction` of the token lifetime."""
 
     def __init__(self, interval_fraction: float) -> None:
         self.name = "cron"
@@ -287,7 +264,8 @@ class CronLoop(Contender):
     def start(self, arena: Arena) -> Child:
         argv = [
             sys.executable,
-            str(CRON_SCRIPT),
+            "-m",
+            CRON_MODULE,
             "--server",
             arena.plane.server,
             "--ca-file",
@@ -305,7 +283,7 @@ class CronLoop(Contender):
             "--interval",
             f"{arena.lifetime * self.interval_fraction:g}",
         ]
-        env = child_env(arena.plane.admin_kubeconfig, KUBE_TOKEN=arena.plane.admin_token)
+        env = kube_env(arena.plane.admin_kubeconfig, KUBE_TOKEN=arena.plane.admin_token)
         return Child(self.name, argv, env, arena.log_dir / f"{self.log_name}.log")
 
     def notes(self, arena: Arena) -> str:

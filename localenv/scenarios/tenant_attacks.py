@@ -22,11 +22,9 @@ from typing import Any
 import jwt
 from kubernetes import client
 
-from simacan_token_operator.kube.client import RawApi
-from simacan_token_operator.model import reasons
-from tests.support.faultkit import PASSWORD, USERNAME, credential_spec
-from tests.support.k8s import GROUP, PLURAL, VERSION, Namespace
-from tests.support.tenant_arena import (
+from localenv.k8s import GROUP, PLURAL, VERSION, Namespace
+from localenv.scenarios.faultkit import PASSWORD, USERNAME, credential_spec
+from localenv.scenarios.tenant_arena import (
     KIB,
     LOGIN,
     MIB,
@@ -35,6 +33,8 @@ from tests.support.tenant_arena import (
     Attack,
     Figures,
 )
+from simacan_token_operator.kube.client import RawApi
+from simacan_token_operator.model import reasons
 
 # --- the attacks ----------------------------------------------------------------------------------
 BOMB_TOKEN_BYTES = 40 * KIB

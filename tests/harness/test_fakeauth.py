@@ -18,7 +18,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from localenv.auth_standin import FakeAuthAPI, Fault, FaultKind
+from localenv.fakeauth import FakeAuthAPI, Fault, FaultKind
 
 USER = "fleet-bot@example.com"
 PASSWORD = "correct-horse-battery-staple-7Qz"
@@ -549,7 +549,7 @@ def test_tls_mode_serves_https_trusted_only_through_ca_file(
 
 def test_cli_serves_users_until_terminated(client: httpx.Client) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    command = [sys.executable, "-m", "localenv.auth_standin", "--port", "0"]
+    command = [sys.executable, "-m", "localenv.fakeauth", "--port", "0"]
     command += ["--user", f"{USER}:{PASSWORD}", "--lifetime", "60"]
     with subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, text=True) as process:
         try:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds External Secrets Operator from the Go module proxy for benchmarks/compare.py and caches the
+# Builds External Secrets Operator from the Go module proxy for `python -m benchmarks.compare`; caches the
 # binary and its CRD bundle outside the repository; prints the cache dir. A second run only checks.
 #
 # ESO's go.mod has a `replace` directive, so `go install ...@VERSION` refuses: build from a writable

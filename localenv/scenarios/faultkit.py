@@ -22,12 +22,12 @@ import httpx
 import jwt
 from kubernetes import client, config
 
-from localenv.auth_standin import FakeAuthAPI
 from localenv.controlplane import ControlPlane
+from localenv.fakeauth import FakeAuthAPI
+from localenv.k8s import Namespace, api_client
+from localenv.operator_process import OperatorProcess
+from localenv.polling import eventually
 from simacan_token_operator.kube.client import RawApi
-from tests.support.k8s import Namespace, api_client
-from tests.support.operator_process import OperatorProcess
-from tests.support.polling import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 OPERATOR_NAMESPACE = "simacan-token-operator"
@@ -73,23 +73,27 @@ def kubeconfig_via(kubeconfig: Path, port: int, path: Path) -> Path:
     return path
 
 
-def operator_args(auth: FakeAuthAPI) -> list[str]:
-    return ["--allowed-auth-host", f"127.0.0.1:{auth.port}", "--auth-ca-file", str(auth.ca_file)]
+def operator_args(fake_auth: FakeAuthAPI) -> list[str]:
+    return ["--allowed-auth-host", f"127.0.0.1:{fake_auth.port}", "--auth-ca-file", str(fake_auth.ca_file)]
 
 
-def credential_spec(auth: FakeAuthAPI, secret: str = "login", **extra: Any) -> dict[str, Any]:
-    return {"credentialsSecretRef": {"name": secret}, "authURL": auth.base_url, **extra}
+def credential_spec(fake_auth: FakeAuthAPI, secret: str = "login", **extra: Any) -> dict[str, Any]:
+    return {"credentialsSecretRef": {"name": secret}, "authURL": fake_auth.base_url, **extra}
+
+
+def token_claims(secret: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The claims of the token a Secret holds (unverified: the tests only need its times)."""
+    raw = (secret.get("data") or {}).get("token") if secret else None
+    if not raw:
+        return None
+    claims: dict[str, Any] = jwt.decode(base64.b64decode(raw).decode(), options={"verify_signature": False})
+    return claims
 
 
 def token_expiry(secret: dict[str, Any] | None) -> float | None:
-    """The `exp` of the token a Secret holds (unverified: the test only needs the time)."""
-    if not secret:
-        return None
-    raw = (secret.get("data") or {}).get("token")
-    if not raw:
-        return None
-    claims = jwt.decode(base64.b64decode(raw).decode(), options={"verify_signature": False})
-    return float(claims["exp"])
+    """The `exp` of the token a Secret holds."""
+    claims = token_claims(secret)
+    return None if claims is None else float(claims["exp"])
 
 
 # --- Secrets as the API server saw them ------------------------------------------------------------
@@ -287,7 +291,7 @@ class Scene:
 
     plane: ControlPlane
     operator_kubeconfig: Path
-    auth: FakeAuthAPI
+    fake_auth: FakeAuthAPI
     ns: Namespace
     work_dir: Path
     operators: list[OperatorProcess] = field(default_factory=list)
@@ -310,7 +314,7 @@ class Scene:
             kubeconfig or self.operator_kubeconfig,
             self.ns.name,
             self.work_dir / f"operator-{len(self.operators)}.log",
-            [*operator_args(self.auth), *extra],
+            [*operator_args(self.fake_auth), *extra],
         )
         self.operators.append(operator)
         return operator.start()
@@ -319,7 +323,7 @@ class Scene:
         if self.ns.secret("login") is None:
             self.ns.create_login_secret("login", USERNAME, PASSWORD)
         for name in names:
-            self.ns.create_credential(name, credential_spec(self.auth, **spec))
+            self.ns.create_credential(name, credential_spec(self.fake_auth, **spec))
 
     def all_ready(self, names: Sequence[str], after: float = 0.0) -> bool:
         """Every credential Ready=True with an unexpired token issued after `after` in its Secret."""
@@ -349,13 +353,8 @@ class Scene:
 
 
 def _issued_at(secret: dict[str, Any] | None) -> float | None:
-    if not secret:
-        return None
-    raw = (secret.get("data") or {}).get("token")
-    if not raw:
-        return None
-    claims = jwt.decode(base64.b64decode(raw).decode(), options={"verify_signature": False})
-    return float(claims["iat"]) if "iat" in claims else None
+    claims = token_claims(secret)
+    return float(claims["iat"]) if claims and "iat" in claims else None
 
 
 @contextlib.contextmanager
@@ -364,9 +363,9 @@ def scene(
 ) -> Iterator[Scene]:
     """A fresh namespace and a fake HTTPS Auth API; operators stopped at the end."""
     work_dir.mkdir(parents=True, exist_ok=True)
-    with FakeAuthAPI({USERNAME: PASSWORD}, access_lifetime=lifetime, tls=True, **fake) as auth:
+    with FakeAuthAPI({USERNAME: PASSWORD}, access_lifetime=lifetime, tls=True, **fake) as fake_auth:
         ns = Namespace.create(api_client(plane.admin_kubeconfig), prefix="fault")
-        current = Scene(plane, operator_kubeconfig, auth, ns, work_dir)
+        current = Scene(plane, operator_kubeconfig, fake_auth, ns, work_dir)
         try:
             yield current
         finally:

@@ -19,8 +19,8 @@ from typing import Any
 
 import httpx
 
-from benchmarks.compare_analysis import Sighting
-from benchmarks.compare_kube import KubeError, KubeTarget
+from benchmarks.compare.kube import KubeError, KubeTarget
+from localenv.exposure import Sighting
 
 TOKEN_KEY = "token"  # noqa: S105 - Secret keys, not secrets
 REFRESH_TOKEN_KEY = "refresh_token"  # noqa: S105

@@ -20,11 +20,12 @@ from typing import Any
 
 from kubernetes import client
 
-from localenv.auth_standin import FakeAuthAPI
-from tests.support.faultkit import PASSWORD, USERNAME, SecretRecorder, credential_spec, token_expiry
-from tests.support.k8s import GROUP, PLURAL, VERSION, Namespace, api_client
-from tests.support.operator_process import OperatorProcess, free_port
-from tests.support.polling import eventually
+from localenv.fakeauth import FakeAuthAPI
+from localenv.k8s import GROUP, PLURAL, VERSION, Namespace, api_client
+from localenv.operator_process import OperatorProcess
+from localenv.polling import eventually
+from localenv.processes import free_ports
+from localenv.scenarios.faultkit import PASSWORD, USERNAME, SecretRecorder, credential_spec, token_expiry
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -229,7 +230,7 @@ class Arena:
             self.neighbour_auth = stack.enter_context(
                 FakeAuthAPI({USERNAME: PASSWORD}, access_lifetime=NEIGHBOUR_LIFETIME, tls=True)
             )
-            port = free_port()  # the tenant's authURL is as long as the CRD allows
+            (port,) = free_ports(1)  # the tenant's authURL is as long as the CRD allows
             padding = AUTH_URL_MAX - len(f"https://127.0.0.1:{port}/")
             self.tenant_auth = stack.enter_context(
                 FakeAuthAPI(
@@ -249,8 +250,13 @@ class Arena:
             stack.callback(self._stop_recorder)
             self.guard = stack.enter_context(MemoryGuard(self.kill_above_mib))
             args = []
-            for auth in (self.neighbour_auth, self.tenant_auth):
-                args += ["--allowed-auth-host", f"127.0.0.1:{auth.port}", "--auth-ca-file", str(auth.ca_file)]
+            for fake_auth in (self.neighbour_auth, self.tenant_auth):
+                args += [
+                    "--allowed-auth-host",
+                    f"127.0.0.1:{fake_auth.port}",
+                    "--auth-ca-file",
+                    str(fake_auth.ca_file),
+                ]
             self.operator = OperatorProcess(
                 self.operator_kubeconfig, "", self.work_dir / "operator.log", args
             )

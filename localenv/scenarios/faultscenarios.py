@@ -18,9 +18,10 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from localenv.controlplane import ControlPlane
-from localenv.tcpproxy import TcpProxy
-from tests.support.crashhook import Point, crash_hook
-from tests.support.faultkit import (
+from localenv.operator_process import OperatorProcess
+from localenv.polling import eventually
+from localenv.scenarios.crashhook import Point, crash_hook
+from localenv.scenarios.faultkit import (
     OPERATOR_NAMESPACE,
     Figures,
     LeaderSampler,
@@ -30,7 +31,7 @@ from tests.support.faultkit import (
     scene,
     token_expiry,
 )
-from tests.support.polling import eventually
+from localenv.tcpproxy import TcpProxy
 
 REFRESH_REQUESTED = "auth.simacan.com/refresh-requested-at"
 
@@ -66,7 +67,7 @@ def _figures(
     **extra: float,
 ) -> Figures:
     """Counts from `since` to now, or to `until` = (time, Auth API call count then)."""
-    end, calls_end = until if until is not None else (time.time(), current.auth.count())
+    end, calls_end = until if until is not None else (time.time(), current.fake_auth.count())
     return Figures(
         fault=fault,
         secret_writes=len(recorder.writes(names, since, end)),
@@ -79,6 +80,18 @@ def _figures(
 
 
 # --- a leader cut off by a black hole ---------------------------------------------------------------
+
+
+def _leader_and_standby(
+    current: Scene, elect: Sequence[str], name: str, leader_kubeconfig: Path | None = None
+) -> tuple[OperatorProcess, OperatorProcess]:
+    """Two replicas, the first one leading, and credential `name` with its first token."""
+    leader = current.start_operator(*elect, kubeconfig=leader_kubeconfig)
+    eventually(lambda: leader.metric("simacan_leader") == 1.0, timeout=30, what="the first replica leads")
+    standby = current.start_operator(*elect)
+    current.create_credentials([name])
+    eventually(lambda: current.all_ready([name]), timeout=30, what="first token")
+    return leader, standby
 
 
 def blackhole_leader(plane: ControlPlane, operator_kubeconfig: Path, work_dir: Path) -> Outcome:
@@ -95,17 +108,13 @@ def blackhole_leader(plane: ControlPlane, operator_kubeconfig: Path, work_dir: P
         TcpProxy("127.0.0.1", apiserver_port) as proxy,
     ):
         via_proxy = kubeconfig_via(operator_kubeconfig, proxy.port, work_dir / "via-proxy.kubeconfig")
-        a = current.start_operator(*elect, kubeconfig=via_proxy)
-        eventually(lambda: a.metric("simacan_leader") == 1.0, timeout=30, what="A leads")
-        b = current.start_operator(*elect)
-        current.create_credentials([name])
-        eventually(lambda: current.all_ready([name]), timeout=30, what="first token")
+        a, b = _leader_and_standby(current, elect, name, leader_kubeconfig=via_proxy)
         with (
             SecretRecorder(current.quiet_api(), current.ns.name) as recorder,
             LeaderSampler({"a": lambda: a, "b": lambda: b}) as sampler,
         ):
             eventually(lambda: len(sampler.samples) > 5, timeout=10, what="leadership samples")
-            calls, events = current.auth.count(), current.event_count()
+            calls, events = current.fake_auth.count(), current.event_count()
             blackholed = time.time()
             proxy.blackhole()
             eventually(lambda: sampler.first("b", True, blackholed), timeout=60, what="B takes over")
@@ -161,11 +170,7 @@ def rolling_upgrade(plane: ControlPlane, operator_kubeconfig: Path, work_dir: Pa
     elect = ("--leader-election-namespace", OPERATOR_NAMESPACE, "--leader-election-id", lease)
     violations: list[str] = []
     with scene(plane, operator_kubeconfig, work_dir, lifetime=6) as current:
-        old = current.start_operator(*elect)
-        eventually(lambda: old.metric("simacan_leader") == 1.0, timeout=30, what="old version leads")
-        new = current.start_operator(*elect)
-        current.create_credentials([name])
-        eventually(lambda: current.all_ready([name]), timeout=30, what="first token")
+        old, new = _leader_and_standby(current, elect, name)
         with (
             SecretRecorder(current.quiet_api(), current.ns.name) as recorder,
             LeaderSampler({"old": lambda: old, "new": lambda: new}) as sampler,
@@ -173,7 +178,7 @@ def rolling_upgrade(plane: ControlPlane, operator_kubeconfig: Path, work_dir: Pa
             eventually(
                 lambda: len(recorder.writes([name], time.time() - 10)) >= 2, timeout=30, what="refreshes"
             )
-            calls, events = current.auth.count(), current.event_count()
+            calls, events = current.fake_auth.count(), current.event_count()
             stopping = time.time()
             exit_code = old.stop()
             eventually(lambda: sampler.first("new", True, stopping), timeout=30, what="new version leads")
@@ -226,7 +231,7 @@ def api_outage(
         eventually(lambda: current.all_ready(names), timeout=60, what="all Ready")
         due = max(_next_refresh(current, n) for n in names)
         with SecretRecorder(current.quiet_api(), current.ns.name) as recorder:
-            calls, events = current.auth.count(), current.event_count()
+            calls, events = current.fake_auth.count(), current.event_count()
             down = time.time()
             if component == "kube-apiserver":
                 plane.processes.kill("kube-apiserver", signal.SIGKILL)
@@ -242,7 +247,7 @@ def api_outage(
             starting.join(90)
             # iat is in whole seconds: a token issued in the second the outage began is not new.
             eventually(lambda: current.all_ready(names, after=down + 1), timeout=90, what="all refreshed")
-            recovered = (time.time(), current.auth.count())  # the figures end here: later are routine
+            recovered = (time.time(), current.fake_auth.count())  # the figures end here: later are routine
             all_ready = recovered[0] - back
             created = time.time()
             current.create_credentials(["after-outage"])
@@ -301,14 +306,14 @@ def crash_during_refresh(
             SecretRecorder(current.quiet_api(), current.ns.name) as recorder,
             crash_hook(current.api, current.ns.name, work_dir) as hook,
         ):
-            calls, events = current.auth.count(), current.event_count()
+            calls, events = current.fake_auth.count(), current.event_count()
             before = current.ns.secret(name)
             started = time.time()
             hook.arm(point, operator.pid)
             stamp = _request_refresh(current, name)
             eventually(lambda: hook.fired, timeout=30, what=f"the crash at {point}")
             killed = time.time()
-            calls_at_crash = current.auth.count() - calls
+            calls_at_crash = current.fake_auth.count() - calls
             secret_at_crash = current.ns.secret(name)
             changed = (secret_at_crash or {}).get("metadata", {}).get("resourceVersion") != (
                 before or {}
@@ -331,7 +336,7 @@ def crash_during_refresh(
                 lambda: _status_agrees(current, name), timeout=30, what="status agrees with the Secret"
             )
             recovered = time.time() - killed
-            extra_logins = current.auth.count() - calls - calls_at_crash
+            extra_logins = current.fake_auth.count() - calls - calls_at_crash
             if extra_logins > 1:
                 violations.append(f"{extra_logins} Auth API calls after the restart (at most 1 allowed)")
             if point == "status-patch" and calls_at_crash != 1:

@@ -26,17 +26,13 @@ from types import FrameType
 
 import httpx
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))  # run as a plain script
-
-from benchmarks.compare_kube import KubeClient, KubeError, KubeTarget  # noqa: E402
+from benchmarks.compare.kube import KubeClient, KubeError, KubeTarget
 
 TOKEN_ENV = "KUBE_TOKEN"  # noqa: S105 - the variable's name, not a secret
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="benchmarks/compare_cron.py", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.compare.cron", description=__doc__)
     parser.add_argument("--server", required=True)
     parser.add_argument("--ca-file", type=Path, required=True, help="CA of the API server")
     parser.add_argument("--namespace", required=True)

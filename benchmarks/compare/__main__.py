@@ -1,7 +1,7 @@
 """Side by side: this operator, External Secrets Operator with a Webhook generator, and a CronJob-style loop.
 
 What a user weighs is the tool they would install instead. Each contender runs alone on a fresh control
-plane (localenv/controlplane.py) against the same stand-in Auth API (localenv/auth_standin.py: HTTPS,
+plane (localenv/controlplane.py) against the same fake Auth API (localenv/fakeauth.py: HTTPS,
 RS256 JWTs, a short token lifetime, 60 s by default) with the same load: N token Secrets whose login
 Secrets name one shared account, or each its own. Contenders run one after another, never together.
 
@@ -9,14 +9,14 @@ Per contender and load it measures:
 
 - Auth API calls per token lifetime, over the steady window (after every Secret exists);
 - the share of time a Secret held an expired token, and the worst lateness (token expiry to replacement),
-  as seen by a reader that LISTs once and then watches the Secrets (compare_reader.py);
+  as seen by a reader that LISTs once and then watches the Secrets (reader.py);
 - the time from the contender's start until every Secret holds a token;
 - RSS (end and peak, VmHWM) and CPU of the contender's process, from /proc.
 
-The contenders (compare_contenders.py): `ours`; `eso-lifetime` and `eso-2/3`, External Secrets Operator
-v0.16.2 (built from the Go module proxy by compare_build_eso.sh, cached in ~/.cache) with refreshInterval
+The contenders (contenders.py): `ours`; `eso-lifetime` and `eso-2/3`, External Secrets Operator
+v0.16.2 (built from the Go module proxy by build_eso.sh, cached in ~/.cache) with refreshInterval
 equal to the token lifetime and to two thirds of it; `cron`, a loop that logs in for every Secret every
-half lifetime (compare_cron.py).
+half lifetime (cron.py).
 
 Each run's figures are merged into RESULTS/compare.json (so runs can be made in parts), then the table is
 printed and the plots are drawn from everything in that file (matplotlib: `pip install -e '.[bench]'`).
@@ -24,8 +24,8 @@ This is a benchmark for people to read, not a test. CPU on a shared machine make
 
 Usage (from the repository root)::
 
-    .venv/bin/python benchmarks/compare.py                                  # the full matrix
-    .venv/bin/python benchmarks/compare.py --contenders ours,cron --loads 1 --duration 20 --no-plots
+    .venv/bin/python -m benchmarks.compare                                  # the full matrix
+    .venv/bin/python -m benchmarks.compare --contenders ours,cron --loads 1 --duration 20 --no-plots
 """
 
 from __future__ import annotations
@@ -35,24 +35,16 @@ import base64
 import contextlib
 import json
 import secrets
-import shutil
-import signal
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))  # run as a plain script
-
-from benchmarks.compare_analysis import analyse  # noqa: E402
-from benchmarks.compare_contenders import (  # noqa: E402
+from benchmarks.child import REPO_ROOT, BenchmarkError, Child, Sample
+from benchmarks.compare.contenders import (
     Arena,
     Contender,
     CronLoop,
@@ -63,11 +55,12 @@ from benchmarks.compare_contenders import (  # noqa: E402
     create_all,
     secret_names,
 )
-from benchmarks.compare_kube import KubeClient, KubeTarget  # noqa: E402
-from benchmarks.compare_reader import SecretReader  # noqa: E402
-from benchmarks.footprint import BenchmarkError, Child, Sample, operator_revision  # noqa: E402
-from localenv.auth_standin import FakeAuthAPI  # noqa: E402
-from localenv.controlplane import running_control_plane  # noqa: E402
+from benchmarks.compare.kube import KubeClient, KubeTarget
+from benchmarks.compare.reader import SecretReader
+from benchmarks.runner import benchmark_parser, operator_revision, run_guarded
+from localenv.controlplane import running_control_plane
+from localenv.exposure import analyse
+from localenv.fakeauth import FakeAuthAPI
 
 NAMESPACE = "bench"
 CONTENDERS = ("ours", "eso-lifetime", "eso-2/3", "cron")
@@ -323,11 +316,7 @@ def parse_loads(text: str) -> list[Load]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="benchmarks/compare.py",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = benchmark_parser("benchmarks.compare", __doc__)
     parser.add_argument(
         "--contenders",
         default=",".join(CONTENDERS),
@@ -374,28 +363,9 @@ def make_contenders(names: Sequence[str]) -> list[Contender]:
     return contenders
 
 
-@contextlib.contextmanager
-def work_directory(requested: Path | None) -> Iterator[Path]:
-    if requested is not None:
-        requested.mkdir(parents=True, exist_ok=True)
-        yield requested.resolve()
-        return
-    path = Path(tempfile.mkdtemp(prefix="compare-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)  # unwinds the context managers, which stop every child
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(argv)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    command = " ".join(["benchmarks/compare.py", *(sys.argv[1:] if argv is None else argv)])
+    command = " ".join(["python -m benchmarks.compare", *(sys.argv[1:] if argv is None else argv)])
     began = time.monotonic()
     results_file = options.results / RESULTS_FILE
     document = load_results(results_file)
@@ -406,27 +376,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     document["commands"].append(invocation)
-    try:
+
+    def measure(work_dir: Path) -> int:
         contenders = make_contenders(options.contenders)
-        with work_directory(options.work_dir) as work_dir:
-            for load in options.loads:
-                for contender in contenders:
-                    result = run_one(contender, load, options, work_dir)
-                    runs[run_key(load.key, contender.name)] = asdict(result)
-                    invocation["seconds"] = round(time.monotonic() - began)
-                    save_results(results_file, document)
-    except BenchmarkError as error:
-        print(f"benchmark failed: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; everything it started has been stopped", file=sys.stderr)
-        return 130
+        for load in options.loads:
+            for contender in contenders:
+                result = run_one(contender, load, options, work_dir)
+                runs[run_key(load.key, contender.name)] = asdict(result)
+                invocation["seconds"] = round(time.monotonic() - began)
+                save_results(results_file, document)
+        return 0
+
+    code = run_guarded(measure, options.work_dir, "compare-")
+    if code != 0:
+        return code
     total = time.monotonic() - began
     print()
     print(render_table(runs))
     print(f"\n{command}: {total:.0f}s wall clock; results in {results_file}")
     if not options.no_plots:
-        from benchmarks.compare_plots import draw  # matplotlib only when plotting
+        from benchmarks.compare.plots import draw  # matplotlib only when plotting
 
         for path in draw(runs, options.results):
             print(f"plot: {path}")

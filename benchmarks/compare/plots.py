@@ -1,6 +1,6 @@
-"""PNG plots of benchmarks/compare.py's results: Auth API calls and RSS against N, and expiry timelines.
+"""PNG plots of the comparison's results: Auth API calls and RSS against N, and expiry timelines.
 
-Needs matplotlib (the `bench` extra); compare.py imports this module only when it draws.
+Needs matplotlib (the `bench` extra); the comparison imports this module only when it draws.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 import matplotlib
 
-from benchmarks.compare_contenders import Load
+from benchmarks.compare.contenders import Load
 
 matplotlib.use("Agg")  # files only, no display
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.compare_analysis import Sighting, analyse
+from localenv.exposure import Sighting, analyse
 
 START = 1_000.0
 

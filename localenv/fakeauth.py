@@ -10,7 +10,7 @@ Usage::
         ...  # point the operator at fake.base_url
         fake.wait_for_calls(2, endpoint="password", timeout=5)
 
-Run ``python -m localenv.auth_standin --port 8080 --user u:p --lifetime 60`` to serve it in the foreground.
+Run ``python -m localenv.fakeauth --port 8080 --user u:p --lifetime 60`` to serve it in the foreground.
 """
 
 from __future__ import annotations
@@ -934,7 +934,7 @@ def _parse_user(text: str) -> tuple[str, str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m localenv.auth_standin", description="Serve a fake Simacan Auth API on 127.0.0.1."
+        prog="python -m localenv.fakeauth", description="Serve a fake Simacan Auth API on 127.0.0.1."
     )
     parser.add_argument("--port", type=int, default=0, help="TCP port (default: a free one)")
     parser.add_argument("--user", type=_parse_user, action="append", default=[], metavar="USER:PASSWORD")

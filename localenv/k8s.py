@@ -12,10 +12,10 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from localenv.polling import eventually
 from simacan_token_operator.model.spec import GROUP as GROUP
 from simacan_token_operator.model.spec import PLURAL as PLURAL
 from simacan_token_operator.model.spec import VERSION as VERSION
-from tests.support.polling import eventually
 
 
 def api_client(kubeconfig: Path, pool_size: int | None = None) -> client.ApiClient:

@@ -1,1 +1,0 @@
-"""Local Kubernetes control plane for the end-to-end tier."""
