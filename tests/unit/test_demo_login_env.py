@@ -51,9 +51,9 @@ def test_an_empty_variable_is_not_a_login(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_scripts_setup_gets_no_login_and_only_the_reexecuted_demo_does(tmp_path: Path) -> None:
-    """The first phase, as `scripts/demo --auth-url` runs it on the system Python: a copy of
-    localenv/demo.py (and the stdlib-only modules it imports) in a tree whose scripts/setup and .venv/bin/python record the environment
-    they were started with."""
+    """The first phase, as `scripts/demo --auth-url` runs it on the system Python (`-m localenv.demo`):
+    a copy of localenv/demo.py and the stdlib-only modules it imports, in a tree whose scripts/setup
+    and .venv/bin/python record the environment they were started with."""
     (tmp_path / "localenv").mkdir()
     for module in ("__init__.py", "demo.py", "processes.py"):  # what the first phase imports
         shutil.copy(REPO / "localenv" / module, tmp_path / "localenv" / module)
@@ -66,7 +66,7 @@ def test_scripts_setup_gets_no_login_and_only_the_reexecuted_demo_does(tmp_path:
     env = {**os.environ, demo.USERNAME_ENV: "someone@example.com", demo.PASSWORD_ENV: password}
 
     result = subprocess.run(
-        [sys.executable, "-m", "localenv.demo", "--auth-url", "https://auth.example/api/v1"],  # as scripts/demo
+        [sys.executable, "-m", "localenv.demo", "--auth-url", "https://auth.example/api/v1"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
