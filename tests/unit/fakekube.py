@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +51,18 @@ class FakeKube:
     """(kind, name, restartedAt) of every rollout restart."""
     write_faults: list[KubeError] = field(default_factory=list)
     """Raised, in order, by the next Secret writes instead of writing: an API server's 409, 429, 5xx."""
+    lost_answers: int = 0
+    """The next this many Secret creates are stored, but the caller gets a timeout: the request
+    reached the API server, its answer never came back."""
+    held_creates: int = 0
+    """The next this many Secret creates time out without being stored yet: they land when the
+    test calls land_held() (a slow API server that finishes after the caller gave up)."""
+    held: list[tuple[str, Body]] = field(default_factory=list)
+    on_timeout: Callable[[], None] | None = None
+    """Called as a lost or held create times out, before its caller hears of it: what else
+    happens at that moment (a namespace deselected)."""
+    secret_reads: list[tuple[str, str]] = field(default_factory=list)
+    """(namespace, name) of every Secret read through the seam."""
     _version: int = 0
 
     def _next_version(self) -> str:
@@ -76,7 +88,15 @@ class FakeKube:
 
     # -- the seam -----------------------------------------------------------------------------
 
+    def land_held(self) -> list[tuple[str, str]]:
+        """The held creates reach the store now; returns their (namespace, name)."""
+        landed, self.held = self.held, []
+        return [
+            (namespace, self.put_secret(namespace, body)["metadata"]["name"]) for namespace, body in landed
+        ]
+
     async def read_secret(self, namespace: str, name: str) -> Body | None:
+        self.secret_reads.append((namespace, name))
         secret = self.secrets.get((namespace, name))
         return copy.deepcopy(secret) if secret is not None else None
 
@@ -86,8 +106,23 @@ class FakeKube:
         name = body["metadata"]["name"]
         if (namespace, name) in self.secrets:
             raise KubeError(f"creating Secret {namespace}/{name}", 409, "AlreadyExists")
+        timeout = KubeError(f"creating Secret {namespace}/{name}", 0, "read timed out")
+        if self.held_creates:
+            self.held_creates -= 1
+            self.held.append((namespace, copy.deepcopy(body)))
+            self._timed_out()
+            raise timeout
         self.secret_writes.append(("create", name))
-        return self.put_secret(namespace, body)
+        stored = self.put_secret(namespace, body)
+        if self.lost_answers:
+            self.lost_answers -= 1
+            self._timed_out()
+            raise timeout
+        return stored
+
+    def _timed_out(self) -> None:
+        if self.on_timeout is not None:
+            self.on_timeout()
 
     async def replace_secret(self, namespace: str, body: Body) -> Body:
         if self.write_faults:

@@ -205,7 +205,10 @@ def test_the_secret_watch_has_a_thread_per_namespace_and_lists_one_item_for_a_ve
         ],
     ]
     watch = secret_watch(
-        api_client_for(server), ["team-a", "team-b"], lambda ns, n: changes.append((ns, n)), lambda: None
+        api_client_for(server),
+        ["team-a", "team-b"],
+        lambda ns, n, _owner: changes.append((ns, n)),
+        lambda: None,
     )
     asyncio.run(_run_until(watch, lambda: len(changes) == 2))
     assert sorted(changes) == [("team-a", "one"), ("team-b", "two")]

@@ -84,7 +84,7 @@ class Controller:
             return
         kind: Kind
         if key[0] == CLUSTER_KIND:
-            kind = Clusterwide.from_status(body.get("status"))
+            kind = Clusterwide.from_status(body.get("status"), self.runtime.cluster_credentials_namespace)
             worker = CredentialWorker(
                 snapshot(body, with_status=True), self.runtime, kind, self.namespaces, self.listed
             )
@@ -103,13 +103,14 @@ class Controller:
         if worker is not None:
             await worker.stop()
 
-    def secret_changed(self, namespace: str, name: str) -> None:
+    def secret_changed(self, namespace: str, name: str, owner: str | None = None) -> None:
+        """`owner`: the Secret's cluster-credential owner label, if it has one."""
         for key in self._by_secret.get((namespace, name), ()):
             worker = self.workers.get(key)
             if worker is not None:
                 worker.nudge()
         for key in self._clusterwide:
-            concern = self.workers[key].concerns(namespace, name)
+            concern = self.workers[key].concerns(namespace, name, owner)
             if concern is None:
                 self.workers[key].nudge()
             elif concern:

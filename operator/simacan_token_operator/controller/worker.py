@@ -133,6 +133,8 @@ class CredentialWorker:
         """Look again at one target, or (None) at all of them."""
         if namespace is None:
             self._dirty = None
+        elif namespace not in self.selected and not self.kind.namespaced:
+            self._holdings.suspect(namespace)  # a Secret of ours landed there: the next release looks
         elif self._dirty is not None:
             self._dirty.add(namespace)
         self._wake.set()
@@ -142,14 +144,16 @@ class CredentialWorker:
         newcomers only."""
         self._wake.set()
 
-    def concerns(self, namespace: str, secret: str) -> bool | None:
-        """True: a target's token Secret; None: the credentials Secret (all targets); False: neither."""
+    def concerns(self, namespace: str, secret: str, owner: str | None = None) -> bool | None:
+        """True: a target's token Secret, or one labelled as ours (`owner`) outside the selection
+        (a create that landed late: to delete); None: the credentials Secret; False: neither."""
         scope = self.scope
-        if scope is None:
+        if scope is None or secret not in (scope.secret_name, scope.credentials_secret):
             return False
         if (namespace, secret) == (scope.credentials_namespace, scope.credentials_secret):
             return None
-        return secret == scope.secret_name and namespace in self.selected
+        ours = not self.kind.namespaced and owner is not None and owner == self.credential["metadata"]["uid"]
+        return secret == scope.secret_name and (namespace in self.selected or ours)
 
     # -- the loop -----------------------------------------------------------------------------
 

@@ -17,16 +17,19 @@ from typing import Any
 from simacan_token_operator.kube.deadlines import WATCH_READ_TIMEOUT
 from simacan_token_operator.kube.watch import MetadataWatch, Scope
 from simacan_token_operator.model.body import Body
+from simacan_token_operator.model.clusterspec import OWNER_LABEL
 
 
 def secret_watch(
     api_client: Any,
     namespaces: Sequence[str],
-    on_change: Callable[[str, str], None],
+    on_change: Callable[[str, str, str | None], None],
     on_resync: Callable[[], None],
     read_timeout: float = WATCH_READ_TIMEOUT,
 ) -> MetadataWatch:
-    """`namespaces` empty means all namespaces. Callbacks run on the event loop."""
+    """`namespaces` empty means all namespaces. Callbacks run on the event loop. `on_change`
+    gets the Secret's namespace, name, and the ClusterSimacanCredential uid of its owner label
+    (None without one): a Secret of ours outside the selection is told from anyone else's."""
 
     def listed(_items: list[Any], after_break: bool) -> None:
         if after_break:  # events may have been missed while we were away
@@ -34,7 +37,8 @@ def secret_watch(
 
     def changed(_type: str, obj: Body) -> None:
         meta = obj.get("metadata") or {}
-        on_change(str(meta.get("namespace")), str(meta.get("name")))
+        owner = (meta.get("labels") or {}).get(OWNER_LABEL)
+        on_change(str(meta.get("namespace")), str(meta.get("name")), str(owner) if owner else None)
 
     scoped: list[str | None] = list(namespaces) or [None]
     scopes = [
