@@ -92,7 +92,10 @@ def start_operator(plane: ControlPlane, fake: FakeAuthAPI, log: Path, python: st
         health_port=health_port,
         metrics_port=metrics_port,
     )
-    return Child("operator", argv, kube_env(plane.admin_kubeconfig), log), metrics_port, health_port
+    # The login Secret's namespace, as the Deployment's POD_NAMESPACE names its own (an older
+    # operator without --cluster-credentials-namespace ignores it).
+    env = kube_env(plane.admin_kubeconfig, POD_NAMESPACE="platform")
+    return Child("operator", argv, env, log), metrics_port, health_port
 
 
 def answers(url: str) -> bool:

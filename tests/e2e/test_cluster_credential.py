@@ -17,6 +17,7 @@ from tests.integration.test_cluster_credential import (
     Fleet,
     all_served,
     served_in_three_namespaces,
+    test_a_credentials_secret_outside_the_cluster_credentials_namespace_is_invalid_spec,
     test_a_foreign_secret_in_one_namespace_is_listed_while_the_others_are_served,
     test_a_rotated_password_is_one_new_login_for_every_namespace,
     test_deleted_or_edited_secret_is_restored_and_a_restart_makes_no_login,
@@ -31,6 +32,7 @@ from tests.integration.test_cluster_credential import cluster_operator as cluste
 from tests.integration.test_cluster_credential import fleet as fleet
 
 __all__ = [
+    "test_a_credentials_secret_outside_the_cluster_credentials_namespace_is_invalid_spec",
     "test_a_foreign_secret_in_one_namespace_is_listed_while_the_others_are_served",
     "test_a_rotated_password_is_one_new_login_for_every_namespace",
     "test_deleted_or_edited_secret_is_restored_and_a_restart_makes_no_login",

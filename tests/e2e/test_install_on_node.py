@@ -204,6 +204,47 @@ def test_credentials_get_their_secrets_from_the_pod(cluster: Cluster) -> None:
     )
 
 
+def test_a_cluster_credential_reads_its_login_only_in_the_install_namespace(cluster: Cluster) -> None:
+    """The Deployment's POD_NAMESPACE (downward API) is the cluster credentials namespace: a login
+    Secret there serves; one in any other namespace is InvalidSpec and gives no token."""
+    cluster.fake_auth.add_user("cluster-user", PASSWORD)
+    Namespace(cluster.api, INSTALL_NAMESPACE).create_login_secret("cluster-login", "cluster-user", PASSWORD)
+    team = Namespace.create(cluster.api, prefix="install")
+    team.create_login_secret("login", "cluster-user", PASSWORD)
+    custom = client.CustomObjectsApi(cluster.api)
+
+    def create(name: str, ref: dict[str, str]) -> None:
+        spec = {"credentialsSecretRef": ref, "secretName": name, "namespaces": [team.name]}
+        body = {
+            "apiVersion": "auth.simacan.com/v1alpha1",
+            "kind": "ClusterSimacanCredential",
+            "metadata": {"name": name},
+            "spec": {**spec, "authURL": cluster.fake_auth.base_url},
+        }
+        custom.create_cluster_custom_object("auth.simacan.com", "v1alpha1", "clustersimacancredentials", body)
+
+    def ready(name: str) -> tuple[str, str] | None:
+        found: Any = custom.get_cluster_custom_object(
+            "auth.simacan.com", "v1alpha1", "clustersimacancredentials", name
+        )
+        conditions = (found.get("status") or {}).get("conditions") or []
+        return next(((c["status"], c["reason"]) for c in conditions if c["type"] == "Ready"), None)
+
+    create("install-served", {"name": "cluster-login"})
+    create("install-refused", {"name": "login", "namespace": team.name})
+    try:
+        eventually(lambda: ready("install-served") == ("True", "TokenValid"), timeout=60, what="served")
+        eventually(lambda: ready("install-refused") == ("False", "InvalidSpec"), timeout=30, what="refused")
+        assert team.secret_text("install-served", "token")
+        assert team.secret("install-refused") is None
+        assert len(_logins(cluster, "cluster-user")) == 1, "one login: the refused one made none"
+    finally:
+        for name in ("install-served", "install-refused"):
+            custom.delete_cluster_custom_object(
+                "auth.simacan.com", "v1alpha1", "clustersimacancredentials", name
+            )
+
+
 def test_metrics_and_probes_answer_inside_the_pod_network(cluster: Cluster) -> None:
     pod_ips = _pod_ips(cluster, INSTALL_NAMESPACE)
     service: Any = cluster.core.read_namespaced_service(f"{DEPLOYMENT}-metrics", INSTALL_NAMESPACE)

@@ -122,16 +122,16 @@ def fleet(admin_api: Any, ns: Namespace) -> Iterator[Fleet]:
 
 @pytest.fixture
 def cluster_operator(
-    cluster: ClusterHandle, fake_auth: FakeAuthAPI, tmp_path: Path
+    cluster: ClusterHandle, fake_auth: FakeAuthAPI, ns: Namespace, tmp_path: Path
 ) -> Iterator[Callable[..., OperatorProcess]]:
-    """Start the operator watching all namespaces (as `scripts/run-operator` does)."""
+    """Start the operator watching all namespaces (as `scripts/run-operator` does), with this
+    test's namespace (the fleet's platform) as its cluster credentials namespace."""
     started: list[OperatorProcess] = []
 
     def start(*extra: str, namespace: str = "") -> OperatorProcess:
         log = tmp_path / f"operator-{len(started)}.log"
-        operator = OperatorProcess(
-            cluster.operator_kubeconfig, namespace, log, [*auth_api_args(fake_auth), *extra]
-        )
+        args = [*auth_api_args(fake_auth), "--cluster-credentials-namespace", ns.name, *extra]
+        operator = OperatorProcess(cluster.operator_kubeconfig, namespace, log, args)
         started.append(operator)
         return operator.start()
 
@@ -332,6 +332,33 @@ def test_missing_credentials_secret_is_named_where_it_belongs(
     fleet.platform.create_login_secret("login", USERNAME, PASSWORD)
     eventually(lambda: fleet.ready() == ("True", "TokenValid"), timeout=10, what="picked up when created")
     assert namespace.secret_text(SECRET, "token")
+
+
+def test_a_credentials_secret_outside_the_cluster_credentials_namespace_is_invalid_spec(
+    fleet: Fleet, auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
+) -> None:
+    """Whoever may create a ClusterSimacanCredential must not get a token from another team's
+    password: a Secret outside --cluster-credentials-namespace is refused, one inside serves."""
+    namespace = fleet.namespace()
+    team = fleet.namespace(selected=False)
+    team.create_login_secret("login", USERNAME, PASSWORD)
+    fleet.create(auth, credentialsSecretRef={"name": "login", "namespace": team.name})
+    cluster_operator()
+
+    eventually(lambda: fleet.ready() == ("False", "InvalidSpec"), what="InvalidSpec")
+    [condition] = fleet.status()["conditions"]
+    assert f"'{team.name}'" in condition["message"], condition
+    assert f"must be in namespace '{fleet.platform.name}'" in condition["message"], condition
+    stays(lambda: namespace.secret(SECRET) is None and auth.calls == [], 2, what="no token, no login")
+    [warning] = [e for e in fleet.events() if e["reason"] == "InvalidSpec"]
+    assert (warning["type"], warning.get("count") or 1) == ("Warning", 1), warning
+
+    # The same Secret name, the namespace left out: the configured one is meant, and it serves.
+    patch = {"spec": {"credentialsSecretRef": {"namespace": None}}}
+    fleet.custom.patch_cluster_custom_object(GROUP, VERSION, PLURAL, fleet.name, patch)
+    token = all_served(fleet, [namespace])
+    assert auth.count("password") == 1, auth.calls
+    assert token and team.secret(SECRET) is None, "a namespace it does not select gets nothing"
 
 
 def test_no_secret_material_in_logs_events_or_status(

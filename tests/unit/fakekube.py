@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +56,16 @@ class FakeKube:
     secret_log: list[tuple[str, str, str]] = field(default_factory=list)
     """(namespace, name, resourceVersion) of every Secret change, "" for a deletion: what the
     Secret watch would report (tests hand them on with `watch_events`)."""
+    lost_answers: int = 0
+    """The next this many Secret creates are stored, but the caller gets a timeout: the request
+    reached the API server, its answer never came back."""
+    held_creates: int = 0
+    """The next this many Secret creates time out without being stored yet: they land when the
+    test calls land_held() (a slow API server that finishes after the caller gave up)."""
+    held: list[tuple[str, Body]] = field(default_factory=list)
+    on_timeout: Callable[[], None] | None = None
+    """Called as a lost or held create times out, before its caller hears of it: what else
+    happens at that moment (a namespace deselected)."""
     _version: int = 0
 
     def _next_version(self) -> str:
@@ -92,6 +102,13 @@ class FakeKube:
 
     # -- the seam -----------------------------------------------------------------------------
 
+    def land_held(self) -> list[tuple[str, str]]:
+        """The held creates reach the store now; returns their (namespace, name)."""
+        landed, self.held = self.held, []
+        return [
+            (namespace, self.put_secret(namespace, body)["metadata"]["name"]) for namespace, body in landed
+        ]
+
     async def read_secret(self, namespace: str, name: str) -> Body | None:
         self.secret_reads.append((namespace, name))
         secret = self.secrets.get((namespace, name))
@@ -103,8 +120,23 @@ class FakeKube:
         name = body["metadata"]["name"]
         if (namespace, name) in self.secrets:
             raise KubeError(f"creating Secret {namespace}/{name}", 409, "AlreadyExists")
+        timeout = KubeError(f"creating Secret {namespace}/{name}", 0, "read timed out")
+        if self.held_creates:
+            self.held_creates -= 1
+            self.held.append((namespace, copy.deepcopy(body)))
+            self._timed_out()
+            raise timeout
         self.secret_writes.append(("create", name))
-        return self.put_secret(namespace, body)
+        stored = self.put_secret(namespace, body)
+        if self.lost_answers:
+            self.lost_answers -= 1
+            self._timed_out()
+            raise timeout
+        return stored
+
+    def _timed_out(self) -> None:
+        if self.on_timeout is not None:
+            self.on_timeout()
 
     async def replace_secret(self, namespace: str, body: Body) -> Body:
         if self.write_faults:

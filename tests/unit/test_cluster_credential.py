@@ -90,13 +90,18 @@ NAMESPACES = {
 def test_selection_is_the_label_selector_or_the_list_never_a_terminating_namespace(
     extra: dict[str, Any], selected: set[str]
 ) -> None:
-    assert parse_cluster_spec("fleet", spec(**extra)).select(NAMESPACES) == selected
+    assert parse_cluster_spec("fleet", spec(**extra), "platform").select(NAMESPACES) == selected
 
 
 @pytest.mark.parametrize(
     ("broken", "field"),
     [
-        ({"credentialsSecretRef": {"name": "login"}}, "credentialsSecretRef.namespace"),
+        ({"credentialsSecretRef": None}, "credentialsSecretRef"),
+        (
+            {"credentialsSecretRef": {"name": "login", "namespace": "team-a"}},
+            "credentialsSecretRef.namespace",
+        ),
+        ({"credentialsSecretRef": {"name": "login", "namespace": 7}}, "credentialsSecretRef.namespace"),
         ({"secretName": None}, "secretName"),
         ({"namespaces": "routing"}, "namespaces"),
         (
@@ -109,7 +114,26 @@ def test_selection_is_the_label_selector_or_the_list_never_a_terminating_namespa
 )
 def test_a_spec_it_cannot_act_on_names_the_field(broken: dict[str, Any], field: str) -> None:
     with pytest.raises(SpecError, match=field):
-        parse_cluster_spec("fleet", spec(**broken))
+        parse_cluster_spec("fleet", spec(**broken), "platform")
+
+
+@pytest.mark.parametrize("ref", [{"name": "login"}, {"name": "login", "namespace": "platform"}])
+def test_the_credentials_secret_is_in_the_configured_namespace_named_or_not(ref: dict[str, str]) -> None:
+    parsed = parse_cluster_spec("fleet", spec(credentialsSecretRef=ref), "platform")
+    assert (parsed.credentials_namespace, parsed.credentials_secret) == ("platform", "login")
+
+
+def test_another_namespace_is_invalid_spec_naming_the_one_allowed() -> None:
+    with pytest.raises(SpecError) as raised:
+        parse_cluster_spec(
+            "fleet", spec(credentialsSecretRef={"name": "login", "namespace": "team-a"}), "ops"
+        )
+    assert raised.value.reason == INVALID_SPEC
+    assert raised.value.message == (
+        "spec.credentialsSecretRef.namespace is 'team-a', but a ClusterSimacanCredential's credentials "
+        "Secret must be in namespace 'ops' (the operator's --cluster-credentials-namespace): move the "
+        "Secret there, then set that namespace or leave the field out"
+    )
 
 
 def test_each_namespace_reads_a_namespaced_view_that_labels_the_secret_with_the_owner() -> None:
@@ -149,7 +173,7 @@ AUTHORIZATION = {"authorization": "Bearer {{ .token }}", ".env": "EXP={{ .expire
 
 
 def test_secret_template_data_is_accepted_and_reaches_every_namespaces_view() -> None:
-    parse_cluster_spec("fleet", spec(secretTemplate={"data": AUTHORIZATION}))  # no SpecError
+    parse_cluster_spec("fleet", spec(secretTemplate={"data": AUTHORIZATION}), "platform")  # no SpecError
     view = namespaced_view(cluster_credential(secretTemplate={"data": AUTHORIZATION}), "routing")
     assert view["spec"]["secretTemplate"]["data"] == AUTHORIZATION
     assert parse_spec("fleet", "routing", view["spec"]).data_templates == AUTHORIZATION
@@ -179,13 +203,13 @@ def test_data_that_could_render_past_the_bound_is_invalid_spec_for_the_cluster_k
     data: dict[str, str],
 ) -> None:
     with pytest.raises(SpecError, match=r"could render \d+ bytes") as raised:
-        parse_cluster_spec("fleet", spec(secretTemplate={"data": data}))
+        parse_cluster_spec("fleet", spec(secretTemplate={"data": data}), "platform")
     assert raised.value.reason == INVALID_SPEC
 
 
 def test_six_token_templates_fit_the_render_bound_for_the_cluster_kind() -> None:
     six = {f"k{i}": "{{ .token }}" for i in range(6)}
-    parse_cluster_spec("fleet", spec(secretTemplate={"data": six}))
+    parse_cluster_spec("fleet", spec(secretTemplate={"data": six}), "platform")
 
 
 def test_a_namespace_being_deleted_is_terminating() -> None:

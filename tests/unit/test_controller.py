@@ -18,9 +18,10 @@ from localenv.fakeauth import FakeAuthAPI
 from simacan_token_operator.app.metrics import Metrics
 from simacan_token_operator.auth.client import AuthAPI, http_client
 from simacan_token_operator.auth.pool import TokenPool
-from simacan_token_operator.controller.routing import Controller
+from simacan_token_operator.controller.routing import Controller, concerns
 from simacan_token_operator.controller.runtime import Runtime
-from simacan_token_operator.model.clusterspec import NamespaceInfo
+from simacan_token_operator.controller.worker import CredentialWorker
+from simacan_token_operator.model.clusterspec import OWNER_LABEL, NamespaceInfo
 from simacan_token_operator.model.spec import AuthURLPolicy
 from simacan_token_operator.reconcile.tokensecret import (
     EXPIRES_AT_ANNOTATION,
@@ -59,6 +60,7 @@ class Cluster:
             auth_policy=AuthURLPolicy(frozenset({f"127.0.0.1:{self.fake_auth.port}"})),
             metrics=Metrics(),
             clock=self.clock,
+            cluster_credentials_namespace="platform",
         )
         self.controller = Controller(runtime)
         return self.controller
@@ -92,13 +94,20 @@ class Cluster:
             "spec": {"credentialsSecretRef": {"name": "login"}, "authURL": self.fake_auth.base_url},
         }
 
-    def cluster_credential(self, name: str, selector: dict[str, Any]) -> dict[str, Any]:
+    def cluster_credential(
+        self, name: str, selector: dict[str, Any], credentials_namespace: str | None = "platform"
+    ) -> dict[str, Any]:
+        ref = (
+            {"name": "login"}
+            if credentials_namespace is None
+            else {"name": "login", "namespace": credentials_namespace}
+        )
         return {
             "apiVersion": "auth.simacan.com/v1alpha1",
             "kind": "ClusterSimacanCredential",
             "metadata": {"name": name, "uid": str(uuid.uuid4()), "generation": 1},
             "spec": {
-                "credentialsSecretRef": {"name": "login", "namespace": "platform"},
+                "credentialsSecretRef": ref,
                 "secretName": SECRET,
                 "authURL": self.fake_auth.base_url,
                 "namespaceSelector": selector,
@@ -297,3 +306,98 @@ async def test_a_self_made_token_in_a_selected_namespace_speaks_neither_in_statu
     assert (after["subject"], after["expiresAt"]) == (status["subject"], status["expiresAt"])
     assert metrics.registry.get_sample_value(*metric) == expiry
     assert cluster.fake_auth.count() == 1
+
+
+def ready_of(cluster: Cluster, name: str) -> tuple[str, str] | None:
+    status = cluster.kube.statuses.get(("", name)) or {}
+    ready = next((c for c in status.get("conditions") or [] if c["type"] == "Ready"), None)
+    return (ready["status"], ready["reason"]) if ready else None
+
+
+async def test_a_credentials_secret_outside_the_configured_namespace_is_invalid_spec_and_never_read(
+    cluster: Cluster,
+) -> None:
+    controller = cluster.controller
+    assert controller is not None
+    for namespace in ("platform", "team-a"):
+        cluster.login_secret(namespace)
+    controller.namespaces_listed(dict(TEAMS))
+    foreign = cluster.cluster_credential(
+        "fleet", {"matchLabels": {"team": "yes"}}, credentials_namespace="team-a"
+    )
+    await controller.observe(foreign)
+    await until(lambda: ready_of(cluster, "fleet") == ("False", "InvalidSpec"), "InvalidSpec")
+    worker = controller.workers[("ClusterSimacanCredential", "", "fleet")]
+    await until(lambda: worker.due_at is None, "the round over (an invalid spec waits for a change)")
+    worker.due_at = -1.0
+    controller.resync()  # another round: no second Event, still nothing read
+    await until(lambda: worker.due_at != -1.0, "a second round")
+
+    message = cluster.kube.statuses[("", "fleet")]["conditions"][0]["message"]
+    assert "spec.credentialsSecretRef.namespace is 'team-a'" in message
+    assert "must be in namespace 'platform'" in message and "--cluster-credentials-namespace" in message
+    assert [(e.type, e.reason) for e in cluster.kube.events if e.name == "fleet"] == [
+        ("Warning", "InvalidSpec")
+    ]
+    assert cluster.kube.secret_reads == [], "no Secret read at all, team-a/login least of all"
+    assert cluster.kube.secret_writes == [] and cluster.fake_auth.count() == 0
+
+    # The namespace left out means the configured one: served from platform/login.
+    fixed = cluster.cluster_credential("fleet", {"matchLabels": {"team": "yes"}}, credentials_namespace=None)
+    fixed["metadata"] = {**foreign["metadata"], "generation": 2}
+    await controller.observe(fixed)
+    await until(lambda: ready_of(cluster, "fleet") == ("True", "TokenValid"), "served")
+    assert cluster.token("team-a", SECRET) and cluster.token("team-b", SECRET)
+    assert ("platform", "login") in cluster.kube.secret_reads
+    assert ("team-a", "login") not in cluster.kube.secret_reads
+
+
+async def round_after(worker: CredentialWorker, change: Callable[[], None]) -> None:
+    """Make `change` (which wakes the worker) and wait until the round it caused is over."""
+    worker.due_at = -1.0  # a worker sets due_at at the end of every round
+    change()
+    await until(lambda: worker.due_at != -1.0, "the next round over")
+
+
+async def test_a_create_whose_answer_was_lost_leaves_nothing_behind_when_deselected(cluster: Cluster) -> None:
+    """The create reached the API server, the operator never saw the answer, and the namespace
+    was deselected meanwhile: the Secret is still deleted, found by its owner label."""
+    await served(cluster)
+    controller = cluster.controller
+    assert controller is not None
+    cluster.kube.lost_answers = 1
+    cluster.kube.on_timeout = lambda: controller.namespace_changed("other", ns())
+    controller.namespace_changed("other", ns(team="yes"))
+    await until(lambda: cluster.kube.lost_answers == 0, "the create sent, its answer lost")
+    assert cluster.kube.secret_writes.count(("create", SECRET)) == 3, "team-a, team-b and other"
+
+    await until(lambda: ("other", SECRET) not in cluster.kube.secrets, "the Secret gone where deselected")
+    assert cluster.kube.secret_deletes == [("other", SECRET)]
+    assert cluster.kube.secret_writes.count(("create", SECRET)) == 3, "never written again"
+
+
+async def test_a_create_that_lands_after_its_namespace_left_is_deleted(cluster: Cluster) -> None:
+    """A slow API server finishes a create after the operator gave up on it, and after the
+    namespace was deselected: the watch event of that Secret (labelled as ours) gets it deleted."""
+    await served(cluster)
+    controller = cluster.controller
+    assert controller is not None
+    worker = controller.workers[("ClusterSimacanCredential", "", "shared")]
+    cluster.kube.held_creates = 1
+    cluster.kube.on_timeout = lambda: controller.namespace_changed("other", ns())
+    controller.namespace_changed("other", ns(team="yes"))
+    await until(lambda: bool(cluster.kube.held) and "other" not in worker.targets, "deselected")
+    await round_after(worker, controller.resync)  # the deselection's round is over too
+    assert ("other", SECRET) not in cluster.kube.secrets, "not landed yet"
+
+    uid = worker.credential["metadata"]["uid"]
+    assert concerns(worker, "other", SECRET, None) is False, "not ours: a Secret of the name, no label"
+    for namespace, name in cluster.kube.land_held():
+        owner = cluster.kube.secrets[(namespace, name)]["metadata"]["labels"][OWNER_LABEL]
+        assert owner == uid
+        version = cluster.kube.secrets[(namespace, name)]["metadata"]["resourceVersion"]
+        controller.secret_changed(namespace, name, version, owner)  # as the Secret watch delivers it
+    assert cluster.token("other", SECRET), "landed"
+    await until(lambda: ("other", SECRET) not in cluster.kube.secrets, "the late Secret deleted")
+    assert cluster.kube.secret_deletes == [("other", SECRET)]
+    assert cluster.token("team-a", SECRET) and cluster.token("team-b", SECRET), "the selected keep theirs"

@@ -14,12 +14,14 @@ from typing import Any, ClassVar
 import pytest
 
 from simacan_token_operator.kube.secretwatch import secret_watch
+from simacan_token_operator.model.clusterspec import OWNER_LABEL
 from tests.unit.kubeapi import api_client_for
 
 
 class _Scripted(BaseHTTPRequestHandler):
     """Lists answer resourceVersion 10; each watch plays the next script: 'gone' (an ERROR 410
-    event), 'silent' (headers, then nothing), 'event' (one MODIFIED Secret, then the end)."""
+    event), 'silent' (headers, then nothing), 'event' (one MODIFIED Secret, then the end), 'owned'
+    (one ADDED Secret labelled by a ClusterSimacanCredential)."""
 
     scripts: ClassVar[list[str]] = []
     lists: ClassVar[int] = 0
@@ -44,6 +46,15 @@ class _Scripted(BaseHTTPRequestHandler):
         elif script == "event":
             meta = {"name": "fleet-api", "namespace": "team-a", "resourceVersion": "11"}
             self._chunk({"type": "MODIFIED", "object": {"kind": "PartialObjectMetadata", "metadata": meta}})
+        elif script == "owned":
+            labels = {OWNER_LABEL: "u-1", "team": "a"}
+            owned = {
+                "name": "simacan-token",
+                "namespace": "team-a",
+                "resourceVersion": "12",
+                "labels": labels,
+            }
+            self._chunk({"type": "ADDED", "object": {"kind": "PartialObjectMetadata", "metadata": owned}})
         else:
             time.sleep(3)  # longer than the client's read timeout: it must give up first
             return
@@ -87,7 +98,11 @@ async def _watch_until(url: str, done: Any, timeout: float = 10.0) -> tuple[list
             resyncs += 1
 
     watch = secret_watch(
-        api_client_for(url), ["team-a"], lambda ns, n, _v: changes.append((ns, n)), listed, read_timeout=0.5
+        api_client_for(url),
+        ["team-a"],
+        lambda ns, n, _v, _owner: changes.append((ns, n)),
+        listed,
+        read_timeout=0.5,
     )
     watch.start()
     deadline = time.monotonic() + timeout
@@ -116,3 +131,25 @@ def test_a_silent_watch_is_given_up_after_the_read_timeout(server: str) -> None:
     changes, resyncs = asyncio.run(_watch_until(server, lambda c, r: c and r))
     assert changes == [("team-a", "fleet-api")] and resyncs == 1
     assert time.monotonic() - started < 3  # the silent stream lasted 3 s; the client left it earlier
+
+
+def test_an_event_carries_the_cluster_credential_owner_label(server: str) -> None:
+    """So a Secret of ours that lands outside the selection is told from anyone else's."""
+    _Scripted.scripts = ["event", "owned"]
+    seen: list[tuple[str, str, str, str | None]] = []
+
+    async def run() -> None:
+        watch = secret_watch(
+            api_client_for(server), ["team-a"], lambda *change: seen.append(change), lambda *_: None
+        )
+        watch.start()
+        deadline = time.monotonic() + 10
+        try:
+            while len(seen) < 2:
+                assert time.monotonic() < deadline, seen
+                await asyncio.sleep(0.02)
+        finally:
+            await watch.stop()
+
+    asyncio.run(run())
+    assert seen == [("team-a", "fleet-api", "11", None), ("team-a", "simacan-token", "12", "u-1")]

@@ -207,7 +207,7 @@ def test_the_secret_watch_has_a_thread_per_namespace_and_lists_one_item_for_a_ve
     watch = secret_watch(
         api_client_for(server),
         ["team-a", "team-b"],
-        lambda ns, n, _version: changes.append((ns, n)),
+        lambda ns, n, _version, _owner: changes.append((ns, n)),
         lambda _ns, _versions: None,
     )
     asyncio.run(_run_until(watch, lambda: len(changes) == 2))

@@ -7,9 +7,11 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config
@@ -28,9 +30,12 @@ from simacan_token_operator.kube.client import Kube
 from simacan_token_operator.kube.deadlines import keepalive_socket_options
 from simacan_token_operator.kube.leader import LeaderElector
 from simacan_token_operator.kube.metered import MeteredApiClient, RequestObserver
+from simacan_token_operator.model.clusterspec import DEFAULT_CREDENTIALS_NAMESPACE
 from simacan_token_operator.model.spec import DEFAULT_ALLOWED_HOSTS, AuthURLPolicy
 
 logger = logging.getLogger("simacan_token_operator")
+SERVICE_ACCOUNT_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+_NAMESPACE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -94,7 +99,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="name of that Lease; give each shard of a sharded install its own",
     )
     _add_budget_flags(run)
-    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    _cluster_and_log_arguments(run)
     _add_status_command(commands)
     return parser.parse_args(argv)
 
@@ -159,6 +164,36 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _cluster_and_log_arguments(run: argparse.ArgumentParser) -> None:
+    run.add_argument(
+        "--cluster-credentials-namespace",
+        metavar="NS",
+        help="the only namespace whose Secrets ClusterSimacanCredentials may name as "
+        "credentialsSecretRef (default: $POD_NAMESPACE, else the ServiceAccount's namespace, else "
+        f"{DEFAULT_CREDENTIALS_NAMESPACE})",
+    )
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def cluster_credentials_namespace(
+    flag: str | None,
+    environ: Mapping[str, str],
+    namespace_file: Path = SERVICE_ACCOUNT_NAMESPACE_FILE,
+) -> str:
+    """The flag, else $POD_NAMESPACE (the Deployment sets it), else the namespace of the pod's
+    ServiceAccount, else the install's own namespace. ValueError for a name no namespace can have."""
+    chosen = flag or environ.get("POD_NAMESPACE", "").strip()
+    if not chosen:
+        try:
+            chosen = namespace_file.read_text().strip()
+        except OSError:  # not in a pod, or no token mounted
+            chosen = ""
+    chosen = chosen or DEFAULT_CREDENTIALS_NAMESPACE
+    if not _NAMESPACE_NAME.fullmatch(chosen):
+        raise ValueError(f"cluster credentials namespace {chosen[:80]!r} is not a valid namespace name")
+    return chosen
+
+
 def load_kube_config(observe: RequestObserver | None = None) -> client.ApiClient:
     """In a pod, use the ServiceAccount; elsewhere, the current kubeconfig context (as kubectl does).
 
@@ -182,6 +217,7 @@ def load_kube_config(observe: RequestObserver | None = None) -> client.ApiClient
 async def run_operator(options: argparse.Namespace) -> int:
     """Run until SIGTERM (exit 0) or until leadership is lost (exit 1, so the pod restarts clean)."""
     policy = _auth_policy(options.allowed_auth_host)
+    credentials_namespace: str = options.cluster_credentials_namespace  # resolved by main()
     metrics = Metrics()
     _use_kube_executor()
     api_client = load_kube_config(metrics.count_kube_request)
@@ -194,13 +230,14 @@ async def run_operator(options: argparse.Namespace) -> int:
             pool=TokenPool(AuthAPI(http, metrics.observe_request)),
             auth_policy=policy,
             metrics=metrics,
+            cluster_credentials_namespace=credentials_namespace,
         )
         controller = Controller(runtime)
         cluster = not options.namespace  # ClusterSimacanCredentials need every namespace in view
         process = OperatorProcess(options, api_client, metrics, elector, controller, cluster)
         process.stop_on_signals()
         await process.serve_endpoints()
-        _log_start(options, policy, cluster)
+        _log_start(options, policy, cluster, credentials_namespace)
         try:
             return await process.work()
         finally:
@@ -236,7 +273,9 @@ def _elector(
     )
 
 
-def _log_start(options: argparse.Namespace, policy: AuthURLPolicy, serves_cluster_kind: bool) -> None:
+def _log_start(
+    options: argparse.Namespace, policy: AuthURLPolicy, serves_cluster_kind: bool, credentials_namespace: str
+) -> None:
     scope = f"namespaces {', '.join(options.namespace)}" if options.namespace else "all namespaces"
     logger.info(
         "simacan-token-operator %s for %s; auth hosts allowed: %s",
@@ -247,6 +286,10 @@ def _log_start(options: argparse.Namespace, policy: AuthURLPolicy, serves_cluste
     if not serves_cluster_kind:
         logger.info(
             "ClusterSimacanCredentials are ignored: only an operator watching all namespaces serves them"
+        )
+    else:
+        logger.info(
+            "ClusterSimacanCredentials read credentials Secrets only in namespace %s", credentials_namespace
         )
 
 
@@ -266,4 +309,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             cluster=options.cluster,
         )
     logs.configure(options.log_level)
+    try:
+        options.cluster_credentials_namespace = cluster_credentials_namespace(
+            options.cluster_credentials_namespace, os.environ
+        )
+    except ValueError as error:
+        logger.error("%s", error)  # a bad flag or environment, not a bug: no traceback
+        return 2
     return asyncio.run(run_operator(options))

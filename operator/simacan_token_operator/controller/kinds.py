@@ -2,7 +2,8 @@
 
 A credential serves one or more target namespaces from one login. A SimacanCredential is one with
 a single target, its own namespace; a ClusterSimacanCredential one with every namespace it
-selects, from a credentials Secret in another namespace. The kinds differ in how a spec is read
+selects, from a credentials Secret in the one namespace the operator allows for that kind
+(--cluster-credentials-namespace). The kinds differ in how a spec is read
 (which targets, where the credentials Secret lives), the SimacanCredential-shaped view each
 target's pass reads, how the targets' outcomes become one status, and where Events go. The loop,
 backoff, gates, refresh requests, the pool key, Secret writes and Event posting are the worker's,
@@ -19,6 +20,7 @@ from simacan_token_operator.kube.client import ObjectRef
 from simacan_token_operator.model.clusterspec import (
     CLUSTER_KIND,
     CLUSTER_PLURAL,
+    DEFAULT_CREDENTIALS_NAMESPACE,
     NamespaceInfo,
     namespaced_view,
     parse_cluster_spec,
@@ -164,6 +166,8 @@ class Clusterwide:
     kind: str = CLUSTER_KIND
     plural: str = CLUSTER_PLURAL
     namespaced: bool = False
+    credentials_namespace: str = DEFAULT_CREDENTIALS_NAMESPACE
+    """The only namespace its credentials Secret may be read from (--cluster-credentials-namespace)."""
     status_digest: str | None = None
     ready: ReadyState | None = None
     last_reason: str | None = None
@@ -174,9 +178,10 @@ class Clusterwide:
     """The token the last status reported, until this process obtains one (clusterstatus.aggregate)."""
 
     @classmethod
-    def from_status(cls, status: Mapping[str, Any] | None) -> Clusterwide:
+    def from_status(cls, status: Mapping[str, Any] | None, credentials_namespace: str) -> Clusterwide:
         status = status or {}
         return cls(
+            credentials_namespace=credentials_namespace,
             status_digest=status_digest(status) if status else None,
             ready=ready_state(status),
             last_reason=ready_reason(status),
@@ -185,7 +190,9 @@ class Clusterwide:
         )
 
     def scope(self, credential: Mapping[str, Any], namespaces: Mapping[str, NamespaceInfo]) -> Scope:
-        spec = parse_cluster_spec(credential["metadata"]["name"], credential.get("spec") or {})
+        spec = parse_cluster_spec(
+            credential["metadata"]["name"], credential.get("spec") or {}, self.credentials_namespace
+        )
         ref = (credential.get("spec") or {}).get("credentialsSecretRef") or {}
         keys = (str(ref.get("usernameKey") or "username"), str(ref.get("passwordKey") or "password"))
         return Scope(

@@ -88,7 +88,7 @@ class Controller:
             return
         kind: Kind
         if key[0] == CLUSTER_KIND:
-            kind = Clusterwide.from_status(body.get("status"))
+            kind = Clusterwide.from_status(body.get("status"), self.runtime.cluster_credentials_namespace)
             worker = CredentialWorker(
                 snapshot(body, with_status=True), self.runtime, kind, self.namespaces, self.listed
             )
@@ -107,17 +107,20 @@ class Controller:
         if worker is not None:
             await worker.stop()
 
-    def secret_changed(self, namespace: str, name: str, version: str | None = None) -> None:
+    def secret_changed(
+        self, namespace: str, name: str, version: str | None = None, owner: str | None = None
+    ) -> None:
         """The Secret watch reported `version` of a Secret ("" deleted; None: unknown, look again).
-        The version this process itself wrote or read wakes nobody (known.py)."""
+        The version this process itself wrote or read wakes nobody (known.py). `owner`: the
+        Secret's cluster-credential owner label, if it has one."""
         login_news = self.runtime.known.logins.seen(namespace, name, version)
         for key in self._by_secret.get((namespace, name), ()):
             worker = self.workers.get(key)
             if worker is not None:
-                route_secret_event(worker, namespace, name, version, login_news)
+                route_secret_event(worker, namespace, name, version, login_news, owner)
         for key in self._clusterwide:
-            if self.workers[key].concerns(namespace, name) is not False:
-                route_secret_event(self.workers[key], namespace, name, version, login_news)
+            if concerns(self.workers[key], namespace, name, owner) is not False:
+                route_secret_event(self.workers[key], namespace, name, version, login_news, owner)
 
     def secrets_listed(self, scope: str | None, versions: Versions | None) -> None:
         """The Secret watch listed `scope` (None: all namespaces). `versions` is None for its first
@@ -189,11 +192,16 @@ class Controller:
 
 
 def route_secret_event(
-    worker: CredentialWorker, namespace: str, secret: str, version: str | None, login_news: bool
+    worker: CredentialWorker,
+    namespace: str,
+    secret: str,
+    version: str | None,
+    login_news: bool,
+    owner: str | None = None,
 ) -> None:
     """The Secret watch reported `version` of a Secret routed here ("" deleted, None unknown).
     `login_news`: whether that is news of a credentials Secret (not the version read)."""
-    concern = worker.concerns(namespace, secret)
+    concern = concerns(worker, namespace, secret, owner)
     if concern is None:
         if login_news:
             worker.nudge()
@@ -212,3 +220,16 @@ def route_relisted(worker: CredentialWorker, scope: str | None, versions: Versio
     for namespace, target in list(worker.targets.items()):
         if in_scope(namespace, scope) and target.watched.relisted(versions, epochs.of(namespace)):
             worker.nudge(namespace)
+
+
+def concerns(worker: CredentialWorker, namespace: str, secret: str, owner: str | None = None) -> bool | None:
+    """True: a target's token Secret, or one labelled as ours (`owner`) outside the selection
+    (a create that landed late: to delete); None: the credentials Secret; False: neither."""
+    scope = worker.scope
+    if scope is None or secret not in (scope.secret_name, scope.credentials_secret):
+        return False
+    if (namespace, secret) == (scope.credentials_namespace, scope.credentials_secret):
+        return None
+    uid = worker.credential["metadata"]["uid"]
+    ours = not worker.kind.namespaced and owner is not None and owner == uid
+    return secret == scope.secret_name and (namespace in worker.selected or ours)

@@ -14,6 +14,7 @@ from simacan_token_operator.controller.gates import KUBE_CONCURRENCY, NAMESPACE_
 from simacan_token_operator.controller.known import Knowledge
 from simacan_token_operator.controller.workloads import NamespaceWorkloads, WorkloadReader
 from simacan_token_operator.kube.client import KubeError, ObjectRef
+from simacan_token_operator.model.clusterspec import DEFAULT_CREDENTIALS_NAMESPACE
 from simacan_token_operator.model.spec import AuthURLPolicy
 from simacan_token_operator.reconcile.decide import REFUSED_WRITE_STATUSES, Result, Services, TokenSource
 from simacan_token_operator.reconcile.report import MetricsSink
@@ -92,6 +93,8 @@ class Runtime:
     auth_policy: AuthURLPolicy
     metrics: MetricsSink
     clock: Callable[[], float] = time.time
+    cluster_credentials_namespace: str = DEFAULT_CREDENTIALS_NAMESPACE
+    """The one namespace ClusterSimacanCredentials may read credentials Secrets from."""
     kube_gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(KUBE_CONCURRENCY))
     """Bounds concurrent Kubernetes calls: a start with thousands of credentials stays a steady
     trickle instead of a burst that inflates memory for good. Never held while waiting for the

@@ -32,7 +32,6 @@ from simacan_token_operator.model.spec import SpecError, refresh_request
 from simacan_token_operator.reconcile.clusterstatus import PENDING
 from simacan_token_operator.reconcile.decide import Memory, pool_user
 from simacan_token_operator.reconcile.report import Note
-from simacan_token_operator.reconcile.status import Outcome
 
 logger = logging.getLogger(__name__)
 NO_NAMESPACES: Mapping[str, NamespaceInfo] = {}
@@ -104,7 +103,7 @@ class CredentialWorker:
         self._resumed: Memory | None = Memory.from_status(status) if kind.namespaced else None
         """A namespaced pass resumes from the status it wrote; a cluster-wide target starts afresh."""
         request = status.get("lastRefreshRequest")
-        self._handled_request: str | None = request if isinstance(request, str) else None
+        self.handled_request: str | None = request if isinstance(request, str) else None
         self._request_seen: tuple[str, float] | None = None
         """A refresh request and when it was first seen: one moment for all targets, so that the
         one new token satisfies them all (a later moment per target would ask again)."""
@@ -150,6 +149,8 @@ class CredentialWorker:
         """Look again at one target, or (None) at all of them."""
         if namespace is None:
             self._dirty = None
+        elif namespace not in self.selected and self._holdings is not None:
+            self._holdings.suspect(namespace)  # a Secret of ours landed there: the next release looks
         elif self._dirty is not None:
             self._dirty |= {namespace}
         self._wake.set()
@@ -158,15 +159,6 @@ class CredentialWorker:
         """Namespaces or their labels changed: the next round compares the selection and looks at
         newcomers only."""
         self._wake.set()
-
-    def concerns(self, namespace: str, secret: str) -> bool | None:
-        """True: a target's token Secret; None: the credentials Secret (all targets); False: neither."""
-        scope = self.scope
-        if scope is None:
-            return False
-        if (namespace, secret) == (scope.credentials_namespace, scope.credentials_secret):
-            return None
-        return secret == scope.secret_name and namespace in self.selected
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -201,7 +193,7 @@ class CredentialWorker:
         except SpecError as error:
             self.scope = None
             await Reporter(self.runtime, self.kind, self.key).report(
-                self.credential, self._round({}, {}, {}, problem=error)
+                self.credential, round_of(self, {}, {}, {}, problem=error)
             )
             return None
         self.scope, previous = scope, self.selected
@@ -219,7 +211,7 @@ class CredentialWorker:
         notes = {ns: p.notes for ns, p in passes.items()}
         statuses = {ns: p.status for ns, p in passes.items() if p.status}
         await Reporter(self.runtime, self.kind, self.key).report(
-            self.credential, self._round(notes, statuses, {ns: p.memory for ns, p in passes.items()})
+            self.credential, round_of(self, notes, statuses, {ns: p.memory for ns, p in passes.items()})
         )
         for ns, done in passes.items():  # kept once reported: a failed status patch discards them
             self.targets[ns].memory = done.memory
@@ -232,7 +224,7 @@ class CredentialWorker:
         """One target's pass; None when it concluded nothing (a retry is planned)."""
         target = self.targets.get(namespace)
         if target is None:
-            memory = self._resumed or Memory(handled_request=self._handled_request)
+            memory = self._resumed or Memory(handled_request=self.handled_request)
             self._resumed = None
             target = self.targets[namespace] = Target(
                 namespace, memory, self.key, lambda: self.nudge(namespace)
@@ -242,27 +234,6 @@ class CredentialWorker:
             target.memory = dataclasses.replace(target.memory, pending_request=request)
         view = self.kind.view(self.credential, namespace)
         return await target.attempt(view, credentials, self.runtime)
-
-    def _round(
-        self,
-        notes: Mapping[str, tuple[Note, ...]],
-        statuses: Mapping[str, dict[str, Any]],
-        concluded: Mapping[str, Memory],
-        problem: SpecError | None = None,
-    ) -> Round:
-        """`concluded`: the memories of this round's passes, kept once the round is reported."""
-        outcomes: dict[str, Outcome] = {
-            ns: self.targets[ns].outcome or PENDING if ns in self.targets else PENDING for ns in self.selected
-        }
-        memories = {ns: concluded.get(ns, t.memory) for ns, t in self.targets.items() if ns in self.selected}
-        handled = {memory.handled_request for memory in memories.values()}
-        if len(handled) == 1 and self.selected <= set(self.targets):
-            self._handled_request = handled.pop()
-        secret_name = self.scope.secret_name if self.scope else None
-        generation = self.credential["metadata"].get("generation")
-        stale, request = stale_of(memories), self._handled_request
-        pending = min(unhandled_requests(memories.values()), default=None)
-        return Round(outcomes, notes, statuses, request, secret_name, generation, problem, stale, pending)
 
     # -- targets that go ----------------------------------------------------------------------
 
@@ -281,3 +252,35 @@ class CredentialWorker:
             await self._holdings.release(
                 self.runtime, uid, scope.secret_name, self.selected, self._namespaces
             )
+
+
+def round_of(
+    worker: CredentialWorker,
+    notes: Mapping[str, tuple[Note, ...]],
+    statuses: Mapping[str, dict[str, Any]],
+    concluded: Mapping[str, Memory],
+    problem: SpecError | None = None,
+) -> Round:
+    """What a round concluded, for the kind to report. `concluded`: the memories of this round's
+    passes, kept once the round is reported."""
+    memories = {ns: concluded.get(ns, t.memory) for ns, t in worker.targets.items() if ns in worker.selected}
+    handled = {memory.handled_request for memory in memories.values()}
+    if len(handled) == 1 and worker.selected <= set(worker.targets):
+        worker.handled_request = handled.pop()
+    outcomes = {
+        ns: (t.outcome if (t := worker.targets.get(ns)) else None) or PENDING for ns in worker.selected
+    }
+    generation = worker.credential["metadata"].get("generation")
+    secret_name = worker.scope.secret_name if worker.scope else None
+    pending = min(unhandled_requests(memories.values()), default=None)
+    return Round(
+        outcomes,
+        notes,
+        statuses,
+        worker.handled_request,
+        secret_name,
+        generation,
+        problem,
+        stale_of(memories),
+        pending,
+    )

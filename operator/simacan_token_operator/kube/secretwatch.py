@@ -18,6 +18,7 @@ from typing import Any
 from simacan_token_operator.kube.deadlines import WATCH_READ_TIMEOUT
 from simacan_token_operator.kube.watch import MetadataWatch, Scope
 from simacan_token_operator.model.body import Body
+from simacan_token_operator.model.clusterspec import OWNER_LABEL
 
 RELIST_PAGE = 500
 """Items per page of the list after a break: one request per 500 Secrets, not one per credential."""
@@ -29,11 +30,14 @@ Versions = Mapping[tuple[str, str], str]
 def secret_watch(
     api_client: Any,
     namespaces: Sequence[str],
-    on_change: Callable[[str, str, str], None],
+    on_change: Callable[[str, str, str, str | None], None],
     on_listed: Callable[[str | None, Versions | None], None],
     read_timeout: float = WATCH_READ_TIMEOUT,
 ) -> MetadataWatch:
-    """`namespaces` empty means all namespaces. Callbacks run on the event loop.
+    """`namespaces` empty means all namespaces. Callbacks run on the event loop. `on_change`
+    gets the Secret's namespace, name, resourceVersion ("" when deleted), and the
+    ClusterSimacanCredential uid of its owner label (None without one): a Secret of ours outside
+    the selection is told from anyone else's.
 
     `on_change(namespace, name, version)`: the version is "" for a deletion. `on_listed(namespace,
     versions)` follows each list of a scope (namespace None: all of them); `versions` is None for
@@ -58,7 +62,8 @@ def secret_watch(
     def changed(type_: str, obj: Body) -> None:
         meta = obj.get("metadata") or {}
         version = "" if type_ == "DELETED" else str(meta.get("resourceVersion") or "")
-        on_change(str(meta.get("namespace")), str(meta.get("name")), version)
+        owner = (meta.get("labels") or {}).get(OWNER_LABEL)
+        on_change(str(meta.get("namespace")), str(meta.get("name")), version, str(owner) if owner else None)
 
     scoped: list[str | None] = list(namespaces) or [None]
     scopes = [

@@ -25,6 +25,9 @@ OWNER_LABEL = f"{GROUP}/cluster-credential-uid"
 """On every Secret a ClusterSimacanCredential writes: after a restart, one list by this label finds
 the namespaces that still hold its Secret, so a namespace deselected meanwhile loses it too."""
 PASSED_THROUGH = ("authURL", "secretName", "refreshBefore", "suspend")
+DEFAULT_CREDENTIALS_NAMESPACE = "simacan-token-operator"
+"""Where ClusterSimacanCredentials' credentials Secrets live when neither the operator's flag,
+$POD_NAMESPACE nor the ServiceAccount's namespace file says otherwise."""
 
 
 @dataclass(frozen=True)
@@ -71,23 +74,40 @@ class ClusterSpec:
         return frozenset(name for name, info in namespaces.items() if self.selects(name, info))
 
 
-def parse_cluster_spec(name: str, spec: Mapping[str, Any]) -> ClusterSpec:
-    """Raises SpecError naming the field to fix."""
+def parse_cluster_spec(name: str, spec: Mapping[str, Any], credentials_namespace: str) -> ClusterSpec:
+    """Raises SpecError naming the field to fix. `credentials_namespace`: the one namespace a
+    credentials Secret may be read from (--cluster-credentials-namespace), as cert-manager confines
+    a ClusterIssuer's Secrets: whoever may create a ClusterSimacanCredential must not obtain a
+    token from another team's password."""
     ref = spec.get("credentialsSecretRef")
-    if not isinstance(ref, Mapping) or not isinstance(ref.get("namespace"), str) or not ref["namespace"]:
-        raise SpecError("spec.credentialsSecretRef.namespace is required")
+    if not isinstance(ref, Mapping):
+        raise SpecError("spec.credentialsSecretRef is required")
+    _check_credentials_namespace(ref.get("namespace"), credentials_namespace)
     if not isinstance(spec.get("secretName"), str) or not spec["secretName"]:
         raise SpecError("spec.secretName is required")
     names = spec.get("namespaces") or []
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise SpecError("spec.namespaces must be a list of namespace names")
-    parsed = parse_spec(name, ref["namespace"], namespaced_spec(spec, ""))  # checks the shared fields
+    parsed = parse_spec(name, credentials_namespace, namespaced_spec(spec, ""))  # checks the shared fields
     return ClusterSpec(
         secret_name=parsed.target_secret,
-        credentials_namespace=ref["namespace"],
+        credentials_namespace=credentials_namespace,
         credentials_secret=parsed.credentials_secret,
         selector=_selector(spec.get("namespaceSelector")),
         namespaces=frozenset(names),
+    )
+
+
+def _check_credentials_namespace(given: object, allowed: str) -> None:
+    """Absent means `allowed`; any other namespace is refused before anything is read there."""
+    if given is None or given == allowed:
+        return
+    shown = repr(given)[:80] if isinstance(given, str) else "not a string"
+    raise SpecError(
+        f"spec.credentialsSecretRef.namespace is {shown}, but a ClusterSimacanCredential's "
+        f"credentials Secret must be in namespace {allowed!r} (the operator's "
+        "--cluster-credentials-namespace): move the Secret there, then set that namespace or leave "
+        "the field out"
     )
 
 
