@@ -66,8 +66,8 @@ class Cluster:
             await controller.observe(self.with_status(body))
 
     def with_status(self, body: dict[str, Any]) -> dict[str, Any]:
-        key = (body["metadata"].get("namespace") or "", body["metadata"]["name"])
-        return {**body, "status": self.kube.statuses.get(key)}
+        """As a watch event delivers it: with its resourceVersion and status as stored."""
+        return self.kube.watched(body)
 
     def login_secret(self, namespace: str) -> None:
         data = {"username": b64(USERNAME), "password": b64(PASSWORD)}
@@ -137,7 +137,7 @@ async def served(cluster: Cluster) -> tuple[dict[str, Any], dict[str, Any], dict
     a, b = cluster.credential("team-a", "api"), cluster.credential("team-b", "api")
     shared = cluster.cluster_credential("shared", {"matchLabels": {"team": "yes"}})
     for body in (a, b, shared):
-        await controller.observe(body)
+        await controller.observe(cluster.with_status(body))
     await until(
         lambda: all(cluster.token(n, s) for n in ("team-a", "team-b") for s in ("api", SECRET)),
         "every token Secret written",
@@ -191,7 +191,8 @@ async def test_a_refresh_request_on_a_cluster_credential_is_honoured_once(cluste
 
     asked = {**shared, "metadata": {**shared["metadata"], "annotations": {}}}
     asked["metadata"]["annotations"]["auth.simacan.com/refresh-requested-at"] = "2026-12-06T10:00:00Z"
-    await controller.observe(asked)
+    cluster.kube.edited("", "shared")
+    await controller.observe(cluster.with_status(asked))
     await until(
         lambda: cluster.kube.statuses[("", "shared")].get("lastRefreshRequest") == "2026-12-06T10:00:00Z",
         "the request handled",
@@ -200,7 +201,7 @@ async def test_a_refresh_request_on_a_cluster_credential_is_honoured_once(cluste
     assert after["team-a"] == after["team-b"] != before["team-a"], "one new token for every namespace"
     assert cluster.auth.count() == 2
 
-    await controller.observe(asked)  # the same request again: nothing to do
+    await controller.observe(cluster.with_status(asked))  # the same request again: nothing to do
     controller.resync()
     await asyncio.sleep(0.1)
     assert cluster.auth.count() == 2
