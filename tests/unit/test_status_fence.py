@@ -134,6 +134,10 @@ async def test_the_operators_own_status_echoed_by_the_watch_causes_no_write_and_
     for _ in range(5):  # the echoes, and repeats of them (a watch that restarts lists again)
         for body in (a, b, shared):
             await controller.observe(cluster.with_status(asked(body, "2026-12-06T11:00:00Z")))
+    for body in (a, b, shared):  # a label edit: a new version, the status the operator wrote
+        meta = body["metadata"]
+        cluster.kube.edited(meta.get("namespace") or "", meta["name"])
+        await controller.observe(cluster.with_status(asked(body, "2026-12-06T11:00:00Z")))
     await asyncio.sleep(0.2)
 
     assert len(cluster.kube.status_requests) == patches, "no status patch"
