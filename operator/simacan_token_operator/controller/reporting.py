@@ -12,16 +12,19 @@ rewritten if it differs; repeated corrections back off as restores of a Secret d
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
 from simacan_token_operator.controller.gates import Slot
-from simacan_token_operator.controller.kinds import Kind, Report, Round
+from simacan_token_operator.controller.kinds import Clusterwide, Kind, Report, Round
 from simacan_token_operator.controller.runtime import Runtime
+from simacan_token_operator.controller.target import Target
 from simacan_token_operator.kube.client import KubeError
 from simacan_token_operator.model.schedule import RESTORE_QUIET_SECONDS, restore_delay
+from simacan_token_operator.reconcile.decide import Memory
 from simacan_token_operator.reconcile.report import Note
 from simacan_token_operator.reconcile.status import status_digest
 
@@ -30,6 +33,11 @@ logger = logging.getLogger(__name__)
 PAST_VERSIONS = 8
 """How many superseded resourceVersions of our own writes are remembered: a late watch event of
 one of them is old news, not another writer's status."""
+
+
+def unwritten(memory: Memory) -> Memory:
+    """A status refused with 409 is not the status stored: the next pass writes it again."""
+    return dataclasses.replace(memory, status_digest=None)
 
 
 def stored_digest(status: Mapping[str, Any] | None) -> str:
@@ -148,6 +156,31 @@ class StatusFence:
 class Reporter:
     def __init__(self, runtime: Runtime, kind: Kind, who: str, fence: StatusFence) -> None:
         self.runtime, self.kind, self._who, self.fence = runtime, kind, who, fence
+
+    def compare_with_stored(
+        self, resumed: Memory | None, targets: Mapping[str, Target], dirty: set[str] | None
+    ) -> Memory | None:
+        """Before a round, where the stored status is not what this process wrote last (another
+        writer's, or after a 409): the status rendered is compared with the stored one, not
+        with our own last write, so a different one is written again. Adds the targets whose
+        pass renders it to `dirty`; returns the memory a first pass resumes from."""
+        stored = self.fence.take(self.runtime.clock())
+        if stored is None:
+            return resumed
+        if isinstance(self.kind, Clusterwide):  # its status is rendered from the targets' outcomes
+            self.kind.status_digest = stored
+            return resumed
+        for namespace, target in targets.items():
+            target.memory = dataclasses.replace(target.memory, status_digest=stored)
+            if dirty is not None:
+                dirty.add(namespace)
+        return None if resumed is None else dataclasses.replace(resumed, status_digest=stored)
+
+    def next_round(self, pending: list[float]) -> float | None:
+        """The earliest of `pending` and of a round the status waits for (a retry, a correction)."""
+        due = self.fence.due(self.runtime.clock())
+        times = pending if due is None else [*pending, due]
+        return min(times) if times else None
 
     async def report(self, credential: Mapping[str, Any], round_: Round) -> bool:
         """Post the Events, patch the status if it changed, publish the metrics; False if a

@@ -21,8 +21,8 @@ from typing import Any
 
 from simacan_token_operator.controller.gates import Slot, sleep_until
 from simacan_token_operator.controller.holdings import Holdings
-from simacan_token_operator.controller.kinds import Clusterwide, Kind, Round, Scope
-from simacan_token_operator.controller.reporting import Reporter, StatusFence
+from simacan_token_operator.controller.kinds import Kind, Round, Scope
+from simacan_token_operator.controller.reporting import Reporter, StatusFence, unwritten
 from simacan_token_operator.controller.runtime import Runtime
 from simacan_token_operator.controller.target import Concluded, Target, only_keys
 from simacan_token_operator.kube.client import KubeError
@@ -93,8 +93,7 @@ class CredentialWorker:
         one new token satisfies them all (a later moment per target would ask again)."""
         self.targets: dict[str, Target] = {}
         self._holdings = Holdings(self.key)
-        self._fence = StatusFence(meta.get("resourceVersion"), status)
-        self._reporter = Reporter(runtime, kind, self.key, self._fence)
+        self._reporter = Reporter(runtime, kind, self.key, StatusFence(meta.get("resourceVersion"), status))
         self._dirty: set[str] | None = None
         """Targets to look at on the next round; None: all of them."""
         self.selected: frozenset[str] = frozenset()
@@ -127,11 +126,9 @@ class CredentialWorker:
         self.runtime.metrics.forget(self.namespace, self.name)
 
     def update(self, credential: Mapping[str, Any], status: Mapping[str, Any] | None = None) -> None:
-        """A newer version of the credential (from a watch event, with its status as stored);
-        the next round uses it. A status this process did not write last, or the event a
-        refused (409) status patch waited for, wakes the worker (reporting.StatusFence)."""
+        """A newer version of the credential, and its status as stored (reporting.StatusFence)."""
         self.credential = credential
-        if self._fence.observed(credential["metadata"].get("resourceVersion"), status):
+        if self._reporter.fence.observed(credential["metadata"].get("resourceVersion"), status):
             self._wake.set()
 
     def nudge(self, namespace: str | None = None) -> None:
@@ -181,7 +178,7 @@ class CredentialWorker:
 
     async def run_once(self) -> float | None:
         """One round over the targets that need it; returns when to look again (None: on events)."""
-        self._take_stored_status()
+        self._resumed = self._reporter.compare_with_stored(self._resumed, self.targets, self._dirty)
         dirty, self._dirty = self._dirty, set()
         annotations = self.credential["metadata"].get("annotations")
         self._request_seen = request_seen(self._request_seen, annotations, self.runtime.clock())
@@ -190,7 +187,7 @@ class CredentialWorker:
         except SpecError as error:
             self.scope = None
             await self._reporter.report(self.credential, self._round({}, {}, {}, problem=error))
-            return self._fence.due(self.runtime.clock())
+            return self._reporter.next_round([])
         self.scope, previous = scope, self.selected
         self.selected = scope.targets
         await self._release(scope)
@@ -209,33 +206,9 @@ class CredentialWorker:
             self.credential, self._round(notes, statuses, {ns: p.memory for ns, p in passes.items()})
         )
         for ns, done in passes.items():  # kept once reported: a failed status patch discards them
-            # A status refused with 409 is not the status stored: the next pass writes it again.
-            self.targets[ns].memory = done.memory if written else self._unwritten(done.memory)
+            self.targets[ns].memory = done.memory if written else unwritten(done.memory)
         pending = [t.due for ns, t in self.targets.items() if ns in self.selected and t.due is not None]
-        if (correction := self._fence.due(self.runtime.clock())) is not None:
-            pending.append(correction)
-        return min(pending) if pending else None
-
-    def _take_stored_status(self) -> None:
-        """Before a round: where the stored status is not what this process wrote last (another
-        writer's, or after a 409), the passes compare what they render with the stored status,
-        not with their own last write, so a different one is written again."""
-        stored = self._fence.take(self.runtime.clock())
-        if stored is None:
-            return
-        if isinstance(self.kind, Clusterwide):  # its status is rendered from the targets' outcomes
-            self.kind.status_digest = stored
-            return
-        if self._resumed is not None:
-            self._resumed = dataclasses.replace(self._resumed, status_digest=stored)
-        for namespace, target in self.targets.items():
-            target.memory = dataclasses.replace(target.memory, status_digest=stored)
-            if self._dirty is not None:  # the namespaced status is rendered by the target's pass
-                self._dirty.add(namespace)
-
-    @staticmethod
-    def _unwritten(memory: Memory) -> Memory:
-        return dataclasses.replace(memory, status_digest=None)
+        return self._reporter.next_round(pending)
 
     async def _target_pass(
         self, namespace: str, credentials: tuple[str, Mapping[str, Any] | None]
