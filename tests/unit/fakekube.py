@@ -1,8 +1,9 @@
 """A dict-backed stand-in for the worker's Kubernetes seam (worker.KubeSeam), for in-process passes.
 
-It keeps what the API server would: resourceVersions (a stale replace gets 409), 404 for
-missing objects, the merge-patch semantics of the status subresource, and every Event. It also
-counts writes, which is what the table tests assert on.
+It keeps what the API server would: resourceVersions (a stale replace or status patch gets
+409), 404 for missing objects, the merge-patch semantics of the status subresource, and every
+Event. It also counts writes, which is what the table tests assert on. Of a credential it keeps
+only its resourceVersion and status: `watched` gives a body as a watch event would deliver it.
 """
 
 from __future__ import annotations
@@ -36,6 +37,14 @@ class FakeKube:
     secret_writes: list[tuple[str, str]] = field(default_factory=list)
     """(verb, name) of every successful create or replace."""
     status_patches: int = 0
+    """Successful status patches (a no-op patch included, as the API server answers it)."""
+    status_conflicts: int = 0
+    """Status patches refused with 409: their resourceVersion was not the credential's."""
+    status_requests: list[tuple[tuple[str, str], str, int, str]] = field(default_factory=list)
+    """Every status patch: the credential's (namespace, name), the resourceVersion it carried,
+    the answer's HTTP code (200, 404, 409) and the resourceVersion after it ("" if refused)."""
+    credential_versions: dict[tuple[str, str], str] = field(default_factory=dict)
+    """The resourceVersion of each credential, by (namespace, name); namespace empty for the cluster kind."""
     secret_deletes: list[tuple[str, str]] = field(default_factory=list)
     workloads: dict[tuple[str, str, str], Body] = field(default_factory=dict)
     forbidden_namespaces: set[str] = field(default_factory=set)
@@ -83,6 +92,49 @@ class FakeKube:
         self.secrets[(namespace, stored["metadata"]["name"])] = stored
         self.secret_log.append((namespace, stored["metadata"]["name"], stored["metadata"]["resourceVersion"]))
         return copy.deepcopy(stored)
+
+    def watched(self, body: Mapping[str, Any]) -> Body:
+        """`body` as a watch event delivers it: with the credential's resourceVersion (a new
+        credential gets one) and its status as stored."""
+        meta = body["metadata"]
+        key = (meta.get("namespace") or "", meta["name"])
+        if key not in self.credential_versions:
+            self.credential_versions[key] = self._next_version()
+        delivered = copy.deepcopy(dict(body))
+        delivered["metadata"]["resourceVersion"] = self.credential_versions[key]
+        delivered["status"] = copy.deepcopy(self.statuses.get(key))
+        return delivered
+
+    def edited(self, namespace: str, name: str) -> None:
+        """Someone changed the credential's spec or metadata: a new resourceVersion."""
+        self.credential_versions[(namespace, name)] = self._next_version()
+
+    def put_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """Another writer's unconditional merge patch of the status (a user's `kubectl patch
+        --subresource=status`, a former leader's late patch)."""
+        self._merge_status((namespace, name), status)
+
+    def _merge_status(self, key: tuple[str, str], status: Mapping[str, Any]) -> Body:
+        previous = self.statuses.get(key, {})
+        merged = dict(previous)
+        for name, value in status.items():
+            if value is None:
+                merged.pop(name, None)
+            else:
+                merged[name] = copy.deepcopy(value)
+        if merged != previous or key not in self.statuses:  # as the server: a no-op keeps the version
+            self.statuses[key] = merged
+            self.credential_versions[key] = self._next_version()
+        return {
+            "metadata": {"resourceVersion": self.credential_versions[key]},
+            "status": copy.deepcopy(merged),
+        }
+
+    def patches_of(self, namespace: str, name: str) -> list[tuple[str, int, str]]:
+        """(resourceVersion carried, HTTP code, resourceVersion after) of every status patch of
+        one credential."""
+        wanted = (namespace, name)
+        return [(sent, code, after) for key, sent, code, after in self.status_requests if key == wanted]
 
     def remove_secret(self, namespace: str, name: str) -> None:
         del self.secrets[(namespace, name)]
@@ -163,16 +215,24 @@ class FakeKube:
             if (secret["metadata"].get("labels") or {}).get(OWNER_LABEL) == owner_uid
         }
 
-    async def patch_status(self, plural: str, namespace: str, name: str, status: Mapping[str, Any]) -> Body:
-        merged = dict(self.statuses.get((namespace, name), {}))
-        for key, value in status.items():
-            if value is None:
-                merged.pop(key, None)
-            else:
-                merged[key] = copy.deepcopy(value)
-        self.statuses[(namespace, name)] = merged
+    async def patch_status(
+        self, plural: str, namespace: str, name: str, status: Mapping[str, Any], resource_version: str
+    ) -> Body:
+        """A merge patch with the resourceVersion precondition the real API server checks."""
+        action = f"updating the status of {plural} {namespace}/{name}"
+        key = (namespace, name)
+        current = self.credential_versions.get(key)
+        if current is None:
+            self.status_requests.append((key, resource_version, 404, ""))
+            raise KubeError(action, 404, "NotFound")
+        if resource_version != current:
+            self.status_requests.append((key, resource_version, 409, ""))
+            self.status_conflicts += 1
+            raise KubeError(action, 409, "the object has been modified")
         self.status_patches += 1
-        return {"status": merged}
+        answer = self._merge_status(key, status)
+        self.status_requests.append((key, resource_version, 200, answer["metadata"]["resourceVersion"]))
+        return answer
 
     async def post_event(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None:
         self.events.append(RecordedEvent(ref.namespace, ref.name, type_, reason, message))

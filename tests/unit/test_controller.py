@@ -75,8 +75,8 @@ class Cluster:
             await controller.observe(self.with_status(body))
 
     def with_status(self, body: dict[str, Any]) -> dict[str, Any]:
-        key = (body["metadata"].get("namespace") or "", body["metadata"]["name"])
-        return {**body, "status": self.kube.statuses.get(key)}
+        """As a watch event delivers it: with its resourceVersion and status as stored."""
+        return self.kube.watched(body)
 
     def login_secret(self, namespace: str) -> None:
         data = {"username": b64(USERNAME), "password": b64(PASSWORD)}
@@ -153,7 +153,7 @@ async def served(cluster: Cluster) -> tuple[dict[str, Any], dict[str, Any], dict
     a, b = cluster.credential("team-a", "api"), cluster.credential("team-b", "api")
     shared = cluster.cluster_credential("shared", {"matchLabels": {"team": "yes"}})
     for body in (a, b, shared):
-        await controller.observe(body)
+        await controller.observe(cluster.with_status(body))
     await until(
         lambda: all(cluster.token(n, s) for n in ("team-a", "team-b") for s in ("api", SECRET)),
         "every token Secret written",
@@ -207,7 +207,8 @@ async def test_a_refresh_request_on_a_cluster_credential_is_honoured_once(cluste
 
     asked = {**shared, "metadata": {**shared["metadata"], "annotations": {}}}
     asked["metadata"]["annotations"]["auth.simacan.com/refresh-requested-at"] = "2026-12-06T10:00:00Z"
-    await controller.observe(asked)
+    cluster.kube.edited("", "shared")
+    await controller.observe(cluster.with_status(asked))
     await until(
         lambda: cluster.kube.statuses[("", "shared")].get("lastRefreshRequest") == "2026-12-06T10:00:00Z",
         "the request handled",
@@ -216,7 +217,7 @@ async def test_a_refresh_request_on_a_cluster_credential_is_honoured_once(cluste
     assert after["team-a"] == after["team-b"] != before["team-a"], "one new token for every namespace"
     assert cluster.fake_auth.count() == 2
 
-    await controller.observe(asked)  # the same request again: nothing to do
+    await controller.observe(cluster.with_status(asked))  # the same request again: nothing to do
     controller.resync()
     await asyncio.sleep(0.1)
     assert cluster.fake_auth.count() == 2
@@ -325,7 +326,7 @@ async def test_a_credentials_secret_outside_the_configured_namespace_is_invalid_
     foreign = cluster.cluster_credential(
         "fleet", {"matchLabels": {"team": "yes"}}, credentials_namespace="team-a"
     )
-    await controller.observe(foreign)
+    await controller.observe(cluster.with_status(foreign))
     await until(lambda: ready_of(cluster, "fleet") == ("False", "InvalidSpec"), "InvalidSpec")
     worker = controller.workers[("ClusterSimacanCredential", "", "fleet")]
     await until(lambda: worker.due_at is None, "the round over (an invalid spec waits for a change)")
@@ -345,7 +346,7 @@ async def test_a_credentials_secret_outside_the_configured_namespace_is_invalid_
     # The namespace left out means the configured one: served from platform/login.
     fixed = cluster.cluster_credential("fleet", {"matchLabels": {"team": "yes"}}, credentials_namespace=None)
     fixed["metadata"] = {**foreign["metadata"], "generation": 2}
-    await controller.observe(fixed)
+    await controller.observe(cluster.with_status(fixed))
     await until(lambda: ready_of(cluster, "fleet") == ("True", "TokenValid"), "served")
     assert cluster.token("team-a", SECRET) and cluster.token("team-b", SECRET)
     assert ("platform", "login") in cluster.kube.secret_reads

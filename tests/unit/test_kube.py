@@ -164,24 +164,48 @@ def test_both_kinds_status_patches_reach_their_status_subresource(api: client.Ap
         "kind": "SimacanCredential",
         "metadata": {"name": "fleet-api"},
     }
-    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+    created: Any = custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
     body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": CLUSTER_KIND, "metadata": {"name": "fleet-wide"}}
-    custom.create_cluster_custom_object(GROUP, VERSION, CLUSTER_PLURAL, body)
+    created_cluster: Any = custom.create_cluster_custom_object(GROUP, VERSION, CLUSTER_PLURAL, body)
     kube = Kube(api)
 
-    async def patch() -> None:
-        await kube.patch_status(PLURAL, namespace, "fleet-api", {"phase": "namespaced"})
-        await kube.patch_status(CLUSTER_PLURAL, "", "fleet-wide", {"phase": "cluster"})
+    async def patch() -> tuple[Any, Any]:
+        version = created["metadata"]["resourceVersion"]
+        one = await kube.patch_status(PLURAL, namespace, "fleet-api", {"phase": "namespaced"}, version)
+        version = created_cluster["metadata"]["resourceVersion"]
+        two = await kube.patch_status(CLUSTER_PLURAL, "", "fleet-wide", {"phase": "cluster"}, version)
+        return one, two
 
-    asyncio.run(patch())
+    answers = asyncio.run(patch())
     namespaced: Any = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "fleet-api")
     cluster: Any = custom.get_cluster_custom_object(GROUP, VERSION, CLUSTER_PLURAL, "fleet-wide")
     assert namespaced["status"] == {"phase": "namespaced"} and cluster["status"] == {"phase": "cluster"}
+    assert [a["metadata"]["resourceVersion"] for a in answers] == [
+        namespaced["metadata"]["resourceVersion"],
+        cluster["metadata"]["resourceVersion"],
+    ], "the answer is the object as stored: its version fences the next patch"
     with pytest.raises(InvalidName, match="clustersimacancredentials"):
-        asyncio.run(kube.patch_status(CLUSTER_PLURAL, "", "../fleet-wide", {"phase": "x"}))
+        asyncio.run(kube.patch_status(CLUSTER_PLURAL, "", "../fleet-wide", {"phase": "x"}, "1"))
     with pytest.raises(KubeError) as missing:
-        asyncio.run(kube.patch_status(CLUSTER_PLURAL, "", "absent", {"phase": "x"}))
+        asyncio.run(kube.patch_status(CLUSTER_PLURAL, "", "absent", {"phase": "x"}, "1"))
     assert missing.value.status == 404 and "clustersimacancredentials absent" in str(missing.value)
+
+
+def test_a_status_patch_from_an_outdated_version_gets_409_and_changes_nothing(api: client.ApiClient) -> None:
+    namespace = _namespace(api, "ns-a")
+    custom = client.CustomObjectsApi(api)
+    body: Any = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "SimacanCredential", "metadata": {"name": "x"}}
+    created: Any = custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+    old = created["metadata"]
+    kube = Kube(api)
+    asyncio.run(kube.patch_status(PLURAL, namespace, "x", {"phase": "new"}, old["resourceVersion"]))
+    with pytest.raises(KubeError) as stale:
+        asyncio.run(kube.patch_status(PLURAL, namespace, "x", {"phase": "late"}, old["resourceVersion"]))
+    assert stale.value.status == 409
+    stored: Any = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "x")
+    assert stored["status"] == {"phase": "new"}
+    with pytest.raises(ValueError, match="resourceVersion"):
+        asyncio.run(kube.patch_status(PLURAL, namespace, "x", {"phase": "unfenced"}, ""))
 
 
 def test_a_delete_removes_only_the_secret_read(api: client.ApiClient) -> None:

@@ -89,9 +89,10 @@ def test_the_operators_calls_are_counted_by_verb_resource_and_code(emulated: str
     client.CoreV1Api(admin).create_namespace(body)
     custom = client.CustomObjectsApi(admin)
     body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "SimacanCredential", "metadata": {"name": "c"}}
-    custom.create_namespaced_custom_object(GROUP, VERSION, "team-a", PLURAL, body)
+    made: Any = custom.create_namespaced_custom_object(GROUP, VERSION, "team-a", PLURAL, body)
     body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": CLUSTER_KIND, "metadata": {"name": "fleet-wide"}}
-    custom.create_cluster_custom_object(GROUP, VERSION, CLUSTER_PLURAL, body)
+    made_cluster: Any = custom.create_cluster_custom_object(GROUP, VERSION, CLUSTER_PLURAL, body)
+    versions = [str(made["metadata"]["resourceVersion"]), str(made_cluster["metadata"]["resourceVersion"])]
     metrics = Metrics()
     api = _metered(emulated, metrics)
     kube = Kube(api)
@@ -102,8 +103,8 @@ def test_the_operators_calls_are_counted_by_verb_resource_and_code(emulated: str
         await kube.create_secret("team-a", secret)
         with pytest.raises(KubeError):
             await kube.create_secret("team-a", secret)  # 409: exists
-        await kube.patch_status(PLURAL, "team-a", "c", {"phase": "x"})
-        await kube.patch_status(CLUSTER_PLURAL, "", "fleet-wide", {"phase": "x"})
+        await kube.patch_status(PLURAL, "team-a", "c", {"phase": "x"}, versions[0])
+        await kube.patch_status(CLUSTER_PLURAL, "", "fleet-wide", {"phase": "x"}, versions[1])
         await kube.list_workload_stamps("team-a", "Deployment", 10, None)
         elector = LeaderElector(api, "default", "metered", "me", LeaseTimings(3.0, 2.0, 0.3))
         await elector.acquire()  # a GET (404) and a create

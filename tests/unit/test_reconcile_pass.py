@@ -98,26 +98,26 @@ class World:
         body = self.credentials[(namespace, name)]
         body["spec"] = {**body["spec"], **spec}
         body["metadata"]["generation"] += 1
+        self.kube.edited(namespace, name)
 
     def annotate(self, value: str, name: str = "fleet-api", namespace: str = NS) -> None:
         self.credentials[(namespace, name)]["metadata"]["annotations"] = {
             "auth.simacan.com/refresh-requested-at": value
         }
+        self.kube.edited(namespace, name)
 
     async def run(self, name: str = "fleet-api", namespace: str = NS) -> float | None:
         """One pass of the credential's worker, started as a new process would start it, or woken
         as a watch event of its Secrets would wake it."""
         key = (namespace, name)
         worker = self.workers.get(key)
-        body = self.credentials[key]
+        body = self.kube.watched(self.credentials[key])  # with its resourceVersion and status
         if worker is None:
             assert self.runtime is not None
-            worker = CredentialWorker(
-                {**body, "status": self.kube.statuses.get(key)}, self.runtime, Namespaced()
-            )
+            worker = CredentialWorker(body, self.runtime, Namespaced())
             self.workers[key] = worker
         else:
-            worker.update(body)
+            worker.update({k: v for k, v in body.items() if k != "status"}, body["status"])
             worker.nudge()
         return await worker.run_once()
 
@@ -858,7 +858,8 @@ async def test_a_refused_restart_is_reported_by_the_very_next_pass(world: World)
     world.kube.put_workload(NS, "Deployment", deployment("app", env_from="fleet-api"))
     world.kube.forbidden_workload_verbs.add(("patch", "Deployment"))
     world.login_secret()
-    worker = CredentialWorker(world.credential(rolloutRestartTargets=[APP]), world.runtime, Namespaced())
+    body = world.kube.watched(world.credential(rolloutRestartTargets=[APP]))
+    worker = CredentialWorker(body, world.runtime, Namespaced())
     worker.start()
     try:
         for _ in range(500):  # up to 5 s; the next planned pass is the refresh, 40 (fake) minutes on
@@ -1016,7 +1017,8 @@ async def test_a_throttled_or_failing_api_server_is_backed_off(world: World, sta
     world.credential()
     world.kube.write_faults.append(KubeError("creating Secret", status, "injected"))
     assert world.runtime is not None
-    worker = CredentialWorker(world.credentials[(NS, "fleet-api")], world.runtime, Namespaced())
+    body = world.kube.watched(world.credentials[(NS, "fleet-api")])
+    worker = CredentialWorker(body, world.runtime, Namespaced())
     wake_at = await worker.run_once()
 
     assert wake_at is not None and wake_at >= world.clock.now + BACKOFF_BASE_SECONDS / 2

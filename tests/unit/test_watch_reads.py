@@ -42,7 +42,7 @@ async def serve(cluster: Cluster, *names: str) -> list[dict[str, Any]]:
     cluster.login_secret(NS)
     bodies = [cluster.credential(NS, name) for name in names]
     for body in bodies:
-        await controller.observe(body)
+        await controller.observe(cluster.with_status(body))
     await until(lambda: all(cluster.token(NS, n) for n in names), "every token Secret written")
     await until(lambda: all((NS, n) in cluster.kube.statuses for n in names), "every status written")
     deliver(cluster)
@@ -88,7 +88,7 @@ async def test_without_a_listed_watch_every_pass_reads(cluster: Cluster, clock: 
     """Nothing is trusted before the watch has listed its scope: it may not be watching at all."""
     assert cluster.controller is not None
     cluster.login_secret(NS)
-    await cluster.controller.observe(cluster.credential(NS, "one"))
+    await cluster.controller.observe(cluster.with_status(cluster.credential(NS, "one")))
     await until(lambda: (NS, "one") in cluster.kube.statuses, "served")
     deliver(cluster)
     before = reads(cluster, "one")

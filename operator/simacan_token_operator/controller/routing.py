@@ -31,6 +31,7 @@ def snapshot(body: Mapping[str, Any], with_status: bool) -> dict[str, Any]:
             "name": meta["name"],
             "uid": meta.get("uid"),
             "generation": meta.get("generation"),
+            "resourceVersion": meta.get("resourceVersion"),
             "annotations": kept_annotations(meta.get("annotations")),
         },
         "spec": body.get("spec"),
@@ -43,7 +44,8 @@ def snapshot(body: Mapping[str, Any], with_status: bool) -> dict[str, Any]:
 
 
 def relevant(body: Mapping[str, Any]) -> tuple[Any, ...]:
-    """What can change a worker's decision; status writes (our own echo) are not in it."""
+    """What can change a worker's decision; status writes (our own echo) are not in it: the
+    worker compares the status with what it wrote itself (reporting.StatusFence)."""
     meta = body.get("metadata") or {}
     return (
         meta.get("uid"),
@@ -82,7 +84,7 @@ class Controller:
             self._index(key, watched_secrets(key[2], key[1], body.get("spec") or {}))
         if worker is not None:
             changed = relevant(worker.credential) != relevant(body)
-            worker.update(snapshot(body, with_status=False))
+            worker.update(snapshot(body, with_status=False), body.get("status"))
             if changed:
                 worker.nudge()
             return

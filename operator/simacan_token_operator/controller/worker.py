@@ -22,7 +22,7 @@ from typing import Any
 from simacan_token_operator.controller.gates import Slot, sleep_until
 from simacan_token_operator.controller.holdings import Holdings
 from simacan_token_operator.controller.kinds import Kind, Round, Scope
-from simacan_token_operator.controller.reporting import Reporter
+from simacan_token_operator.controller.reporting import Reporter, StatusFence, unwritten
 from simacan_token_operator.controller.runtime import Runtime
 from simacan_token_operator.controller.target import Concluded, Target, only_keys
 from simacan_token_operator.kube.client import KubeError
@@ -110,6 +110,7 @@ class CredentialWorker:
         self.targets: dict[str, Target] = {}
         self._holdings = None if kind.namespaced else Holdings(self.key)
         """Only a cluster-wide kind's Secrets come and go with the selection."""
+        self._reporter = Reporter(runtime, kind, self.key, StatusFence(meta.get("resourceVersion"), status))
         self._dirty: frozenset[str] | None = None
         """Targets to look at on the next round; None: all of them."""
         self.selected: frozenset[str] = frozenset()
@@ -141,9 +142,11 @@ class CredentialWorker:
             self._forget(namespace)
         self.runtime.metrics.forget(self.namespace, self.name)
 
-    def update(self, credential: Mapping[str, Any]) -> None:
-        """A newer version of the credential; the next round uses it."""
+    def update(self, credential: Mapping[str, Any], status: Mapping[str, Any] | None = None) -> None:
+        """A newer version of the credential, and its status as stored (reporting.StatusFence)."""
         self.credential = credential
+        if self._reporter.fence.observed(credential["metadata"].get("resourceVersion"), status):
+            self._wake.set()
 
     def nudge(self, namespace: str | None = None) -> None:
         """Look again at one target, or (None) at all of them."""
@@ -185,6 +188,9 @@ class CredentialWorker:
 
     async def run_once(self) -> float | None:
         """One round over the targets that need it; returns when to look again (None: on events)."""
+        self._resumed, self._dirty = self._reporter.compare_with_stored(
+            self._resumed, self.targets, self._dirty
+        )
         dirty, self._dirty = self._dirty, NOTHING
         annotations = self.credential["metadata"].get("annotations")
         self._request_seen = request_seen(self._request_seen, annotations, self.runtime.clock())
@@ -192,10 +198,8 @@ class CredentialWorker:
             scope = self.kind.scope(self.credential, self._namespaces)
         except SpecError as error:
             self.scope = None
-            await Reporter(self.runtime, self.kind, self.key).report(
-                self.credential, round_of(self, {}, {}, {}, problem=error)
-            )
-            return None
+            await self._reporter.report(self.credential, round_of(self, {}, {}, {}, problem=error))
+            return self._reporter.next_round([])
         self.scope, previous = scope, self.selected
         self.selected = scope.targets
         await self._release(scope)
@@ -210,13 +214,13 @@ class CredentialWorker:
         passes = {ns: done for ns, done in zip(todo, concluded, strict=True) if done is not None}
         notes = {ns: p.notes for ns, p in passes.items()}
         statuses = {ns: p.status for ns, p in passes.items() if p.status}
-        await Reporter(self.runtime, self.kind, self.key).report(
+        written = await self._reporter.report(
             self.credential, round_of(self, notes, statuses, {ns: p.memory for ns, p in passes.items()})
         )
         for ns, done in passes.items():  # kept once reported: a failed status patch discards them
-            self.targets[ns].memory = done.memory
+            self.targets[ns].memory = done.memory if written else unwritten(done.memory)
         pending = [t.due for ns, t in self.targets.items() if ns in self.selected and t.due is not None]
-        return min(pending) if pending else None
+        return self._reporter.next_round(pending)
 
     async def _target_pass(
         self, namespace: str, credentials: tuple[str, Mapping[str, Any] | None]

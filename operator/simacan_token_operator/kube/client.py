@@ -128,20 +128,25 @@ class Kube:
             if isinstance(item, Mapping) and isinstance(item.get("metadata"), Mapping)
         }
 
-    async def patch_status(self, plural: str, namespace: str, name: str, status: Mapping[str, Any]) -> Body:
-        """A merge patch of a credential's status; `namespace` is empty for a cluster-scoped kind."""
-        where = f"/namespaces/{checked_name('namespace', namespace)}" if namespace else ""
-        path = f"{where}/{plural}/{checked_name(plural, name)}"
-        who = f"{namespace}/{name}" if namespace else name
-        return await self._patch_status(f"updating the status of {plural} {who}", path, status)
+    async def patch_status(
+        self, plural: str, namespace: str, name: str, status: Mapping[str, Any], resource_version: str
+    ) -> Body:
+        """A merge patch of a credential's status; `namespace` is empty for a cluster-scoped kind.
 
-    async def _patch_status(self, action: str, path: str, status: Mapping[str, Any]) -> Body:
-        """Merge-patch the status subresource of the custom object at /apis/GROUP/VERSION`path`."""
+        Fenced like a Secret replace: the patch carries `resource_version` (of the last watch
+        event or status patch answer), so a patch from an outdated view gets 409 and a former
+        leader's late patch cannot overwrite a newer status. The answer is the object as stored,
+        with its new resourceVersion: no read is needed before the next patch."""
+        if not resource_version:
+            raise ValueError("a status is patched only with the resourceVersion it was computed from")
+        where = f"/namespaces/{checked_name('namespace', namespace)}" if namespace else ""
+        path = f"/apis/{GROUP}/{VERSION}{where}/{plural}/{checked_name(plural, name)}/status"
+        who = f"{namespace}/{name}" if namespace else name
         return await self._api.write(
-            action,
+            f"updating the status of {plural} {who}",
             "PATCH",
-            f"/apis/{GROUP}/{VERSION}{path}/status",
-            body={"status": dict(status)},
+            path,
+            body={"metadata": {"resourceVersion": resource_version}, "status": dict(status)},
             content_type="application/merge-patch+json",
         )
 
