@@ -174,6 +174,8 @@ class Target:
                     return None
                 learned = self._learned(gathered.target, result)
         finally:
+            # Only for the pass: thousands of idle targets keep no Secret body or spec each.
+            self._written = self._spec = None
             if self.watched.settle(learned):
                 self._nudge()  # changed by someone else meanwhile: look again
         notes = (*result.events, *done)
