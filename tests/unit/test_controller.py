@@ -297,8 +297,10 @@ async def test_a_self_made_token_in_a_selected_namespace_speaks_neither_in_statu
     controller.secret_changed("team-b", SECRET)
     worker = next(w for w in controller.workers.values() if not w.kind.namespaced)
     await until(
-        lambda: worker.targets["team-b"].memory.written_digest == digest(forged)
-        or cluster.token("team-b", SECRET) != forged,
+        lambda: (
+            worker.targets["team-b"].memory.written_digest == digest(forged)
+            or cluster.token("team-b", SECRET) != forged
+        ),
         "the pass saw the token",
     )
     await asyncio.sleep(0.05)  # the round's report follows the pass on the same loop
