@@ -37,10 +37,8 @@ import contextlib
 import datetime
 import json
 import re
-import signal
 import ssl
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -50,13 +48,13 @@ from typing import Any
 import httpx
 from kubernetes import client
 
-from benchmarks.child import BenchmarkError, Child, settle, wait_for
+from benchmarks.child import Child, settle, wait_for
 from benchmarks.footprint import CREATE_WORKERS, install_crd, problem_lines
-from benchmarks.runner import operator_revision
+from benchmarks.runner import benchmark_parser, operator_revision, run_guarded
 from localenv.controlplane import ControlPlane, running_control_plane
 from localenv.fakeauth import FakeAuthAPI
 from localenv.k8s import api_client
-from localenv.processes import exit_on_sigterm, free_ports, kube_env, operator_argv
+from localenv.processes import free_ports, kube_env, operator_argv
 from simacan_token_operator.model.spec import GROUP, PLURAL, VERSION
 from simacan_token_operator.reconcile.tokensecret import MANAGED_BY, MANAGED_BY_LABEL
 
@@ -288,11 +286,7 @@ def passed(result: Mapping[str, Any]) -> bool:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="benchmarks/api_traffic.py",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = benchmark_parser("benchmarks.api_traffic", __doc__)
     parser.add_argument(
         "--credentials", "-n", type=int, default=None, help="SimacanCredentials (200; 2000 with --large)"
     )
@@ -321,31 +315,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(argv)
-    signal.signal(signal.SIGTERM, exit_on_sigterm)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        with contextlib.ExitStack() as stack:
-            if options.work_dir is not None:
-                options.work_dir.mkdir(parents=True, exist_ok=True)
-                work_dir = options.work_dir.resolve()
-            else:
-                work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="api-traffic-")))
-            result = measure(options, work_dir)
-    except BenchmarkError as error:
-        print(f"benchmark failed: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; everything it started has been stopped", file=sys.stderr)
-        return 130
-    print()
-    print(render(result))
-    if options.json is not None:
-        options.json.write_text(json.dumps(result, indent=2) + "\n")
-    if options.layout == "namespaces":
-        return 0
-    ok = passed(result)
-    print("PASS" if ok else "FAIL")
-    return 0 if ok else 1
+
+    def body(work_dir: Path) -> int:
+        result = measure(options, work_dir)
+        print()
+        print(render(result))
+        if options.json is not None:
+            options.json.write_text(json.dumps(result, indent=2) + "\n")
+        if options.layout == "namespaces":
+            return 0
+        ok = passed(result)
+        print("PASS" if ok else "FAIL")
+        return 0 if ok else 1
+
+    return run_guarded(body, options.work_dir, "api-traffic-")
 
 
 if __name__ == "__main__":

@@ -210,7 +210,10 @@ class CredentialWorker:
         )
         login = await read_credentials(self.runtime, scope) if todo and scope.credentials_secret else None
         credentials = (scope.credentials_namespace, login)
-        concluded = await asyncio.gather(*(self._target_pass(ns, credentials) for ns in todo))
+        if len(todo) == 1:  # a SimacanCredential: no task of its own (thousands wait for a slot at a start)
+            concluded = [await self._target_pass(todo[0], credentials)]
+        else:
+            concluded = await asyncio.gather(*(self._target_pass(ns, credentials) for ns in todo))
         passes = {ns: done for ns, done in zip(todo, concluded, strict=True) if done is not None}
         notes = {ns: p.notes for ns, p in passes.items()}
         statuses = {ns: p.status for ns, p in passes.items() if p.status}
