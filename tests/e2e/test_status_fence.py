@@ -186,10 +186,10 @@ def test_a_forged_status_of_a_simacan_credential_is_rewritten_within_seconds(
 
 
 def test_a_forged_status_of_a_cluster_credential_is_rewritten_within_seconds(
-    fleet: Fleet, auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess], admin_api: Any
+    fleet: Fleet, fake_auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess], admin_api: Any
 ) -> None:
     namespaces = [fleet.namespace(), fleet.namespace()]
-    fleet.create(auth)
+    fleet.create(fake_auth)
     cluster_operator()
     all_served(fleet, namespaces)
 

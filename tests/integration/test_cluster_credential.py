@@ -335,21 +335,21 @@ def test_missing_credentials_secret_is_named_where_it_belongs(
 
 
 def test_a_credentials_secret_outside_the_cluster_credentials_namespace_is_invalid_spec(
-    fleet: Fleet, auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
+    fleet: Fleet, fake_auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
 ) -> None:
     """Whoever may create a ClusterSimacanCredential must not get a token from another team's
     password: a Secret outside --cluster-credentials-namespace is refused, one inside serves."""
     namespace = fleet.namespace()
     team = fleet.namespace(selected=False)
     team.create_login_secret("login", USERNAME, PASSWORD)
-    fleet.create(auth, credentialsSecretRef={"name": "login", "namespace": team.name})
+    fleet.create(fake_auth, credentialsSecretRef={"name": "login", "namespace": team.name})
     cluster_operator()
 
     eventually(lambda: fleet.ready() == ("False", "InvalidSpec"), what="InvalidSpec")
     [condition] = fleet.status()["conditions"]
     assert f"'{team.name}'" in condition["message"], condition
     assert f"must be in namespace '{fleet.platform.name}'" in condition["message"], condition
-    stays(lambda: namespace.secret(SECRET) is None and auth.calls == [], 2, what="no token, no login")
+    stays(lambda: namespace.secret(SECRET) is None and fake_auth.calls == [], 2, what="no token, no login")
     [warning] = [e for e in fleet.events() if e["reason"] == "InvalidSpec"]
     assert (warning["type"], warning.get("count") or 1) == ("Warning", 1), warning
 
@@ -357,7 +357,7 @@ def test_a_credentials_secret_outside_the_cluster_credentials_namespace_is_inval
     patch = {"spec": {"credentialsSecretRef": {"namespace": None}}}
     fleet.custom.patch_cluster_custom_object(GROUP, VERSION, PLURAL, fleet.name, patch)
     token = all_served(fleet, [namespace])
-    assert auth.count("password") == 1, auth.calls
+    assert fake_auth.count("password") == 1, fake_auth.calls
     assert token and team.secret(SECRET) is None, "a namespace it does not select gets nothing"
 
 

@@ -170,22 +170,22 @@ def exp_of(token: str) -> float:
 
 
 def test_a_short_outage_at_the_refresh_point_never_leaves_an_expired_token(
-    ns: Namespace, auth: FakeAuthAPI, issue: Issue
+    ns: Namespace, fake_auth: FakeAuthAPI, issue: Issue
 ) -> None:
     """Issue 21, item 10, scaled down from 60 s tokens and 10 s of 503s: 12 s tokens are due after
     8 s, and 2 s of 503s from then on must not use up the last 4 s; the retry comes at the latest
     when the token enters the last tenth of its life (after 10.8 s), whatever the backoff's jitter."""
-    auth.access_lifetime = 12
+    fake_auth.access_lifetime = 12
     token = issue().token
     expiry = exp_of(token)
     due = parse_rfc3339(ns.credential("fleet-api")["status"]["nextRefreshAt"])
     assert due is not None and due < expiry
     time.sleep(max(due - 0.2 - time.time(), 0))
-    auth.set_fault("refresh", Fault.http_error(503))
-    auth.set_fault("password", Fault.http_error(503))
-    auth.wait_for_calls(1, status=503, timeout=5)
+    fake_auth.set_fault("refresh", Fault.http_error(503))
+    fake_auth.set_fault("password", Fault.http_error(503))
+    fake_auth.wait_for_calls(1, status=503, timeout=5)
     time.sleep(max(due + 2 - time.time(), 0))
-    auth.clear_faults()
+    fake_auth.clear_faults()
 
     def valid() -> bool:
         text = ns.secret_text("fleet-api", "token")

@@ -29,10 +29,10 @@ def kube_requests(operator: OperatorProcess) -> dict[tuple[str, str, str], float
 
 
 def test_the_operator_counts_its_own_kubernetes_requests(
-    ns: Namespace, auth: FakeAuthAPI, start_operator: Callable[..., OperatorProcess]
+    ns: Namespace, fake_auth: FakeAuthAPI, start_operator: Callable[..., OperatorProcess]
 ) -> None:
     ns.create_login_secret("login", USERNAME, PASSWORD)
-    ns.create_credential("fleet-api", credential_spec(auth))
+    ns.create_credential("fleet-api", credential_spec(fake_auth))
     operator = start_operator("--kube-api-qps", "50", "--kube-api-burst", "20")
     ns.ready_token("fleet-api")
 

@@ -16,10 +16,10 @@ REQUESTED = "auth.simacan.com/refresh-requested-at"
 
 
 def test_a_hundred_refresh_requests_cost_one_auth_call_and_the_last_one_waits(
-    ns: Namespace, auth: FakeAuthAPI, issue: Issue
+    ns: Namespace, fake_auth: FakeAuthAPI, issue: Issue
 ) -> None:
     first = issue().token
-    calls = auth.count()
+    calls = fake_auth.count()
 
     def ask(value: str) -> None:
         ns.patch_credential("fleet-api", {"metadata": {"annotations": {REQUESTED: value}}})
@@ -36,5 +36,5 @@ def test_a_hundred_refresh_requests_cost_one_auth_call_and_the_last_one_waits(
     eventually(lambda: status().get("pendingRefreshRequest") == "request-99", timeout=10, what="pending")
     assert time.monotonic() - started < 50, "the 100 values came within a minute"
     assert status()["lastRefreshRequest"] == "request-00"
-    stays(lambda: auth.count() == calls + 1, 3, what="one Auth API call for the whole burst")
+    stays(lambda: fake_auth.count() == calls + 1, 3, what="one Auth API call for the whole burst")
     assert ns.ready_reason("fleet-api") == ("True", "TokenValid")

@@ -41,7 +41,7 @@ FIXTURES = (cluster_operator, fleet)
 
 
 @pytest.fixture
-def auth(signing_key: rsa.RSAPrivateKey) -> Iterator[FakeAuthAPI]:
+def fake_auth(signing_key: rsa.RSAPrivateKey) -> Iterator[FakeAuthAPI]:
     """The stand-in Auth API issuing one-hour tokens, as Simacan does."""
     with FakeAuthAPI({USERNAME: PASSWORD}, access_lifetime=3600, signing_key=signing_key, tls=True) as fake:
         yield fake
@@ -85,17 +85,23 @@ def attack(tenant: Namespace, rounds: int = 100, deletions: int = 20) -> None:
                     raise
 
 
+def operators_token(tenant: Namespace) -> bool:
+    """The Secret holds a token the fake Auth API issued (RS256), not a self-made one (HS256)."""
+    text = tenant.secret_text(SECRET, "token")
+    return text is not None and jwt.get_unverified_header(text).get("alg") == "RS256"
+
+
 def holds(tenant: Namespace, token: str) -> bool:
     return tenant.secret_text(SECRET, "token") == token
 
 
 def test_a_tenant_cannot_make_the_shared_account_log_in(
-    fleet: Fleet, auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
+    fleet: Fleet, fake_auth: FakeAuthAPI, cluster_operator: Callable[..., OperatorProcess]
 ) -> None:
-    namespaces, operator, token = served_in_three_namespaces(fleet, auth, cluster_operator)
+    namespaces, operator, token = served_in_three_namespaces(fleet, fake_auth, cluster_operator)
     tenant = namespaces[1]
-    assert auth.count() == 1
-    auth.reset_counts()
+    assert fake_auth.count() == 1
+    fake_auth.reset_counts()
 
     started = time.monotonic()
     attack(tenant)
@@ -103,7 +109,7 @@ def test_a_tenant_cannot_make_the_shared_account_log_in(
     assert took < 60, f"the attack took {took:.0f}s, not within a minute"
     # Restores back off per Secret (up to 5 minutes); after a few seconds of edits, well below that.
     eventually(lambda: holds(tenant, token), timeout=120, what="the operator's token restored")
-    assert auth.calls == [], "no Auth API call for anything the tenant did"
+    assert fake_auth.calls == [], "no Auth API call for anything the tenant did"
     assert all(holds(ns, token) for ns in namespaces), "the other namespaces kept the token"
 
     operator.restart()  # a restart forgets the pool: the Secrets' tokens are adopted per namespace
@@ -112,9 +118,8 @@ def test_a_tenant_cannot_make_the_shared_account_log_in(
         what="looked at after the restart",
     )
     attack(tenant, rounds=20, deletions=4)
-    eventually(
-        lambda: len({ns.secret_text(SECRET, "token") for ns in namespaces}) == 1 and tenant.secret(SECRET),
-        timeout=120,
-        what="one token everywhere again",
-    )
-    assert auth.count() <= 1, "at most one login after a restart"
+    # The pool was empty: restoring the tenant's Secret may cost one login, whose token it then
+    # holds; the other namespaces keep the token they adopted until it is due.
+    eventually(lambda: operators_token(tenant), timeout=120, what="a token the operator obtained, restored")
+    assert fake_auth.count() <= 1, "at most one login after a restart"
+    assert all(holds(ns, token) for ns in namespaces if ns is not tenant), "the others kept theirs"
