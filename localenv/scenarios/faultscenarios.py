@@ -130,10 +130,13 @@ def blackhole_leader(plane: ControlPlane, operator_kubeconfig: Path, work_dir: P
             a.start()  # through the healed proxy, as kubelet restarts the container
             restarted = time.time()
             eventually(lambda: a.metric("simacan_leader") == 0.0, timeout=30, what="A back as standby")
-            # A few more refreshes by B while A watches as a standby.
-            _request_refresh(current, name)
+            # B writes again while A watches as a standby. Not by a second refresh request (one is
+            # honoured per credential per minute) and not by deleting the Secret (which would
+            # leave it without a token for a moment): our label edited is restored at once.
+            label = {"metadata": {"labels": {"app.kubernetes.io/managed-by": "someone-else"}}}
+            current.ns.core.patch_namespaced_secret(name, current.ns.name, label)
             eventually(
-                lambda: len(recorder.writes([name], restarted)) >= 1, timeout=30, what="B writes again"
+                lambda: len(recorder.writes([name], restarted)) >= 2, timeout=30, what="B writes again"
             )
         if a_exit != 1:
             violations.append(f"A exited with {a_exit}, not 1, after losing the Lease")
