@@ -10,7 +10,7 @@ from simacan_token_operator.kube.budget import DEFAULT_BURST, DEFAULT_QPS
 
 def test_the_budget_defaults_apply_when_no_flag_is_given() -> None:
     options = parse_args(["run", "--namespace", "team-a"])
-    assert (options.kube_api_qps, options.kube_api_burst) == (DEFAULT_QPS, DEFAULT_BURST) == (200.0, 1000)
+    assert (options.kube_api_qps, options.kube_api_burst) == (DEFAULT_QPS, DEFAULT_BURST) == (500.0, 5000)
 
 
 def test_the_budget_flags_are_read_beside_the_existing_ones() -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -51,13 +50,27 @@ class StatusFence:
     Per credential a few short strings, no status dict: the pass keeps only a digest of what it
     wrote (reconcile.decide.Memory.status_digest, or the cluster kind's `status_digest`)."""
 
+    __slots__ = (
+        "_corrections",
+        "_events",
+        "_last_correction_at",
+        "_past",
+        "_retry",
+        "_seen",
+        "_stored",
+        "conflicted",
+        "correcting",
+        "resource_version",
+    )
+
     def __init__(self, resource_version: str | None, status: Mapping[str, Any] | None) -> None:
         self.resource_version = resource_version
         """Sent with the next status patch: from the last watch event or patch answer."""
         self._stored = stored_digest(status)
         """Digest of the status stored at that version."""
-        self._past: deque[str] = deque(maxlen=PAST_VERSIONS)
-        """Versions our own patches replaced or that a later patch of ours superseded."""
+        self._past: tuple[str, ...] = ()
+        """Versions our own patches replaced or that a later patch of ours superseded, the last
+        PAST_VERSIONS of them (a tuple: thousands of credentials keep no deque each)."""
         self._events = 0
         """Watch events accepted: one arriving while a patch is in flight is newer than its precondition."""
         self._seen: str | None = None
@@ -133,12 +146,12 @@ class StatusFence:
         version = meta.get("resourceVersion")
         digest = stored_digest(answer.get("status"))
         if sent:
-            self._past.append(sent)
+            self._past = (*self._past, sent)[-PAST_VERSIONS:]
         if isinstance(version, str) and version != self.resource_version:
             if self._events == mark:  # no event came meanwhile: the answer is the newest we know
                 self.resource_version, self._stored = version, digest
             else:  # an event newer than our write came while it was in flight: that one stands
-                self._past.append(version)
+                self._past = (*self._past, version)[-PAST_VERSIONS:]
         if self._seen == digest:
             self._seen = None  # what the event showed is what we wrote
         self.correcting = False
@@ -154,6 +167,8 @@ class StatusFence:
 
 
 class Reporter:
+    __slots__ = ("_who", "fence", "kind", "runtime")
+
     def __init__(self, runtime: Runtime, kind: Kind, who: str, fence: StatusFence) -> None:
         self.runtime, self.kind, self._who, self.fence = runtime, kind, who, fence
 
