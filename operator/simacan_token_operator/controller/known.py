@@ -103,10 +103,7 @@ class WatchedSecret:
         known = self.known
         if known is None:
             return False
-        if (
-            epoch is not None
-            and versions.get((self.namespace, str(known.metadata.get("name")))) == known.version
-        ):
+        if epoch is not None and versions.get((self.namespace, known.name)) == known.version:
             self.known = known.renewed(epoch)
             return False
         self.known = None
@@ -131,7 +128,10 @@ class KnownSecret:
     version: str
     epoch: int
     type: str
-    metadata: Mapping[str, Any]
+    name: str
+    metadata_json: bytes
+    """Its kept metadata, as compact JSON: a few hundred bytes where the dicts would take a few
+    kilobytes, for each of thousands of targets; decoded only when a pass reuses it."""
     token: TokenSet
     """The token its data was rendered from (also the pass's outcome: no extra memory)."""
     digest: str
@@ -143,10 +143,7 @@ class KnownSecret:
         data = render_data(spec, self.token)
         if data_digest(data) != self.digest:
             return None
-        meta = dict(self.metadata)
-        for key in ("labels", "annotations"):
-            if isinstance(meta.get(key), Mapping):
-                meta[key] = dict(meta[key])
+        meta = json.loads(self.metadata_json)
         return {"apiVersion": "v1", "kind": "Secret", "type": self.type, "metadata": meta, "data": data}
 
     def renewed(self, epoch: int) -> KnownSecret:
@@ -167,10 +164,13 @@ def known_secret(
     digest = data_digest(secret.get("data"))
     if digest != data_digest(render_data(spec, token)):
         return None
-    kept = {key: meta[key] for key in KEPT_METADATA if key in meta}
-    if len(json.dumps(kept)) > MAX_KEPT_METADATA_BYTES:
+    kept = json.dumps(
+        {key: meta[key] for key in KEPT_METADATA if key in meta}, separators=(",", ":")
+    ).encode()
+    if len(kept) > MAX_KEPT_METADATA_BYTES:
         return None
-    return KnownSecret(version, epoch, str(secret.get("type") or "Opaque"), kept, token, digest)
+    name = str(meta.get("name"))
+    return KnownSecret(version, epoch, str(secret.get("type") or "Opaque"), name, kept, token, digest)
 
 
 @dataclass(frozen=True, slots=True)

@@ -199,7 +199,7 @@ class Target:
         self._spec = spec
         self._epoch = epoch = runtime.known.epochs.of(self.namespace)
         known, secret = self.watched.known, None
-        if known is not None and epoch == known.epoch and known.metadata.get("name") == spec.target_secret:
+        if known is not None and epoch == known.epoch and known.name == spec.target_secret:
             secret = known.body(spec)
         self._reused = secret is not None
         if secret is None:
