@@ -346,6 +346,9 @@ class _Pass:
             "times in a row, so restores back off (up to 5 minutes)"
         )
         outcome = Outcome(False, trigger.reason, message, wake_at=at, failure=True)
+        if trigger.quiet and self.held is not None:  # another writer's valid token: all is well meanwhile
+            valid = _valid(self.spec, self.held, self.next_refresh(self.held))
+            return _decided(self.gathered, self.spec, dataclasses.replace(valid, wake_at=at), self.memory)
         if not trigger.needs_new_token:  # only labels or annotations were changed: the token is ours
             outcome = _keeping_valid_token(outcome, self.held)
         return _decided(self.gathered, self.spec, outcome, self.memory)

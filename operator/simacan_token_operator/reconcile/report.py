@@ -37,7 +37,7 @@ def write_events(trigger: Trigger, last_reason: str | None) -> tuple[Note, ...]:
     if last_reason not in reasons.HEALTHY:
         message = f"{trigger.message}; the previous problem ({last_reason}) is resolved"
         return (Note("Normal", reasons.RECOVERED, message),)
-    if trigger.reason in reasons.ROUTINE:
+    if trigger.reason in reasons.ROUTINE or trigger.quiet:
         return ()
     return (Note("Normal", trigger.reason, trigger.message),)
 

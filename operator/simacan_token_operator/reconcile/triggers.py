@@ -25,6 +25,9 @@ class Trigger:
     message: str
     needs_new_token: bool = True
     """False when the token we hold is fine and only the Secret must be written again."""
+    quiet: bool = False
+    """Replacing another writer's valid token with the account's newer one (a second operator's,
+    or a tenant's plausible one): no Event, and Ready stays True while the restore backs off."""
 
 
 @dataclass(frozen=True)
@@ -101,11 +104,6 @@ def token_untrusted(o: Observed) -> Trigger | None:
     if pool is not None and stored.token_digest == digest(pool.access_token):
         return None
     token = stored.token
-    if pool is not None and (stored.jwt_expiry is None or stored.jwt_expiry < pool.expires_at):
-        return Trigger(
-            reasons.SECRET_MODIFIED,
-            f"Secret {o.secret_name} holds a token other than the account's current one; restoring it",
-        )
     plausible = (
         stored.annotated_expiry is not None
         and stored.jwt_expiry is not None
@@ -113,6 +111,9 @@ def token_untrusted(o: Observed) -> Trigger | None:
         and token.lifetime <= MAX_TOKEN_LIFETIME
         and token.obtained_at <= o.now + CLOCK_SKEW_SECONDS
     )
+    if plausible and pool is not None and (stored.jwt_expiry is None or stored.jwt_expiry < pool.expires_at):
+        message = f"Secret {o.secret_name} holds an older token than the account's current one; replacing it"
+        return Trigger(reasons.SECRET_MODIFIED, message, quiet=True)
     if plausible:
         return None
     return Trigger(reasons.SECRET_MODIFIED, f"the token in Secret {o.secret_name} was replaced; restoring it")
