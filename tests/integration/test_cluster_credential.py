@@ -7,6 +7,7 @@ another test's namespaces on a shared cluster, and deletes its ClusterSimacanCre
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -236,8 +237,22 @@ def test_namespaces_that_start_or_stop_matching_gain_or_lose_the_secret_within_s
     )
 
     # A Secret someone else put in place of ours is not ours to delete when its namespace leaves.
-    foreign_leaving.delete_secret(SECRET)
-    foreign_leaving.create_secret(SECRET, token="not-from-the-operator")
+    # Replaced in one write (without our ownerReference): a deletion the operator undoes within
+    # milliseconds would race the create that follows it.
+    def replace_with_foreign() -> bool:
+        current = foreign_leaving.secret(SECRET)
+        assert current is not None
+        meta = {"name": SECRET, "resourceVersion": current["metadata"]["resourceVersion"]}
+        body: Any = {"metadata": meta, "data": {"token": base64.b64encode(b"not-from-the-operator").decode()}}
+        try:
+            fleet.core.replace_namespaced_secret(SECRET, foreign_leaving.name, body)
+        except ApiException as error:
+            if error.status != 409:  # written meanwhile: read it again
+                raise
+            return False
+        return True
+
+    eventually(replace_with_foreign, timeout=10, what="our Secret replaced by a foreign one")
     eventually(lambda: fleet.ready() == ("False", "SecretConflict"), what="conflict reported")
     fleet.select(leaving, selected=False)
     fleet.select(foreign_leaving, selected=False)
