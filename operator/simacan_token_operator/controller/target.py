@@ -101,9 +101,10 @@ class Target:
         self.due: float | None = None
         self.failures = 0
         self._who, self._nudge = who, nudge
-        self._refused_patch: dict[RestartTarget, float] = {}
-        """Restart targets whose patch got HTTP 403, and the time of the pass that tried it."""
-        self._refused_get: set[RestartTarget] = set()
+        self._refused_patch: dict[RestartTarget, float] | None = None
+        """Restart targets whose patch got HTTP 403, and the time of the pass that tried it; None
+        while there are none (thousands of targets keep no empty dict each)."""
+        self._refused_get: frozenset[RestartTarget] = frozenset()
         self._gathered_at = 0.0
         self.watched = WatchedSecret(namespace)
         """The token Secret as this process last wrote or read it, while the watch vouches for it."""
@@ -204,9 +205,16 @@ class Target:
         self._reused = secret is not None
         if secret is None:
             secret = trimmed(await runtime.kube.read_secret(self.namespace, spec.target_secret))
-        self._refused_patch = {t: at for t, at in self._refused_patch.items() if t in spec.restart_targets}
+        if self._refused_patch:
+            kept = {t: at for t, at in self._refused_patch.items() if t in spec.restart_targets}
+            self._refused_patch = kept or None
         workloads, refused, self._refused_get = await read_restart_targets(
-            self.namespace, spec.restart_targets, runtime, self._refused_patch, self._refused_get, self._who
+            self.namespace,
+            spec.restart_targets,
+            runtime,
+            self._refused_patch or {},
+            self._refused_get,
+            self._who,
         )
         assert runtime.workloads is not None
         listed = runtime.workloads.survey(self.namespace, self._who, self._nudge)
@@ -253,12 +261,15 @@ class Target:
                     return None
                 if error.status != 403:
                     raise
+                if self._refused_patch is None:
+                    self._refused_patch = {}
                 if target not in self._refused_patch:  # news: the next pass reports it
                     logger.warning("%s: may not restart %s: %s", self._who, target, error)
                     self._nudge()
                 self._refused_patch[target] = self._gathered_at
                 continue
-            self._refused_patch.pop(target, None)
+            if self._refused_patch is not None:
+                self._refused_patch.pop(target, None)
             self._nudge()  # the next pass lists the restart and reports that restarts are permitted
             done.append(restart.done)
             logger.info("%s: restarted %s to load the new token", self._who, target)
@@ -273,10 +284,10 @@ async def read_restart_targets(
     targets: tuple[RestartTarget, ...],
     runtime: Runtime,
     refused_patch: Mapping[RestartTarget, float],
-    refused_before: set[RestartTarget],
+    refused_before: frozenset[RestartTarget],
     who: str,
 ) -> tuple[
-    dict[RestartTarget, dict[str, Any] | None], dict[RestartTarget, RestartRefused], set[RestartTarget]
+    dict[RestartTarget, dict[str, Any] | None], dict[RestartTarget, RestartRefused], frozenset[RestartTarget]
 ]:
     """Each target as read (None: not found), those we may not read or (lately) patch, and those
     we may not read (a Warning is logged when one is new).
@@ -295,4 +306,4 @@ async def read_restart_targets(
             refused_get.add(t)
             if t not in refused_before:
                 logger.warning("%s: may not read restart target %s: %s", who, t, error)
-    return workloads, refused, refused_get
+    return workloads, refused, frozenset(refused_get)  # the empty frozenset is shared, not one per target

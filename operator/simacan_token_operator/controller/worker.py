@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import contextvars
 import dataclasses
+import functools
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -97,6 +98,8 @@ class CredentialWorker:
         self.name: str = meta["name"]
         self.namespace: str = meta.get("namespace") or ""
         self.runtime, self.kind = runtime, kind
+        self.key = f"{self.namespace}/{self.name}" if kind.namespaced else self.name
+        """Names the credential in logs and metrics: one string, not one per use."""
         self._namespaces, self._listed = namespaces, listed
         status = credential.get("status") or {}
         self.credential: Mapping[str, Any] = {k: v for k, v in credential.items() if k != "status"}
@@ -119,10 +122,6 @@ class CredentialWorker:
         """When this worker should next run; /healthz flags it if it is long overdue."""
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}" if self.kind.namespaced else self.name
 
     # -- control ------------------------------------------------------------------------------
 
@@ -234,7 +233,7 @@ class CredentialWorker:
             memory = self._resumed or Memory(handled_request=self.handled_request)
             self._resumed = None
             target = self.targets[namespace] = Target(
-                namespace, memory, self.key, lambda: self.nudge(namespace)
+                namespace, memory, self.key, functools.partial(self.nudge, namespace)
             )
         request, pending = self._request_seen, target.memory.pending_request
         if request is not None and request[0] not in (target.memory.handled_request, pending and pending[0]):

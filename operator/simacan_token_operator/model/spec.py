@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -341,9 +342,10 @@ class LoginSource:
 
     @property
     def key(self) -> str:
-        """Identity of the login; a digest so the password is never kept as a dict key in clear."""
+        """Identity of the login; a digest so the password is never kept as a dict key in clear.
+        Interned: every credential that shares the login remembers one string."""
         material = "\0".join((self.auth_url, self.username, self.password)).encode()
-        return hashlib.sha256(material).hexdigest()
+        return sys.intern(hashlib.sha256(material).hexdigest())
 
     @property
     def account(self) -> str:

@@ -6,6 +6,7 @@ import base64
 import datetime
 import hashlib
 import json
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -66,7 +67,9 @@ def decoded_value(data: Mapping[str, Any], key: str, max_chars: int | None = Non
 
 
 def digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    """Interned: every credential of an account remembers the digest of one token, so thousands
+    of targets share one string instead of keeping a copy each."""
+    return sys.intern(hashlib.sha256(token.encode()).hexdigest())
 
 
 def owned_by(secret: Mapping[str, Any], uid: str) -> bool:
@@ -128,8 +131,8 @@ def render_data(spec: CredentialSpec, token: TokenSet) -> dict[str, str]:
 
 
 def data_digest(data: Mapping[str, Any] | None) -> str:
-    """A digest of a Secret's data, whatever the order of its keys."""
-    return hashlib.sha256(json.dumps(dict(data or {}), sort_keys=True).encode()).hexdigest()
+    """A digest of a Secret's data, whatever the order of its keys; interned like `digest`."""
+    return sys.intern(hashlib.sha256(json.dumps(dict(data or {}), sort_keys=True).encode()).hexdigest())
 
 
 def render(spec: CredentialSpec, owner: Mapping[str, str], token: TokenSet, account: str) -> dict[str, Any]:
