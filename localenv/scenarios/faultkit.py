@@ -101,10 +101,26 @@ def token_expiry(secret: dict[str, Any] | None) -> float | None:
 
 @dataclass(frozen=True)
 class SecretState:
-    at: float  # time.time() when the watch delivered it
+    at: float  # time.time() when the watch (or a list after a gap) delivered it
     name: str
     resource_version: str
     expires: float | None  # None: no Secret, or no token in it
+    kind: str = "LISTED"  # the watch event (ADDED, MODIFIED, DELETED) or LISTED after a gap
+
+
+@dataclass(frozen=True)
+class Mark:
+    """One end of a counting window, taken by a consistent LIST of the namespace's Secrets.
+
+    A watch delivers a write some time after the API server committed it (tens of ms, more while
+    the watch cache catches up after an etcd restart), so "delivered before time T" is not
+    "written before T". Compared by resourceVersion (comparable for one resource since
+    Kubernetes 1.35, KEP-5504), a write is inside a window exactly when the first list did not
+    contain it and the second did, however late the watch delivered it."""
+
+    at: float  # time.time() when the list was answered
+    version: int  # the list's resourceVersion
+    secrets: dict[str, int]  # each listed Secret's resourceVersion
 
 
 @dataclass
@@ -150,8 +166,12 @@ class SecretRecorder:
                     listed = core.list_namespaced_secret(self.namespace, _request_timeout=(3, 10))
                     version = listed.metadata.resource_version if listed.metadata else None
                     self.relists += 1
+                    present: set[str] = set()
                     for secret in listed.items:
-                        self._record(self.api.sanitize_for_serialization(secret), "LISTED")  # type: ignore[no-untyped-call]
+                        body = self.api.sanitize_for_serialization(secret)  # type: ignore[no-untyped-call]
+                        self._record(body, "LISTED")
+                        present.add(body["metadata"]["name"])
+                    self._gone_meanwhile(present, str(version))
                     self._listed.set()
                 response = (
                     RawApi(self.api)
@@ -180,22 +200,62 @@ class SecretRecorder:
     def _record(self, secret: dict[str, Any], kind: str) -> None:
         meta = secret["metadata"]
         expires = None if kind == "DELETED" else token_expiry(secret)
-        state = SecretState(time.time(), meta["name"], meta["resourceVersion"], expires)
         with self._lock:
+            state = SecretState(time.time(), meta["name"], meta["resourceVersion"], expires, kind)
             previous = self.latest(meta["name"])
             if previous is None or previous.resource_version != state.resource_version:
                 self.states.append(state)
 
+    def _gone_meanwhile(self, present: set[str], version: str) -> None:
+        """A list after a gap does not show what was deleted during the gap: record those
+        deletions (at the list's resourceVersion, the latest they can have happened)."""
+        with self._lock:
+            names = {s.name for s in self.states}
+            gone = [n for n in names if n not in present and (s := self.latest(n)) and s.kind != "DELETED"]
+            self.states.extend(SecretState(time.time(), n, version, None, "DELETED") for n in gone)
+
     def latest(self, name: str) -> SecretState | None:
         return next((s for s in reversed(self.states) if s.name == name), None)
 
-    def writes(self, names: Sequence[str], since: float, until: float | None = None) -> list[SecretState]:
-        end = until if until is not None else float("inf")
+    def mark(self) -> Mark:
+        """The Secrets as the API server holds them now (a consistent, quorum list): one end of
+        a window for `writes`. Needs the API server to answer."""
+        listed = RawApi(self.api).json("GET", f"/api/v1/namespaces/{self.namespace}/secrets", timeout=(3, 10))
+        secrets = {s["metadata"]["name"]: int(s["metadata"]["resourceVersion"]) for s in listed["items"]}
+        return Mark(time.time(), int(listed["metadata"]["resourceVersion"]), secrets)
+
+    def caught_up(self, names: Sequence[str], mark: Mark) -> bool:
+        """Whether the watch has delivered every write of `names` up to `mark`: each listed one
+        at its listed version (or later), each unlisted one deleted or never seen."""
         with self._lock:
-            return [s for s in self.states if s.name in names and since <= s.at <= end]
+            for name in names:
+                own = [s for s in self.states if s.name == name]
+                if name in mark.secrets:
+                    if not any(int(s.resource_version) >= mark.secrets[name] for s in own):
+                        return False
+                elif own and own[-1].kind != "DELETED":
+                    return False
+        return True
+
+    def writes(
+        self, names: Sequence[str], since: float | Mark, until: float | Mark | None = None
+    ) -> list[SecretState]:
+        """The writes of `names` from `since` to `until` (None: up to now), by delivery time for
+        a float, by resourceVersion for a Mark (exact: waits until the watch delivered every
+        write up to that mark). A LISTED state stands for one or more writes during a gap."""
+        if isinstance(until, Mark):
+            end = until
+            eventually(
+                lambda: self.caught_up(names, end),
+                timeout=30,
+                what=f"the Secret watch to reach resourceVersion {end.version}",
+            )
+        with self._lock:
+            return [s for s in self.states if s.name in names and _after(s, since) and _before(s, until)]
 
     def longest_invalid(self, names: Sequence[str], since: float, until: float) -> float:
-        """The longest time within [since, until] that any of `names` held no unexpired token."""
+        """The longest time within [since, until] that any of `names` held no unexpired token
+        (by delivery time: a new token delivered late can only make it look longer)."""
         worst = 0.0
         with self._lock:
             states = list(self.states)
@@ -213,6 +273,20 @@ class SecretRecorder:
                 first = own[0].at if own else until
                 worst = max(worst, min(first, until) - since)
         return worst
+
+
+def _after(state: SecretState, since: float | Mark) -> bool:
+    if isinstance(since, Mark):
+        return int(state.resource_version) > since.version
+    return since <= state.at
+
+
+def _before(state: SecretState, until: float | Mark | None) -> bool:
+    if until is None:
+        return True
+    if isinstance(until, Mark):
+        return int(state.resource_version) <= until.version
+    return state.at <= until
 
 
 # --- leadership as each replica reports it ---------------------------------------------------------

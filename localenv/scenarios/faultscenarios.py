@@ -25,6 +25,7 @@ from localenv.scenarios.faultkit import (
     OPERATOR_NAMESPACE,
     Figures,
     LeaderSampler,
+    Mark,
     Scene,
     SecretRecorder,
     kubeconfig_via,
@@ -64,13 +65,15 @@ def _figures(
     events_before: int,
     recover: float,
     until: tuple[float, int] | None = None,
+    window: tuple[Mark, Mark] | None = None,
     **extra: float,
 ) -> Figures:
-    """Counts from `since` to now, or to `until` = (time, Auth API call count then)."""
+    """Counts from `since` to now, or to `until` = (time, Auth API call count then); Secret
+    writes between the two marks of `window` instead, when given (exact, see Mark)."""
     end, calls_end = until if until is not None else (time.time(), current.fake_auth.count())
     return Figures(
         fault=fault,
-        secret_writes=len(recorder.writes(names, since, end)),
+        secret_writes=len(recorder.writes(names, *(window or (since, end)))),
         auth_calls=calls_end - calls_before,
         events=current.event_count() - events_before,
         longest_invalid=recorder.longest_invalid(names, since, end),
@@ -235,7 +238,8 @@ def api_outage(
         due = max(_next_refresh(current, n) for n in names)
         with SecretRecorder(current.quiet_api(), current.ns.name) as recorder:
             calls, events = current.fake_auth.count(), current.event_count()
-            down = time.time()
+            start = recorder.mark()
+            down = start.at
             if component == "kube-apiserver":
                 plane.processes.kill("kube-apiserver", signal.SIGKILL)
             else:
@@ -250,7 +254,8 @@ def api_outage(
             starting.join(90)
             # iat is in whole seconds: a token issued in the second the outage began is not new.
             eventually(lambda: current.all_ready(names, after=down + 1), timeout=90, what="all refreshed")
-            recovered = (time.time(), current.fake_auth.count())  # the figures end here: later are routine
+            end = recorder.mark()  # the figures end here: later writes are routine refreshes
+            recovered = (end.at, current.fake_auth.count())
             all_ready = recovered[0] - back
             created = time.time()
             current.create_credentials(["after-outage"])
@@ -270,6 +275,7 @@ def api_outage(
             events,
             recover=all_ready,
             until=recovered,
+            window=(start, end),
             new_credential=new_secret,
             outage=back - down,
         )
