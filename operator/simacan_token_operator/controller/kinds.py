@@ -12,6 +12,7 @@ once (worker.py), as cert-manager serves Issuer and ClusterIssuer through one he
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -116,6 +117,13 @@ class Kind(Protocol):
     def event_ref(self, credential: Mapping[str, Any]) -> ObjectRef: ...
 
 
+@functools.lru_cache(maxsize=4096)
+def only(namespace: str) -> frozenset[str]:
+    """The one target of a SimacanCredential: shared by the credentials of a namespace, not
+    a set each."""
+    return frozenset({namespace})
+
+
 @dataclass
 class Namespaced:
     """A SimacanCredential: one target, its own namespace; its pass's status is its status."""
@@ -129,11 +137,9 @@ class Namespaced:
         try:
             spec = parse_spec(meta["name"], meta["namespace"], credential.get("spec") or {})
         except SpecError:  # the pass reports it, with the status and Event of any other pass
-            return Scope(frozenset({meta["namespace"]}), meta["namespace"], None)
+            return Scope(only(meta["namespace"]), meta["namespace"], None)
         keys = (spec.username_key, spec.password_key)
-        return Scope(
-            frozenset({spec.namespace}), spec.namespace, spec.credentials_secret, keys, spec.target_secret
-        )
+        return Scope(only(spec.namespace), spec.namespace, spec.credentials_secret, keys, spec.target_secret)
 
     def view(self, credential: Mapping[str, Any], namespace: str) -> dict[str, Any]:
         return dict(credential)

@@ -104,7 +104,7 @@ class Target:
         self._refused_patch: dict[RestartTarget, float] | None = None
         """Restart targets whose patch got HTTP 403, and the time of the pass that tried it; None
         while there are none (thousands of targets keep no empty dict each)."""
-        self._refused_get: frozenset[RestartTarget] = frozenset()
+        self._refused_get = NOTHING_REFUSED
         self._gathered_at = 0.0
         self.watched = WatchedSecret(namespace)
         """The token Secret as this process last wrote or read it, while the watch vouches for it."""
@@ -277,6 +277,8 @@ class Target:
 
 
 Workloads = dict[RestartTarget, dict[str, Any] | None]
+NOTHING_REFUSED: frozenset[RestartTarget] = frozenset()
+"""Shared by every target that may read all its restart targets: no empty set each."""
 
 
 async def read_restart_targets(
@@ -306,4 +308,4 @@ async def read_restart_targets(
             refused_get.add(t)
             if t not in refused_before:
                 logger.warning("%s: may not read restart target %s: %s", who, t, error)
-    return workloads, refused, frozenset(refused_get)  # the empty frozenset is shared, not one per target
+    return workloads, refused, frozenset(refused_get) if refused_get else NOTHING_REFUSED

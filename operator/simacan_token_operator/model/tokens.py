@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -170,7 +171,7 @@ def _subject(claims: Mapping[str, Any]) -> str | None:
         subject.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate
         return None
-    return subject
+    return sys.intern(subject)  # one string per account, however many Secrets hold its token
 
 
 def stored_token(
@@ -200,7 +201,9 @@ def stored_token(
     if exp - start > MAX_TOKEN_LIFETIME or exp - now > MAX_TOKEN_LIFETIME:
         raise TokenParseError("the stored token claims to live longer than any Simacan token does")
     return TokenSet(
-        access_token=access_token,
+        # Interned: after a restart thousands of Secrets hold the account's one token, and each
+        # target's pass reads it back; they share one string instead of a copy each.
+        access_token=sys.intern(access_token),
         refresh_token=None,
         obtained_at=start,
         expires_at=exp,
