@@ -22,13 +22,23 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from simacan_token_operator.model.spec import CredentialSpec
+from simacan_token_operator.model.clusterspec import CLUSTER_KIND
+from simacan_token_operator.model.spec import API_VERSION, KIND, CredentialSpec
 from simacan_token_operator.model.tokens import TokenSet
-from simacan_token_operator.reconcile.tokensecret import data_digest, render_data
+from simacan_token_operator.reconcile.tokensecret import (
+    ACCOUNT_ANNOTATION,
+    EXPIRES_AT_ANNOTATION,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    REFRESHED_AT_ANNOTATION,
+    data_digest,
+    render_data,
+)
 
 Versions = Mapping[tuple[str, str], str]
 """(namespace, name) -> resourceVersion, as a list of a watched scope found them."""
@@ -39,6 +49,23 @@ MAX_KEPT_METADATA_BYTES = 16 * 1024
 """Metadata larger than this (someone annotated our Secret heavily) is not kept: read each time."""
 MAX_HEARD = 8
 """Versions remembered while a read is under way; more than this counts as a change."""
+METADATA_DICTIONARY = json.dumps(
+    {
+        "name": "",
+        "namespace": "",
+        "uid": "",
+        "resourceVersion": "",
+        "labels": {MANAGED_BY_LABEL: MANAGED_BY},
+        "annotations": {EXPIRES_AT_ANNOTATION: "", REFRESHED_AT_ANNOTATION: "", ACCOUNT_ANNOTATION: ""},
+        "ownerReferences": [
+            {"apiVersion": API_VERSION, "kind": KIND, "name": "", "uid": "", "controller": True},
+            {"kind": CLUSTER_KIND, "blockOwnerDeletion": True},
+        ],
+    },
+    separators=(",", ":"),
+).encode()
+"""What the metadata of the operator's token Secrets has in common, as zlib's preset dictionary:
+kept metadata packs into about 200 bytes instead of about 700, for each of thousands of targets."""
 CHANGED = "\x00changed"
 """A version no Secret has: what `heard` records for an unknown or an overflowing change."""
 
@@ -129,9 +156,10 @@ class KnownSecret:
     epoch: int
     type: str
     name: str
-    metadata_json: bytes
-    """Its kept metadata, as compact JSON: a few hundred bytes where the dicts would take a few
-    kilobytes, for each of thousands of targets; decoded only when a pass reuses it."""
+    packed_metadata: bytes
+    """Its kept metadata, as compact JSON packed with METADATA_DICTIONARY: about 200 bytes where
+    the dicts would take a few kilobytes, for each of thousands of targets; unpacked only when a
+    pass reuses it."""
     token: TokenSet
     """The token its data was rendered from (also the pass's outcome: no extra memory)."""
     digest: str
@@ -143,7 +171,7 @@ class KnownSecret:
         data = render_data(spec, self.token)
         if data_digest(data) != self.digest:
             return None
-        meta = json.loads(self.metadata_json)
+        meta = unpack(self.packed_metadata)
         return {"apiVersion": "v1", "kind": "Secret", "type": self.type, "metadata": meta, "data": data}
 
     def renewed(self, epoch: int) -> KnownSecret:
@@ -169,8 +197,20 @@ def known_secret(
     ).encode()
     if len(kept) > MAX_KEPT_METADATA_BYTES:
         return None
+    kept = pack(kept)
     name = str(meta.get("name"))
     return KnownSecret(version, epoch, str(secret.get("type") or "Opaque"), name, kept, token, digest)
+
+
+def pack(metadata_json: bytes) -> bytes:
+    packer = zlib.compressobj(1, zdict=METADATA_DICTIONARY)
+    return packer.compress(metadata_json) + packer.flush()
+
+
+def unpack(packed: bytes) -> dict[str, Any]:
+    unpacker = zlib.decompressobj(zdict=METADATA_DICTIONARY)
+    meta: dict[str, Any] = json.loads(unpacker.decompress(packed) + unpacker.flush())
+    return meta
 
 
 @dataclass(frozen=True, slots=True)

@@ -92,8 +92,9 @@ class Target:
         "watched",
     )
 
-    def __init__(self, namespace: str, memory: Memory, who: str, nudge: Callable[[], None]) -> None:
-        """`who` names the credential in logs; `nudge` asks for another pass of this target."""
+    def __init__(self, namespace: str, memory: Memory, who: str, nudge: Callable[[str], None]) -> None:
+        """`who` names the credential in logs; `nudge(namespace)` asks for another pass of a
+        target (one callable per credential, not a closure per target)."""
         self.namespace = namespace
         self.memory = memory
         self.outcome: Outcome | None = None
@@ -112,6 +113,9 @@ class Target:
         self._spec: CredentialSpec | None = None
         self._reused = False
         self._written: dict[str, Any] | None = None
+
+    def nudge(self) -> None:
+        self._nudge(self.namespace)
 
     async def attempt(
         self,
@@ -178,7 +182,7 @@ class Target:
             # Only for the pass: thousands of idle targets keep no Secret body or spec each.
             self._written = self._spec = None
             if self.watched.settle(learned):
-                self._nudge()  # changed by someone else meanwhile: look again
+                self.nudge()  # changed by someone else meanwhile: look again
         notes = (*result.events, *done)
         return Concluded(
             result.outcome, notes, result.status, result.memory, result.attempt, result.requeue_at
@@ -217,7 +221,7 @@ class Target:
             self._who,
         )
         assert runtime.workloads is not None
-        listed = runtime.workloads.survey(self.namespace, self._who, self._nudge)
+        listed = runtime.workloads.survey(self.namespace, self._who, self.nudge)
         self._gathered_at = runtime.clock()
         return Gathered(
             view,
@@ -265,12 +269,12 @@ class Target:
                     self._refused_patch = {}
                 if target not in self._refused_patch:  # news: the next pass reports it
                     logger.warning("%s: may not restart %s: %s", self._who, target, error)
-                    self._nudge()
+                    self.nudge()
                 self._refused_patch[target] = self._gathered_at
                 continue
             if self._refused_patch is not None:
                 self._refused_patch.pop(target, None)
-            self._nudge()  # the next pass lists the restart and reports that restarts are permitted
+            self.nudge()  # the next pass lists the restart and reports that restarts are permitted
             done.append(restart.done)
             logger.info("%s: restarted %s to load the new token", self._who, target)
         return tuple(done)

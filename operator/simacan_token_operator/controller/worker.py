@@ -15,9 +15,8 @@ import asyncio
 import contextlib
 import contextvars
 import dataclasses
-import functools
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from simacan_token_operator.controller.gates import Slot, sleep_until
@@ -121,6 +120,8 @@ class CredentialWorker:
         self.due_at: float | None = None
         """When this worker should next run; /healthz flags it if it is long overdue."""
         self._wake = asyncio.Event()
+        self._nudge_target: Callable[[str], None] = self.nudge
+        """The one bound method every target of this credential calls."""
         self._task: asyncio.Task[None] | None = None
 
     # -- control ------------------------------------------------------------------------------
@@ -232,9 +233,7 @@ class CredentialWorker:
         if target is None:
             memory = self._resumed or Memory(handled_request=self.handled_request)
             self._resumed = None
-            target = self.targets[namespace] = Target(
-                namespace, memory, self.key, functools.partial(self.nudge, namespace)
-            )
+            target = self.targets[namespace] = Target(namespace, memory, self.key, self._nudge_target)
         request, pending = self._request_seen, target.memory.pending_request
         if request is not None and request[0] not in (target.memory.handled_request, pending and pending[0]):
             target.memory = dataclasses.replace(target.memory, pending_request=request)

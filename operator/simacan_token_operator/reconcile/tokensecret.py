@@ -29,8 +29,10 @@ EXPIRES_AT_KEY = "expires_at"
 
 
 def rfc3339(timestamp: float) -> str:
-    """Whole seconds, rounded down: a displayed expiry is never later than the real one."""
-    return datetime.datetime.fromtimestamp(int(timestamp), datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Whole seconds, rounded down: a displayed expiry is never later than the real one.
+    Interned: the credentials refreshed in one second remember one string for it, not one each."""
+    moment = datetime.datetime.fromtimestamp(int(timestamp), datetime.UTC)
+    return sys.intern(moment.strftime("%Y-%m-%dT%H:%M:%SZ"))
 
 
 def rfc3339_precise(timestamp: float) -> str:
