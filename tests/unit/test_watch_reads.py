@@ -8,9 +8,19 @@ which `deliver` hands to the controller as the metadata-only Secret watch would.
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 from localenv.fakeauth import FakeAuthAPI
+from simacan_token_operator.controller.known import pack, unpack
+from simacan_token_operator.model.spec import API_VERSION, KIND
+from simacan_token_operator.reconcile.tokensecret import (
+    ACCOUNT_ANNOTATION,
+    EXPIRES_AT_ANNOTATION,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    REFRESHED_AT_ANNOTATION,
+)
 from tests.unit.conftest import PASSWORD, USERNAME, FakeClock
 from tests.unit.test_controller import Cluster, cluster, until
 from tests.unit.test_reconcile_pass import clock, fake_auth
@@ -171,3 +181,33 @@ async def test_after_a_watch_gap_only_what_the_list_shows_changed_is_read(cluste
     await settled(cluster)
     assert cluster.kube.secret_reads[before:] == [(NS, "cred-3")], "one read, of what changed"
     assert cluster.kube.secret_writes[writes:] == [("create", "cred-3")]
+
+
+def test_kept_metadata_round_trips_and_packs_to_under_half() -> None:
+    """Thousands of targets each keep their token Secret's metadata: packed, it costs less than
+    half its JSON (controller/known.py METADATA_DICTIONARY), and unpacks to what was kept."""
+    meta = {
+        "name": "orders-api-token",
+        "namespace": NS,
+        "uid": "3f1c2b4e-1111-4a6b-9c1d-2e3f4a5b6c7d",
+        "resourceVersion": "123456",
+        "labels": {MANAGED_BY_LABEL: MANAGED_BY, "team": "orders"},
+        "annotations": {
+            EXPIRES_AT_ANNOTATION: "2026-12-06T09:36:13.123Z",
+            REFRESHED_AT_ANNOTATION: "2026-12-06T08:36:13.123Z",
+            ACCOUNT_ANNOTATION: "https://auth-service.services.simacan.com/api/v1 as api-user",
+        },
+        "ownerReferences": [
+            {
+                "apiVersion": API_VERSION,
+                "kind": KIND,
+                "name": "orders-api",
+                "uid": "9f1c2b4e-1111-4a6b-9c1d-2e3f4a5b6c7d",
+                "controller": True,
+            }
+        ],
+    }
+    text = json.dumps(meta, separators=(",", ":")).encode()
+    packed = pack(text)
+    assert unpack(packed) == meta
+    assert len(packed) < len(text) / 2, (len(packed), len(text))
