@@ -45,7 +45,9 @@ from typing import Any
 from kubernetes import client
 
 from benchmarks.child import Child, settle, wait_for
-from benchmarks.compare.apicounts import (
+from benchmarks.footprint import CREATE_WORKERS, install_crd, problem_lines
+from benchmarks.runner import benchmark_parser, operator_revision, run_guarded
+from localenv.apiserver_requests import (
     MAX_REQUESTS_PER_WRITE,
     MAX_SECRET_GETS_PER_WRITE,
     SETTLE_AFTER_LAST_SECRET,
@@ -56,8 +58,6 @@ from benchmarks.compare.apicounts import (
     secret_writes,
     to_json,
 )
-from benchmarks.footprint import CREATE_WORKERS, install_crd, problem_lines
-from benchmarks.runner import benchmark_parser, operator_revision, run_guarded
 from localenv.controlplane import ControlPlane, running_control_plane
 from localenv.fakeauth import FakeAuthAPI
 from localenv.k8s import api_client

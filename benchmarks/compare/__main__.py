@@ -8,8 +8,9 @@ shared account, or each its own. Contenders run one after another, never togethe
 Per contender and load it measures (issue 22, item 5):
 
 - requests per token Secret write, by verb and resource, from kube-apiserver's own
-  `apiserver_request_total` (apicounts.py): the window starts 5 s after the last token Secret exists
-  and lasts 4 token lifetimes; the denominator is the 2xx POST + PUT + PATCH of secrets;
+  `apiserver_request_total` (localenv/apiserver_requests.py): the window starts 5 s after the last
+  token Secret exists and lasts 4 token lifetimes; the denominator is the 2xx POST + PUT + PATCH
+  of secrets;
 - the time from the contender's start until every Secret holds a token;
 - the share of time a Secret held an expired token, and the worst lateness (token expiry to
   replacement), as seen by a reader that LISTs once and then watches the Secrets (reader.py);
@@ -55,17 +56,6 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.child import REPO_ROOT, BenchmarkError, Child, Sample
-from benchmarks.compare.apicounts import (
-    SETTLE_AFTER_LAST_SECRET,
-    WINDOW_LIFETIMES,
-    from_json,
-    increase,
-    per_write_rows,
-    request_counts,
-    secret_gets,
-    secret_writes,
-    to_json,
-)
 from benchmarks.compare.contenders import (
     Arena,
     Contender,
@@ -81,6 +71,17 @@ from benchmarks.compare.kube import KubeClient, KubeTarget
 from benchmarks.compare.reader import SecretReader
 from benchmarks.footprint import TARGET_RATIO, measure_floor
 from benchmarks.runner import benchmark_parser, operator_revision, run_guarded
+from localenv.apiserver_requests import (
+    SETTLE_AFTER_LAST_SECRET,
+    WINDOW_LIFETIMES,
+    from_json,
+    increase,
+    per_write_rows,
+    request_counts,
+    secret_gets,
+    secret_writes,
+    to_json,
+)
 from localenv.controlplane import running_control_plane
 from localenv.exposure import analyse
 from localenv.fakeauth import FakeAuthAPI

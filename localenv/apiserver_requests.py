@@ -1,4 +1,4 @@
-"""Requests a contender makes of the API server, counted by kube-apiserver itself.
+"""Requests a client makes of the API server, counted by kube-apiserver itself.
 
 `apiserver_request_total` on the API server's /metrics (read as admin): nothing a contender reports
 about itself is trusted. The measurement (issue 22, "two requests per refresh"): the increase over a
@@ -9,6 +9,9 @@ The resources are the ones issue 22 names (secrets, simacancredentials with /sta
 leases, deployments, statefulsets, daemonsets, namespaces), as the operator's own
 `simacan_kube_requests_total` counts them, plus External Secrets Operator's (externalsecrets, its
 generators), so that each contender pays for the objects it drives.
+
+Used by `python -m benchmarks.compare` (every contender) and `python -m benchmarks.api_traffic`
+(ours, also with one credential per namespace); here so that tests can check the arithmetic.
 """
 
 from __future__ import annotations
