@@ -14,6 +14,10 @@ refresh"):
 
 Pass: at most 2.2 requests per Secret write and at most 0.1 Secret GETs per write.
 
+`python -m benchmarks.compare` makes the same count (localenv/apiserver_requests.py) for every
+contender side by side, with the plain loop and the cron loop; this module keeps the gate and the
+one-credential-per-namespace layout.
+
 `--layout namespaces` puts one credential (and its login Secret) in each of N namespaces and
 runs the operator with one `--namespace` per namespace (reported, not gated: it shows the
 per-namespace workload lists).
