@@ -14,6 +14,10 @@ refresh"):
 
 Pass: at most 2.2 requests per Secret write and at most 0.1 Secret GETs per write.
 
+`python -m benchmarks.compare` makes the same count (localenv/apiserver_requests.py) for every
+contender side by side, with the plain loop and the cron loop; this module keeps the gate and the
+one-credential-per-namespace layout.
+
 `--layout namespaces` puts one credential (and its login Secret) in each of N namespaces and
 runs the operator with one `--namespace` per namespace (reported, not gated: it shows the
 per-namespace workload lists).
@@ -36,21 +40,28 @@ import concurrent.futures
 import contextlib
 import datetime
 import json
-import re
-import ssl
 import sys
 import time
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
 from kubernetes import client
 
 from benchmarks.child import Child, settle, wait_for
 from benchmarks.footprint import CREATE_WORKERS, install_crd, problem_lines
 from benchmarks.runner import benchmark_parser, operator_revision, run_guarded
+from localenv.apiserver_requests import (
+    MAX_REQUESTS_PER_WRITE,
+    MAX_SECRET_GETS_PER_WRITE,
+    SETTLE_AFTER_LAST_SECRET,
+    WINDOW_LIFETIMES,
+    increase,
+    request_counts,
+    secret_gets,
+    secret_writes,
+    to_json,
+)
 from localenv.controlplane import ControlPlane, running_control_plane
 from localenv.fakeauth import FakeAuthAPI
 from localenv.k8s import api_client
@@ -59,71 +70,6 @@ from simacan_token_operator.model.spec import GROUP, PLURAL, VERSION
 from simacan_token_operator.reconcile.tokensecret import MANAGED_BY, MANAGED_BY_LABEL
 
 NAMESPACE = "bench"
-RESOURCES = frozenset(
-    {
-        "secrets",
-        "simacancredentials",
-        "events",
-        "leases",
-        "deployments",
-        "statefulsets",
-        "daemonsets",
-        "namespaces",
-    }
-)
-WRITE_VERBS = frozenset({"POST", "PUT", "PATCH"})
-MAX_REQUESTS_PER_WRITE = 2.2
-MAX_SECRET_GETS_PER_WRITE = 0.1
-SETTLE_AFTER_LAST_SECRET = 5.0
-WINDOW_LIFETIMES = 4
-SAMPLE = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
-LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
-
-Key = tuple[str, str, str]
-"""(verb, resource[/subresource], code)."""
-
-
-# --- the API server's own counters ---------------------------------------------------------------
-
-
-def request_counts(plane: ControlPlane) -> Counter[Key]:
-    """apiserver_request_total for the resources that count, by verb, resource and code."""
-    response = httpx.get(
-        f"{plane.server}/metrics",
-        headers={"Authorization": f"Bearer {plane.admin_token}"},
-        verify=ssl.create_default_context(cafile=str(plane.ca_file)),
-        timeout=30,
-    )
-    response.raise_for_status()
-    counts: Counter[Key] = Counter()
-    for line in response.text.splitlines():
-        match = SAMPLE.match(line)
-        if match is None:
-            continue
-        labels = dict(LABEL.findall(match.group("labels")))
-        resource = labels.get("resource", "")
-        if resource not in RESOURCES:
-            continue
-        sub = labels.get("subresource", "")
-        key = (labels.get("verb", ""), f"{resource}/{sub}" if sub else resource, labels.get("code", ""))
-        counts[key] += round(float(match.group("value")))
-    return counts
-
-
-def increase(before: Counter[Key], after: Counter[Key]) -> Counter[Key]:
-    return Counter({key: after[key] - before[key] for key in after if after[key] - before[key] > 0})
-
-
-def secret_writes(counts: Mapping[Key, int]) -> int:
-    return sum(
-        n
-        for (verb, res, code), n in counts.items()
-        if res == "secrets" and verb in WRITE_VERBS and code[:1] == "2"
-    )
-
-
-def secret_gets(counts: Mapping[Key, int]) -> int:
-    return sum(n for (verb, res, _), n in counts.items() if res == "secrets" and verb == "GET")
 
 
 # --- the cluster ---------------------------------------------------------------------------------
@@ -236,7 +182,7 @@ def measure(options: argparse.Namespace, work_dir: Path) -> dict[str, Any]:
             "lifetime": options.lifetime,
             "window": window,
             "auth_calls": auth_calls,
-            "counts": {" ".join(key): n for key, n in sorted(counts.items())},
+            "counts": to_json(counts),
             "requests": sum(counts.values()),
             "secret_writes": secret_writes(counts),
             "secret_gets": secret_gets(counts),

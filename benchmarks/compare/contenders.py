@@ -5,7 +5,8 @@
   account posting the form login, an `ExternalSecret` per token Secret with `refreshInterval` set to
   the token lifetime (the obvious choice) or to two thirds of it, and a template that keeps only
   `access_token` (without it the refresh token lands in the Secret too). Built by build_eso.sh.
-- cron: cron.py, the fixed-interval loop.
+- cron: cron.py, the fixed-interval loop with a login per Secret (a CronJob per credential).
+- loop: cron.py --mode loop, the plain loop: one login per account per run, a PUT per Secret.
 
 Every contender writes token Secrets token-00000, token-00001, ... holding the JWT under key `token`,
 so the reader judges them all the same way.
@@ -35,6 +36,7 @@ COMPARE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = COMPARE_DIR.parents[1]
 OUR_CRD = REPO_ROOT / "crds" / "simacancredentials.auth.simacan.com.yaml"
 ESO_BUILD_SCRIPT = COMPARE_DIR / "build_eso.sh"
+ESO_NOT_CACHED = 3  # build_eso.sh --cached: the exit status when there is no build yet
 CRON_MODULE = "benchmarks.compare.cron"
 CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 ESO_GENERATOR_API = "generators.external-secrets.io/v1alpha1"
@@ -44,14 +46,18 @@ LOGIN_FORM = "username={{ .login.username | urlquery }}&password={{ .login.passw
 
 @dataclass(frozen=True)
 class Load:
-    """N token Secrets whose credentials point round-robin at `logins` accounts."""
+    """N token Secrets whose credentials point round-robin at `logins` accounts; `lifetime`, when
+    given, is this load's token lifetime (else the run's --lifetime)."""
 
     credentials: int
     logins: int
+    lifetime: float | None = None
 
     @property
     def key(self) -> str:
-        return f"n{self.credentials}-{'shared' if self.logins == 1 else f'{self.logins}-accounts'}"
+        accounts = "shared" if self.logins == 1 else f"{self.logins}-accounts"
+        lifetime = "" if self.lifetime is None else f"-L{self.lifetime:g}"
+        return f"n{self.credentials}-{accounts}{lifetime}"
 
     @property
     def label(self) -> str:
@@ -173,11 +179,17 @@ class Ours(Contender):
 # --- External Secrets Operator ---------------------------------------------------------------------
 
 
-def build_eso() -> Path:
-    """The cached ESO build dir (binary and CRD bundle); builds it the first time (several minutes)."""
+def cached_eso(build: bool) -> Path | None:
+    """The ESO build dir (binary and CRD bundle) if it is cached; with `build`, builds it first when it
+    is not (a Go build of several minutes, so only when asked)."""
     done = subprocess.run(  # noqa: S603 - our own script
-        ["/bin/bash", str(ESO_BUILD_SCRIPT)], check=False, capture_output=True, text=True
+        ["/bin/bash", str(ESO_BUILD_SCRIPT), *([] if build else ["--cached"])],
+        check=False,
+        capture_output=True,
+        text=True,
     )
+    if done.returncode == ESO_NOT_CACHED and not build:
+        return None
     if done.returncode != 0:
         tail = "\n".join(done.stderr.splitlines()[-30:])
         raise BenchmarkError(f"{ESO_BUILD_SCRIPT} failed with exit code {done.returncode}:\n{tail}")
@@ -252,10 +264,11 @@ class ExternalSecrets(Contender):
 
 
 class CronLoop(Contender):
-    """cron.py every `interval_fraction` of the token lifetime."""
+    """cron.py in `mode` (cron or loop; also the contender's name) every `interval_fraction` of the
+    token lifetime."""
 
-    def __init__(self, interval_fraction: float) -> None:
-        self.name = "cron"
+    def __init__(self, mode: str, interval_fraction: float) -> None:
+        self.name = mode
         self.interval_fraction = interval_fraction
 
     def install(self, arena: Arena) -> None:
@@ -266,6 +279,8 @@ class CronLoop(Contender):
             sys.executable,
             "-m",
             CRON_MODULE,
+            "--mode",
+            self.name,
             "--server",
             arena.plane.server,
             "--ca-file",
@@ -287,4 +302,5 @@ class CronLoop(Contender):
         return Child(self.name, argv, env, arena.log_dir / f"{self.log_name}.log")
 
     def notes(self, arena: Arena) -> str:
-        return f"every {arena.lifetime * self.interval_fraction:g}s, 8 jobs at a time"
+        logins = "a login per Secret" if self.name == "cron" else "a login per account"
+        return f"every {arena.lifetime * self.interval_fraction:g}s, {logins}, 8 writes at a time"

@@ -1,12 +1,17 @@
-"""The CronJob people write instead of an operator, as one long-running process for the benchmark.
+"""The scripts people write instead of an operator, as one long-running process for the benchmark.
 
-On a fixed schedule (every `--interval` seconds, first run at once), every credential gets what a
-`curl` to /auth/password plus `kubectl apply` would do: a password login with its own login Secret's
-username and password, then a server-side apply of its token Secret. Like one CronJob per credential
-with `concurrencyPolicy: Forbid`, up to `--parallel` of them run at the same time, and a run that is
-still busy when the next one falls due makes that one skip. It neither reads the token's expiry nor
-uses the refresh token: that is the point of the comparison.
+On a fixed schedule (every `--interval` seconds, first run at once), a run refreshes every token
+Secret, up to `--parallel` Secrets at a time; a run that is still busy when the next one falls due
+makes that one skip. Two shapes (`--mode`):
 
+- `cron`: what one CronJob per credential (`concurrencyPolicy: Forbid`) doing a `curl` to
+  /auth/password plus `kubectl apply` does: a password login with that credential's own login
+  Secret, then a server-side apply of its token Secret. One login per Secret per run.
+- `loop`: the plain loop of issue 22: one password login per account per run (one in all when
+  every Secret shares an account), then a PUT of every Secret (a POST for one that does not exist
+  yet). The fewest requests a writer that keeps no state can make.
+
+Neither reads the token's expiry nor uses the refresh token: that is the point of the comparison.
 The API server token comes from the environment (KUBE_TOKEN), never from the command line.
 """
 
@@ -29,10 +34,12 @@ import httpx
 from benchmarks.compare.kube import KubeClient, KubeError, KubeTarget
 
 TOKEN_ENV = "KUBE_TOKEN"  # noqa: S105 - the variable's name, not a secret
+MODES = ("cron", "loop")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.compare.cron", description=__doc__)
+    parser.add_argument("--mode", choices=MODES, default="cron", help="cron (default) or loop; see above")
     parser.add_argument("--server", required=True)
     parser.add_argument("--ca-file", type=Path, required=True, help="CA of the API server")
     parser.add_argument("--namespace", required=True)
@@ -60,12 +67,21 @@ class Loop:
         self.failures = 0
 
     def run_once(self) -> None:
-        logins = self._logins()
+        accounts = self._accounts()
+        # loop: one login per account, shared by its Secrets; cron: a login per Secret in its job.
+        tokens = [self._login(account, "run") for account in accounts] if self._options.mode == "loop" else []
+
+        def job(index: int) -> bool:
+            account = index % len(accounts)
+            if tokens:
+                return self._write(index, tokens[account], replace=True)
+            return self._write(index, self._login(accounts[account], f"job {index}"), replace=False)
+
         with concurrent.futures.ThreadPoolExecutor(self._options.parallel) as pool:
-            for done in pool.map(lambda i: self._job(i, logins), range(self._options.credentials)):
+            for done in pool.map(job, range(self._options.credentials)):
                 self.failures += 0 if done else 1
 
-    def _logins(self) -> list[tuple[str, str]]:
+    def _accounts(self) -> list[tuple[str, str]]:
         found: list[tuple[str, str]] = []
         for index in range(self._options.logins):
             data = self._kube.get(f"{self._secrets_path}/login-{index}").get("data") or {}
@@ -74,25 +90,41 @@ class Loop:
             )
         return found
 
-    def _job(self, index: int, logins: Sequence[tuple[str, str]]) -> bool:
-        username, password = logins[index % len(logins)]
+    def _login(self, account: tuple[str, str], who: str) -> str | None:
+        """The access token, or None (reported on stderr, without the password)."""
+        username, password = account
         try:
             response = self._auth.post("/auth/password", data={"username": username, "password": password})
             if response.status_code != 200:
-                print(f"job {index}: login answered HTTP {response.status_code}", file=sys.stderr, flush=True)
-                return False
-            token = response.json()["access_token"]
-            name = secret_name(index)
-            body = {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "cron-loop"}},
-                "type": "Opaque",
-                "data": {"token": _b64(token), "token_type": _b64("Bearer")},
-            }
-            self._kube.apply(f"{self._secrets_path}/{name}", body)
+                print(f"{who}: login answered HTTP {response.status_code}", file=sys.stderr, flush=True)
+                return None
+            token: str = response.json()["access_token"]
+            return token
+        except (httpx.HTTPError, KeyError, ValueError) as error:
+            print(f"{who}: login failed: {type(error).__name__}", file=sys.stderr, flush=True)
+            return None
+
+    def _write(self, index: int, token: str | None, replace: bool) -> bool:
+        if token is None:
+            return False
+        name = secret_name(index)
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": name,
+                "labels": {"app.kubernetes.io/managed-by": f"{self._options.mode}-loop"},
+            },
+            "type": "Opaque",
+            "data": {"token": _b64(token), "token_type": _b64("Bearer")},
+        }
+        try:
+            if not replace:
+                self._kube.apply(f"{self._secrets_path}/{name}", body)
+            elif not self._kube.replace(f"{self._secrets_path}/{name}", body):
+                self._kube.create(self._secrets_path, body)
             return True
-        except (httpx.HTTPError, KubeError, KeyError, ValueError) as error:
+        except (httpx.HTTPError, KubeError) as error:
             print(f"job {index}: {type(error).__name__}", file=sys.stderr, flush=True)
             return False
 
@@ -126,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             skipped += next_slot - slot - 1  # slots that fell due while this run was busy
             slot = next_slot
             stopping.wait(next_slot * options.interval - elapsed)
-        print(f"cron loop: {runs} runs, {loop.failures} failed jobs, {skipped} runs skipped", flush=True)
+        print(f"{options.mode}: {runs} runs, {loop.failures} failed jobs, {skipped} runs skipped", flush=True)
     return 0
 
 

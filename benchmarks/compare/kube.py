@@ -37,7 +37,7 @@ class KubeTarget:
 
 
 class KubeClient:
-    """GET, LIST, WATCH and server-side apply; raises KubeError on an unexpected status."""
+    """GET, LIST, WATCH, create, replace and server-side apply; raises KubeError on an unexpected status."""
 
     def __init__(self, target: KubeTarget, timeout: float) -> None:
         self._http = httpx.Client(
@@ -67,6 +67,14 @@ class KubeClient:
     def create(self, path: str, body: Mapping[str, Any]) -> None:
         response = self._http.post(path, json=dict(body))
         _check(response, "POST", path)
+
+    def replace(self, path: str, body: Mapping[str, Any]) -> bool:
+        """PUT without a resourceVersion (an unconditional update); False when the object does not exist."""
+        response = self._http.put(path, json=dict(body))
+        if response.status_code == 404:
+            return False
+        _check(response, "PUT", path)
+        return True
 
     def apply(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """Server-side apply (`kubectl apply --server-side --force-conflicts`): create or update."""

@@ -1,9 +1,19 @@
-"""The comparison benchmark's reader arithmetic: what counts as holding an expired token, and for how long."""
+"""The comparison benchmark's arithmetic: what counts as holding an expired token, and for how long; and
+what counts as a request and as a Secret write in kube-apiserver's counters."""
 
 from __future__ import annotations
 
 import pytest
 
+from localenv.apiserver_requests import (
+    from_json,
+    increase,
+    parse_request_counts,
+    per_write_rows,
+    secret_gets,
+    secret_writes,
+    to_json,
+)
 from localenv.exposure import Sighting, analyse
 
 START = 1_000.0
@@ -62,3 +72,77 @@ def test_a_deleted_secret_is_missing_not_expired() -> None:
     assert exposure.expired_seconds == 0
     assert exposure.held_seconds == 10
     assert exposure.timeline[-1][2] == 1
+
+
+# --- requests per Secret write, from kube-apiserver's apiserver_request_total -----------------------
+
+
+def _sample(verb: str, resource: str, code: str, value: int, subresource: str = "") -> str:
+    """One line of kube-apiserver's /metrics, labels as it prints them."""
+    labels = (
+        f'code="{code}",component="apiserver",dry_run="",group="",resource="{resource}",scope="resource",'
+        f'subresource="{subresource}",verb="{verb}",version="v1"'
+    )
+    return f"apiserver_request_total{{{labels}}} {value}"
+
+
+METRICS = "\n".join(
+    [
+        "# HELP apiserver_request_total [STABLE] Counter of apiserver requests broken out for each verb",
+        "# TYPE apiserver_request_total counter",
+        _sample("PUT", "secrets", "200", 40),
+        _sample("POST", "secrets", "201", 10),
+        _sample("APPLY", "secrets", "201", 3),
+        _sample("PUT", "secrets", "409", 2),
+        _sample("GET", "secrets", "200", 5),
+        _sample("PATCH", "simacancredentials", "200", 50, subresource="status"),
+        _sample("GET", "configmaps", "200", 900),
+        _sample("LIST", "pods", "200", 7),
+        'apiserver_request_counter_unrelated{code="200",resource="secrets",verb="GET"} 1000',
+    ]
+)
+
+
+def test_the_counters_keep_the_resources_that_count_by_verb_resource_and_code() -> None:
+    counts = parse_request_counts(METRICS)
+    assert counts == {
+        ("PUT", "secrets", "200"): 40,
+        ("POST", "secrets", "201"): 10,
+        ("APPLY", "secrets", "201"): 3,
+        ("PUT", "secrets", "409"): 2,
+        ("GET", "secrets", "200"): 5,
+        ("PATCH", "simacancredentials/status", "200"): 50,
+    }
+
+
+def test_a_secret_write_is_a_2xx_post_put_patch_or_server_side_apply() -> None:
+    counts = parse_request_counts(METRICS)
+    assert secret_writes(counts) == 40 + 10 + 3  # not the 409, not the GET
+    assert secret_gets(counts) == 5
+
+
+def test_the_window_counts_only_what_grew() -> None:
+    before = parse_request_counts(METRICS)
+    after = before.copy()
+    after[("PUT", "secrets", "200")] += 7
+    after[("GET", "events", "200")] = 1  # first seen inside the window
+    assert increase(before, after) == {("PUT", "secrets", "200"): 7, ("GET", "events", "200"): 1}
+
+
+def test_requests_per_write_merge_2xx_codes_and_keep_the_others_apart() -> None:
+    rows = per_write_rows(parse_request_counts(METRICS))
+    writes = 53
+    assert rows == {
+        "APPLY secrets": pytest.approx(3 / writes),
+        "GET secrets": pytest.approx(5 / writes),
+        "PATCH simacancredentials/status": pytest.approx(50 / writes),
+        "POST secrets": pytest.approx(10 / writes),
+        "PUT secrets": pytest.approx(40 / writes),
+        "PUT secrets 409": pytest.approx(2 / writes),
+    }
+    assert sum(rows.values()) == pytest.approx(110 / writes)
+
+
+def test_counts_survive_the_results_file() -> None:
+    counts = parse_request_counts(METRICS)
+    assert from_json(to_json(counts)) == counts
