@@ -11,7 +11,6 @@ operator's. These tests take their own control plane: one of them restarts the A
 from __future__ import annotations
 
 import base64
-import re
 import signal
 import ssl
 import time
@@ -21,12 +20,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from localenv.apiserver_requests import request_counts
 from localenv.controlplane import ControlPlane, running_control_plane
 from localenv.polling import eventually
 from localenv.scenarios.faultkit import PASSWORD, USERNAME, SecretRecorder, install, scene
 
 RESTORE_DEADLINE = 1.0
-SAMPLE = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
 
 
 @pytest.fixture(scope="module")
@@ -37,26 +36,7 @@ def own_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Contro
 
 def requests(plane: ControlPlane, verb: str, resource: str) -> int:
     """kube-apiserver's own count of `verb` requests on `resource` (all codes) since it started."""
-    response = httpx.get(
-        f"{plane.server}/metrics",
-        headers={"Authorization": f"Bearer {plane.admin_token}"},
-        verify=ssl.create_default_context(cafile=str(plane.ca_file)),
-        timeout=10,
-    )
-    response.raise_for_status()
-    total = 0.0
-    for line in response.text.splitlines():
-        match = SAMPLE.match(line)
-        if match is None:
-            continue
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group("labels")))
-        if (
-            labels.get("verb") == verb
-            and labels.get("resource") == resource
-            and not labels.get("subresource")
-        ):
-            total += float(match.group("value"))
-    return round(total)
+    return sum(n for (v, res, _code), n in request_counts(plane).items() if v == verb and res == resource)
 
 
 def api_ready(plane: ControlPlane) -> bool:
