@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, ClassVar
 
 import pytest
 
+from localenv.loopback import serving
 from simacan_token_operator.kube.secretwatch import secret_watch
 from simacan_token_operator.model.clusterspec import OWNER_LABEL
 from tests.unit.kubeapi import api_client_for
@@ -79,12 +79,8 @@ class _Scripted(BaseHTTPRequestHandler):
 @pytest.fixture
 def server() -> Iterator[str]:
     _Scripted.scripts, _Scripted.lists, _Scripted.watches = [], 0, []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Scripted)
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(_Scripted) as url:
+        yield url
 
 
 async def _watch_until(url: str, done: Any, timeout: float = 10.0) -> tuple[list[tuple[str, str]], int]:

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, ClassVar
 
 import pytest
 
+from localenv.loopback import serving
 from simacan_token_operator.kube.namespacewatch import namespace_watch
 from simacan_token_operator.kube.secretwatch import secret_watch
 from simacan_token_operator.kube.watch import MetadataWatch, Scope
@@ -94,12 +94,8 @@ class _Scripted(BaseHTTPRequestHandler):
 @pytest.fixture
 def server() -> Iterator[str]:
     _Scripted.scripts, _Scripted.items, _Scripted.next_items, _Scripted.requests = [], [], [], []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Scripted)
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(_Scripted) as url:
+        yield url
 
 
 async def _run_until(watch: MetadataWatch, done: Callable[[], bool], timeout: float = 10.0) -> None:
