@@ -177,6 +177,7 @@ def test_every_object_passes_the_strict_kubernetes_schema(file: str, rendered: P
     assert checked, f"{file}: nothing validated"
 
 
+@pytest.mark.checkov
 def test_the_install_files_pass_checkov(rendered: Path, tmp_path: Path) -> None:
     """checkov, once, over the install files, the namespaced ones as `kubectl apply -n team-a` places them."""
     scanned = tmp_path / "scanned"
