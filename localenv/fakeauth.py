@@ -40,14 +40,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Final, Literal, cast, get_args
+from typing import Any, Final, Literal, Self, cast, get_args
 
 import jwt
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from localenv.pki import ServingCertificate, write_serving_certificate
+from localenv.loopback import LoopbackService
+from localenv.pki import ServingCertificate, new_rsa_key, public_key_pem, write_serving_certificate
 
 log = logging.getLogger(__name__)
 
@@ -296,7 +295,7 @@ def _header_safe(value: str) -> str:
 # --------------------------------------------------------------------------------------------- the fake
 
 
-class FakeAuthAPI:
+class FakeAuthAPI(LoopbackService):
     """The fake itself; thread-safe, usable from sync and async tests."""
 
     def __init__(
@@ -356,12 +355,12 @@ class FakeAuthAPI:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> FakeAuthAPI:
+    def start(self) -> Self:
         """Bind and serve in a background thread; after stop() it comes back on the same port and key."""
         if self._server is not None:
             raise RuntimeError("FakeAuthAPI is already running")
         if self._signing_key is None:
-            self._signing_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            self._signing_key = new_rsa_key()
         tls_context = self._server_tls_context() if self._tls else None
         self._stopping.clear()
         server = _Server((self._host, self._port), self, tls_context)
@@ -393,14 +392,6 @@ class FakeAuthAPI:
             self._tls_cleanup()
         self._tls_files = self._tls_cleanup = None
 
-    def __enter__(self) -> FakeAuthAPI:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
     @property
     def running(self) -> bool:
         return self._server is not None
@@ -431,10 +422,7 @@ class FakeAuthAPI:
     def public_key_pem(self) -> str:
         if self._signing_key is None:
             raise RuntimeError("FakeAuthAPI has not been started")
-        public_key = self._signing_key.public_key()
-        return public_key.public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        ).decode()
+        return public_key_pem(self._signing_key).decode()
 
     # ------------------------------------------------------------------ users and tokens
 

@@ -1,7 +1,9 @@
-"""A small scripted server on a free loopback port, served from a thread for the length of a block.
+"""Servers on loopback: a small scripted one, served from a thread for the length of a block, and
+the start/stop/`with` protocol of the larger ones (the fake Auth API, the TCP proxy).
 
-The one way tests and scenarios stand up such a server. It polls for shutdown every 10 ms: the
-standard library's default of 0.5 s made every test that stopped one wait half a second for it.
+`serving` is the one way tests and scenarios stand up a scripted server. It polls for shutdown
+every 10 ms: the standard library's default of 0.5 s made every test that stopped one wait half a
+second for it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import ssl
 import threading
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
+from typing import Self
 
 SHUTDOWN_POLL = 0.01
 """Seconds between serve_forever's checks for shutdown(); the longest a stop waits for it."""
@@ -47,3 +50,23 @@ def serving(
 def port_of(url: str) -> int:
     """The port of a URL `serving` yielded."""
     return int(url.rsplit(":", 1)[1].split("/", 1)[0])
+
+
+class LoopbackService:
+    """A server on loopback that runs between start() and stop(); `with` starts it and closes it."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop, and drop what a restart would have reused; by default there is nothing more."""
+        self.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -19,6 +19,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from localenv.fakeauth import FakeAuthAPI, Fault, FaultKind
+from localenv.pki import new_rsa_key
 
 USER = "fleet-bot@example.com"
 PASSWORD = "correct-horse-battery-staple-7Qz"
@@ -38,7 +39,7 @@ class FakeClock:
 @pytest.fixture(scope="module")
 def signing_key() -> rsa.RSAPrivateKey:
     """One RSA key for the module's fakes: keygen is the slowest part of start()."""
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return new_rsa_key()
 
 
 @pytest.fixture
