@@ -19,7 +19,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from localenv.fakeauth import FakeAuthAPI, Fault, FaultKind
-from localenv.pki import new_rsa_key
 
 USER = "fleet-bot@example.com"
 PASSWORD = "correct-horse-battery-staple-7Qz"
@@ -34,12 +33,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture(scope="module")
-def signing_key() -> rsa.RSAPrivateKey:
-    """One RSA key for the module's fakes: keygen is the slowest part of start()."""
-    return new_rsa_key()
 
 
 @pytest.fixture
