@@ -34,8 +34,9 @@ def crds_yaml() -> str:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "checkov: runs checkov (2 to 5 s a run, most of it checkov starting); scripts/test --quick leaves"
-        " these out, the unit stage runs them",
+        "static_tools: runs checkov (2 to 5 s a run, most of it checkov starting) or kubernetes-validate's"
+        " strict schemas over a whole rendered install; scripts/test --quick leaves these out, the unit"
+        " stage runs them",
     )
 
 
