@@ -313,8 +313,11 @@ class FakeAuthAPI(LoopbackService):
         path_prefix: str = DEFAULT_PATH_PREFIX,
         clock: Callable[[], float] = time.time,
         signing_key: rsa.RSAPrivateKey | None = None,
+        certificate: ServingCertificate | None = None,
     ) -> None:
         """`signing_key` lets a suite share one RSA key across many fakes; by default start() makes one.
+        `certificate` (from `write_certificate`, implies `tls`) likewise shares the TLS files: a fake
+        does not delete what it was given.
 
         `host` is the IPv4 address to serve on: loopback, or a pod network's gateway for pods to reach.
         """
@@ -325,7 +328,7 @@ class FakeAuthAPI(LoopbackService):
         self.refresh_error_status = refresh_error_status
         self.rotate_refresh_tokens = rotate_refresh_tokens
 
-        self._tls = tls
+        self._tls = tls or certificate is not None
         self._host = host
         self._port = port
         self._prefix = path_prefix.rstrip("/")
@@ -344,7 +347,7 @@ class FakeAuthAPI(LoopbackService):
 
         self._signing_key = signing_key
         self._kid = uuid.uuid4().hex
-        self._tls_files: ServingCertificate | None = None
+        self._tls_files = certificate
         self._tls_cleanup: weakref.finalize[Any, Any] | None = None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -386,11 +389,11 @@ class FakeAuthAPI(LoopbackService):
         self._server = self._thread = None
 
     def close(self) -> None:
-        """Stop and delete the TLS files."""
+        """Stop and delete the TLS files it wrote itself."""
         self.stop()
         if self._tls_cleanup is not None:
             self._tls_cleanup()
-        self._tls_files = self._tls_cleanup = None
+            self._tls_files = self._tls_cleanup = None
 
     @property
     def running(self) -> bool:
@@ -729,18 +732,23 @@ class FakeAuthAPI(LoopbackService):
         if self._tls_files is None:
             directory = Path(tempfile.mkdtemp(prefix="fakeauth-tls-"))
             self._tls_cleanup = weakref.finalize(self, shutil.rmtree, str(directory), ignore_errors=True)
-            self._tls_files = write_serving_certificate(
-                directory,
-                ca_name="fakeauth test CA",
-                common_name="localhost",
-                dns_names=["localhost"],
-                ip_addresses=sorted({"127.0.0.1", self._host}),
-                validity=datetime.timedelta(days=7),
-            )
+            self._tls_files = write_certificate(directory, self._host)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(self._tls_files.cert_file, self._tls_files.key_file)
         return context
+
+
+def write_certificate(directory: Path, host: str = "127.0.0.1") -> ServingCertificate:
+    """A CA and the certificate a fake serving on `host` (and 127.0.0.1) presents, in `directory`."""
+    return write_serving_certificate(
+        directory,
+        ca_name="fakeauth test CA",
+        common_name="localhost",
+        dns_names=["localhost"],
+        ip_addresses=sorted({"127.0.0.1", host}),
+        validity=datetime.timedelta(days=7),
+    )
 
 
 def _check_endpoint(endpoint: str) -> None:

@@ -13,7 +13,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from localenv.fakeauth import FakeAuthAPI
+from localenv.fakeauth import FakeAuthAPI, write_certificate
+from localenv.pki import ServingCertificate
 from simacan_token_operator.auth.client import AuthAPI
 from simacan_token_operator.model.spec import LoginSource
 
@@ -51,6 +52,12 @@ def make_jwt() -> MakeJwt:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> ServingCertificate:
+    """TLS files the session's HTTPS fakes share: only the fake's own start() is under test."""
+    return write_certificate(tmp_path_factory.mktemp("fakeauth-tls"))
 
 
 @pytest.fixture
