@@ -176,3 +176,18 @@ def sys_path_patches(root: Path) -> set[str]:
 
 def test_nothing_patches_sys_path() -> None:
     assert sys_path_patches(REPO_ROOT) == set()
+
+
+def serve_forever_loops(root: Path) -> set[str]:
+    """Files that run a socketserver loop (serve_forever) themselves instead of localenv.loopback."""
+    return {
+        path
+        for path, tree in _trees(root)
+        for node in _walked(tree)
+        if isinstance(node, ast.Attribute) and node.attr == "serve_forever"
+    }
+
+
+def test_scripted_servers_are_served_by_localenv_loopback() -> None:
+    """Its 10 ms shutdown poll: serve_forever's default of 0.5 s cost every test that stopped one."""
+    assert serve_forever_loops(REPO_ROOT) == {"localenv/loopback.py", "localenv/fakeauth.py"}
