@@ -92,6 +92,8 @@ class TcpProxy(LoopbackService):
 
     def stop(self) -> None:
         self._stopping.set()
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes accept() now, not at its 0.2 s timeout
         if self._thread is not None:
             self._thread.join(5)
         with contextlib.suppress(OSError):
