@@ -192,6 +192,7 @@ class _ListBusyOnce(http.server.BaseHTTPRequestHandler):
     """The first list of Secrets is answered 429 with Retry-After: 2; watches stay open, silent."""
 
     lists: ClassVar[list[float]] = []
+    silence_over: ClassVar[threading.Event] = threading.Event()
 
     def do_GET(self) -> None:
         if "watch=true" in self.path:
@@ -199,7 +200,7 @@ class _ListBusyOnce(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Type", "application/json")
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
-            time.sleep(3)
+            self.silence_over.wait(3)
             return
         self.lists.append(time.monotonic())
         first = len(self.lists) == 1
@@ -220,6 +221,7 @@ class _ListBusyOnce(http.server.BaseHTTPRequestHandler):
 
 def test_a_watch_whose_list_is_answered_429_lists_again_after_its_retry_after() -> None:
     _ListBusyOnce.lists = []
+    _ListBusyOnce.silence_over.clear()
 
     async def scenario(url: str) -> None:
         watch = secret_watch(api_client_for(url), ["team-a"], lambda *_: None, lambda *_: None)
@@ -227,7 +229,7 @@ def test_a_watch_whose_list_is_answered_429_lists_again_after_its_retry_after() 
         try:
             await asyncio.to_thread(eventually, lambda: len(_ListBusyOnce.lists) >= 2, 10.0)
         finally:
-            await watch.stop()
+            await kubeapi.stop_watch(watch, _ListBusyOnce.silence_over)
 
     with serving(_ListBusyOnce) as url:
         asyncio.run(scenario(url))
