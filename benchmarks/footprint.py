@@ -224,14 +224,21 @@ class CpuWindow:
 
 
 @dataclass(frozen=True)
-class OperatorResult:
-    first: OperatorRun
+class OperatorLife:
+    """One operator process: its run to all Ready, a steady window if asked for, then how it
+    stopped on SIGTERM."""
+
+    run: OperatorRun
+    window: CpuWindow | None
     stop_seconds: float
     stop_exit_code: int
-    restart: OperatorRun
-    final_stop_seconds: float
-    final_stop_exit_code: int
-    window: CpuWindow | None
+
+
+@dataclass(frozen=True)
+class OperatorResult:
+    first: OperatorLife
+    restart: OperatorLife
+    """The same operator started again: it finds every token in place. The steady window is its."""
     log_problems: dict[str, int]
 
 
@@ -321,25 +328,27 @@ def measure_operator(
     plane: ControlPlane, fake: FakeAuthAPI, work_dir: Path, credentials: int, options: argparse.Namespace
 ) -> OperatorResult:
     log = work_dir / "operator.log"
-    first_operator = Operator(plane, fake, log, options.python)
-    with first_operator.child:
-        first = measure_run(plane, fake, first_operator, credentials, options)
-        exit_code, stop_seconds = first_operator.child.stop()
-    second_operator = Operator(plane, fake, log, options.python)
-    with second_operator.child:
-        restart = measure_run(plane, fake, second_operator, credentials, options)
-        window = measure_window(fake, second_operator, options.cpu_window) if options.cpu_window > 0 else None
-        final_exit_code, final_stop_seconds = second_operator.child.stop()
-    return OperatorResult(
-        first=first,
-        stop_seconds=stop_seconds,
-        stop_exit_code=exit_code,
-        restart=restart,
-        final_stop_seconds=final_stop_seconds,
-        final_stop_exit_code=final_exit_code,
-        window=window,
-        log_problems=problem_lines(log),
-    )
+    first = operator_life(plane, fake, log, credentials, options, window_seconds=0.0)
+    restart = operator_life(plane, fake, log, credentials, options, options.cpu_window)
+    return OperatorResult(first=first, restart=restart, log_problems=problem_lines(log))
+
+
+def operator_life(
+    plane: ControlPlane,
+    fake: FakeAuthAPI,
+    log: Path,
+    credentials: int,
+    options: argparse.Namespace,
+    window_seconds: float,
+) -> OperatorLife:
+    """Start the operator, measure it to all Ready (and a steady window of `window_seconds`, if
+    any), and stop it with SIGTERM."""
+    operator = Operator(plane, fake, log, options.python)
+    with operator.child:
+        run = measure_run(plane, fake, operator, credentials, options)
+        window = measure_window(fake, operator, window_seconds) if window_seconds > 0 else None
+        exit_code, stop_seconds = operator.child.stop()
+    return OperatorLife(run, window, stop_seconds, exit_code)
 
 
 # --- report ----------------------------------------------------------------------------------------
@@ -360,9 +369,9 @@ class Result:
 
     @property
     def worst_operator_rss_kib(self) -> int:
-        runs = [self.operator.first.settled, self.operator.restart.settled]
-        if self.operator.window is not None:
-            runs.append(self.operator.window.after)
+        runs = [self.operator.first.run.settled, self.operator.restart.run.settled]
+        if self.operator.restart.window is not None:
+            runs.append(self.operator.restart.window.after)
         return max(s.rss_kib for s in runs)
 
     @property
@@ -384,7 +393,7 @@ def _mib(kib: int) -> str:
 
 def render(result: Result) -> str:
     floor, op = result.floor, result.operator
-    first, restart = op.first, op.restart
+    first, restart = op.first.run, op.restart.run
     base = floor.settled.rss_kib
     rows: list[tuple[str, str, str, str]] = [
         ("", "idle kopf", "operator", "after restart"),
@@ -442,12 +451,12 @@ def render(result: Result) -> str:
         )
     lines.append("")
     lines.append(
-        f"stop on SIGTERM: operator {op.stop_seconds:.1f}s (exit code {op.stop_exit_code}), "
-        f"after restart {op.final_stop_seconds:.1f}s (exit code {op.final_stop_exit_code}), "
+        f"stop on SIGTERM: operator {op.first.stop_seconds:.1f}s (exit code {op.first.stop_exit_code}), "
+        f"after restart {op.restart.stop_seconds:.1f}s (exit code {op.restart.stop_exit_code}), "
         f"idle kopf {floor.stop_seconds:.1f}s"
     )
-    if op.window is not None:
-        w = op.window
+    if op.restart.window is not None:
+        w = op.restart.window
         lines.append(
             f"steady window {w.seconds:.0f}s: CPU {w.cpu_percent:.1f}% of a core, "
             f"{w.password_calls} logins / {w.refresh_calls} refreshes, {w.secrets_written} Secrets written, "

@@ -29,14 +29,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from kubernetes import client, config
 
 from localenv.pki import (
+    KeyPairFiles,
     ServingCertificate,
     write_private_file,
-    write_private_key,
+    write_rsa_key_pair,
     write_serving_certificate,
 )
 from localenv.podnetwork import POD_GATEWAY
@@ -257,8 +256,8 @@ def _apiserver_argv(
         "--authorization-mode=Node,RBAC",
         f"--token-auth-file={token_file}",
         f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
-        f"--service-account-key-file={pki.sa_public}",
-        f"--service-account-signing-key-file={pki.sa_private}",
+        f"--service-account-key-file={pki.service_account.public_file}",
+        f"--service-account-signing-key-file={pki.service_account.private_file}",
         f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
     ]
 
@@ -270,7 +269,7 @@ def _controller_manager_argv(
         binary,
         f"--kubeconfig={kubeconfig}",
         f"--controllers={','.join(controllers)}",
-        f"--service-account-private-key-file={pki.sa_private}",
+        f"--service-account-private-key-file={pki.service_account.private_file}",
         f"--root-ca-file={pki.tls.ca_file}",
         "--use-service-account-credentials=false",
         "--leader-elect=false",
@@ -510,8 +509,7 @@ class _Https:
 @dataclass(frozen=True)
 class _Pki:
     tls: ServingCertificate
-    sa_public: Path
-    sa_private: Path
+    service_account: KeyPairFiles
 
 
 def _write_pki(directory: Path) -> _Pki:
@@ -532,15 +530,7 @@ def _write_pki(directory: Path) -> _Pki:
         validity=datetime.timedelta(days=1),
         file_stem="apiserver",
     )
-    pki = _Pki(tls=tls, sa_public=directory / "sa.pub", sa_private=directory / "sa.key")
-    sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    write_private_key(pki.sa_private, sa_key)
-    pki.sa_public.write_bytes(
-        sa_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-    return pki
+    return _Pki(tls=tls, service_account=write_rsa_key_pair(directory, "sa"))
 
 
 # --- CLI -------------------------------------------------------------------------------------------

@@ -40,14 +40,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Final, Literal, cast, get_args
+from typing import Any, Final, Literal, Self, cast, get_args
 
 import jwt
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from localenv.pki import ServingCertificate, write_serving_certificate
+from localenv.loopback import LoopbackService
+from localenv.pki import ServingCertificate, new_rsa_key, public_key_pem, write_serving_certificate
 
 log = logging.getLogger(__name__)
 
@@ -296,7 +295,7 @@ def _header_safe(value: str) -> str:
 # --------------------------------------------------------------------------------------------- the fake
 
 
-class FakeAuthAPI:
+class FakeAuthAPI(LoopbackService):
     """The fake itself; thread-safe, usable from sync and async tests."""
 
     def __init__(
@@ -314,8 +313,11 @@ class FakeAuthAPI:
         path_prefix: str = DEFAULT_PATH_PREFIX,
         clock: Callable[[], float] = time.time,
         signing_key: rsa.RSAPrivateKey | None = None,
+        certificate: ServingCertificate | None = None,
     ) -> None:
         """`signing_key` lets a suite share one RSA key across many fakes; by default start() makes one.
+        `certificate` (from `write_certificate`, implies `tls`) likewise shares the TLS files: a fake
+        does not delete what it was given.
 
         `host` is the IPv4 address to serve on: loopback, or a pod network's gateway for pods to reach.
         """
@@ -326,7 +328,7 @@ class FakeAuthAPI:
         self.refresh_error_status = refresh_error_status
         self.rotate_refresh_tokens = rotate_refresh_tokens
 
-        self._tls = tls
+        self._tls = tls or certificate is not None
         self._host = host
         self._port = port
         self._prefix = path_prefix.rstrip("/")
@@ -345,7 +347,7 @@ class FakeAuthAPI:
 
         self._signing_key = signing_key
         self._kid = uuid.uuid4().hex
-        self._tls_files: ServingCertificate | None = None
+        self._tls_files = certificate
         self._tls_cleanup: weakref.finalize[Any, Any] | None = None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -356,12 +358,12 @@ class FakeAuthAPI:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> FakeAuthAPI:
+    def start(self) -> Self:
         """Bind and serve in a background thread; after stop() it comes back on the same port and key."""
         if self._server is not None:
             raise RuntimeError("FakeAuthAPI is already running")
         if self._signing_key is None:
-            self._signing_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            self._signing_key = new_rsa_key()
         tls_context = self._server_tls_context() if self._tls else None
         self._stopping.clear()
         server = _Server((self._host, self._port), self, tls_context)
@@ -387,19 +389,11 @@ class FakeAuthAPI:
         self._server = self._thread = None
 
     def close(self) -> None:
-        """Stop and delete the TLS files."""
+        """Stop and delete the TLS files it wrote itself."""
         self.stop()
         if self._tls_cleanup is not None:
             self._tls_cleanup()
-        self._tls_files = self._tls_cleanup = None
-
-    def __enter__(self) -> FakeAuthAPI:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
+            self._tls_files = self._tls_cleanup = None
 
     @property
     def running(self) -> bool:
@@ -431,10 +425,7 @@ class FakeAuthAPI:
     def public_key_pem(self) -> str:
         if self._signing_key is None:
             raise RuntimeError("FakeAuthAPI has not been started")
-        public_key = self._signing_key.public_key()
-        return public_key.public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        ).decode()
+        return public_key_pem(self._signing_key).decode()
 
     # ------------------------------------------------------------------ users and tokens
 
@@ -741,18 +732,23 @@ class FakeAuthAPI:
         if self._tls_files is None:
             directory = Path(tempfile.mkdtemp(prefix="fakeauth-tls-"))
             self._tls_cleanup = weakref.finalize(self, shutil.rmtree, str(directory), ignore_errors=True)
-            self._tls_files = write_serving_certificate(
-                directory,
-                ca_name="fakeauth test CA",
-                common_name="localhost",
-                dns_names=["localhost"],
-                ip_addresses=sorted({"127.0.0.1", self._host}),
-                validity=datetime.timedelta(days=7),
-            )
+            self._tls_files = write_certificate(directory, self._host)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(self._tls_files.cert_file, self._tls_files.key_file)
         return context
+
+
+def write_certificate(directory: Path, host: str = "127.0.0.1") -> ServingCertificate:
+    """A CA and the certificate a fake serving on `host` (and 127.0.0.1) presents, in `directory`."""
+    return write_serving_certificate(
+        directory,
+        ca_name="fakeauth test CA",
+        common_name="localhost",
+        dns_names=["localhost"],
+        ip_addresses=sorted({"127.0.0.1", host}),
+        validity=datetime.timedelta(days=7),
+    )
 
 
 def _check_endpoint(endpoint: str) -> None:

@@ -1,8 +1,9 @@
-"""Throwaway certificate authorities for TLS on loopback.
+"""Throwaway certificate authorities for TLS on loopback, and the RSA keys that sign tokens.
 
 The fake Auth API and the e2e control plane each need a server certificate that a client verifies against
 a CA file it is handed, never the system trust store. Every call makes a fresh CA and discards its key,
-so nothing else can ever be signed by it.
+so nothing else can ever be signed by it. The fake Auth API signs its JWTs, and the control plane its
+ServiceAccount tokens, with an RSA key from `new_rsa_key`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -81,6 +82,34 @@ def write_serving_certificate(
     files.ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     files.cert_file.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
     write_private_key(files.key_file, server_key)
+    return files
+
+
+@dataclass(frozen=True)
+class KeyPairFiles:
+    """An RSA key pair as PEM files: the private key (mode 0600) and its public half."""
+
+    private_file: Path
+    public_file: Path
+
+
+def new_rsa_key() -> rsa.RSAPrivateKey:
+    """2048 bits, RS256's usual size (tens of milliseconds to make: share one where tests allow)."""
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def public_key_pem(key: rsa.RSAPrivateKey) -> bytes:
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def write_rsa_key_pair(directory: Path, stem: str) -> KeyPairFiles:
+    """A new key pair in `directory`/`stem`.key and `stem`.pub."""
+    key = new_rsa_key()
+    files = KeyPairFiles(private_file=directory / f"{stem}.key", public_file=directory / f"{stem}.pub")
+    write_private_key(files.private_file, key)
+    files.public_file.write_bytes(public_key_pem(key))
     return files
 
 

@@ -29,7 +29,9 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
+from typing import Self
+
+from localenv.loopback import LoopbackService
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,7 @@ class _Connection:
                 self.upstream.close()
 
 
-class TcpProxy:
+class TcpProxy(LoopbackService):
     def __init__(self, target_host: str, target_port: int, listen_host: str = "127.0.0.1") -> None:
         self.target = (target_host, target_port)
         self._listener = socket.create_server((listen_host, 0))
@@ -83,13 +85,15 @@ class TcpProxy:
     def blackholed(self) -> bool:
         return self._blackholed
 
-    def start(self) -> TcpProxy:
+    def start(self) -> Self:
         self._thread = threading.Thread(target=self._accept_loop, name=f"tcpproxy:{self.port}", daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
         self._stopping.set()
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes accept() now, not at its 0.2 s timeout
         if self._thread is not None:
             self._thread.join(5)
         with contextlib.suppress(OSError):
@@ -98,14 +102,6 @@ class TcpProxy:
             connections = list(self._connections)
         for connection in connections:
             connection.close()
-
-    def __enter__(self) -> TcpProxy:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def blackhole(self) -> None:
         """From now on drop every byte, on open and new connections, and tell nobody."""

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from localenv.fakeauth import FakeAuthAPI
 from localenv.k8s import Namespace, api_client
 from localenv.operator_process import OperatorProcess
+from localenv.pki import new_rsa_key
 from tests.support.cluster import ClusterHandle
 
 SUMMARY: list[str] = []
@@ -24,7 +25,7 @@ PASSWORD = "correct-horse-battery-staple-7f3a"
 
 @pytest.fixture(scope="session")
 def signing_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return new_rsa_key()
 
 
 @pytest.fixture

@@ -24,12 +24,13 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Literal
 
 from kubernetes import client
 
+from localenv.loopback import serving
 from localenv.pki import write_serving_certificate
 
 Point = Literal["secret-write", "status-patch"]
@@ -100,7 +101,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         review = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        allowed, message = self.server.hook.decide(review)  # type: ignore[attr-defined]
+        allowed, message = self.hook.decide(review)
         body = json.dumps(
             {
                 "apiVersion": "admission.k8s.io/v1",
@@ -134,14 +135,17 @@ def crash_hook(api: client.ApiClient, namespace: str, work_dir: Path) -> Iterato
         validity=datetime.timedelta(hours=2),
     )
     hook = CrashHook(namespace)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.hook = hook  # type: ignore[attr-defined]
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(tls.cert_file, tls.key_file)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"https://127.0.0.1:{server.server_address[1]}/"
-    ca_bundle = base64.b64encode(tls.ca_file.read_bytes()).decode()
+    with serving(type("_BoundHandler", (_Handler,), {"hook": hook}), tls=context) as base_url:
+        yield from _registered(api, namespace, hook, base_url + "/", tls.ca_file.read_bytes())
+
+
+def _registered(
+    api: client.ApiClient, namespace: str, hook: CrashHook, url: str, ca: bytes
+) -> Iterator[CrashHook]:
+    """Register the webhook at `url` for `namespace`; yields once the API server calls it."""
+    ca_bundle = base64.b64encode(ca).decode()
     name = f"crashhook-{namespace}"
     scope = {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
 
@@ -193,8 +197,6 @@ def crash_hook(api: client.ApiClient, namespace: str, work_dir: Path) -> Iterato
     finally:
         with contextlib.suppress(client.exceptions.ApiException):
             admission.delete_validating_webhook_configuration(name)
-        server.shutdown()
-        server.server_close()
 
 
 def _wait_active(api: client.ApiClient, namespace: str, hook: CrashHook, timeout: float = 30.0) -> None:

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlparse
 
 from localenv.controlplane import ControlPlane
@@ -55,14 +56,25 @@ def _request_handled(current: Scene, name: str, stamp: str) -> bool:
     return (current.ns.credential(name).get("status") or {}).get("lastRefreshRequest") == stamp
 
 
+class _Mark(NamedTuple):
+    """When a fault began, and the Auth API calls and Events counted just before: where figures start."""
+
+    at: float
+    calls: int
+    events: int
+
+
+def _mark(current: Scene) -> _Mark:
+    calls, events = current.fake_auth.count(), current.event_count()
+    return _Mark(time.time(), calls, events)
+
+
 def _figures(
     fault: str,
     current: Scene,
     recorder: SecretRecorder,
     names: Sequence[str],
-    since: float,
-    calls_before: int,
-    events_before: int,
+    since: _Mark,
     recover: float,
     until: tuple[float, int] | None = None,
     window: tuple[Mark, Mark] | None = None,
@@ -73,16 +85,24 @@ def _figures(
     end, calls_end = until if until is not None else (time.time(), current.fake_auth.count())
     return Figures(
         fault=fault,
-        secret_writes=len(recorder.writes(names, *(window or (since, end)))),
-        auth_calls=calls_end - calls_before,
-        events=current.event_count() - events_before,
-        longest_invalid=recorder.longest_invalid(names, since, end),
+        secret_writes=len(recorder.writes(names, *(window or (since.at, end)))),
+        auth_calls=calls_end - since.calls,
+        events=current.event_count() - since.events,
+        longest_invalid=recorder.longest_invalid(names, since.at, end),
         recover=recover,
         extra=extra,
     )
 
 
 # --- a leader cut off by a black hole ---------------------------------------------------------------
+
+
+def _one_leader_at_a_time(sampler: LeaderSampler, violations: list[str]) -> float:
+    """Seconds two replicas led at once, a violation when there were any."""
+    overlap = sampler.overlap_seconds()
+    if overlap > 0:
+        violations.append(f"two leaders for {overlap:.2f}s")
+    return overlap
 
 
 def _leader_and_standby(
@@ -117,8 +137,8 @@ def blackhole_leader(plane: ControlPlane, operator_kubeconfig: Path, work_dir: P
             LeaderSampler({"a": lambda: a, "b": lambda: b}) as sampler,
         ):
             eventually(lambda: len(sampler.samples) > 5, timeout=10, what="leadership samples")
-            calls, events = current.fake_auth.count(), current.event_count()
-            blackholed = time.time()
+            mark = _mark(current)
+            blackholed = mark.at
             proxy.blackhole()
             eventually(lambda: sampler.first("b", True, blackholed), timeout=60, what="B takes over")
             b_leads = sampler.first("b", True, blackholed) or 0.0
@@ -143,8 +163,7 @@ def blackhole_leader(plane: ControlPlane, operator_kubeconfig: Path, work_dir: P
             )
         if a_exit != 1:
             violations.append(f"A exited with {a_exit}, not 1, after losing the Lease")
-        if sampler.overlap_seconds() > 0:
-            violations.append(f"two leaders for {sampler.overlap_seconds():.2f}s")
+        overlap = _one_leader_at_a_time(sampler, violations)
         if sampler.first("a", True, first_b_write) is not None:
             violations.append("A led again after B's first write")
         if "stopped writing" not in a.logs():
@@ -156,11 +175,9 @@ def blackhole_leader(plane: ControlPlane, operator_kubeconfig: Path, work_dir: P
             current,
             recorder,
             [name],
-            blackholed,
-            calls,
-            events,
+            mark,
             recover=b_leads - blackholed,
-            overlap=sampler.overlap_seconds(),
+            overlap=overlap,
             gap=b_leads - a_stopped,
             fenced_after=a_stopped - blackholed,
         )
@@ -184,26 +201,23 @@ def rolling_upgrade(plane: ControlPlane, operator_kubeconfig: Path, work_dir: Pa
             eventually(
                 lambda: len(recorder.writes([name], time.time() - 10)) >= 2, timeout=30, what="refreshes"
             )
-            calls, events = current.fake_auth.count(), current.event_count()
-            stopping = time.time()
+            mark = _mark(current)
+            stopping = mark.at
             exit_code = old.stop()
             eventually(lambda: sampler.first("new", True, stopping), timeout=30, what="new version leads")
             new_leads = sampler.first("new", True, stopping) or 0.0
             eventually(lambda: recorder.writes([name], new_leads), timeout=30, what="the new version writes")
         if exit_code != 0:
             violations.append(f"the old version exited with {exit_code} on SIGTERM")
-        if sampler.overlap_seconds() > 0:
-            violations.append(f"two leaders for {sampler.overlap_seconds():.2f}s")
+        overlap = _one_leader_at_a_time(sampler, violations)
         figures = _figures(
             "rolling upgrade (SIGTERM the leader)",
             current,
             recorder,
             [name],
-            stopping,
-            calls,
-            events,
-            recover=new_leads - stopping,
-            overlap=sampler.overlap_seconds(),
+            mark,
+            new_leads - stopping,
+            overlap=overlap,
         )
     return Outcome(figures, violations)
 
@@ -237,7 +251,7 @@ def api_outage(
         eventually(lambda: current.all_ready(names), timeout=60, what="all Ready")
         due = max(_next_refresh(current, n) for n in names)
         with SecretRecorder(current.quiet_api(), current.ns.name) as recorder:
-            calls, events = current.fake_auth.count(), current.event_count()
+            mark = _mark(current)
             start = recorder.mark()
             down = start.at
             if component == "kube-apiserver":
@@ -270,9 +284,7 @@ def api_outage(
             current,
             recorder,
             names,
-            down,
-            calls,
-            events,
+            mark,
             recover=all_ready,
             until=recovered,
             window=(start, end),
@@ -315,14 +327,13 @@ def crash_during_refresh(
             SecretRecorder(current.quiet_api(), current.ns.name) as recorder,
             crash_hook(current.api, current.ns.name, work_dir) as hook,
         ):
-            calls, events = current.fake_auth.count(), current.event_count()
             before = current.ns.secret(name)
-            started = time.time()
+            mark = _mark(current)
             hook.arm(point, operator.pid)
             stamp = _request_refresh(current, name)
             eventually(lambda: hook.fired, timeout=30, what=f"the crash at {point}")
             killed = time.time()
-            calls_at_crash = current.fake_auth.count() - calls
+            calls_at_crash = current.fake_auth.count() - mark.calls
             secret_at_crash = current.ns.secret(name)
             changed = (secret_at_crash or {}).get("metadata", {}).get("resourceVersion") != (
                 before or {}
@@ -345,7 +356,7 @@ def crash_during_refresh(
                 lambda: _status_agrees(current, name), timeout=30, what="status agrees with the Secret"
             )
             recovered = time.time() - killed
-            extra_logins = current.fake_auth.count() - calls - calls_at_crash
+            extra_logins = current.fake_auth.count() - mark.calls - calls_at_crash
             if extra_logins > 1:
                 violations.append(f"{extra_logins} Auth API calls after the restart (at most 1 allowed)")
             if point == "status-patch" and calls_at_crash != 1:
@@ -358,9 +369,7 @@ def crash_during_refresh(
                 current,
                 recorder,
                 [name],
-                started,
-                calls,
-                events,
+                mark,
                 recover=recovered,
                 extra_logins=float(extra_logins),
             )

@@ -35,12 +35,6 @@ class FakeClock:
         return self.now
 
 
-@pytest.fixture(scope="module")
-def signing_key() -> rsa.RSAPrivateKey:
-    """One RSA key for the module's fakes: keygen is the slowest part of start()."""
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
 @pytest.fixture
 def fake(signing_key: rsa.RSAPrivateKey) -> Iterator[FakeAuthAPI]:
     with FakeAuthAPI({USER: PASSWORD}, signing_key=signing_key) as api:

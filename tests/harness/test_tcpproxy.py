@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import socket
 import socketserver
-import threading
 from collections.abc import Iterator
 
 import pytest
 
+from localenv.loopback import port_of, serving
 from localenv.tcpproxy import TcpProxy
 
 
@@ -20,13 +20,11 @@ class _Echo(socketserver.BaseRequestHandler):
 
 @pytest.fixture
 def proxy() -> Iterator[TcpProxy]:
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Echo)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    with TcpProxy("127.0.0.1", server.server_address[1]) as proxy:
+    with (
+        serving(_Echo, server_class=socketserver.ThreadingTCPServer) as url,
+        TcpProxy("127.0.0.1", port_of(url)) as proxy,
+    ):
         yield proxy
-    server.shutdown()
-    server.server_close()
 
 
 def _connect(proxy: TcpProxy) -> socket.socket:

@@ -31,6 +31,15 @@ def crds_yaml() -> str:
     return kustomize(REPO_ROOT / "crds")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "static_tools: runs checkov (2 to 5 s a run, most of it checkov starting) or kubernetes-validate's"
+        " strict schemas over a whole rendered install; scripts/test --quick leaves these out, the unit"
+        " stage runs them",
+    )
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A test that needs the replayed image build (`replayed` in test_dockerfile.py) is a `build` test:
     scripts/test --quick leaves it out, the unit stage runs it."""

@@ -22,6 +22,8 @@ INSTALL = "python -m venv /opt/checkov && /opt/checkov/bin/pip install checkov==
 TEAM_NAMESPACE = "team-a"
 CHECKOV_TIMEOUT_SECONDS = 300
 
+pytestmark = pytest.mark.static_tools
+
 
 def checkov(target: Path, framework: str, workdir: Path) -> dict[str, Any]:
     binary = require_tool("checkov", "CHECKOV_BIN", INSTALL)

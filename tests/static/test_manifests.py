@@ -48,6 +48,7 @@ def container(objects: list[Manifest]) -> dict[str, Any]:
     return result
 
 
+@pytest.mark.static_tools
 @pytest.mark.parametrize("variant", [*VARIANTS, "crds_yaml"])
 def test_every_object_passes_the_strict_kubernetes_schema(
     variant: str, request: pytest.FixtureRequest
@@ -66,6 +67,7 @@ def test_every_object_passes_the_strict_kubernetes_schema(
         assert validated == "1.36"
 
 
+@pytest.mark.static_tools
 def test_strict_validation_rejects_a_misspelt_field(install_yaml: str) -> None:
     """Guards the test above against passing vacuously (say, if strict mode stopped being strict)."""
     deployment = copy.deepcopy(only(load_all(install_yaml), "Deployment"))

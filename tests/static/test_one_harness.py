@@ -33,6 +33,12 @@ def _parsed(path: Path) -> ast.Module:
     return ast.parse(path.read_text(encoding="utf-8"), str(path))
 
 
+@functools.cache
+def _walked(node: ast.AST) -> list[ast.AST]:
+    """Every node of a file or function, listed once for all the checks here (ast.walk is slow)."""
+    return list(ast.walk(node))
+
+
 def _functions(tree: ast.Module) -> Iterator[ast.FunctionDef | ast.AsyncFunctionDef]:
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
@@ -46,7 +52,7 @@ def _is_zero(node: ast.expr) -> bool:
 def _calls(function: ast.AST, method: str) -> list[ast.Call]:
     return [
         node
-        for node in ast.walk(function)
+        for node in _walked(function)
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == method
     ]
 
@@ -61,16 +67,15 @@ def picks_a_free_port(function: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
         and _is_zero(call.args[0].elts[1])
         for call in _calls(function, "bind")
     )
-    returns_name = any(
+    return binds_port_zero and any(
         isinstance(node, ast.Return) and node.value is not None and _calls(node.value, "getsockname")
-        for node in ast.walk(function)
+        for node in _walked(function)
     )
-    return binds_port_zero and returns_name
 
 
 def exits_on_signal(function: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
     """`raise SystemExit(128 + signum)`: a handler that turns a signal into an unwinding exit."""
-    for node in ast.walk(function):
+    for node in _walked(function):
         if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call):
             call = node.exc
             if (
@@ -93,7 +98,7 @@ def _is_operator_module(node: ast.expr) -> bool:
 
 def spells_the_operator_command(function: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
     """A list with `simacan_token_operator` followed by `run`: `python -m simacan_token_operator run`."""
-    for node in ast.walk(function):
+    for node in _walked(function):
         if isinstance(node, ast.List | ast.Tuple):
             for first, second in pairwise(node.elts):
                 if _is_operator_module(first) and isinstance(second, ast.Constant) and second.value == "run":
@@ -108,10 +113,11 @@ def definitions(
     a nested function counts only once, as itself (its enclosing ones are not reported for it)."""
     found: set[tuple[str, str]] = set()
     for path, tree in _trees(root):
-        for function in _functions(tree):
+        for function in (n for n in _walked(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)):
+            if not check(function):
+                continue
             body = ast.Module(body=function.body, type_ignores=[])
-            inner = [f for f in _functions(body) if f is not function]
-            if check(function) and not any(check(f) for f in inner):
+            if not any(check(f) for f in _functions(body) if f is not function):
                 found.add((path, function.name))
     return found
 
@@ -130,7 +136,7 @@ def test_one_function_builds_the_operator_command_line() -> None:
 
 def _imported_packages(tree: ast.Module) -> set[str]:
     names: set[str] = set()
-    for node in ast.walk(tree):
+    for node in _walked(tree):
         if isinstance(node, ast.Import):
             names |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -157,7 +163,7 @@ def sys_path_patches(root: Path) -> set[str]:
     """Files that change sys.path (insert, append, assignment): code runs as `python -m` instead."""
     found: set[str] = set()
     for path, tree in _trees(root, (*HARNESS, "operator", "scripts")):
-        for node in ast.walk(tree):
+        for node in _walked(tree):
             if (
                 isinstance(node, ast.Attribute)
                 and node.attr == "path"
@@ -170,3 +176,18 @@ def sys_path_patches(root: Path) -> set[str]:
 
 def test_nothing_patches_sys_path() -> None:
     assert sys_path_patches(REPO_ROOT) == set()
+
+
+def serve_forever_loops(root: Path) -> set[str]:
+    """Files that run a socketserver loop (serve_forever) themselves instead of localenv.loopback."""
+    return {
+        path
+        for path, tree in _trees(root)
+        for node in _walked(tree)
+        if isinstance(node, ast.Attribute) and node.attr == "serve_forever"
+    }
+
+
+def test_scripted_servers_are_served_by_localenv_loopback() -> None:
+    """Its 10 ms shutdown poll: serve_forever's default of 0.5 s cost every test that stopped one."""
+    assert serve_forever_loops(REPO_ROOT) == {"localenv/loopback.py", "localenv/fakeauth.py"}

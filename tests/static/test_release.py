@@ -160,6 +160,7 @@ def test_a_malformed_digest_is_refused_before_anything_is_written(tmp_path: Path
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.static_tools
 @pytest.mark.parametrize("file", [p.file for p in PIECES])
 def test_every_object_passes_the_strict_kubernetes_schema(file: str, rendered: Path) -> None:
     checked = 0
@@ -177,6 +178,7 @@ def test_every_object_passes_the_strict_kubernetes_schema(file: str, rendered: P
     assert checked, f"{file}: nothing validated"
 
 
+@pytest.mark.static_tools
 def test_the_install_files_pass_checkov(rendered: Path, tmp_path: Path) -> None:
     """checkov, once, over the install files, the namespaced ones as `kubectl apply -n team-a` places them."""
     scanned = tmp_path / "scanned"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -41,7 +42,18 @@ def in_ci() -> bool:
 
 
 def kustomize(directory: Path) -> str:
-    """What `kubectl apply -k <directory>` would send, as YAML; default load restrictor, like apply."""
+    """What `kubectl apply -k <directory>` would send, as YAML; default load restrictor, like apply.
+    The repository's own kustomizations do not change during a run: each is rendered once a process."""
+    resolved = directory.resolve()
+    return _kustomized_in_repo(resolved) if resolved.is_relative_to(REPO_ROOT) else _kustomized(directory)
+
+
+@functools.cache
+def _kustomized_in_repo(directory: Path) -> str:
+    return _kustomized(directory)
+
+
+def _kustomized(directory: Path) -> str:
     kubectl = require_tool("kubectl", "KUBECTL_BIN", "bash localenv/install-deps.sh")
     result = subprocess.run(
         [kubectl, "kustomize", str(directory)], capture_output=True, text=True, timeout=60

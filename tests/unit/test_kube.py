@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import http.server
-import threading
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import pytest
 from kubernetes import client
 
+from localenv.loopback import serving
 from simacan_token_operator.kube.client import (
     InvalidName,
     Kube,
@@ -78,17 +78,12 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
 
 
 def test_a_traversal_name_from_a_spec_reaches_no_server() -> None:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        kube = Kube(api_client_for(f"http://127.0.0.1:{server.server_address[1]}"))
+    with serving(_Recorder) as url:
+        kube = Kube(api_client_for(url))
         with pytest.raises(InvalidName):
             asyncio.run(kube.read_secret("team-a", "../../other-ns/secrets/x"))
         assert asyncio.run(kube.read_secret("team-a", "fine")) is None  # the server does get valid names
         assert _Recorder.paths == ["/api/v1/namespaces/team-a/secrets/fine"]
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_repeated_events_increase_the_count_of_one_event(api: client.ApiClient) -> None:

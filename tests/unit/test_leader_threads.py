@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import http.server
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from localenv.loopback import serving
 from simacan_token_operator.kube.budget import RequestBudget
 from simacan_token_operator.kube.client import Kube
 from simacan_token_operator.kube.leader import LeaderElector, LeaseTimings
@@ -37,12 +37,8 @@ class _Slow(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def slow_api() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Slow)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(_Slow) as url:
+        yield url
 
 
 def test_lease_renewals_keep_their_cadence_while_the_default_executor_is_saturated(slow_api: str) -> None:

@@ -19,6 +19,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from localenv.fakeauth import FakeAuthAPI, Fault
+from localenv.pki import ServingCertificate
 from simacan_token_operator.app.metrics import Metrics
 from simacan_token_operator.auth.client import AuthAPI, http_client
 from simacan_token_operator.auth.pool import MIN_FETCH_SPACING_SECONDS, TokenPool
@@ -139,8 +140,10 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def fake_auth(signing_key: rsa.RSAPrivateKey, clock: FakeClock) -> Any:
-    with FakeAuthAPI({USERNAME: PASSWORD}, tls=True, clock=clock, signing_key=signing_key) as fake:
+def fake_auth(signing_key: rsa.RSAPrivateKey, certificate: ServingCertificate, clock: FakeClock) -> Any:
+    with FakeAuthAPI(
+        {USERNAME: PASSWORD}, clock=clock, signing_key=signing_key, certificate=certificate
+    ) as fake:
         yield fake
 
 

@@ -8,14 +8,15 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, ClassVar
 
 import pytest
 
+from localenv.loopback import serving
 from simacan_token_operator.kube.secretwatch import secret_watch
 from simacan_token_operator.model.clusterspec import OWNER_LABEL
-from tests.unit.kubeapi import api_client_for
+from tests.unit.kubeapi import api_client_for, stop_watch
 
 
 class _Scripted(BaseHTTPRequestHandler):
@@ -26,6 +27,7 @@ class _Scripted(BaseHTTPRequestHandler):
     scripts: ClassVar[list[str]] = []
     lists: ClassVar[int] = 0
     watches: ClassVar[list[str]] = []
+    silence_over: ClassVar[threading.Event] = threading.Event()
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:
@@ -56,7 +58,7 @@ class _Scripted(BaseHTTPRequestHandler):
             }
             self._chunk({"type": "ADDED", "object": {"kind": "PartialObjectMetadata", "metadata": owned}})
         else:
-            time.sleep(3)  # longer than the client's read timeout: it must give up first
+            self.silence_over.wait(3)  # longer than the client's read timeout: it must give up first
             return
         self.wfile.write(b"0\r\n\r\n")
 
@@ -79,12 +81,9 @@ class _Scripted(BaseHTTPRequestHandler):
 @pytest.fixture
 def server() -> Iterator[str]:
     _Scripted.scripts, _Scripted.lists, _Scripted.watches = [], 0, []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Scripted)
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    _Scripted.silence_over.clear()
+    with serving(_Scripted) as url:
+        yield url
 
 
 async def _watch_until(url: str, done: Any, timeout: float = 10.0) -> tuple[list[tuple[str, str]], int]:
@@ -113,7 +112,7 @@ async def _watch_until(url: str, done: Any, timeout: float = 10.0) -> tuple[list
             )
             await asyncio.sleep(0.02)
     finally:
-        await watch.stop()
+        await stop_watch(watch, _Scripted.silence_over)
     return changes, resyncs
 
 
@@ -149,7 +148,7 @@ def test_an_event_carries_the_cluster_credential_owner_label(server: str) -> Non
                 assert time.monotonic() < deadline, seen
                 await asyncio.sleep(0.02)
         finally:
-            await watch.stop()
+            await stop_watch(watch, _Scripted.silence_over)
 
     asyncio.run(run())
     assert seen == [("team-a", "fleet-api", "11", None), ("team-a", "simacan-token", "12", "u-1")]

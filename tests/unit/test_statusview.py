@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
 
 from localenv.demoview import AuthCalls, Progress, render_plain, render_screen, verdict
+from localenv.loopback import serving
 from simacan_token_operator.app.cli import parse_args
 from simacan_token_operator.app.statusview import (
     EXIT_ERROR,
@@ -786,14 +786,8 @@ def fixed_api(routes: Routes) -> Iterator[str]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Handler) as url:
+        yield url
 
 
 NAMESPACED: Routes = {

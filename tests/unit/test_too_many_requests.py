@@ -4,6 +4,7 @@ number of times, holding back every caller of the budget meanwhile. Against a re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import http.server
 import json
@@ -17,6 +18,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from localenv.loopback import serving
 from localenv.polling import eventually
 from simacan_token_operator.kube.api import TOO_MANY_REQUESTS_RETRIES, retry_after
 from simacan_token_operator.kube.budget import RequestBudget
@@ -61,7 +63,7 @@ class Busy:
 
 @pytest.fixture
 def serve() -> Iterator[Any]:
-    servers: list[http.server.ThreadingHTTPServer] = []
+    servers = contextlib.ExitStack()
 
     def start(busy: Busy) -> str:
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -82,15 +84,10 @@ def serve() -> Iterator[Any]:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}"
+        return servers.enter_context(serving(Handler))
 
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    with servers:
+        yield start
 
 
 def test_a_write_answered_429_is_sent_again_after_its_retry_after(serve: Any) -> None:
@@ -195,6 +192,7 @@ class _ListBusyOnce(http.server.BaseHTTPRequestHandler):
     """The first list of Secrets is answered 429 with Retry-After: 2; watches stay open, silent."""
 
     lists: ClassVar[list[float]] = []
+    silence_over: ClassVar[threading.Event] = threading.Event()
 
     def do_GET(self) -> None:
         if "watch=true" in self.path:
@@ -202,7 +200,7 @@ class _ListBusyOnce(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Type", "application/json")
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
-            time.sleep(3)
+            self.silence_over.wait(3)
             return
         self.lists.append(time.monotonic())
         first = len(self.lists) == 1
@@ -223,23 +221,17 @@ class _ListBusyOnce(http.server.BaseHTTPRequestHandler):
 
 def test_a_watch_whose_list_is_answered_429_lists_again_after_its_retry_after() -> None:
     _ListBusyOnce.lists = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ListBusyOnce)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _ListBusyOnce.silence_over.clear()
 
-    async def scenario() -> None:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+    async def scenario(url: str) -> None:
         watch = secret_watch(api_client_for(url), ["team-a"], lambda *_: None, lambda *_: None)
         watch.start()
         try:
             await asyncio.to_thread(eventually, lambda: len(_ListBusyOnce.lists) >= 2, 10.0)
         finally:
-            await watch.stop()
+            await kubeapi.stop_watch(watch, _ListBusyOnce.silence_over)
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(_ListBusyOnce) as url:
+        asyncio.run(scenario(url))
     first, second = _ListBusyOnce.lists[:2]
     assert second - first >= 1.95, f"listed again {second - first:.2f}s after the 429 (Retry-After: 2)"

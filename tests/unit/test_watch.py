@@ -11,16 +11,17 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, ClassVar
 
 import pytest
 
+from localenv.loopback import serving
 from simacan_token_operator.kube.namespacewatch import namespace_watch
 from simacan_token_operator.kube.secretwatch import secret_watch
 from simacan_token_operator.kube.watch import MetadataWatch, Scope
 from simacan_token_operator.model.clusterspec import NamespaceInfo
-from tests.unit.kubeapi import api_client_for
+from tests.unit.kubeapi import api_client_for, stop_watch
 
 
 def _namespace(name: str, version: str, **labels: str) -> dict[str, Any]:
@@ -39,6 +40,7 @@ class _Scripted(BaseHTTPRequestHandler):
     items: ClassVar[list[dict[str, Any]]] = []
     next_items: ClassVar[list[list[dict[str, Any]]]] = []
     requests: ClassVar[list[tuple[str, dict[str, str]]]] = []
+    silence_over: ClassVar[threading.Event] = threading.Event()
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:
@@ -68,7 +70,7 @@ class _Scripted(BaseHTTPRequestHandler):
         if script == "gone":
             self._chunk({"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired"}})
         elif script == "silent":
-            time.sleep(3)  # longer than the client's read timeout: it gives up first
+            self.silence_over.wait(3)  # longer than the client's read timeout: it gives up first
             return
         else:
             for event in script:
@@ -94,12 +96,9 @@ class _Scripted(BaseHTTPRequestHandler):
 @pytest.fixture
 def server() -> Iterator[str]:
     _Scripted.scripts, _Scripted.items, _Scripted.next_items, _Scripted.requests = [], [], [], []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Scripted)
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    _Scripted.silence_over.clear()
+    with serving(_Scripted) as url:
+        yield url
 
 
 async def _run_until(watch: MetadataWatch, done: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -110,7 +109,7 @@ async def _run_until(watch: MetadataWatch, done: Callable[[], bool], timeout: fl
             assert time.monotonic() < deadline, f"requests so far: {_Scripted.requests}"
             await asyncio.sleep(0.02)
     finally:
-        await watch.stop()
+        await stop_watch(watch, _Scripted.silence_over)
 
 
 def _watches() -> list[dict[str, str]]:
