@@ -41,6 +41,8 @@ class _Scripted(BaseHTTPRequestHandler):
     next_items: ClassVar[list[list[dict[str, Any]]]] = []
     requests: ClassVar[list[tuple[str, dict[str, str]]]] = []
     silence_over: ClassVar[threading.Event] = threading.Event()
+    headers_go: ClassVar[threading.Event] = threading.Event()
+    """'late-silent' holds a watch's response headers until this is set, then stays silent."""
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:
@@ -60,6 +62,9 @@ class _Scripted(BaseHTTPRequestHandler):
                 type(self).items = self.next_items.pop(0)
             return
         script: Any = self.scripts.pop(0) if self.scripts else "silent"
+        if script == "late-silent":
+            self.headers_go.wait(5)
+            script = "silent"
         if script == "fail":
             self._send(500, {"kind": "Status", "code": 500, "reason": "InternalError"})
             return
@@ -97,6 +102,7 @@ class _Scripted(BaseHTTPRequestHandler):
 def server() -> Iterator[str]:
     _Scripted.scripts, _Scripted.items, _Scripted.next_items, _Scripted.requests = [], [], [], []
     _Scripted.silence_over.clear()
+    _Scripted.headers_go.clear()
     with serving(_Scripted) as url:
         yield url
 
@@ -151,6 +157,38 @@ def test_a_list_comes_first_then_single_changes_and_a_break_lists_again(server: 
     watches = _watches()
     assert [w["resourceVersion"] for w in watches[:3]] == ["10", "12", "10"], "resumes from the bookmark"
     assert all("limit" not in w and w["allowWatchBookmarks"] == "true" for w in watches)
+
+
+def test_a_stop_while_the_watch_waits_for_its_headers_still_ends_it_at_once(server: str) -> None:
+    """stop() cuts the streams it knows; a watch whose headers arrive after it must see that it
+    was stopped rather than read a silent stream until the read timeout (here 30 s)."""
+    _Scripted.scripts = ["late-silent"]
+    watch = MetadataWatch(
+        api_client_for(server),
+        [Scope("/api/v1/namespaces", "namespaces", "test-watch")],
+        lambda _scope, items, after_break: None,
+        lambda type_, obj: None,
+        read_timeout=30.0,
+    )
+
+    async def stop_during_headers() -> float:
+        watch.start()
+        deadline = time.monotonic() + 10
+        while not _watches():
+            assert time.monotonic() < deadline, "no watch request"
+            await asyncio.sleep(0.02)
+        stopping = asyncio.ensure_future(watch.stop())
+        await asyncio.sleep(0.05)  # stop() has set the flag and cut the streams it knew (none)
+        began = time.monotonic()
+        _Scripted.headers_go.set()  # now the response arrives, and its stream stays silent
+        await stopping
+        return time.monotonic() - began
+
+    try:
+        took = asyncio.run(stop_during_headers())
+    finally:
+        _Scripted.silence_over.set()
+    assert took < 2.0, f"stop() took {took:.1f}s: the late stream was read until a timeout"
 
 
 def test_a_failed_watch_request_is_retried_after_a_fresh_list(server: str) -> None:

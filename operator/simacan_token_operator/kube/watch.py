@@ -185,6 +185,8 @@ class MetadataWatch:
             timeout=(CONNECT_TIMEOUT, self._read_timeout),
         ).response
         self._responses[path] = response
+        if self._stopping.is_set():  # stop() ran while the headers were on their way: it missed this one
+            response.shutdown()
         try:
             for event in watch_events(response, self._stopping):
                 obj = event.get("object") or {}
