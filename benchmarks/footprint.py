@@ -355,12 +355,23 @@ def operator_life(
 
 
 @dataclass(frozen=True)
-class Result:
-    operator_revision: str
+class Setup:
+    """The load, as the command line asked for it."""
+
     credentials: int
     distinct_logins: int
     token_lifetime_seconds: float
     settle_seconds: float
+
+    @classmethod
+    def of(cls, options: argparse.Namespace) -> Setup:
+        return cls(options.credentials, options.distinct_logins, options.lifetime, options.settle)
+
+
+@dataclass(frozen=True)
+class Result:
+    operator_revision: str
+    setup: Setup
     control_plane_seconds: float
     populate_seconds: float
     floor: FloorResult
@@ -423,7 +434,7 @@ def render(result: Result) -> str:
             f"{restart.cpu_seconds_to_all_ready:.1f}",
         ),
         (
-            f"CPU in {result.settle_seconds:.0f}s settle (% core)",
+            f"CPU in {result.setup.settle_seconds:.0f}s settle (% core)",
             f"{floor.idle_cpu_percent:.1f}",
             f"{first.idle_cpu_percent:.1f}",
             f"{restart.idle_cpu_percent:.1f}",
@@ -437,11 +448,12 @@ def render(result: Result) -> str:
         ("Ready=True in status", "-", str(first.ready_in_status), str(restart.ready_in_status)),
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    setup = result.setup
     lines = [
-        f"Footprint: {result.credentials} SimacanCredentials, {result.distinct_logins} distinct login(s), "
-        f"token lifetime {result.token_lifetime_seconds:.0f}s; operator at {result.operator_revision}",
+        f"Footprint: {setup.credentials} SimacanCredentials, {setup.distinct_logins} distinct login(s), "
+        f"token lifetime {setup.token_lifetime_seconds:.0f}s; operator at {result.operator_revision}",
         f"control plane provisioned in {result.control_plane_seconds:.1f}s; "
-        f"{result.credentials} credentials and {result.distinct_logins} login Secret(s) created in "
+        f"{setup.credentials} credentials and {setup.distinct_logins} login Secret(s) created in "
         f"{result.populate_seconds:.1f}s",
         "",
     ]
@@ -552,10 +564,7 @@ def run(options: argparse.Namespace, work_dir: Path) -> Result:
         operator = measure_operator(plane, fake, work_dir, options.credentials, options)
         return Result(
             operator_revision=revision,
-            credentials=options.credentials,
-            distinct_logins=options.distinct_logins,
-            token_lifetime_seconds=options.lifetime,
-            settle_seconds=options.settle,
+            setup=Setup.of(options),
             control_plane_seconds=plane.provision_seconds,
             populate_seconds=populate_seconds,
             floor=floor,

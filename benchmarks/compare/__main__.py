@@ -228,17 +228,7 @@ def run_one(contender: Contender, load: Load, options: argparse.Namespace, work_
         kube = stack.enter_context(target.client())
         users = populate_logins(kube, load)
         fake = stack.enter_context(FakeAuthAPI(users, access_lifetime=lifetime, tls=True))
-        arena = Arena(
-            plane=plane,
-            kube=kube,
-            namespace=NAMESPACE,
-            auth_url=fake.base_url,
-            auth_port=fake.port,
-            auth_ca_file=fake.ca_file,
-            lifetime=lifetime,
-            load=load,
-            log_dir=run_dir,
-        )
+        arena = Arena(plane, kube, NAMESPACE, fake, lifetime, load, log_dir=run_dir)
         contender.install(arena)
         floor_kib = (
             idle_kopf_rss(arena, options) if options.idle_kopf and isinstance(contender, Ours) else None

@@ -30,6 +30,7 @@ import yaml
 from benchmarks.child import BenchmarkError, Child
 from benchmarks.compare.kube import KubeClient
 from localenv.controlplane import ControlPlane
+from localenv.fakeauth import FakeAuthAPI
 from localenv.processes import free_ports, kube_env, operator_argv
 
 COMPARE_DIR = Path(__file__).resolve().parent
@@ -81,9 +82,7 @@ class Arena:
     plane: ControlPlane
     kube: KubeClient
     namespace: str
-    auth_url: str
-    auth_port: int
-    auth_ca_file: Path
+    auth: FakeAuthAPI
     lifetime: float
     load: Load
     log_dir: Path
@@ -157,7 +156,7 @@ class Ours(Contender):
         specs = {
             name: {
                 "credentialsSecretRef": {"name": f"login-{index % arena.load.logins}"},
-                "authURL": arena.auth_url,
+                "authURL": arena.auth.base_url,
             }
             for index, name in enumerate(secret_names(arena.load))
         }
@@ -167,8 +166,8 @@ class Ours(Contender):
         health_port, metrics_port = free_ports(2)
         argv = operator_argv(
             namespace=arena.namespace,
-            allowed_auth_host=f"127.0.0.1:{arena.auth_port}",
-            auth_ca_file=arena.auth_ca_file,
+            allowed_auth_host=f"127.0.0.1:{arena.auth.port}",
+            auth_ca_file=arena.auth.ca_file,
             health_port=health_port,
             metrics_port=metrics_port,
         )
@@ -207,10 +206,10 @@ class ExternalSecrets(Contender):
     def install(self, arena: Arena) -> None:
         bundle = [doc for doc in yaml.safe_load_all((self.build_dir / "bundle.yaml").read_text()) if doc]
         apply_crds(arena.kube, bundle, timeout=120.0)
-        ca_bundle = base64.b64encode(arena.auth_ca_file.read_bytes()).decode()
+        ca_bundle = base64.b64encode(arena.auth.ca_file.read_bytes()).decode()
         generators = {
             f"login-{index}": {
-                "url": f"{arena.auth_url}/auth/password",
+                "url": f"{arena.auth.base_url}/auth/password",
                 "method": "POST",
                 "headers": {"Content-Type": "application/x-www-form-urlencoded"},
                 "body": LOGIN_FORM,
@@ -292,9 +291,9 @@ class CronLoop(Contender):
             "--logins",
             str(arena.load.logins),
             "--auth-url",
-            arena.auth_url,
+            arena.auth.base_url,
             "--auth-ca-file",
-            str(arena.auth_ca_file),
+            str(arena.auth.ca_file),
             "--interval",
             f"{arena.lifetime * self.interval_fraction:g}",
         ]

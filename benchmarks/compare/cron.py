@@ -31,7 +31,8 @@ from types import FrameType
 
 import httpx
 
-from benchmarks.compare.kube import KubeClient, KubeError, KubeTarget
+from benchmarks.child import BenchmarkError
+from benchmarks.compare.kube import KubeClient, KubeTarget
 
 TOKEN_ENV = "KUBE_TOKEN"  # noqa: S105 - the variable's name, not a secret
 MODES = ("cron", "loop")
@@ -124,7 +125,7 @@ class Loop:
             elif not self._kube.replace(f"{self._secrets_path}/{name}", body):
                 self._kube.create(self._secrets_path, body)
             return True
-        except (httpx.HTTPError, KubeError) as error:
+        except (httpx.HTTPError, BenchmarkError) as error:
             print(f"job {index}: {type(error).__name__}", file=sys.stderr, flush=True)
             return False
 

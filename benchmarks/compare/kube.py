@@ -16,12 +16,10 @@ from typing import Any
 
 import httpx
 
+from benchmarks.child import BenchmarkError
+
 APPLY_PATCH = "application/apply-patch+yaml"  # JSON is valid YAML
 FIELD_MANAGER = "compare-benchmark"
-
-
-class KubeError(RuntimeError):
-    """The API server answered with an error the benchmark cannot go on without."""
 
 
 @dataclass(frozen=True)
@@ -37,7 +35,8 @@ class KubeTarget:
 
 
 class KubeClient:
-    """GET, LIST, WATCH, create, replace and server-side apply; raises KubeError on an unexpected status."""
+    """GET, LIST, WATCH, create, replace and server-side apply; an unexpected status raises
+    BenchmarkError."""
 
     def __init__(self, target: KubeTarget, timeout: float) -> None:
         self._http = httpx.Client(
@@ -119,4 +118,4 @@ def _check(response: httpx.Response, verb: str, path: str) -> None:
         return
     response.read()
     # Status objects name the object and the reason; they never carry Secret data.
-    raise KubeError(f"{verb} {path}: HTTP {response.status_code}: {response.text[:500]}")
+    raise BenchmarkError(f"{verb} {path}: HTTP {response.status_code}: {response.text[:500]}")

@@ -19,7 +19,8 @@ from typing import Any
 
 import httpx
 
-from benchmarks.compare.kube import KubeError, KubeTarget
+from benchmarks.child import BenchmarkError
+from benchmarks.compare.kube import KubeTarget
 from localenv.exposure import Sighting
 
 TOKEN_KEY = "token"  # noqa: S105 - Secret keys, not secrets
@@ -92,7 +93,7 @@ class SecretReader:
 
     def check(self) -> None:
         if self._error is not None:
-            raise KubeError(f"the Secret reader failed: {self._error}") from self._error
+            raise BenchmarkError(f"the Secret reader failed: {self._error}") from self._error
 
     def _run(self) -> None:
         try:

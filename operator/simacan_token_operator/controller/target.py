@@ -213,12 +213,7 @@ class Target:
             kept = {t: at for t, at in self._refused_patch.items() if t in spec.restart_targets}
             self._refused_patch = kept or None
         workloads, refused, self._refused_get = await read_restart_targets(
-            self.namespace,
-            spec.restart_targets,
-            runtime,
-            self._refused_patch or {},
-            self._refused_get,
-            self._who,
+            self.namespace, spec.restart_targets, runtime, self._refused_patch, self._refused_get, self._who
         )
         assert runtime.workloads is not None
         listed = runtime.workloads.survey(self.namespace, self._who, self.nudge)
@@ -265,14 +260,13 @@ class Target:
                     return None
                 if error.status != 403:
                     raise
-                if self._refused_patch is None:
-                    self._refused_patch = {}
-                if target not in self._refused_patch:  # news: the next pass reports it
+                refused = self._refused_patch = self._refused_patch or {}
+                if target not in refused:  # news: the next pass reports it
                     logger.warning("%s: may not restart %s: %s", self._who, target, error)
                     self.nudge()
-                self._refused_patch[target] = self._gathered_at
+                refused[target] = self._gathered_at
                 continue
-            if self._refused_patch is not None:
+            if self._refused_patch:
                 self._refused_patch.pop(target, None)
             self.nudge()  # the next pass lists the restart and reports that restarts are permitted
             done.append(restart.done)
@@ -289,7 +283,7 @@ async def read_restart_targets(
     namespace: str,
     targets: tuple[RestartTarget, ...],
     runtime: Runtime,
-    refused_patch: Mapping[RestartTarget, float],
+    refused_patch: Mapping[RestartTarget, float] | None,
     refused_before: frozenset[RestartTarget],
     who: str,
 ) -> tuple[
@@ -299,7 +293,7 @@ async def read_restart_targets(
     we may not read (a Warning is logged when one is new).
 
     A 403 is the pass's to report (RestartNotPermitted); it never stops the token's refresh."""
-    refused = {t: RestartRefused("patch", at) for t, at in refused_patch.items()}
+    refused = {t: RestartRefused("patch", at) for t, at in (refused_patch or {}).items()}
     workloads: Workloads = {}
     refused_get: set[RestartTarget] = set()
     for t in targets:
