@@ -20,8 +20,12 @@ from typing import TypeVar
 T = TypeVar("T")
 
 KUBE_CONCURRENCY = 16
-NAMESPACE_CONCURRENCY = 4
-"""Of the KUBE_CONCURRENCY slots, at most this many serve one namespace at a time."""
+NAMESPACE_CONCURRENCY = 12
+"""Of the KUBE_CONCURRENCY slots, at most this many serve one namespace at a time: a namespace
+whose calls hang leaves the rest to its neighbours. Most of the slots, so that one namespace
+with thousands of credentials syncs at the API server's speed: 2,000 in one namespace had every
+token Secret 11.5 s after the operator's exec with 4 slots and 10.1 s with 12 (load average
+4.5-4.8 from other work; `python -m benchmarks.api_traffic --large --first-sync`, 2026-12-06)."""
 
 PASS = 0
 """A pass: the reads it needs and the token Secret write it leads to. Served first."""
