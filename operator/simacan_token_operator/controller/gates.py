@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
@@ -31,6 +32,10 @@ PASS = 0
 """A pass: the reads it needs and the token Secret write it leads to. Served first."""
 REPORT = 1
 """A status patch or an Event: served when no pass waits for the same slots."""
+
+PASS_TIME_WEIGHT = 0.05
+"""How much each pass moves the average time a pass holds its slots (an exponential average:
+the last few hundred passes count)."""
 
 
 async def sleep_until(wake: asyncio.Event, wake_at: float | None, clock: Callable[[], float]) -> None:
@@ -116,16 +121,25 @@ class Slot:
     a while and taken back, and that are released on exit only if held (a cancelled take-back
     leaves nothing to release)."""
 
-    def __init__(self, priority: int, *gates: PriorityGate) -> None:
-        self._priority, self._gates = priority, gates
+    def __init__(
+        self, priority: int, *gates: PriorityGate, on_held: Callable[[float], None] | None = None
+    ) -> None:
+        """`on_held` learns, on exit, how long every gate was held in all (in seconds; not
+        while given up)."""
+        self._priority, self._gates, self._on_held = priority, gates, on_held
         self._held = 0
+        self._since = 0.0
+        self._total = 0.0
 
     async def _take(self) -> None:
         for gate in self._gates:
             await gate.acquire(self._priority)
             self._held += 1
+        self._since = time.monotonic()
 
     def _give(self) -> None:
+        if self._held == len(self._gates):
+            self._total += time.monotonic() - self._since
         for gate in reversed(self._gates[: self._held]):
             gate.release()
         self._held = 0
@@ -140,6 +154,8 @@ class Slot:
 
     async def __aexit__(self, *_: object) -> None:
         self._give()
+        if self._on_held is not None:
+            self._on_held(self._total)
 
     async def given_up_while(self, awaitable: Awaitable[T]) -> T:
         self._give()
@@ -161,14 +177,35 @@ class KubeGates:
     def __init__(self, limit: int = KUBE_CONCURRENCY, per_namespace: int = NAMESPACE_CONCURRENCY) -> None:
         self.shared = PriorityGate(limit)
         self.namespaces = NamespaceGates(per_namespace)
+        self._per_namespace = per_namespace
+        self.pass_seconds: float | None = None
+        """The average time a pass holds its slots; None before the first pass."""
+
+    def write_rate(self) -> float | None:
+        """Passes a second, and so token Secret writes, that one namespace's share of the slots
+        sustains at the recent passes' pace (slots / time each is held, by Little's law); None
+        before the first pass. One namespace's share: a wave may be all in one namespace."""
+        if not self.pass_seconds:
+            return None
+        return self._per_namespace / self.pass_seconds
+
+    def _pass_held(self, seconds: float) -> None:
+        previous = self.pass_seconds
+        self.pass_seconds = (
+            seconds if previous is None else previous + PASS_TIME_WEIGHT * (seconds - previous)
+        )
 
     @contextlib.asynccontextmanager
     async def slot(self, namespace: str | None, priority: int) -> AsyncIterator[Slot]:
         """A slot for calls about `namespace` (None: about no one namespace, e.g. a cluster-wide
         credential's status), given up on exit."""
+        on_held = self._pass_held if priority == PASS else None
         if namespace is None:
-            async with Slot(priority, self.shared) as slot:
+            async with Slot(priority, self.shared, on_held=on_held) as slot:
                 yield slot
             return
-        async with self.namespaces.held(namespace) as own, Slot(priority, own, self.shared) as slot:
+        async with (
+            self.namespaces.held(namespace) as own,
+            Slot(priority, own, self.shared, on_held=on_held) as slot,
+        ):
             yield slot
