@@ -59,8 +59,14 @@ async def test_the_pool_moves_a_wave_earlier_only_when_it_would_not_fit_and_says
     assert len(said) == 1 and "2000 credentials" in said[0] and "32s earlier than planned" in said[0]
     assert source.username not in said[0]
 
-    pool.refresh_at(source, token(obtained_at=1050.0), 1088.0)
+    assert pool.refresh_at(source, token(obtained_at=1050.0), 1088.0) == 1056.0
     assert metrics.registry.get_sample_value(ADVANCED) == 2, "the next token's wave is said again"
+    pool.refresh_at(source, t, planned)
+    assert metrics.registry.get_sample_value(ADVANCED) == 2, "passes still weighing the older token: no news"
+    newer = token(obtained_at=1100.0)  # expires at 1160; planned for 1138
+    rate[0] = 2000 * WAVE_SAFETY / 17.5  # the wave needs 17.5 s: it starts at 1137.5
+    assert pool.refresh_at(source, newer, 1138.0) == pytest.approx(1137.5)
+    assert metrics.registry.get_sample_value(ADVANCED) == 2, "half a second earlier: used, not said"
 
 
 async def test_the_write_rate_comes_from_the_time_passes_hold_their_slots() -> None:

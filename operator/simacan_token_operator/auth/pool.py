@@ -68,6 +68,9 @@ WAVE_SAFETY = 1.5
 to need this many times the time that rate gives."""
 
 
+ADVANCE_WORTH_SAYING_SECONDS = 1.0
+
+
 def wave_start(token: TokenSet, writes: int, rate: float) -> float:
     """The latest moment a wave of `writes` Secret writes at `rate` a second may start so that
     the last lands WAVE_MARGIN_SECONDS before `token` expires; never before MIN_REFRESH_FRACTION
@@ -101,7 +104,7 @@ class _Entry:
     forced_at: float = float("-inf")
     """When the last fetch forced by a refresh request started: the next waits a window."""
     advanced_for: float | None = None
-    """The expiry of the last token whose wave was moved earlier (said once per token)."""
+    """The expiry of the newest token whose wave was moved earlier (said once per token)."""
     users: set[str] = field(default_factory=set)
 
 
@@ -235,7 +238,10 @@ class TokenPool:
         start = wave_start(token, len(entry.users), rate)
         if start >= planned:
             return planned
-        if entry.advanced_for != token.expires_at:
+        said = entry.advanced_for
+        # Passes weigh the token a Secret holds and the account's newer one in turn: only a newer
+        # token's wave is news, and a move of less than a second is not worth a line.
+        if (said is None or token.expires_at > said) and planned - start >= ADVANCE_WORTH_SAYING_SECONDS:
             entry.advanced_for = token.expires_at
             logger.warning(
                 "account %s: %d credentials at about %.0f Secret writes/s would not all get a new "
