@@ -18,6 +18,10 @@ Pass: at most 2.2 requests per Secret write and at most 0.1 Secret GETs per writ
 contender side by side, with the plain loop and the cron loop; this module keeps the gate and the
 one-credential-per-namespace layout.
 
+It also prints the first sync: from the operator's exec to the last token Secret's
+creationTimestamp, and to the last status write (the status subresource's managedFields time),
+both as the API server records them (to the second). `--first-sync` stops there.
+
 `--layout namespaces` puts one credential (and its login Secret) in each of N namespaces and
 runs the operator with one `--namespace` per namespace (reported, not gated: it shows the
 per-namespace workload lists).
@@ -27,6 +31,7 @@ Usage (from the repository root)::
     python -m benchmarks.api_traffic                    # N = 200, L = 30 s (gated)
     python -m benchmarks.api_traffic --large            # N = 2,000, L = 60 s
     python -m benchmarks.api_traffic --layout namespaces -n 50
+    python -m benchmarks.api_traffic --large --first-sync   # first sync only, no window
 
 Exit status: 0 when the targets are met (always 0 for the namespaces layout), 1 when not, 2 when
 the benchmark itself failed. Only the window (and the 5 s before it) is a fixed wait; everything
@@ -118,6 +123,51 @@ def token_secrets(api: client.ApiClient, namespaces: Sequence[str]) -> int:
     return len(json.loads(listed.data).get("items") or [])  # type: ignore[attr-defined]
 
 
+def _stamp(text: str) -> float:
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def last_secret_created(api: client.ApiClient, namespaces: Sequence[str]) -> float:
+    """The latest creationTimestamp among the token Secrets (epoch seconds, whole seconds)."""
+    core = client.CoreV1Api(api)
+    selector = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
+    if len(namespaces) == 1:
+        listed = core.list_namespaced_secret(namespaces[0], label_selector=selector, _preload_content=False)
+    else:
+        listed = core.list_secret_for_all_namespaces(label_selector=selector, _preload_content=False)
+    items = json.loads(listed.data).get("items") or []  # type: ignore[attr-defined]
+    return max(_stamp(item["metadata"]["creationTimestamp"]) for item in items)
+
+
+def last_status_written(api: client.ApiClient, namespaces: Sequence[str], expected: int) -> float | None:
+    """When every credential says Ready=True: the latest status write (the managedFields time of
+    the status subresource, epoch seconds, whole seconds); None while some are not Ready."""
+    custom = client.CustomObjectsApi(api)
+    if len(namespaces) == 1:
+        listed = custom.list_namespaced_custom_object(
+            GROUP, VERSION, namespaces[0], PLURAL, _preload_content=False
+        )
+    else:
+        listed = custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, _preload_content=False)
+    items = json.loads(listed.data).get("items") or []  # type: ignore[attr-defined]
+    ready = [
+        item
+        for item in items
+        if any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in (item.get("status") or {}).get("conditions") or []
+        )
+    ]
+    if len(ready) < expected:
+        return None
+    return max(
+        _stamp(entry["time"])
+        for item in ready
+        for entry in item["metadata"].get("managedFields") or []
+        if entry.get("subresource") == "status" and entry.get("time")
+    )
+
+
 def start_operator(
     plane: ControlPlane, fake: FakeAuthAPI, namespaces: Sequence[str], log: Path, python: str
 ) -> Child:
@@ -153,6 +203,7 @@ def measure(options: argparse.Namespace, work_dir: Path) -> dict[str, Any]:
         populate(api, namespaces, per_namespace, fake.base_url)
         print(f"created {options.credentials} credentials in {len(namespaces)} namespace(s)", flush=True)
         log = work_dir / "operator.log"
+        exec_at = time.time()
         with start_operator(plane, fake, namespaces, log, options.python) as operator:
             wait_for(
                 lambda: token_secrets(api, namespaces) >= options.credentials or None,
@@ -165,6 +216,24 @@ def measure(options: argparse.Namespace, work_dir: Path) -> dict[str, Any]:
                 f"every token Secret exists {time.monotonic() - operator.started_at:.1f}s after start",
                 flush=True,
             )
+            secrets_at = last_secret_created(api, namespaces) - exec_at
+            statuses_at = (
+                wait_for(
+                    lambda: last_status_written(api, namespaces, options.credentials),
+                    options.timeout,
+                    f"{options.credentials} Ready statuses",
+                    operator,
+                    0.5,
+                )
+                - exec_at
+            )
+            print(
+                f"first sync: last token Secret created {secrets_at:.1f}s after the operator's exec, "
+                f"last status written {statuses_at:.1f}s after (API-server timestamps, to the second)",
+                flush=True,
+            )
+            if options.first_sync:
+                return {"first_sync_secrets": secrets_at, "first_sync_statuses": statuses_at}
             settle(operator, SETTLE_AFTER_LAST_SECRET)
             logins, refreshes = fake.count("password"), fake.count("refresh")
             before = request_counts(plane)
@@ -187,6 +256,8 @@ def measure(options: argparse.Namespace, work_dir: Path) -> dict[str, Any]:
             "secret_writes": secret_writes(counts),
             "secret_gets": secret_gets(counts),
             "log_problems": problem_lines(log),
+            "first_sync_secrets": secrets_at,
+            "first_sync_statuses": statuses_at,
         }
 
 
@@ -247,6 +318,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--python", default=sys.executable, help="interpreter for the operator (default: this one)"
     )
+    parser.add_argument("--first-sync", action="store_true", help="stop after the first-sync figures")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     parser.add_argument("--work-dir", type=Path, help="keep control-plane data and logs here")
     options = parser.parse_args(argv)
@@ -264,10 +336,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body(work_dir: Path) -> int:
         result = measure(options, work_dir)
-        print()
-        print(render(result))
         if options.json is not None:
             options.json.write_text(json.dumps(result, indent=2) + "\n")
+        if options.first_sync:
+            return 0
+        print()
+        print(render(result))
         if options.layout == "namespaces":
             return 0
         ok = passed(result)

@@ -291,10 +291,10 @@ async def test_a_namespace_stuck_in_kubernetes_calls_leaves_slots_for_its_neighb
     try:
         await asyncio.sleep(0.1)
         assert not any(task.done() for task in passes)
-        assert world.runtime.kube_gate._value == KUBE_CONCURRENCY - NAMESPACE_CONCURRENCY
+        assert world.runtime.gates.shared.free == KUBE_CONCURRENCY - NAMESPACE_CONCURRENCY
 
         await asyncio.wait_for(issued(world), timeout=5)
     finally:
         stuck.set()
         await asyncio.gather(*passes, return_exceptions=True)
-    assert len(world.runtime.namespace_gates) == 0, "no gate is kept for a namespace without work"
+    assert len(world.runtime.gates.namespaces) == 0, "no gate is kept for a namespace without work"

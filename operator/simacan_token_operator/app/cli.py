@@ -22,7 +22,7 @@ from simacan_token_operator.app.metrics import Metrics
 from simacan_token_operator.app.process import OperatorProcess
 from simacan_token_operator.auth.client import AuthAPI, http_client
 from simacan_token_operator.auth.pool import TokenPool
-from simacan_token_operator.controller.gates import KUBE_CONCURRENCY
+from simacan_token_operator.controller.gates import KUBE_CONCURRENCY, KubeGates
 from simacan_token_operator.controller.routing import Controller
 from simacan_token_operator.controller.runtime import Runtime
 from simacan_token_operator.kube.budget import DEFAULT_BURST, DEFAULT_QPS, RequestBudget
@@ -223,14 +223,17 @@ async def run_operator(options: argparse.Namespace) -> int:
     api_client = load_kube_config(metrics.count_kube_request)
     elector = _elector(options, api_client, metrics)
     budget = RequestBudget(options.kube_api_qps, options.kube_api_burst) if options.kube_api_qps else None
+    gates = KubeGates()
     async with http_client(options.auth_ca_file) as http:
+        api = AuthAPI(http, metrics.observe_request)
         runtime = Runtime(
             # a replica that is not the leader writes nothing; the Lease takes nothing from the budget
             kube=Kube(api_client, fence=elector, budget=budget),
-            pool=TokenPool(AuthAPI(http, metrics.observe_request)),
+            pool=TokenPool(api, write_rate=gates.write_rate, on_advanced=metrics.count_refresh_advanced),
             auth_policy=policy,
             metrics=metrics,
             cluster_credentials_namespace=credentials_namespace,
+            gates=gates,
         )
         controller = Controller(runtime)
         cluster = not options.namespace  # ClusterSimacanCredentials need every namespace in view

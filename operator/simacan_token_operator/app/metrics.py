@@ -75,6 +75,18 @@ class Metrics:
             registry=r,
         )
 
+        self.refresh_advanced = Counter(
+            "simacan_refresh_advanced",
+            "Shared refreshes started earlier than planned because the wave of Secret writes for "
+            "all the account's credentials would not have landed 5 s before the token expired at "
+            "the write rate measured (busy CPUs, a slow API server).",
+            registry=r,
+        )
+
+    def count_refresh_advanced(self) -> None:
+        """auth.pool.TokenPool's on_advanced: an account's refresh wave was moved earlier."""
+        self.refresh_advanced.inc()
+
     def count_kube_request(self, verb: str, resource: str, code: str) -> None:
         """kube.metered.RequestObserver: one of the operator's own Kubernetes API requests."""
         self.kube_requests.labels(verb, resource, code).inc()

@@ -9,11 +9,18 @@ The backoff is short while the account's token is about to expire (or has, or th
 so a valid token is back within seconds of the Auth API's return; and a refresh request forces a
 new token for an account at most once per FORCED_REFRESH_WINDOW_SECONDS, so credentials sharing
 an account cannot turn annotation edits into Auth API calls.
+
+A new token for an account is a wave of Secret writes, one per credential using it. When the
+operator could not write them all by WAVE_MARGIN_SECONDS before the old token expires, at the
+write rate it measures (controller/gates.py), the account's credentials refresh earlier
+(`refresh_at`), and the operator says so once per token: a log line and the
+simacan_refresh_advanced_total counter.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +37,7 @@ from simacan_token_operator.model.errors import (
 from simacan_token_operator.model.schedule import (
     BACKOFF_BASE_SECONDS,
     FORCED_REFRESH_WINDOW_SECONDS,
+    MIN_REFRESH_FRACTION,
     RETRY_AFTER_CAP_SECONDS,
     URGENT_RETRY_CAP_SECONDS,
     backoff_delay,
@@ -38,6 +46,8 @@ from simacan_token_operator.model.schedule import (
 )
 from simacan_token_operator.model.spec import LoginSource
 from simacan_token_operator.model.tokens import TokenSet
+
+logger = logging.getLogger(__name__)
 
 Usable = Callable[[TokenSet], bool]
 
@@ -49,6 +59,25 @@ SHORT_LIFETIME_SECONDS = 10.0
 """Tokens living less than this are short-lived (real Simacan tokens live an hour); only for them
 does the spacing hold a request back, so a forced refresh or a new password right after a
 refresh of a normal token is never delayed."""
+
+
+WAVE_MARGIN_SECONDS = 5.0
+"""Every Secret of an account gets the new token at least this long before the old one expires."""
+WAVE_SAFETY = 1.5
+"""The measured write rate is an estimate, and falls when the CPUs are busy: a wave is planned
+to need this many times the time that rate gives."""
+
+
+ADVANCE_WORTH_SAYING_SECONDS = 1.0
+
+
+def wave_start(token: TokenSet, writes: int, rate: float) -> float:
+    """The latest moment a wave of `writes` Secret writes at `rate` a second may start so that
+    the last lands WAVE_MARGIN_SECONDS before `token` expires; never before MIN_REFRESH_FRACTION
+    of its life (a token that cannot be spread over in time is refreshed as early as that)."""
+    needed = writes / rate * WAVE_SAFETY
+    earliest = token.obtained_at + max(token.lifetime, 0.0) * MIN_REFRESH_FRACTION
+    return max(token.expires_at - WAVE_MARGIN_SECONDS - needed, earliest)
 
 
 class TokenLifetimeTooShort(TransientAuthError):
@@ -74,13 +103,25 @@ class _Entry:
     fetched_at: float = float("-inf")
     forced_at: float = float("-inf")
     """When the last fetch forced by a refresh request started: the next waits a window."""
+    advanced_for: float | None = None
+    """The expiry of the newest token whose wave was moved earlier (said once per token)."""
     users: set[str] = field(default_factory=set)
 
 
 class TokenPool:
-    def __init__(self, api: AuthAPI, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        api: AuthAPI,
+        clock: Callable[[], float] = time.time,
+        write_rate: Callable[[], float | None] | None = None,
+        on_advanced: Callable[[], None] | None = None,
+    ) -> None:
+        """`write_rate`: the Secret writes a second the operator sustains now (None: not known
+        yet); `on_advanced` is called each time an account's wave is moved earlier."""
         self._api = api
         self._clock = clock
+        self._write_rate = write_rate
+        self._on_advanced = on_advanced
         self._entries: dict[str, _Entry] = {}
 
     def attach(self, source: LoginSource, user: str) -> None:
@@ -185,6 +226,37 @@ class TokenPool:
         if entry is None or entry.fetched_at >= requested_at:
             return float("-inf")
         return entry.forced_at + FORCED_REFRESH_WINDOW_SECONDS
+
+    def refresh_at(self, source: LoginSource, token: TokenSet, planned: float) -> float:
+        """When a credential of `source` should replace `token`, which it planned for `planned`:
+        no later than the moment the wave of all the account's credentials must start to land in
+        time (wave_start). The first time a token's wave moves, it is logged and counted."""
+        entry = self._entries.get(source.key)
+        rate = self._write_rate() if self._write_rate is not None else None
+        if entry is None or rate is None or rate <= 0:
+            return planned
+        start = wave_start(token, len(entry.users), rate)
+        if start >= planned:
+            return planned
+        said = entry.advanced_for
+        # Passes weigh the token a Secret holds and the account's newer one in turn: only a newer
+        # token's wave is news, and a move of less than a second is not worth a line.
+        if (said is None or token.expires_at > said) and planned - start >= ADVANCE_WORTH_SAYING_SECONDS:
+            entry.advanced_for = token.expires_at
+            logger.warning(
+                "account %s: %d credentials at about %.0f Secret writes/s would not all get a new "
+                "token %.0fs before this one expires; starting the shared refresh at %s, %.0fs "
+                "earlier than planned",
+                source.account,
+                len(entry.users),
+                rate,
+                WAVE_MARGIN_SECONDS,
+                time.strftime("%H:%M:%S", time.gmtime(start)),
+                planned - start,
+            )
+            if self._on_advanced is not None:
+                self._on_advanced()
+        return start
 
     def _check_spacing(self, entry: _Entry) -> None:
         wait = entry.fetched_at + MIN_FETCH_SPACING_SECONDS - self._clock()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection
 
-from simacan_token_operator.controller.gates import Slot
+from simacan_token_operator.controller.gates import PASS
 from simacan_token_operator.controller.runtime import Runtime
 from simacan_token_operator.reconcile import tokensecret
 
@@ -49,7 +49,7 @@ class Holdings:
                 namespace in existing for namespace in self._released_for - selected
             )  # not for a deleted namespace: it takes its Secrets along, and those come and go often
             if left:
-                async with Slot(runtime.kube_gate):
+                async with runtime.gates.slot(None, PASS):
                     suspects |= await runtime.kube.namespaces_holding(uid) - selected
             for namespace in sorted(suspects):
                 if namespace in existing:  # a deleted namespace takes its Secrets along
@@ -60,7 +60,7 @@ class Holdings:
         self._released_for = selected
 
     async def _delete_ours(self, runtime: Runtime, uid: str, namespace: str, secret_name: str) -> None:
-        async with Slot(runtime.kube_gate):
+        async with runtime.gates.slot(namespace, PASS):
             secret = await runtime.kube.read_secret(namespace, secret_name)
             if secret is None or not tokensecret.owned_by(secret, uid):
                 return

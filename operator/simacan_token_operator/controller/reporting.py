@@ -17,7 +17,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from simacan_token_operator.controller.gates import Slot
+from simacan_token_operator.controller.gates import REPORT
 from simacan_token_operator.controller.kinds import Clusterwide, Kind, Report, Round
 from simacan_token_operator.controller.runtime import Runtime
 from simacan_token_operator.controller.target import Target
@@ -221,7 +221,7 @@ class Reporter:
         sent, mark = fence.sending()
         correcting = fence.correcting
         try:
-            async with Slot(self.runtime.kube_gate):
+            async with self.runtime.gates.slot(meta.get("namespace") or None, REPORT):
                 answer = await self.runtime.kube.patch_status(
                     self.kind.plural, meta.get("namespace") or "", meta["name"], status, sent or ""
                 )
@@ -246,7 +246,7 @@ class Reporter:
     async def post(self, credential: Mapping[str, Any], note: Note) -> None:
         ref = self.kind.event_ref(credential)
         try:
-            async with Slot(self.runtime.kube_gate):
+            async with self.runtime.gates.slot(ref.namespace or None, REPORT):
                 await self.runtime.kube.post_event(ref, note.type, note.reason, note.message)
         except KubeError as error:
             logger.warning("%s: could not post Event %s: %s", self._who, note.reason, error)

@@ -3,14 +3,13 @@ one place a token Secret is written."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from simacan_token_operator.controller.gates import KUBE_CONCURRENCY, NAMESPACE_CONCURRENCY, NamespaceGates
+from simacan_token_operator.controller.gates import KubeGates
 from simacan_token_operator.controller.known import Knowledge
 from simacan_token_operator.controller.workloads import NamespaceWorkloads, WorkloadReader
 from simacan_token_operator.kube.client import KubeError, ObjectRef
@@ -95,11 +94,11 @@ class Runtime:
     clock: Callable[[], float] = time.time
     cluster_credentials_namespace: str = DEFAULT_CREDENTIALS_NAMESPACE
     """The one namespace ClusterSimacanCredentials may read credentials Secrets from."""
-    kube_gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(KUBE_CONCURRENCY))
-    """Bounds concurrent Kubernetes calls: a start with thousands of credentials stays a steady
-    trickle instead of a burst that inflates memory for good. Never held while waiting for the
-    Auth API, so a slow login source cannot hold up anyone else."""
-    namespace_gates: NamespaceGates = field(default_factory=lambda: NamespaceGates(NAMESPACE_CONCURRENCY))
+    gates: KubeGates = field(default_factory=KubeGates)
+    """Bound concurrent Kubernetes calls, in all and per namespace (gates.py): a start with
+    thousands of credentials stays a steady trickle instead of a burst that inflates memory for
+    good, passes go before status patches. Never held while waiting for the Auth API, so a slow
+    login source cannot hold up anyone else."""
     workloads: NamespaceWorkloads | None = None
     """Set by __post_init__: each namespace's workload verdicts, for the stale-consumer check."""
     known: Knowledge = field(default_factory=Knowledge)

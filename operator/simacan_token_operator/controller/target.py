@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from simacan_token_operator.controller.gates import Slot
+from simacan_token_operator.controller.gates import PASS
 from simacan_token_operator.controller.known import KnownSecret, WatchedSecret, known_secret
 from simacan_token_operator.controller.runtime import (
     CONFLICT_RETRY_SECONDS,
@@ -162,10 +162,7 @@ class Target:
         self._written, learned = None, None
         self.watched.listen()
         try:
-            async with (
-                runtime.namespace_gates.held(self.namespace) as own,
-                Slot(own, runtime.kube_gate) as slot,
-            ):
+            async with runtime.gates.slot(self.namespace, PASS) as slot:
                 services = dataclasses.replace(runtime.services, while_waiting=slot.given_up_while)
                 gathered = await self._gather(view, credentials, runtime)
                 result = await reconcile(gathered, services)

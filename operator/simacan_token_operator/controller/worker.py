@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from simacan_token_operator.controller.gates import Slot, sleep_until
+from simacan_token_operator.controller.gates import PASS, sleep_until
 from simacan_token_operator.controller.holdings import Holdings
 from simacan_token_operator.controller.kinds import Kind, Round, Scope
 from simacan_token_operator.controller.reporting import Reporter, StatusFence, unwritten
@@ -57,7 +57,7 @@ async def read_credentials(runtime: Runtime, scope: Scope) -> Mapping[str, Any] 
     where = scope.credentials_namespace
 
     async def fetch(keys: tuple[str, ...]) -> Mapping[str, Any] | None:
-        async with runtime.namespace_gates.held(where) as own, Slot(own, runtime.kube_gate):
+        async with runtime.gates.slot(where, PASS):
             return only_keys(await runtime.kube.read_secret(where, name), *keys)
 
     return await runtime.known.logins.read(where, name, scope.keys, fetch)

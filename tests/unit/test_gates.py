@@ -1,0 +1,116 @@
+"""The Kubernetes gates: passes (Secret writes) before status patches when both wait, and the
+slot bookkeeping that priority adds (cancelled waiters, slots handed on)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from simacan_token_operator.controller.gates import (
+    NAMESPACE_CONCURRENCY,
+    PASS,
+    REPORT,
+    KubeGates,
+    PriorityGate,
+)
+from tests.unit.test_reconcile_pass import NS, World, clock, fake_auth, world
+
+FIXTURES = (fake_auth, clock, world)
+"""The in-process world of tests/unit/test_reconcile_pass.py, whose fixtures these tests use."""
+
+
+async def test_waiters_are_served_by_priority_then_in_arrival_order() -> None:
+    gate = PriorityGate(1)
+    await gate.acquire(PASS)
+    served: list[str] = []
+
+    async def wait(name: str, priority: int) -> None:
+        await gate.acquire(priority)
+        served.append(name)
+        gate.release()
+
+    tasks = [
+        asyncio.create_task(wait(name, priority))
+        for name, priority in [("report-1", REPORT), ("pass-1", PASS), ("report-2", REPORT), ("pass-2", PASS)]
+    ]
+    await asyncio.sleep(0)
+    assert gate.waiting() == 4
+    gate.release()
+    await asyncio.gather(*tasks)
+    assert served == ["pass-1", "pass-2", "report-1", "report-2"]
+    assert gate.free == 1
+
+
+async def test_a_cancelled_waiter_takes_no_slot_and_a_granted_one_hands_it_on() -> None:
+    gate = PriorityGate(1)
+    await gate.acquire(PASS)
+    cancelled = asyncio.create_task(gate.acquire(PASS))
+    granted = asyncio.create_task(gate.acquire(PASS))
+    last = asyncio.create_task(gate.acquire(REPORT))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    await asyncio.sleep(0)
+    gate.release()  # skips the cancelled waiter: `granted` gets the slot...
+    granted.cancel()  # ...and is cancelled before it resumes: the slot goes on to `last`
+    await asyncio.gather(cancelled, granted, return_exceptions=True)
+    await asyncio.wait_for(last, timeout=1)
+    assert gate.free == 0 and gate.waiting() == 0
+    gate.release()
+    assert gate.free == 1
+
+
+async def test_a_namespace_gate_serves_its_passes_before_its_status_patches() -> None:
+    gates = KubeGates(limit=8, per_namespace=2)
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def call(name: str, priority: int) -> None:
+        async with gates.slot("tenant", priority):
+            order.append(name)
+            await release.wait()
+
+    holders = [asyncio.create_task(call(f"first-{i}", PASS)) for i in range(2)]
+    await asyncio.sleep(0)
+    waiters = [
+        asyncio.create_task(call(name, priority))
+        for name, priority in [("status-a", REPORT), ("pass-a", PASS), ("status-b", REPORT), ("pass-b", PASS)]
+    ]
+    await asyncio.sleep(0)
+    release.set()
+    await asyncio.gather(*holders, *waiters)
+    assert order == ["first-0", "first-1", "pass-a", "pass-b", "status-a", "status-b"]
+    assert gates.shared.free == 8 and len(gates.namespaces) == 0
+
+
+async def test_a_first_sync_writes_every_token_secret_before_any_status(world: World) -> None:
+    """More credentials in one namespace than its gate has slots, all due at once (a first
+    sync once the account has its token): every token Secret is written before the first
+    status patch goes out, so workloads get their tokens while the reports wait."""
+    assert world.runtime is not None
+    calls: list[str] = []
+    create, patch = world.kube.create_secret, world.kube.patch_status
+
+    async def create_secret(namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        await asyncio.sleep(0.005)  # an API server takes a while: calls overlap, as in production
+        calls.append("secret")
+        return await create(namespace, body)
+
+    async def patch_status(*args: Any) -> dict[str, Any]:
+        await asyncio.sleep(0.005)
+        calls.append("status")
+        return await patch(*args)
+
+    world.kube.create_secret = create_secret  # type: ignore[method-assign]
+    world.kube.patch_status = patch_status  # type: ignore[method-assign,assignment]
+    world.runtime.known.epochs.listed(NS)  # as the Secret watch does: the login Secret is read once
+    world.login_secret()
+    world.credential("first")
+    await world.run("first")  # the account's login: the passes below wait only for Kubernetes
+    calls.clear()
+    names = [f"c{i}" for i in range(3 * NAMESPACE_CONCURRENCY)]
+    for name in names:
+        world.credential(name)
+    await asyncio.gather(*(world.run(name) for name in names))
+
+    assert calls == ["secret"] * len(names) + ["status"] * len(names)
+    assert all(world.ready(name, NS) == ("True", "TokenValid") for name in names)

@@ -1,0 +1,118 @@
+"""Refresh waves that would not fit: when the operator cannot write every Secret of an account
+WAVE_MARGIN_SECONDS before its token expires at the write rate it measures, the account's
+shared refresh starts earlier, and the operator says so once per token (a log line, a metric)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from simacan_token_operator.app.metrics import Metrics
+from simacan_token_operator.auth.client import AuthAPI
+from simacan_token_operator.auth.pool import WAVE_MARGIN_SECONDS, WAVE_SAFETY, TokenPool, wave_start
+from simacan_token_operator.controller.gates import PASS, REPORT, KubeGates
+from simacan_token_operator.model.schedule import MIN_REFRESH_FRACTION
+from simacan_token_operator.model.spec import LoginSource
+from simacan_token_operator.model.tokens import TokenSet
+from simacan_token_operator.reconcile.tokensecret import parse_rfc3339
+from tests.unit.test_reconcile_pass import World, clock, fake_auth, world
+
+FIXTURES = (fake_auth, clock, world)
+"""The in-process world of tests/unit/test_reconcile_pass.py, whose fixtures these tests use."""
+
+ADVANCED = "simacan_refresh_advanced_total"
+
+
+def token(obtained_at: float = 1000.0, lifetime: float = 60.0) -> TokenSet:
+    return TokenSet("access", None, obtained_at, obtained_at + lifetime, subject="bot")
+
+
+def test_a_wave_starts_late_enough_to_land_the_margin_before_expiry() -> None:
+    t = token()
+    assert wave_start(t, 2000, 400.0) == 1060.0 - WAVE_MARGIN_SECONDS - 2000 / 400.0 * WAVE_SAFETY
+    assert wave_start(t, 100_000, 400.0) == 1000.0 + 60.0 * MIN_REFRESH_FRACTION, "never before 1/10 of life"
+
+
+async def test_the_pool_moves_a_wave_earlier_only_when_it_would_not_fit_and_says_so_once(
+    api: AuthAPI, source: LoginSource, caplog: pytest.LogCaptureFixture
+) -> None:
+    rate: list[float | None] = [None]
+    metrics = Metrics()
+    pool = TokenPool(api, write_rate=lambda: rate[0], on_advanced=metrics.count_refresh_advanced)
+    for i in range(2000):
+        pool.attach(source, f"ns/c{i}")
+    t, planned = token(), 1038.0
+
+    assert pool.refresh_at(source, t, planned) == planned, "no rate measured yet: as planned"
+    rate[0] = 400.0  # 2,000 writes take 7.5 s with the safety factor: the wave fits
+    assert pool.refresh_at(source, t, planned) == planned
+    assert metrics.registry.get_sample_value(ADVANCED) == 0
+
+    rate[0] = 60.0  # busy CPUs: 50 s needed, the wave must start at 5 s (1/10 of life is 6 s)
+    with caplog.at_level(logging.WARNING):
+        assert pool.refresh_at(source, t, planned) == 1006.0
+        assert pool.refresh_at(source, t, planned - 1) == 1006.0
+    assert metrics.registry.get_sample_value(ADVANCED) == 1, "counted once per token"
+    said = [r.getMessage() for r in caplog.records if "starting the shared refresh" in r.getMessage()]
+    assert len(said) == 1 and "2000 credentials" in said[0] and "32s earlier than planned" in said[0]
+    assert source.username not in said[0]
+
+    assert pool.refresh_at(source, token(obtained_at=1050.0), 1088.0) == 1056.0
+    assert metrics.registry.get_sample_value(ADVANCED) == 2, "the next token's wave is said again"
+    pool.refresh_at(source, t, planned)
+    assert metrics.registry.get_sample_value(ADVANCED) == 2, "passes still weighing the older token: no news"
+    newer = token(obtained_at=1100.0)  # expires at 1160; planned for 1138
+    rate[0] = 2000 * WAVE_SAFETY / 17.5  # the wave needs 17.5 s: it starts at 1137.5
+    assert pool.refresh_at(source, newer, 1138.0) == pytest.approx(1137.5)
+    assert metrics.registry.get_sample_value(ADVANCED) == 2, "half a second earlier: used, not said"
+
+
+async def test_the_write_rate_comes_from_the_time_passes_hold_their_slots() -> None:
+    gates = KubeGates(limit=8, per_namespace=2)
+    assert gates.write_rate() is None
+    async with gates.slot("tenant", PASS) as slot:
+        await asyncio.sleep(0.05)
+        await slot.given_up_while(asyncio.sleep(0.3))  # waiting for a token is not holding a slot
+    async with gates.slot("tenant", REPORT):
+        await asyncio.sleep(0.3)  # status patches are not passes
+    assert gates.pass_seconds is not None and 0.05 <= gates.pass_seconds < 0.2
+    rate = gates.write_rate()
+    assert rate is not None and 2 / 0.2 < rate <= 2 / 0.05
+
+
+async def test_a_credential_refreshes_earlier_when_its_accounts_wave_would_not_fit(world: World) -> None:
+    """Two credentials share an account (tokens live an hour); the operator writes 0.002 Secrets
+    a second. One credential's wave (750 s with the safety factor) fits before its 2/3 mark, two
+    (1,500 s) do not: both then refresh at expiry - 5 s - 1,500 s, and the new token is fetched then."""
+    assert world.runtime is not None
+    metrics = world.runtime.metrics
+    assert isinstance(metrics, Metrics)
+    world.runtime.pool = TokenPool(
+        world.api, clock=world.clock, write_rate=lambda: 0.002, on_advanced=metrics.count_refresh_advanced
+    )
+    world.login_secret()
+    world.credential("a")
+    await world.run("a")
+    first = world.token("a")
+    refreshed = parse_rfc3339(world.status("a")["refreshedAt"])
+    planned = parse_rfc3339(world.status("a")["nextRefreshAt"])
+    expires = parse_rfc3339(world.status("a")["expiresAt"])
+    assert refreshed is not None and planned is not None and expires is not None
+    assert planned >= refreshed + 3600 * 0.6, "one credential's wave fits: refreshed as planned"
+    assert metrics.registry.get_sample_value(ADVANCED) == 0
+
+    world.credential("b")
+    await world.run("b")
+    await world.run("a")
+    start = expires - WAVE_MARGIN_SECONDS - 2 / 0.002 * WAVE_SAFETY
+    for name in ("a", "b"):
+        assert world.status(name)["nextRefreshAt"] == world.status("b")["nextRefreshAt"]
+        advanced = parse_rfc3339(world.status(name)["nextRefreshAt"])
+        assert advanced is not None and abs(advanced - start) <= 1
+    assert metrics.registry.get_sample_value(ADVANCED) == 1
+
+    world.clock.now = start + 1
+    await world.run("a")
+    assert world.token("a") != first, "the shared refresh started at the earlier time"
