@@ -29,6 +29,13 @@ def token(obtained_at: float = 1000.0, lifetime: float = 60.0) -> TokenSet:
     return TokenSet("access", None, obtained_at, obtained_at + lifetime, subject="bot")
 
 
+def test_a_short_lived_token_keeps_a_margin_of_a_tenth_of_its_life_not_five_seconds() -> None:
+    """A 4 s token (the tests') with one credential: its wave needs nothing like 5 s, so it is not
+    moved to a tenth of its life (a refresh every 0.4 s), only to 0.4 s before it expires."""
+    t = TokenSet("a", None, obtained_at=1000.0, expires_at=1004.0)
+    assert wave_start(t, 1, 4000.0) == pytest.approx(1004.0 - 0.4 - 1 / 4000.0 * WAVE_SAFETY)
+
+
 def test_a_wave_starts_late_enough_to_land_the_margin_before_expiry() -> None:
     t = token()
     assert wave_start(t, 2000, 400.0) == 1060.0 - WAVE_MARGIN_SECONDS - 2000 / 400.0 * WAVE_SAFETY

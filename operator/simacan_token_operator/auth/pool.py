@@ -62,7 +62,9 @@ refresh of a normal token is never delayed."""
 
 
 WAVE_MARGIN_SECONDS = 5.0
-"""Every Secret of an account gets the new token at least this long before the old one expires."""
+"""Every Secret of an account gets the new token at least this long before the old one expires,
+or a tenth of the token's life if that is shorter: a token of a few seconds (a test's) is not
+refreshed at a tenth of its life just to keep five of them in hand."""
 WAVE_SAFETY = 1.5
 """The measured write rate is an estimate, and falls when the CPUs are busy: a wave is planned
 to need this many times the time that rate gives."""
@@ -76,8 +78,9 @@ def wave_start(token: TokenSet, writes: int, rate: float) -> float:
     the last lands WAVE_MARGIN_SECONDS before `token` expires; never before MIN_REFRESH_FRACTION
     of its life (a token that cannot be spread over in time is refreshed as early as that)."""
     needed = writes / rate * WAVE_SAFETY
-    earliest = token.obtained_at + max(token.lifetime, 0.0) * MIN_REFRESH_FRACTION
-    return max(token.expires_at - WAVE_MARGIN_SECONDS - needed, earliest)
+    lifetime = max(token.lifetime, 0.0)
+    margin = min(WAVE_MARGIN_SECONDS, lifetime * MIN_REFRESH_FRACTION)
+    return max(token.expires_at - margin - needed, token.obtained_at + lifetime * MIN_REFRESH_FRACTION)
 
 
 class TokenLifetimeTooShort(TransientAuthError):
