@@ -112,15 +112,20 @@ def populate(api: client.ApiClient, namespaces: Sequence[str], per_namespace: in
         list(pool.map(create_credential, jobs))
 
 
-def token_secrets(api: client.ApiClient, namespaces: Sequence[str]) -> int:
-    """Token Secrets that exist (by the managed-by label), metadata only."""
+def _token_secret_items(api: client.ApiClient, namespaces: Sequence[str]) -> list[dict[str, Any]]:
+    """The token Secrets that exist (by the managed-by label), as listed."""
     core = client.CoreV1Api(api)
     selector = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
     if len(namespaces) == 1:
         listed = core.list_namespaced_secret(namespaces[0], label_selector=selector, _preload_content=False)
     else:
         listed = core.list_secret_for_all_namespaces(label_selector=selector, _preload_content=False)
-    return len(json.loads(listed.data).get("items") or [])  # type: ignore[attr-defined]
+    items: list[dict[str, Any]] = json.loads(listed.data).get("items") or []  # type: ignore[attr-defined]
+    return items
+
+
+def token_secrets(api: client.ApiClient, namespaces: Sequence[str]) -> int:
+    return len(_token_secret_items(api, namespaces))
 
 
 def _stamp(text: str) -> float:
@@ -129,13 +134,7 @@ def _stamp(text: str) -> float:
 
 def last_secret_created(api: client.ApiClient, namespaces: Sequence[str]) -> float:
     """The latest creationTimestamp among the token Secrets (epoch seconds, whole seconds)."""
-    core = client.CoreV1Api(api)
-    selector = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
-    if len(namespaces) == 1:
-        listed = core.list_namespaced_secret(namespaces[0], label_selector=selector, _preload_content=False)
-    else:
-        listed = core.list_secret_for_all_namespaces(label_selector=selector, _preload_content=False)
-    items = json.loads(listed.data).get("items") or []  # type: ignore[attr-defined]
+    items = _token_secret_items(api, namespaces)
     return max(_stamp(item["metadata"]["creationTimestamp"]) for item in items)
 
 
