@@ -6,17 +6,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pytest
-
 from simacan_token_operator.controller.gates import (
-    EVENT,
     NAMESPACE_CONCURRENCY,
     PASS,
-    STATUS,
+    REPORT,
     KubeGates,
     PriorityGate,
 )
-from simacan_token_operator.kube.api import KubeError
 from tests.unit.test_reconcile_pass import NS, World, clock, fake_auth, world
 
 FIXTURES = (fake_auth, clock, world)
@@ -35,20 +31,13 @@ async def test_waiters_are_served_by_priority_then_in_arrival_order() -> None:
 
     tasks = [
         asyncio.create_task(wait(name, priority))
-        for name, priority in [
-            ("event-1", EVENT),
-            ("status-1", STATUS),
-            ("pass-1", PASS),
-            ("event-2", EVENT),
-            ("status-2", STATUS),
-            ("pass-2", PASS),
-        ]
+        for name, priority in [("report-1", REPORT), ("pass-1", PASS), ("report-2", REPORT), ("pass-2", PASS)]
     ]
     await asyncio.sleep(0)
-    assert gate.waiting() == 6
+    assert gate.waiting() == 4
     gate.release()
     await asyncio.gather(*tasks)
-    assert served == ["pass-1", "pass-2", "status-1", "status-2", "event-1", "event-2"]
+    assert served == ["pass-1", "pass-2", "report-1", "report-2"]
     assert gate.free == 1
 
 
@@ -57,7 +46,7 @@ async def test_a_cancelled_waiter_takes_no_slot_and_a_granted_one_hands_it_on() 
     await gate.acquire(PASS)
     cancelled = asyncio.create_task(gate.acquire(PASS))
     granted = asyncio.create_task(gate.acquire(PASS))
-    last = asyncio.create_task(gate.acquire(STATUS))
+    last = asyncio.create_task(gate.acquire(REPORT))
     await asyncio.sleep(0)
     cancelled.cancel()
     await asyncio.sleep(0)
@@ -84,7 +73,7 @@ async def test_a_namespace_gate_serves_its_passes_before_its_status_patches() ->
     await asyncio.sleep(0)
     waiters = [
         asyncio.create_task(call(name, priority))
-        for name, priority in [("status-a", STATUS), ("pass-a", PASS), ("status-b", STATUS), ("pass-b", PASS)]
+        for name, priority in [("status-a", REPORT), ("pass-a", PASS), ("status-b", REPORT), ("pass-b", PASS)]
     ]
     await asyncio.sleep(0)
     release.set()
@@ -93,14 +82,13 @@ async def test_a_namespace_gate_serves_its_passes_before_its_status_patches() ->
     assert gates.shared.free == 8 and len(gates.namespaces) == 0
 
 
-async def test_a_first_sync_writes_every_token_secret_then_every_status_then_the_events(world: World) -> None:
+async def test_a_first_sync_writes_every_token_secret_before_any_status(world: World) -> None:
     """More credentials in one namespace than its gate has slots, all due at once (a first
     sync once the account has its token): every token Secret is written before the first
-    status patch goes out, so workloads get their tokens while the reports wait, and every
-    status before the first Event, so the statuses say Ready as soon as they can."""
+    status patch goes out, so workloads get their tokens while the reports wait."""
     assert world.runtime is not None
     calls: list[str] = []
-    create, patch, post = world.kube.create_secret, world.kube.patch_status, world.kube.post_event
+    create, patch = world.kube.create_secret, world.kube.patch_status
 
     async def create_secret(namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         await asyncio.sleep(0.005)  # an API server takes a while: calls overlap, as in production
@@ -112,14 +100,8 @@ async def test_a_first_sync_writes_every_token_secret_then_every_status_then_the
         calls.append("status")
         return await patch(*args)
 
-    async def post_event(*args: Any) -> None:
-        await asyncio.sleep(0.005)
-        calls.append("event")
-        await post(*args)
-
     world.kube.create_secret = create_secret  # type: ignore[method-assign]
     world.kube.patch_status = patch_status  # type: ignore[method-assign,assignment]
-    world.kube.post_event = post_event  # type: ignore[method-assign,assignment]
     world.runtime.known.epochs.listed(NS)  # as the Secret watch does: the login Secret is read once
     world.login_secret()
     world.credential("first")
@@ -130,28 +112,5 @@ async def test_a_first_sync_writes_every_token_secret_then_every_status_then_the
         world.credential(name)
     await asyncio.gather(*(world.run(name) for name in names))
 
-    assert calls == ["secret"] * len(names) + ["status"] * len(names) + ["event"] * len(names)
+    assert calls == ["secret"] * len(names) + ["status"] * len(names)
     assert all(world.ready(name, NS) == ("True", "TokenValid") for name in names)
-
-
-async def test_the_events_of_a_round_are_posted_even_when_its_status_patch_fails(world: World) -> None:
-    """The status goes out before the Events; a status patch that fails (500) must not swallow
-    them: the next round has a new Secret to look at and will not say them again."""
-    assert world.runtime is not None
-    patch = world.kube.patch_status
-    failures = [KubeError("updating the status", 500, "Internal Server Error")]
-
-    async def patch_status(*args: Any) -> dict[str, Any]:
-        if failures:
-            raise failures.pop()
-        return await patch(*args)
-
-    world.kube.patch_status = patch_status  # type: ignore[method-assign,assignment]
-    world.login_secret()
-    world.credential("first")
-    with pytest.raises(KubeError, match="HTTP 500"):
-        await world.run("first")
-    assert [event.reason for event in world.kube.events] == ["Issued"]
-    await world.run("first")  # the retry writes the status and says nothing new
-    assert world.ready("first", NS) == ("True", "TokenValid")
-    assert [event.reason for event in world.kube.events] == ["Issued"]

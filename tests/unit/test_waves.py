@@ -12,7 +12,7 @@ import pytest
 from simacan_token_operator.app.metrics import Metrics
 from simacan_token_operator.auth.client import AuthAPI
 from simacan_token_operator.auth.pool import WAVE_MARGIN_SECONDS, WAVE_SAFETY, TokenPool, wave_start
-from simacan_token_operator.controller.gates import PASS, STATUS, KubeGates
+from simacan_token_operator.controller.gates import PASS, REPORT, KubeGates
 from simacan_token_operator.model.schedule import MIN_REFRESH_FRACTION
 from simacan_token_operator.model.spec import LoginSource
 from simacan_token_operator.model.tokens import TokenSet
@@ -82,7 +82,7 @@ async def test_the_write_rate_comes_from_the_time_passes_hold_their_slots() -> N
     async with gates.slot("tenant", PASS) as slot:
         await asyncio.sleep(0.05)
         await slot.given_up_while(asyncio.sleep(0.3))  # waiting for a token is not holding a slot
-    async with gates.slot("tenant", STATUS):
+    async with gates.slot("tenant", REPORT):
         await asyncio.sleep(0.3)  # status patches are not passes
     assert gates.pass_seconds is not None and 0.05 <= gates.pass_seconds < 0.2
     rate = gates.write_rate()

@@ -4,9 +4,8 @@ The official client is synchronous: every call holds a thread. The gates bound h
 (and the Secrets they hold) are in flight at once, and how many of them one namespace may hold,
 so that one tenant with many credentials queues behind itself and not in front of its neighbours.
 Waiters are served by priority, then in arrival order: when everything is due at once (a first
-sync, a password change) the passes that write token Secrets go first, then the status patches
-that report them, then the Events: every workload has its token before the reports catch up,
-and every status says Ready before the Events that tell the same story.
+sync, a password change) the passes that write token Secrets go before the status patches and
+Events that report them, so every workload has its token before the reports catch up.
 """
 
 from __future__ import annotations
@@ -31,10 +30,8 @@ token Secret 11.5 s after the operator's exec with 4 slots and 10.1 s with 12 (l
 
 PASS = 0
 """A pass: the reads it needs and the token Secret write it leads to. Served first."""
-STATUS = 1
-"""A status patch: served when no pass waits for the same slots."""
-EVENT = 2
-"""An Event: served when no pass or status patch waits for the same slots."""
+REPORT = 1
+"""A status patch or an Event: served when no pass waits for the same slots."""
 
 PASS_TIME_WEIGHT = 0.05
 """How much each pass moves the average time a pass holds its slots (an exponential average:

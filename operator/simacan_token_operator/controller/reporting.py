@@ -17,7 +17,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from simacan_token_operator.controller.gates import EVENT, STATUS
+from simacan_token_operator.controller.gates import REPORT
 from simacan_token_operator.controller.kinds import Clusterwide, Kind, Report, Round
 from simacan_token_operator.controller.runtime import Runtime
 from simacan_token_operator.controller.target import Target
@@ -198,24 +198,15 @@ class Reporter:
         return min(times) if times else None
 
     async def report(self, credential: Mapping[str, Any], round_: Round) -> bool:
-        """Patch the status if it changed, post the Events, publish the metrics; False if a
-        status to write was not written (409, or waiting for the watch event after one).
-
-        The status goes first: in a wave, status patches wait only for passes and Events for
-        both. The Events are posted even when the patch fails: the next round will not say
-        them again."""
+        """Post the Events, patch the status if it changed, publish the metrics; False if a
+        status to write was not written (409, or waiting for the watch event after one)."""
         runtime, meta = self.runtime, credential["metadata"]
         report = self.kind.report(round_, runtime.clock())
-        written, failure = True, None
-        try:
-            if report.status is not None:
-                written = await self._patch(meta, report.status)
-        except KubeError as error:
-            failure = error
         for note in report.notes:
             await self.post(credential, note)
-        if failure is not None:
-            raise failure
+        written = True
+        if report.status is not None:
+            written = await self._patch(meta, report.status)
         self.kind.reported(report if written else Report(report.notes, None, report.overall, None))
         if report.overall is not None:
             runtime.metrics.publish(meta.get("namespace") or "", meta["name"], report.overall, None)
@@ -230,7 +221,7 @@ class Reporter:
         sent, mark = fence.sending()
         correcting = fence.correcting
         try:
-            async with self.runtime.gates.slot(meta.get("namespace") or None, STATUS):
+            async with self.runtime.gates.slot(meta.get("namespace") or None, REPORT):
                 answer = await self.runtime.kube.patch_status(
                     self.kind.plural, meta.get("namespace") or "", meta["name"], status, sent or ""
                 )
@@ -255,7 +246,7 @@ class Reporter:
     async def post(self, credential: Mapping[str, Any], note: Note) -> None:
         ref = self.kind.event_ref(credential)
         try:
-            async with self.runtime.gates.slot(ref.namespace or None, EVENT):
+            async with self.runtime.gates.slot(ref.namespace or None, REPORT):
                 await self.runtime.kube.post_event(ref, note.type, note.reason, note.message)
         except KubeError as error:
             logger.warning("%s: could not post Event %s: %s", self._who, note.reason, error)
