@@ -14,6 +14,8 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
+
 from localenv.polling import eventually
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,7 +82,11 @@ def test_ctrl_c_stops_everything_the_demo_started_and_removes_its_files() -> Non
             what="the demo showing fleet-api Ready",
         )
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=60) == 130
+        try:
+            code = process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the demo did not stop within 60 s of Ctrl-C; it printed:\n" + "".join(lines))
+        assert code == 130
     finally:
         if process.poll() is None:
             process.kill()
