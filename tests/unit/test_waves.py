@@ -123,3 +123,23 @@ async def test_a_credential_refreshes_earlier_when_its_accounts_wave_would_not_f
     world.clock.now = start + 1
     await world.run("a")
     assert world.token("a") != first, "the shared refresh started at the earlier time"
+
+
+async def test_a_wave_start_stays_put_while_the_measured_rate_only_wavers(
+    api: AuthAPI, source: LoginSource
+) -> None:
+    """The rate is measured on every pass; a start that followed each small change would give
+    each credential's status another nextRefreshAt, and so another status patch."""
+    rate = [60.0]
+    pool = TokenPool(api, write_rate=lambda: rate[0])
+    for i in range(2000):
+        pool.attach(source, f"ns/c{i}")
+    t = token(lifetime=600.0)  # expires at 1600; 2,000 writes at 60/s take 50 s with the safety factor
+    first = pool.refresh_at(source, t, 1580.0)
+    assert first == pytest.approx(1600.0 - WAVE_MARGIN_SECONDS - 2000 / 60.0 * WAVE_SAFETY)
+    rate[0] = 61.0  # the start would move by 0.8 s: it stays
+    assert pool.refresh_at(source, t, 1580.0) == first
+    rate[0] = 40.0  # the start moves by 25 s: it follows
+    assert pool.refresh_at(source, t, 1580.0) == pytest.approx(
+        1600.0 - WAVE_MARGIN_SECONDS - 2000 / 40.0 * WAVE_SAFETY
+    )

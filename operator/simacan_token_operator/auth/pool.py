@@ -71,6 +71,10 @@ to need this many times the time that rate gives."""
 
 
 ADVANCE_WORTH_SAYING_SECONDS = 1.0
+WAVE_STEADY_SECONDS = 1.0
+"""A wave's start follows the measured write rate only when it moves by more than this: the rate
+wavers from pass to pass, and each new moment would be another nextRefreshAt in a credential's
+status, so another status patch."""
 
 
 def wave_start(token: TokenSet, writes: int, rate: float) -> float:
@@ -108,6 +112,8 @@ class _Entry:
     """When the last fetch forced by a refresh request started: the next waits a window."""
     advanced_for: float | None = None
     """The expiry of the newest token whose wave was moved earlier (said once per token)."""
+    wave: tuple[float, float] | None = None
+    """The newest token's expiry and the start of its wave as last computed."""
     users: set[str] = field(default_factory=set)
 
 
@@ -239,6 +245,11 @@ class TokenPool:
         if entry is None or rate is None or rate <= 0:
             return planned
         start = wave_start(token, len(entry.users), rate)
+        held = entry.wave
+        if held is not None and held[0] == token.expires_at and abs(start - held[1]) <= WAVE_STEADY_SECONDS:
+            start = held[1]
+        elif held is None or token.expires_at >= held[0]:
+            entry.wave = (token.expires_at, start)
         if start >= planned:
             return planned
         said = entry.advanced_for
