@@ -16,7 +16,9 @@ from simacan_token_operator.kube.leader import LastChangeSeen, LeaderElector, Le
 from simacan_token_operator.kube.lease import LeaseClient
 from tests.unit.kubeapi import api_client_for, emulated_api
 
-TIMINGS = LeaseTimings(duration=3.0, renew_deadline=2.0, retry_period=0.3)
+TIMINGS = LeaseTimings(duration=2.0, renew_deadline=1.0, retry_period=0.15)
+"""Short, so the tests take seconds; as in production, the renew deadline is the write margin
+(leader.WRITE_MARGIN, 1 s) short of the duration. Whole seconds: the Lease stores the duration so."""
 
 
 @pytest.fixture
@@ -89,7 +91,7 @@ def test_a_clean_hand_over_waits_for_a_write_whose_caller_was_cancelled(api: tup
         proxy.blackhole()  # the write goes out and hangs
         secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "type": "Opaque"}
         writing = asyncio.create_task(kube.create_secret("default", secret))
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.1)
         writing.cancel()
         started = time.monotonic()
         await leader.release()

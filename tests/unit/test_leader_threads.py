@@ -18,9 +18,10 @@ from simacan_token_operator.kube.client import Kube
 from simacan_token_operator.kube.leader import LeaderElector, LeaseTimings
 from tests.unit.kubeapi import api_client_for, emulated_api
 
-TIMINGS = LeaseTimings(duration=3.0, renew_deadline=2.0, retry_period=0.3)
-SLOW = 1.0
-"""Seconds the slow server takes to answer each request."""
+TIMINGS = LeaseTimings(duration=3.0, renew_deadline=1.0, retry_period=0.15)
+"""Short, so the test takes seconds; the renewals still need a thread every 0.15 s."""
+SLOW = 0.5
+"""Seconds the slow server takes to answer each request: 60 reads keep the pool busy for 7.5 s."""
 POOL = 4
 
 
