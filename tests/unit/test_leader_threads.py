@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import http.server
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -26,8 +27,11 @@ POOL = 4
 
 
 class _Slow(http.server.BaseHTTPRequestHandler):
+    over: ClassVar[threading.Event] = threading.Event()
+    """Set when the test has seen enough: the reads still in flight are answered at once."""
+
     def do_GET(self) -> None:
-        time.sleep(SLOW)
+        self.over.wait(SLOW)
         self.send_response(404)
         self.send_header("Content-Length", "0")
         self.end_headers()
@@ -38,6 +42,7 @@ class _Slow(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def slow_api() -> Iterator[str]:
+    _Slow.over.clear()
     with serving(_Slow) as url:
         yield url
 
@@ -51,10 +56,14 @@ def test_lease_renewals_keep_their_cadence_while_the_default_executor_is_saturat
         kube = Kube(api_client_for(slow_api), budget=RequestBudget(qps=20, burst=POOL))
         reads = [asyncio.create_task(kube.read_secret("team-a", f"s-{i}")) for i in range(60)]
         await asyncio.sleep(0.1)  # the reads take every thread, and more queue behind them
-        queued_at = time.monotonic()
-        await asyncio.to_thread(lambda: None)  # queued behind the reads: proves the pool is full
-        probe_waited = time.monotonic() - queued_at
 
+        async def probe() -> float:
+            """How long a no-op waits for a thread, queued behind the reads: proves the pool is full."""
+            queued_at = time.monotonic()
+            await asyncio.to_thread(lambda: None)
+            return time.monotonic() - queued_at
+
+        probing = asyncio.create_task(probe())  # waits while the window below runs
         worst_age, renewals = 0.0, set[float]()
         fenced_ever = False
         window_end = time.monotonic() + 3 * TIMINGS.renew_deadline
@@ -63,8 +72,10 @@ def test_lease_renewals_keep_their_cadence_while_the_default_executor_is_saturat
             worst_age = max(worst_age, time.monotonic() - leader._last_renewed)
             fenced_ever = fenced_ever or leader.write_budget() is None or holding.done()
             await asyncio.sleep(0.02)
+        probe_waited = await probing
         for read in reads:
             read.cancel()
+        _Slow.over.set()  # the executor's threads end now, not up to SLOW later
         await leader.release()
         await asyncio.wait_for(holding, 5)
         return probe_waited, worst_age, len(renewals), fenced_ever
