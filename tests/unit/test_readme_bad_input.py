@@ -42,9 +42,11 @@ def _references() -> dict[str, list[str]]:
 
 
 def _collected(paths: list[str]) -> set[str]:
-    """Node ids as pytest collects them (one run for all files: collection is the slow part)."""
+    """Node ids as pytest collects them (one run for all files: collection is the slow part;
+    --assert=plain: rewriting the asserts of tests that are only collected is wasted work)."""
+    collect = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"]
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *paths],
+        [*collect, "--assert=plain", *paths],
         capture_output=True,
         text=True,
         cwd=REPO,

@@ -971,12 +971,16 @@ async def test_passes_waiting_for_a_slow_auth_api_hold_no_kubernetes_slot(world:
         world.login_secret(f"login-{i}", username=f"slow-{i}", password="pw")
         world.credential(f"slow-{i}", credentialsSecretRef={"name": f"login-{i}"})
     world.fake_auth.fail_next("password", Fault.drip(2.0), times=slow)
-    waiting = [asyncio.create_task(world.run(f"slow-{i}")) for i in range(slow)]
+    waiting: list[asyncio.Task[float | None]] = []
     try:
-        for _ in range(100):
-            if world.fake_auth.count() >= slow:
-                break
-            await asyncio.sleep(0.05)
+        # One pass at a time until its request is under way: 20 connections at once overflow the
+        # fake's listen backlog (5), and the kernel sends a dropped SYN again only after 1 s.
+        for i in range(slow):
+            waiting.append(asyncio.create_task(world.run(f"slow-{i}")))
+            for _ in range(200):
+                if world.fake_auth.count() > i:
+                    break
+                await asyncio.sleep(0.01)
         assert world.fake_auth.count() == slow, "every slow pass has its request under way"
 
         await asyncio.wait_for(issued(world), timeout=5)

@@ -52,6 +52,8 @@ class LeaseTimings:
     renew_deadline: float = 10.0
     """A leader that could not renew for this long stops working, before anyone may take over."""
     retry_period: float = 2.0
+    write_margin: float = WRITE_MARGIN
+    """A write must end this long before a standby may take over; shorter only in tests."""
 
 
 class LastChangeSeen:
@@ -118,7 +120,7 @@ class LeaderElector:
         """kube.Fence: None unless leading; else the seconds left before a standby may take over."""
         if not self.leading:
             return None
-        return self._last_renewed + self.timings.duration - WRITE_MARGIN - time.monotonic()
+        return self._last_renewed + self.timings.duration - self.timings.write_margin - time.monotonic()
 
     def track(self, write: asyncio.Future[Any]) -> None:
         """kube.Fence: remember a write in flight until it ends, so release() can wait for it."""
