@@ -764,6 +764,7 @@ class _Server(ThreadingHTTPServer):
 
     daemon_threads = True
     block_on_close = True  # server_close() joins handler threads
+    request_queue_size = 64  # the default 5 drops a burst of connections: the kernel retries after 1 s
 
     def __init__(
         self, address: tuple[str, int], fake: FakeAuthAPI, tls_context: ssl.SSLContext | None
