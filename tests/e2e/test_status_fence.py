@@ -150,17 +150,17 @@ def settled(read: Callable[[], tuple[str, dict[str, Any]]], what: str) -> dict[s
 
 def corrected(
     read: Callable[[], tuple[str, dict[str, Any]]],
-    forge: Callable[[], None],
+    forge: Callable[[], dict[str, Any]],
     what: str,
     count: Callable[[], Requests],
 ) -> tuple[float, Requests]:
     """Forge the status once the operator's is settled; seconds until the operator's is back,
-    and the requests counted from before the forgery to 2 s after the correction."""
+    and the requests counted from before the forgery to 2 s after the correction. `forge`
+    returns the status as its patch stored it: a read after it may already see the correction."""
     written = settled(read, what)
     before = count()
     start = time.monotonic()
-    forge()
-    assert read()[1] != written, "the forged status is stored"
+    assert forge() != written, "the forged status is stored"
     back = f"{what} corrected"
     eventually(lambda: read()[1] == written, timeout=CORRECTED_WITHIN, interval=0.05, what=back)
     seconds = time.monotonic() - start
@@ -174,9 +174,12 @@ def test_a_forged_status_of_a_simacan_credential_is_rewritten_within_seconds(
 ) -> None:
     issue()
 
-    def forge() -> None:
+    def forge() -> dict[str, Any]:
         body = {"status": FORGED}
-        ns.custom.patch_namespaced_custom_object_status(GROUP, VERSION, ns.name, PLURAL, "fleet-api", body)
+        answer: Any = ns.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, ns.name, PLURAL, "fleet-api", body
+        )
+        return answer.get("status") or {}
 
     read, count = (lambda: listed_status(ns, "fleet-api")), (lambda: requests(admin_api, PLURAL))
     seconds, counted = corrected(read, forge, "SimacanCredential", count)
@@ -193,9 +196,12 @@ def test_a_forged_status_of_a_cluster_credential_is_rewritten_within_seconds(
     cluster_operator()
     all_served(fleet, namespaces)
 
-    def forge() -> None:
+    def forge() -> dict[str, Any]:
         body = {"status": {**FORGED, "failedCount": 0, "namespaces": 9}}
-        fleet.custom.patch_cluster_custom_object_status(GROUP, VERSION, CLUSTER_PLURAL, fleet.name, body)
+        answer: Any = fleet.custom.patch_cluster_custom_object_status(
+            GROUP, VERSION, CLUSTER_PLURAL, fleet.name, body
+        )
+        return answer.get("status") or {}
 
     read, count = (lambda: listed_cluster_status(fleet)), (lambda: requests(admin_api, CLUSTER_PLURAL))
     seconds, counted = corrected(read, forge, "ClusterSimacanCredential", count)
