@@ -12,6 +12,8 @@ from simacan_token_operator.controller.gates import (
     REPORT,
     KubeGates,
     PriorityGate,
+    Wake,
+    sleep_until,
 )
 from tests.unit.test_reconcile_pass import NS, World, clock, fake_auth, world
 
@@ -114,3 +116,32 @@ async def test_a_first_sync_writes_every_token_secret_before_any_status(world: W
 
     assert calls == ["secret"] * len(names) + ["status"] * len(names)
     assert all(world.ready(name, NS) == ("True", "TokenValid") for name in names)
+
+
+async def test_a_sleeping_worker_wakes_on_a_nudge_on_its_timer_and_not_for_a_cleared_flag() -> None:
+    loop = asyncio.get_running_loop()
+    wake = Wake()
+    wake.set()
+    await asyncio.wait_for(sleep_until(wake, None, loop.time), 1)  # a nudge before the sleep is not lost
+
+    wake.clear()
+    sleeping = asyncio.create_task(sleep_until(wake, None, loop.time))
+    await asyncio.sleep(0.01)
+    assert not sleeping.done(), "a cleared flag does not wake"
+    wake.set()
+    await asyncio.wait_for(sleeping, 1)
+
+    wake.clear()
+    started = loop.time()
+    await asyncio.wait_for(sleep_until(wake, started + 0.05, loop.time), 1)
+    assert loop.time() - started >= 0.04 and wake.is_set(), "the timer sets the flag"
+
+    wake.clear()
+    sleeping = asyncio.create_task(sleep_until(wake, None, loop.time))
+    await asyncio.sleep(0.01)
+    sleeping.cancel()
+    await asyncio.gather(sleeping, return_exceptions=True)
+    sleeping = asyncio.create_task(sleep_until(wake, None, loop.time))
+    await asyncio.sleep(0.01)
+    wake.set()
+    await asyncio.wait_for(sleeping, 1)  # a cancelled sleep leaves the wake usable

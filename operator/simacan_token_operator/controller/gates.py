@@ -38,7 +38,41 @@ PASS_TIME_WEIGHT = 0.05
 the last few hundred passes count)."""
 
 
-async def sleep_until(wake: asyncio.Event, wake_at: float | None, clock: Callable[[], float]) -> None:
+class Wake:
+    """asyncio.Event for one waiter: a flag, and a future while the worker sleeps.
+
+    Each credential's worker has one. asyncio.Event keeps a deque for its waiters, 0.7 KiB even
+    when empty: 7 MiB at 10,000 credentials, for a list that never holds more than one."""
+
+    __slots__ = ("_flag", "_waiter")
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def set(self) -> None:
+        self._flag = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._flag = False
+
+    async def wait(self) -> None:
+        if self._flag:
+            return
+        assert self._waiter is None, "one waiter only"
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+
+async def sleep_until(wake: Wake, wake_at: float | None, clock: Callable[[], float]) -> None:
     """Until `wake` is set or `wake_at` (by `clock`) comes; None waits for `wake` alone.
 
     A timer handle rather than asyncio.wait_for: no extra Task per sleep, per credential."""

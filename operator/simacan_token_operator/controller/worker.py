@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from simacan_token_operator.controller.gates import PASS, sleep_until
+from simacan_token_operator.controller.gates import PASS, Wake, sleep_until
 from simacan_token_operator.controller.holdings import Holdings
 from simacan_token_operator.controller.kinds import Kind, Round, Scope
 from simacan_token_operator.controller.reporting import Reporter, StatusFence, unwritten
@@ -119,7 +119,7 @@ class CredentialWorker:
         self.scope: Scope | None = None
         self.due_at: float | None = None
         """When this worker should next run; /healthz flags it if it is long overdue."""
-        self._wake = asyncio.Event()
+        self._wake = Wake()
         self._nudge_target: Callable[[str], None] = self.nudge
         """The one bound method every target of this credential calls."""
         self._task: asyncio.Task[None] | None = None
