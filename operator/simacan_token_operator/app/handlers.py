@@ -30,6 +30,11 @@ An idle worker still holds that last event, the whole object as parsed. Our hand
 the event on, so a worker is cheap to make again; kept for 5 s, a wave's 2,000 status patches
 and their 2,000 watch events held about 30 MiB at once, which the process never gave back
 (settled RSS 160 -> 128 MiB; `python -m benchmarks.footprint --credentials 2000`, 2026-12-06)."""
+LIST_CHUNK = 500
+"""Credentials per page of kopf's lists (kopf's default: all in one answer). At 10,000
+credentials one answer is 7.5 MiB, held three times over as bytes and 32 MiB once parsed, while
+the workers it starts make their long-lived objects between those: the process kept the peak.
+A page at a time holds a twentieth of it."""
 
 
 def build_registry(
@@ -103,6 +108,7 @@ def operator_settings() -> kopf.OperatorSettings:
     # kopf needs no cluster-wide list/watch of namespaces and CRDs: least privilege.
     settings.scanning.disabled = True
     settings.queueing.idle_timeout = OBJECT_WORKER_IDLE_SECONDS
+    settings.watching.chunk_size = LIST_CHUNK
     # Deadlines (deadlines.py): the server ends each watch; the client gives it a little longer;
     # a watch silent for longer than the bookmark interval allows is dead and is reopened.
     settings.watching.server_timeout = WATCH_SERVER_TIMEOUT
