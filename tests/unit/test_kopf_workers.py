@@ -9,9 +9,15 @@ import gc
 import weakref
 from typing import Any
 
+import kopf
 from kopf._core.reactor import queueing
 
-from simacan_token_operator.app.handlers import operator_settings
+from simacan_token_operator.app.handlers import build_registry, operator_settings
+from simacan_token_operator.app.metrics import Metrics
+from simacan_token_operator.controller.routing import Controller
+from simacan_token_operator.controller.runtime import Runtime
+from simacan_token_operator.model.clusterspec import CLUSTER_PLURAL
+from simacan_token_operator.model.spec import GROUP, PLURAL, VERSION
 
 
 class Event(dict[str, Any]):
@@ -53,3 +59,19 @@ def test_kopf_lists_the_credentials_a_page_at_a_time() -> None:
     `python -m benchmarks.footprint --credentials 10000` (docs/benchmarks.md)."""
     chunk = operator_settings().watching.chunk_size
     assert chunk is not None and 100 <= chunk <= 1000, chunk
+
+
+async def test_no_handler_needs_kopfs_diff_base_so_none_is_built() -> None:
+    """kopf deep-copies every event's object to diff it with the last handled one, for on.update
+    and friends; the operator's handlers are all on.event, so the copy is skipped. A change
+    handler or daemon added later would need the diff-base back: this test says so."""
+    runtime: Any = Runtime(kube=None, pool=None, auth_policy=None, metrics=Metrics(), clock=lambda: 0.0)  # type: ignore[arg-type]
+    registry = build_registry(Controller(runtime), asyncio.Event(), cluster=True)
+    for plural in (PLURAL, CLUSTER_PLURAL):
+        resource = kopf.Resource(GROUP, VERSION, plural)
+        assert registry._watching.has_handlers(resource=resource), plural
+        assert not registry._changing.has_handlers(resource=resource), plural
+        assert not registry._spawning.has_handlers(resource=resource), plural
+
+    body = kopf.Body({"metadata": {"name": "fleet-api", "labels": {"a": "b"}}, "spec": {"secretName": "x"}})
+    assert operator_settings().persistence.diffbase_storage.build(body=body) == {}

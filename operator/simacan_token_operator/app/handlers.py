@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Any
 
 import aiohttp
@@ -35,6 +36,25 @@ LIST_CHUNK = 500
 credentials one answer is 7.5 MiB, held three times over as bytes and 32 MiB once parsed, while
 the workers it starts make their long-lived objects between those: the process kept the peak.
 A page at a time holds a twentieth of it."""
+
+
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No diff-base: kopf builds one for every event, a deep copy of the object to compare with
+    the last handled one, for on.create/on.update/on.field handlers and daemons. The operator has
+    only on.event handlers, which get every event and no diff: nothing would read it, and the
+    copies cost about 5 % of the operator's CPU in a first sync of 2,000 or 10,000 credentials
+    (py-spy, 2026-12-06). Nothing is stored on the objects either way."""
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[kopf.FieldSpec] | None = None
+    ) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
 
 
 def build_registry(
@@ -109,6 +129,7 @@ def operator_settings() -> kopf.OperatorSettings:
     settings.scanning.disabled = True
     settings.queueing.idle_timeout = OBJECT_WORKER_IDLE_SECONDS
     settings.watching.chunk_size = LIST_CHUNK
+    settings.persistence.diffbase_storage = NoDiffBase()
     # Deadlines (deadlines.py): the server ends each watch; the client gives it a little longer;
     # a watch silent for longer than the bookmark interval allows is dead and is reopened.
     settings.watching.server_timeout = WATCH_SERVER_TIMEOUT
