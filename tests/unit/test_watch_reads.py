@@ -8,7 +8,9 @@ which `deliver` hands to the controller as the metadata-only Secret watch would.
 from __future__ import annotations
 
 import base64
+import gc
 import json
+import weakref
 from typing import Any
 
 from localenv.fakeauth import FakeAuthAPI
@@ -211,3 +213,30 @@ def test_kept_metadata_round_trips_and_packs_to_under_half() -> None:
     packed = pack(text)
     assert unpack(packed) == meta
     assert len(packed) < len(text) / 2, (len(packed), len(text))
+
+
+class Spec(dict[str, Any]):
+    """A spec that a weak reference can follow."""
+
+
+async def test_the_echo_of_a_status_patch_keeps_the_snapshot_and_lets_the_events_spec_go(
+    cluster: Cluster,
+) -> None:
+    """Every status patch comes back as a watch event with the whole object: the worker keeps
+    what it had, so the event's spec is not kept per credential, among the garbage of a wave."""
+    [body] = await serve(cluster, "fleet-api")
+    assert cluster.controller is not None
+    worker = cluster.controller.workers[(KIND, NS, "fleet-api")]
+    kept = worker.credential
+    echo = cluster.with_status(body)
+    echo["spec"] = Spec(echo["spec"])
+    echo["metadata"]["resourceVersion"] = "999999"
+    spec = weakref.ref(echo["spec"])
+
+    await cluster.controller.observe(echo)
+    del echo
+    gc.collect()
+
+    assert worker.credential is kept
+    assert spec() is None, "the echo's spec outlived the event"
+    assert not worker._wake.is_set(), "our own status, at a newer version, is no news"

@@ -83,10 +83,14 @@ class Controller:
         if key[0] != CLUSTER_KIND:
             self._index(key, watched_secrets(key[2], key[1], body.get("spec") or {}))
         if worker is not None:
-            changed = relevant(worker.credential) != relevant(body)
+            if relevant(worker.credential) == relevant(body):
+                # Mostly the echo of our own status patch: the snapshot kept would be the same
+                # but for the version. Keeping it lets the event's spec go with the event, not
+                # stay behind, one per credential per wave, among the parsed events' garbage.
+                worker.observed(body["metadata"].get("resourceVersion"), body.get("status"))
+                return
             worker.update(snapshot(body, with_status=False), body.get("status"))
-            if changed:
-                worker.nudge()
+            worker.nudge()
             return
         kind: Kind
         if key[0] == CLUSTER_KIND:

@@ -145,7 +145,12 @@ class CredentialWorker:
     def update(self, credential: Mapping[str, Any], status: Mapping[str, Any] | None = None) -> None:
         """A newer version of the credential, and its status as stored (reporting.StatusFence)."""
         self.credential = credential
-        if self._reporter.fence.observed(credential["metadata"].get("resourceVersion"), status):
+        self.observed(credential["metadata"].get("resourceVersion"), status)
+
+    def observed(self, resource_version: str | None, status: Mapping[str, Any] | None) -> None:
+        """A watch event of the credential that changed nothing the worker keeps of it (the
+        resourceVersion of `credential` is then the one it was first seen at)."""
+        if self._reporter.fence.observed(resource_version, status):
             self._wake.set()
 
     def nudge(self, namespace: str | None = None) -> None:
