@@ -36,6 +36,7 @@ class Exposure:
     late_episodes: int  # times a Secret's token expired before it was replaced
     worst_lateness: float  # longest time from a token's expiry to its replacement (or the end)
     timeline: tuple[tuple[float, int, int], ...]  # (seconds from start, holding expired, without token)
+    first_sync_rate: float | None = None  # Secrets per second over the middle 80 % of the first sync
 
     @property
     def expired_share(self) -> float:
@@ -88,7 +89,21 @@ def analyse(
         late_episodes=episodes,
         worst_lateness=worst,
         timeline=_timeline(spans, started_at, ended_at, step),
+        first_sync_rate=first_sync_rate(first_held),
     )
+
+
+def first_sync_rate(first_held: Sequence[float]) -> float | None:
+    """Secret writes per second while the first sync wrote: from the 10th to the 90th percentile of
+    the moments each Secret first held a token, so neither a contender's start-up (imports, lists)
+    nor its last stragglers count. Issue 22 compares ours with the plain loop's in the same run.
+    None for fewer than 10 Secrets, or when they all came within one instant."""
+    if len(first_held) < 10:
+        return None
+    times = sorted(first_held)
+    low, high = len(times) // 10, (len(times) * 9) // 10 - 1
+    span = times[high] - times[low]
+    return (high - low) / span if span > 0 else None
 
 
 def _spans(seen: Sequence[Sighting], ended_at: float) -> list[_Span]:

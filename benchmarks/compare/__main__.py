@@ -130,6 +130,7 @@ class RunResult:
     idle_kopf_rss_kib: int | None = None
     load_average_start: str = ""
     load_average_end: str = ""
+    first_sync_rate: float | None = None
 
 
 class ProcessSampler:
@@ -301,6 +302,7 @@ def run_one(contender: Contender, load: Load, options: argparse.Namespace, work_
             idle_kopf_rss_kib=floor_kib,
             load_average_start=average_at_start,
             load_average_end=load_average(),
+            first_sync_rate=exposure.first_sync_rate,
         )
 
 
@@ -357,15 +359,20 @@ def _per_write(run: Mapping[str, Any]) -> tuple[str, str, str]:
     )
 
 
+def _rate(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate:.0f}"
+
+
 def render_table(runs: dict[str, dict[str, Any]]) -> str:
     """One row per load and contender: the figures issue 22 asks for side by side."""
     header = (
         "| load | contender | token lifetime (s) | requests per Secret write | Secret GETs per write "
-        "| Secret writes per credential per lifetime | all Secrets exist after (s) | expired share "
+        "| Secret writes per credential per lifetime | all Secrets exist after (s) "
+        "| first-sync Secret writes/s (middle 80 %) | expired share "
         "| worst lateness (s) | RSS end / peak (MiB) | Auth API calls / lifetime | CPU steady (% core) "
         "| load average (1 min) |"
     )
-    lines = [header, "|" + "---|" * 13]
+    lines = [header, "|" + "---|" * 14]
     for run in _ordered(runs):
         existed = "" if run["all_exist_after"] is not None else f" ({run['existed']}/{run['credentials']})"
         label = Load(run["credentials"], run["logins"]).label
@@ -375,7 +382,7 @@ def render_table(runs: dict[str, dict[str, Any]]) -> str:
         )
         lines.append(
             f"| {label} | {run['contender']} | {run['lifetime']:g} | {per_write} | {gets} | {writes} "
-            f"| {_seconds(run['all_exist_after'])}{existed} "
+            f"| {_seconds(run['all_exist_after'])}{existed} | {_rate(run.get('first_sync_rate'))} "
             f"| {100 * run['expired_share']:.2f}% | {run['worst_lateness']:.1f} "
             f"| {run['rss_end_kib'] / 1024:.0f} / {run['rss_peak_kib'] / 1024:.0f} "
             f"| {run['calls_per_lifetime']:.1f} | {run['cpu_percent_steady']:.1f} | {averages or '-'} |"

@@ -44,6 +44,7 @@ def test_compare_runs_ours_and_the_cron_loop_and_writes_their_figures(tmp_path: 
         assert run["rss_end_kib"] > 0
         assert run["exit_code"] == 0
         assert run["timeline"], "no timeline recorded"
+        assert run["first_sync_rate"] is None, "two Secrets are too few for a rate"
     # Ours logs in once for both Secrets; the loop logs in for each Secret on every run.
     assert runs["n2-shared ours"]["password_calls"] == 1
     assert runs["n2-shared cron"]["password_calls"] >= 2

@@ -14,7 +14,7 @@ from localenv.apiserver_requests import (
     secret_writes,
     to_json,
 )
-from localenv.exposure import Sighting, analyse
+from localenv.exposure import Sighting, analyse, first_sync_rate
 
 START = 1_000.0
 
@@ -27,6 +27,17 @@ def test_a_token_replaced_before_expiry_is_never_expired() -> None:
     assert exposure.late_episodes == 0
     assert exposure.all_exist_after == 1
     assert exposure.held_seconds == 89
+
+
+def test_the_first_sync_rate_leaves_out_the_start_up_and_the_stragglers() -> None:
+    # 100 Secrets: the first after a 5 s start-up, then one every 0.01 s, the last one 30 s late
+    first = [START + 5 + 0.01 * index for index in range(99)] + [START + 35.0]
+    seen = [Sighting(f"s{index}", at, at + 60) for index, at in enumerate(first)]
+    exposure = analyse(seen, [f"s{index}" for index in range(100)], START, START + 40)
+    assert exposure.first_sync_rate == pytest.approx(100.0)
+    assert exposure.all_exist_after == pytest.approx(35.0)
+    assert first_sync_rate([START] * 9) is None, "too few to tell"
+    assert first_sync_rate([START] * 20) is None, "all at one instant: no rate"
 
 
 def test_a_late_replacement_counts_from_expiry_to_the_new_token() -> None:
