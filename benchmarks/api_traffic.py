@@ -66,6 +66,7 @@ from localenv.apiserver_requests import (
     secret_gets,
     secret_writes,
     to_json,
+    wait_until_collected,
 )
 from localenv.controlplane import ControlPlane, running_control_plane
 from localenv.fakeauth import FakeAuthAPI
@@ -201,6 +202,8 @@ def measure(options: argparse.Namespace, work_dir: Path) -> dict[str, Any]:
         install_crd(api)
         populate(api, namespaces, per_namespace, fake.base_url)
         print(f"created {options.credentials} credentials in {len(namespaces)} namespace(s)", flush=True)
+        waited = wait_until_collected(plane, "simacancredentials")
+        print(f"kube-controller-manager's garbage collector listed them after {waited:.0f}s", flush=True)
         log = work_dir / "operator.log"
         exec_at = time.time()
         with start_operator(plane, fake, namespaces, log, options.python) as operator:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import ssl
+import time
 from collections import Counter
 from collections.abc import Mapping
 
@@ -67,6 +68,22 @@ def request_counts(plane: ControlPlane) -> Counter[Key]:
     )
     response.raise_for_status()
     return parse_request_counts(response.text)
+
+
+def wait_until_collected(plane: ControlPlane, resource: str, timeout: float = 120.0) -> float:
+    """Until kube-controller-manager's garbage collector has listed `resource`; the seconds waited.
+
+    Call it after installing a CRD, before the contender starts (nothing else may have listed
+    `resource` yet). The collector finds new CRDs every 30 s. Until then, every owner a new Secret
+    names is a "virtual" node in its graph, which it polls with a GET (with backoff) until its
+    informer sees the object: up to 0.17 GETs of the owners per Secret write in the counting
+    window, which a cluster where the CRD has long been installed never makes."""
+    started = time.monotonic()
+    while not any(verb == "LIST" and res == resource for (verb, res, _) in request_counts(plane)):
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"kube-controller-manager's garbage collector did not list {resource}")
+        time.sleep(1.0)
+    return time.monotonic() - started
 
 
 def increase(before: Mapping[Key, int], after: Mapping[Key, int]) -> Counter[Key]:

@@ -29,6 +29,7 @@ import yaml
 
 from benchmarks.child import BenchmarkError, Child
 from benchmarks.compare.kube import KubeClient
+from localenv.apiserver_requests import wait_until_collected
 from localenv.controlplane import ControlPlane
 from localenv.fakeauth import FakeAuthAPI
 from localenv.processes import free_ports, kube_env, operator_argv
@@ -161,6 +162,7 @@ class Ours(Contender):
             for index, name in enumerate(secret_names(arena.load))
         }
         create_objects(arena, "auth.simacan.com/v1alpha1", "SimacanCredential", "simacancredentials", specs)
+        wait_until_collected(arena.plane, "simacancredentials")
 
     def start(self, arena: Arena) -> Child:
         health_port, metrics_port = free_ports(2)
@@ -244,6 +246,7 @@ class ExternalSecrets(Contender):
             for index, name in enumerate(secret_names(arena.load))
         }
         create_objects(arena, "external-secrets.io/v1", "ExternalSecret", "externalsecrets", external_secrets)
+        wait_until_collected(arena.plane, "externalsecrets")
 
     def start(self, arena: Arena) -> Child:
         argv = [
