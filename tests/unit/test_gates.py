@@ -145,3 +145,22 @@ async def test_a_sleeping_worker_wakes_on_a_nudge_on_its_timer_and_not_for_a_cle
     await asyncio.sleep(0.01)
     wake.set()
     await asyncio.wait_for(sleeping, 1)  # a cancelled sleep leaves the wake usable
+
+
+async def test_a_waiter_cancelled_in_the_queue_leaves_no_namespace_gate_behind() -> None:
+    gates = KubeGates(limit=8, per_namespace=1)
+    release = asyncio.Event()
+
+    async def call() -> None:
+        async with gates.slot("tenant", PASS):
+            await release.wait()
+
+    holder = asyncio.create_task(call())
+    await asyncio.sleep(0)
+    waiter = asyncio.create_task(call())
+    await asyncio.sleep(0)
+    waiter.cancel()
+    await asyncio.gather(waiter, return_exceptions=True)
+    release.set()
+    await holder
+    assert gates.shared.free == 8 and len(gates.namespaces) == 0

@@ -101,6 +101,11 @@ def note(heard: set[str] | None, version: str | None) -> None:
         heard.add(CHANGED if version is None or len(heard) >= MAX_HEARD else version)
 
 
+LISTENING: set[str] = set()
+"""A pass under way that has heard nothing yet: shared, never added to, so that thousands of
+waiting passes keep no empty set each (`event` makes a set of its own before noting a version)."""
+
+
 class WatchedSecret:
     """One target's token Secret as the watch vouches for it: what the last pass wrote or read,
     and the versions the watch reported while a pass was under way."""
@@ -117,6 +122,8 @@ class WatchedSecret:
         (look again), False for the version this process wrote or read (its own write's echo).
         During a pass the pass decides, when it ends (`settle`)."""
         if self._heard is not None:
+            if self._heard is LISTENING:
+                self._heard = set()
             note(self._heard, version)
             return False
         known = self.known
@@ -138,7 +145,7 @@ class WatchedSecret:
 
     def listen(self) -> None:
         """A pass starts: versions heard from now on are the pass's to judge."""
-        self._heard = set()
+        self._heard = LISTENING
 
     def settle(self, learned: KnownSecret | None) -> bool:
         """A pass ended having learned `learned`: keep it only if nothing else was heard

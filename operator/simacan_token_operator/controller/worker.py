@@ -208,11 +208,7 @@ class CredentialWorker:
         self.scope, previous = scope, self.selected
         self.selected = scope.targets
         await self._release(scope)
-        now = self.runtime.clock()
-        due = {ns for ns, target in self.targets.items() if target.due is not None and target.due <= now}
-        todo = sorted(
-            self.selected if dirty is None else (dirty & self.selected) | (self.selected - previous) | due
-        )
+        todo = self._todo(dirty, previous)
         login = await read_credentials(self.runtime, scope) if todo and scope.credentials_secret else None
         credentials = (scope.credentials_namespace, login)
         if len(todo) == 1:  # a SimacanCredential: no task of its own (thousands wait for a slot at a start)
@@ -229,6 +225,15 @@ class CredentialWorker:
             self.targets[ns].memory = done.memory if written else unwritten(done.memory)
         pending = [t.due for ns, t in self.targets.items() if ns in self.selected and t.due is not None]
         return self._reporter.next_round(pending)
+
+    def _todo(self, dirty: frozenset[str] | None, previous: frozenset[str]) -> list[str]:
+        """The targets this round looks at: all of them (`dirty` None), or those marked, newly
+        selected or due. Its own method so that its sets are gone while the round waits."""
+        if dirty is None:
+            return sorted(self.selected)
+        now = self.runtime.clock()
+        due = {ns for ns, target in self.targets.items() if target.due is not None and target.due <= now}
+        return sorted((dirty & self.selected) | (self.selected - previous) | due)
 
     async def _target_pass(
         self, namespace: str, credentials: tuple[str, Mapping[str, Any] | None]
