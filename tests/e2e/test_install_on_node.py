@@ -295,7 +295,11 @@ def test_deleting_the_leader_pod_fails_over_without_an_expired_token(cluster: Cl
     ns.patch_credential("route-a", {"metadata": {"annotations": asked}})
     watch.until(lambda: ns.secret_text("route-a", "token") != before, timeout=60)
     peers = {call.peer for call in _logins(cluster, "failover-user")}
-    assert _pod_ips(cluster, INSTALL_NAMESPACE)[successor] in peers
+    # A replacement pod can take the Lease before its readiness probe has passed: wait for it.
+    successor_ip = eventually(
+        lambda: _pod_ips(cluster, INSTALL_NAMESPACE).get(successor), timeout=60, what="the successor Ready"
+    )
+    assert successor_ip in peers
     _wait_for_ready_pods(cluster, INSTALL_NAMESPACE, image_tag=FIRST_TAG)
 
 
