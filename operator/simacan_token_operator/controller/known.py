@@ -24,6 +24,7 @@ import dataclasses
 import json
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,7 +91,7 @@ def in_scope(namespace: str, scope: str | None) -> bool:
     return scope is None or namespace == scope
 
 
-def heard_only(heard: set[str], version: str | None) -> bool:
+def heard_only(heard: AbstractSet[str], version: str | None) -> bool:
     """Whether every version heard during a read or write is the one it returned."""
     return version is not None and heard <= {version}
 
@@ -101,9 +102,9 @@ def note(heard: set[str] | None, version: str | None) -> None:
         heard.add(CHANGED if version is None or len(heard) >= MAX_HEARD else version)
 
 
-LISTENING: set[str] = set()
-"""A pass under way that has heard nothing yet: shared, never added to, so that thousands of
-waiting passes keep no empty set each (`event` makes a set of its own before noting a version)."""
+LISTENING: frozenset[str] = frozenset()
+"""A pass under way that has heard nothing yet: shared (and frozen, so it cannot be added to), so
+that thousands of waiting passes keep no empty set each; `event` makes a set of its own."""
 
 
 class WatchedSecret:
@@ -115,16 +116,16 @@ class WatchedSecret:
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
         self.known: KnownSecret | None = None
-        self._heard: set[str] | None = None
+        self._heard: set[str] | frozenset[str] | None = None
 
     def event(self, version: str | None) -> bool:
         """The watch reported `version` ("" deleted, None unknown); True when that may be news
         (look again), False for the version this process wrote or read (its own write's echo).
         During a pass the pass decides, when it ends (`settle`)."""
         if self._heard is not None:
-            if self._heard is LISTENING:
-                self._heard = set()
-            note(self._heard, version)
+            heard = self._heard if isinstance(self._heard, set) else set()
+            self._heard = heard
+            note(heard, version)
             return False
         known = self.known
         if known is not None and version is not None and version == known.version:
