@@ -5,15 +5,23 @@ shared refresh starts earlier, and the operator says so once per token (a log li
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 
 import pytest
 
 from simacan_token_operator.app.metrics import Metrics
 from simacan_token_operator.auth.client import AuthAPI
-from simacan_token_operator.auth.pool import WAVE_MARGIN_SECONDS, WAVE_SAFETY, TokenPool, wave_start
+from simacan_token_operator.auth.pool import (
+    CALLS_PER_ROUND,
+    MAX_WAVE_STRETCH,
+    WAVE_MARGIN_SECONDS,
+    WAVE_SAFETY,
+    TokenPool,
+    wave_start,
+)
 from simacan_token_operator.controller.gates import PASS, REPORT, KubeGates
-from simacan_token_operator.model.schedule import MIN_REFRESH_FRACTION
+from simacan_token_operator.model.schedule import MIN_REFRESH_FRACTION, jitter_fraction, refresh_time
 from simacan_token_operator.model.spec import LoginSource
 from simacan_token_operator.model.tokens import TokenSet
 from simacan_token_operator.reconcile.tokensecret import parse_rfc3339
@@ -143,3 +151,35 @@ async def test_a_wave_start_stays_put_while_the_measured_rate_only_wavers(
     assert pool.refresh_at(source, t, 1580.0) == pytest.approx(
         1600.0 - WAVE_MARGIN_SECONDS - 2000 / 40.0 * WAVE_SAFETY
     )
+
+
+async def test_a_wave_that_fits_is_spread_at_the_pace_its_rounds_can_go(
+    api: AuthAPI, source: LoginSource
+) -> None:
+    """10,000 credentials, 300 s tokens, 450 Secret writes a second: the jitter alone would wake
+    them all within 15 s (about 670 a second), faster than their Secret writes and status patches
+    can go, and thousands of rounds would wait at once. Spread past the planned time, no second
+    wakes more rounds than the rate serves; the first of them, which fetches the account's next
+    token, is where it was, and the last still lands half the margin before expiry."""
+    rate = [450.0]
+    pool = TokenPool(api, write_rate=lambda: rate[0])
+    users = [f"ns/c{i}" for i in range(10_000)]
+    for user in users:
+        pool.attach(source, user)
+    t = token(lifetime=300.0)
+    positions = [jitter_fraction(user) for user in users]
+    planned = [refresh_time(t.obtained_at, t.expires_at, None, p) for p in positions]
+
+    spread = [pool.refresh_at(source, t, at, p) for at, p in zip(planned, positions, strict=True)]
+
+    def busiest_second(times: list[float]) -> int:
+        return max(collections.Counter(int(at) for at in times).values())
+
+    assert busiest_second(planned) > 450, "the jitter alone wakes more a second than the rate serves"
+    assert busiest_second(spread) <= 450 / CALLS_PER_ROUND
+    assert min(spread) == pytest.approx(min(planned), abs=0.01), "the shared refresh keeps its time"
+    assert max(spread) <= t.expires_at - (t.expires_at - max(planned)) * MAX_WAVE_STRETCH
+    assert max(spread) <= wave_start(t, len(users), 450.0)
+    rate[0] = 430.0  # the measured rate wavers: no credential's time moves
+    assert [pool.refresh_at(source, t, at, p) for at, p in zip(planned, positions, strict=True)] == spread
+    assert pool.refresh_at(source, t, planned[0], None) == planned[0], "a refreshBefore is kept"

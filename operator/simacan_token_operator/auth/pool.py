@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -70,11 +71,24 @@ WAVE_SAFETY = 1.5
 to need this many times the time that rate gives."""
 
 
+CALLS_PER_ROUND = 2
+"""A credential's round in a wave: its Secret write, then its status patch."""
+MAX_WAVE_STRETCH = 0.5
+"""A wave is spread past the planned time by at most this share of the margin left before
+expiry: 10 of the 20 minutes on a one-hour token, where kubelet needs at most 90 s to update a
+mounted Secret."""
 ADVANCE_WORTH_SAYING_SECONDS = 1.0
 WAVE_STEADY_SECONDS = 1.0
 """A wave's start follows the measured write rate only when it moves by more than this: the rate
 wavers from pass to pass, and each new moment would be another nextRefreshAt in a credential's
 status, so another status patch."""
+
+
+def wave_seconds(writes: int, rate: float) -> float:
+    """How long a wave of `writes` credentials takes at `rate` Secret writes a second, each with
+    its status patch; rounded up to a power of two, so that a rate that only wavers moves no
+    credential's nextRefreshAt (and so adds no status patch)."""
+    return 2.0 ** math.ceil(math.log2(writes * CALLS_PER_ROUND / rate))
 
 
 def wave_start(token: TokenSet, writes: int, rate: float) -> float:
@@ -236,10 +250,18 @@ class TokenPool:
             return float("-inf")
         return entry.forced_at + FORCED_REFRESH_WINDOW_SECONDS
 
-    def refresh_at(self, source: LoginSource, token: TokenSet, planned: float) -> float:
+    def refresh_at(
+        self, source: LoginSource, token: TokenSet, planned: float, position: float | None = None
+    ) -> float:
         """When a credential of `source` should replace `token`, which it planned for `planned`:
         no later than the moment the wave of all the account's credentials must start to land in
-        time (wave_start). The first time a token's wave moves, it is logged and counted."""
+        time (wave_start). The first time a token's wave moves, it is logged and counted.
+
+        A wave that fits is spread past `planned` by the time it needs at the measured rate, the
+        credential at `position` (its jitter, in [0, 1)) of the way back: woken all within the
+        jitter's spread, thousands of rounds would wait at once for the same slots, each keeping
+        a few KiB. At most MAX_WAVE_STRETCH of the margin left, and not at all when `position` is
+        None (a refreshBefore the user set is kept)."""
         entry = self._entries.get(source.key)
         rate = self._write_rate() if self._write_rate is not None else None
         if entry is None or rate is None or rate <= 0:
@@ -251,7 +273,10 @@ class TokenPool:
         elif held is None or token.expires_at >= held[0]:
             entry.wave = (token.expires_at, start)
         if start >= planned:
-            return planned
+            if position is None:
+                return planned
+            later = min(wave_seconds(len(entry.users), rate), (token.expires_at - planned) * MAX_WAVE_STRETCH)
+            return min(planned + later * (1.0 - position), start)
         said = entry.advanced_for
         # Passes weigh the token a Secret holds and the account's newer one in turn: only a newer
         # token's wave is news, and a move of less than a second is not worth a line.

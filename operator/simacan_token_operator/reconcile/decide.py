@@ -149,7 +149,9 @@ class TokenSource(Protocol):
     def retry_at(self, source: LoginSource, held: TokenSet | None = None) -> float | None: ...
     def current(self, source: LoginSource) -> TokenSet | None: ...
     def forced_refresh_at(self, source: LoginSource, requested_at: float) -> float: ...
-    def refresh_at(self, source: LoginSource, token: TokenSet, planned: float) -> float: ...
+    def refresh_at(
+        self, source: LoginSource, token: TokenSet, planned: float, position: float | None = None
+    ) -> float: ...
     async def obtain(
         self,
         source: LoginSource,
@@ -296,7 +298,8 @@ class _Pass:
     def next_refresh(self, token: TokenSet) -> float:
         jitter = jitter_fraction(self.gathered.credential["metadata"]["uid"])
         planned = refresh_time(token.obtained_at, token.expires_at, self.spec.refresh_before, jitter)
-        return self.services.pool.refresh_at(self.source, token, planned)  # earlier if the wave needs it
+        position = jitter if self.spec.refresh_before is None else None  # a wave is spread only then
+        return self.services.pool.refresh_at(self.source, token, planned, position)
 
     def render(self, token: TokenSet) -> Body:
         return tokensecret.render(self.spec, _owner(self.gathered.credential), token, self.source.account)
