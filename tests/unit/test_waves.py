@@ -183,3 +183,7 @@ async def test_a_wave_that_fits_is_spread_at_the_pace_its_rounds_can_go(
     rate[0] = 430.0  # the measured rate wavers: no credential's time moves
     assert [pool.refresh_at(source, t, at, p) for at, p in zip(planned, positions, strict=True)] == spread
     assert pool.refresh_at(source, t, planned[0], None) == planned[0], "a refreshBefore is kept"
+    hour = token(lifetime=3600.0)  # the 2-minute jitter spreads 10,000 at 450/s: nothing moves
+    for p in positions[:100]:
+        at = refresh_time(hour.obtained_at, hour.expires_at, None, p)
+        assert pool.refresh_at(source, hour, at, p) == at

@@ -43,6 +43,7 @@ from simacan_token_operator.model.schedule import (
     URGENT_RETRY_CAP_SECONDS,
     backoff_delay,
     jitter_fraction,
+    jitter_spread,
     urgent_from,
 )
 from simacan_token_operator.model.spec import LoginSource
@@ -257,11 +258,11 @@ class TokenPool:
         no later than the moment the wave of all the account's credentials must start to land in
         time (wave_start). The first time a token's wave moves, it is logged and counted.
 
-        A wave that fits is spread past `planned` by the time it needs at the measured rate, the
-        credential at `position` (its jitter, in [0, 1)) of the way back: woken all within the
-        jitter's spread, thousands of rounds would wait at once for the same slots, each keeping
-        a few KiB. At most MAX_WAVE_STRETCH of the margin left, and not at all when `position` is
-        None (a refreshBefore the user set is kept)."""
+        A wave that fits but needs longer than the jitter's spread at the measured rate is spread
+        past `planned` too, the credential at `position` (its jitter, in [0, 1)) of the way back:
+        woken all within the jitter's spread, thousands of rounds would wait at once for the same
+        slots, each keeping a few KiB. At most MAX_WAVE_STRETCH of the margin left, and not at all
+        when `position` is None (a refreshBefore the user set is kept)."""
         entry = self._entries.get(source.key)
         rate = self._write_rate() if self._write_rate is not None else None
         if entry is None or rate is None or rate <= 0:
@@ -275,8 +276,9 @@ class TokenPool:
         if start >= planned:
             if position is None:
                 return planned
-            later = min(wave_seconds(len(entry.users), rate), (token.expires_at - planned) * MAX_WAVE_STRETCH)
-            return min(planned + later * (1.0 - position), start)
+            later = wave_seconds(len(entry.users), rate) - jitter_spread(token.lifetime)
+            later = min(later, (token.expires_at - planned) * MAX_WAVE_STRETCH)
+            return min(planned + max(later, 0.0) * (1.0 - position), start)
         said = entry.advanced_for
         # Passes weigh the token a Secret holds and the account's newer one in turn: only a newer
         # token's wave is news, and a move of less than a second is not worth a line.

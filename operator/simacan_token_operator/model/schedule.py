@@ -42,6 +42,11 @@ def jitter_fraction(key: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
+def jitter_spread(lifetime: float) -> float:
+    """How far before the planned time jitter may move a refresh."""
+    return min(lifetime * MAX_JITTER_FRACTION, MAX_JITTER_SECONDS)
+
+
 def refresh_time(
     obtained_at: float,
     expires_at: float,
@@ -57,7 +62,7 @@ def refresh_time(
         planned = obtained_at + lifetime * DEFAULT_REFRESH_FRACTION
     else:
         planned = expires_at - refresh_before
-    spread = min(lifetime * MAX_JITTER_FRACTION, MAX_JITTER_SECONDS) * jitter
+    spread = jitter_spread(lifetime) * jitter
     earliest = obtained_at + lifetime * MIN_REFRESH_FRACTION
     return max(planned - spread, earliest)
 
