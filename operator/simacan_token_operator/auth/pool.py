@@ -102,6 +102,20 @@ def wave_start(token: TokenSet, writes: int, rate: float) -> float:
     return max(token.expires_at - margin - needed, token.obtained_at + lifetime * MIN_REFRESH_FRACTION)
 
 
+def _stretch(entry: _Entry, token: TokenSet, rate: float) -> float:
+    """How far past the planned time the wave of `token`'s successor is spread: what the wave
+    needs beyond the jitter's spread. Fixed per token when first computed: a credential woken at
+    the time it planned must find itself due then, not later because the rate has fallen since
+    (that would be a status patch with a new nextRefreshAt and no Secret write). The last two
+    tokens, because passes weigh the token a Secret holds and the account's newer one in turn."""
+    for expires_at, later in entry.stretches:
+        if expires_at == token.expires_at:
+            return later
+    later = max(wave_seconds(len(entry.users), rate) - jitter_spread(token.lifetime), 0.0)
+    entry.stretches = (*entry.stretches, (token.expires_at, later))[-2:]
+    return later
+
+
 class TokenLifetimeTooShort(TransientAuthError):
     """The spacing held back a request; the credential keeps its token until it is allowed."""
 
@@ -129,6 +143,9 @@ class _Entry:
     """The expiry of the newest token whose wave was moved earlier (said once per token)."""
     wave: tuple[float, float] | None = None
     """The newest token's expiry and the start of its wave as last computed."""
+    stretches: tuple[tuple[float, float], ...] = ()
+    """The expiry of the last two tokens and how far past the planned time their waves are
+    spread, fixed when first computed (`_stretch`)."""
     users: set[str] = field(default_factory=set)
 
 
@@ -276,9 +293,8 @@ class TokenPool:
         if start >= planned:
             if position is None:
                 return planned
-            later = wave_seconds(len(entry.users), rate) - jitter_spread(token.lifetime)
-            later = min(later, (token.expires_at - planned) * MAX_WAVE_STRETCH)
-            return min(planned + max(later, 0.0) * (1.0 - position), start)
+            later = min(_stretch(entry, token, rate), (token.expires_at - planned) * MAX_WAVE_STRETCH)
+            return min(planned + later * (1.0 - position), start)
         said = entry.advanced_for
         # Passes weigh the token a Secret holds and the account's newer one in turn: only a newer
         # token's wave is news, and a move of less than a second is not worth a line.
