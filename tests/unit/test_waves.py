@@ -24,8 +24,9 @@ from simacan_token_operator.controller.gates import PASS, REPORT, KubeGates
 from simacan_token_operator.model.schedule import MIN_REFRESH_FRACTION, jitter_fraction, refresh_time
 from simacan_token_operator.model.spec import LoginSource
 from simacan_token_operator.model.tokens import TokenSet
+from simacan_token_operator.reconcile.decide import Memory
 from simacan_token_operator.reconcile.tokensecret import parse_rfc3339
-from tests.unit.test_reconcile_pass import World, clock, fake_auth, world
+from tests.unit.test_reconcile_pass import NS, World, clock, fake_auth, world
 
 FIXTURES = (fake_auth, clock, world)
 """The in-process world of tests/unit/test_reconcile_pass.py, whose fixtures these tests use."""
@@ -180,13 +181,44 @@ async def test_a_wave_that_fits_is_spread_at_the_pace_its_rounds_can_go(
     assert min(spread) == pytest.approx(min(planned), abs=0.01), "the shared refresh keeps its time"
     assert max(spread) <= t.expires_at - (t.expires_at - max(planned)) * MAX_WAVE_STRETCH
     assert max(spread) <= wave_start(t, len(users), 450.0)
-    rate[0] = 300.0  # the rate falls: a credential woken at its time must find itself due then
-    again = [pool.refresh_at(source, t, at, p) for at, p in zip(planned, positions, strict=True)]
-    latest = wave_start(t, len(users), 300.0)  # except that the wave now must start by then
-    assert again == [min(at, latest) for at in spread]
+    rate[0] = 430.0  # the measured rate wavers: no credential's time moves
+    assert [pool.refresh_at(source, t, at, p) for at, p in zip(planned, positions, strict=True)] == spread
     assert pool.refresh_at(source, t, planned[0], None) == planned[0], "a refreshBefore is kept"
+    rate[0] = 300.0  # the rate falls: worked out again, the spread would put them later
+    moved = [pool.refresh_at(source, t, at, p) for at, p in zip(planned, positions, strict=True)]
+    assert sum(m > s + 1 for m, s in zip(moved, spread, strict=True)) > 1000
+    kept = [pool.refresh_at(source, t, at, p, s) for at, p, s in zip(planned, positions, spread, strict=True)]
+    latest = wave_start(t, len(users), 300.0)  # but a time once planned stands, unless the wave
+    assert kept == [min(s, latest) for s in spread]  # must now start before it
     rate[0] = 450.0
     hour = token(lifetime=3600.0)  # the 2-minute jitter spreads 10,000 at 450/s: nothing moves
     for p in positions[:100]:
         at = refresh_time(hour.obtained_at, hour.expires_at, None, p)
         assert pool.refresh_at(source, hour, at, p) == at
+
+
+async def test_a_credential_woken_at_its_planned_time_refreshes_even_if_the_rate_fell(
+    world: World, source: LoginSource
+) -> None:
+    """Its time is kept for its token (Memory.planned_refresh, and after a restart the status's
+    nextRefreshAt): worked out again with a lower rate, the spread would put it later, and the
+    pass would only patch the status with a new nextRefreshAt."""
+    assert world.runtime is not None
+    rate = [20.0]  # 2,000 credentials need 200 s at 20 writes/s: more than the 2-minute jitter
+    world.runtime.pool = pool = TokenPool(world.api, clock=world.clock, write_rate=lambda: rate[0])
+    for i in range(2000):
+        pool.attach(source, f"{NS}/other-{i}")
+    world.login_secret()
+    world.credential("a")
+    await world.run("a")
+    status = world.status("a")
+    planned = parse_rfc3339(status["nextRefreshAt"])
+    expires = parse_rfc3339(status["expiresAt"])
+    assert planned is not None and expires is not None
+    assert Memory.from_status(status).planned_refresh == (expires, planned), "a restart keeps it too"
+    first = world.token("a")
+    rate[0] = 10.0  # worked out again, the spread would be longer
+    world.clock.now = planned + 0.5
+    await world.run("a")
+    refreshed = world.token("a") != first
+    assert refreshed, "due at the time it planned"

@@ -15,6 +15,13 @@ operator could not write them all by WAVE_MARGIN_SECONDS before the old token ex
 write rate it measures (controller/gates.py), the account's credentials refresh earlier
 (`refresh_at`), and the operator says so once per token: a log line and the
 simacan_refresh_advanced_total counter.
+
+A wave that fits but needs longer than the jitter's spread is spread past the planned time too
+(`spread_past`): woken all within the jitter's spread, thousands of rounds would wait at once for
+the same slots, each keeping a few KiB. A credential's time, once planned for a token, stands
+(`kept`): worked out again with a rate that has fallen since, the spread would put it later, and
+the credential, woken at that time, would not be due but patch its status with a new
+nextRefreshAt; after a restart every credential's time would move.
 """
 
 from __future__ import annotations
@@ -102,18 +109,12 @@ def wave_start(token: TokenSet, writes: int, rate: float) -> float:
     return max(token.expires_at - margin - needed, token.obtained_at + lifetime * MIN_REFRESH_FRACTION)
 
 
-def _stretch(entry: _Entry, token: TokenSet, rate: float) -> float:
-    """How far past the planned time the wave of `token`'s successor is spread: what the wave
-    needs beyond the jitter's spread. Fixed per token when first computed: a credential woken at
-    the time it planned must find itself due then, not later because the rate has fallen since
-    (that would be a status patch with a new nextRefreshAt and no Secret write). The last two
-    tokens, because passes weigh the token a Secret holds and the account's newer one in turn."""
-    for expires_at, later in entry.stretches:
-        if expires_at == token.expires_at:
-            return later
-    later = max(wave_seconds(len(entry.users), rate) - jitter_spread(token.lifetime), 0.0)
-    entry.stretches = (*entry.stretches, (token.expires_at, later))[-2:]
-    return later
+def spread_past(token: TokenSet, planned: float, position: float, writes: int, rate: float) -> float:
+    """`planned`, moved later by what the wave of `writes` credentials needs at `rate` beyond the
+    jitter's spread, `position` of the way back; by at most MAX_WAVE_STRETCH of the margin left."""
+    later = wave_seconds(writes, rate) - jitter_spread(token.lifetime)
+    later = min(later, (token.expires_at - planned) * MAX_WAVE_STRETCH)
+    return planned + max(later, 0.0) * (1.0 - position)
 
 
 class TokenLifetimeTooShort(TransientAuthError):
@@ -143,9 +144,6 @@ class _Entry:
     """The expiry of the newest token whose wave was moved earlier (said once per token)."""
     wave: tuple[float, float] | None = None
     """The newest token's expiry and the start of its wave as last computed."""
-    stretches: tuple[tuple[float, float], ...] = ()
-    """The expiry of the last two tokens and how far past the planned time their waves are
-    spread, fixed when first computed (`_stretch`)."""
     users: set[str] = field(default_factory=set)
 
 
@@ -269,17 +267,19 @@ class TokenPool:
         return entry.forced_at + FORCED_REFRESH_WINDOW_SECONDS
 
     def refresh_at(
-        self, source: LoginSource, token: TokenSet, planned: float, position: float | None = None
+        self,
+        source: LoginSource,
+        token: TokenSet,
+        planned: float,
+        position: float | None = None,
+        kept: float | None = None,
     ) -> float:
         """When a credential of `source` should replace `token`, which it planned for `planned`:
-        no later than the moment the wave of all the account's credentials must start to land in
-        time (wave_start). The first time a token's wave moves, it is logged and counted.
-
-        A wave that fits but needs longer than the jitter's spread at the measured rate is spread
-        past `planned` too, the credential at `position` (its jitter, in [0, 1)) of the way back:
-        woken all within the jitter's spread, thousands of rounds would wait at once for the same
-        slots, each keeping a few KiB. At most MAX_WAVE_STRETCH of the margin left, and not at all
-        when `position` is None (a refreshBefore the user set is kept)."""
+        no later than the moment the account's wave must start to land in time (wave_start); a
+        wave that fits is spread by `spread_past` (module docstring). The first time a token's
+        wave moves earlier, it is logged and counted. `position`: the credential's jitter (None:
+        a refreshBefore the user set, kept as it is); `kept`: the time it planned for `token`
+        before, which stands unless the wave must start earlier."""
         entry = self._entries.get(source.key)
         rate = self._write_rate() if self._write_rate is not None else None
         if entry is None or rate is None or rate <= 0:
@@ -291,10 +291,11 @@ class TokenPool:
         elif held is None or token.expires_at >= held[0]:
             entry.wave = (token.expires_at, start)
         if start >= planned:
+            if kept is not None:
+                return min(kept, start)
             if position is None:
                 return planned
-            later = min(_stretch(entry, token, rate), (token.expires_at - planned) * MAX_WAVE_STRETCH)
-            return min(planned + later * (1.0 - position), start)
+            return min(spread_past(token, planned, position, len(entry.users), rate), start)
         said = entry.advanced_for
         # Passes weigh the token a Secret holds and the account's newer one in turn: only a newer
         # token's wave is news, and a move of less than a second is not worth a line.

@@ -106,6 +106,9 @@ class Memory:
     write, and its message: not tried again until one of them changes."""
     consumers: ConsumerMemory = field(default_factory=ConsumerMemory)
     """The consumer step's own slice (consumerstep.py)."""
+    planned_refresh: tuple[float, float] | None = None
+    """The expiry of the token last reported valid and the refresh time planned for it: kept for
+    that token (TokenSource.refresh_at), so a credential woken then is due then."""
 
     @classmethod
     def from_status(cls, status: Mapping[str, Any] | None) -> Memory:
@@ -118,7 +121,14 @@ class Memory:
             ready=ready_state(status),
             last_reason=ready_reason(status),
             consumers=ConsumerMemory.from_status(status),
+            planned_refresh=_planned_in(status),
         )
+
+
+def _planned_in(status: Mapping[str, Any]) -> tuple[float, float] | None:
+    expires_at = tokensecret.parse_rfc3339(status.get("expiresAt"))
+    planned = tokensecret.parse_rfc3339(status.get("nextRefreshAt"))
+    return None if expires_at is None or planned is None else (expires_at, planned)
 
 
 @dataclass(frozen=True)
@@ -150,7 +160,12 @@ class TokenSource(Protocol):
     def current(self, source: LoginSource) -> TokenSet | None: ...
     def forced_refresh_at(self, source: LoginSource, requested_at: float) -> float: ...
     def refresh_at(
-        self, source: LoginSource, token: TokenSet, planned: float, position: float | None = None
+        self,
+        source: LoginSource,
+        token: TokenSet,
+        planned: float,
+        position: float | None = None,
+        kept: float | None = None,
     ) -> float: ...
     async def obtain(
         self,
@@ -298,8 +313,13 @@ class _Pass:
     def next_refresh(self, token: TokenSet) -> float:
         jitter = jitter_fraction(self.gathered.credential["metadata"]["uid"])
         planned = refresh_time(token.obtained_at, token.expires_at, self.spec.refresh_before, jitter)
-        position = jitter if self.spec.refresh_before is None else None  # a wave is spread only then
-        return self.services.pool.refresh_at(self.source, token, planned, position)
+        if self.spec.refresh_before is not None:  # kept as the user set it: no wave is spread
+            return self.services.pool.refresh_at(self.source, token, planned)
+        kept = self.memory.planned_refresh
+        same_token = kept is not None and abs(kept[0] - token.expires_at) < 1.0
+        return self.services.pool.refresh_at(
+            self.source, token, planned, jitter, kept[1] if kept is not None and same_token else None
+        )
 
     def render(self, token: TokenSet) -> Body:
         return tokensecret.render(self.spec, _owner(self.gathered.credential), token, self.source.account)
@@ -729,6 +749,10 @@ def _concluded(gathered: Gathered, decided: _Decided) -> Result:
         if consumed.wake_at is not None:
             wake = consumed.wake_at if outcome.wake_at is None else min(outcome.wake_at, consumed.wake_at)
             outcome = dataclasses.replace(outcome, wake_at=wake)
+    planned = None
+    if spec is not None and spec.refresh_before is None and outcome.token and outcome.next_refresh:
+        planned = (outcome.token.expires_at, outcome.next_refresh)
+    memory = dataclasses.replace(memory, planned_refresh=planned)
     context = StatusContext(
         secret_name=spec.target_secret if spec else None,
         generation=gathered.credential["metadata"].get("generation"),
