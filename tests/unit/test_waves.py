@@ -190,6 +190,8 @@ async def test_a_wave_that_fits_is_spread_at_the_pace_its_rounds_can_go(
     kept = [pool.refresh_at(source, t, at, p, s) for at, p, s in zip(planned, positions, spread, strict=True)]
     latest = wave_start(t, len(users), 300.0)  # but a time once planned stands, unless the wave
     assert kept == [min(s, latest) for s in spread]  # must now start before it
+    forged = pool.refresh_at(source, t, planned[0], positions[0], kept=t.expires_at - 1)
+    assert forged <= t.expires_at - (t.expires_at - planned[0]) * MAX_WAVE_STRETCH, "a status can't delay it"
     rate[0] = 450.0
     hour = token(lifetime=3600.0)  # the 2-minute jitter spreads 10,000 at 450/s: nothing moves
     for p in positions[:100]:

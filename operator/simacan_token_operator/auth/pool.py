@@ -291,8 +291,8 @@ class TokenPool:
         elif held is None or token.expires_at >= held[0]:
             entry.wave = (token.expires_at, start)
         if start >= planned:
-            if kept is not None:
-                return min(kept, start)
+            if kept is not None:  # but never later than a spread could put it (a forged status)
+                return min(kept, start, planned + (token.expires_at - planned) * MAX_WAVE_STRETCH)
             if position is None:
                 return planned
             return min(spread_past(token, planned, position, len(entry.users), rate), start)
