@@ -21,7 +21,9 @@ A wave that fits but needs longer than the jitter's spread is spread past the pl
 the same slots, each keeping a few KiB. A credential's time, once planned for a token, stands
 (`kept`): worked out again with a rate that has fallen since, the spread would put it later, and
 the credential, woken at that time, would not be due but patch its status with a new
-nextRefreshAt; after a restart every credential's time would move.
+nextRefreshAt; after a restart every credential's time would move. A kept time earlier than
+planned is not kept: it was a wave's start moved earlier while the rate dipped, and kept, each
+dip would bring the account's next token forward.
 """
 
 from __future__ import annotations
@@ -279,7 +281,7 @@ class TokenPool:
         wave that fits is spread by `spread_past` (module docstring). The first time a token's
         wave moves earlier, it is logged and counted. `position`: the credential's jitter (None:
         a refreshBefore the user set, kept as it is); `kept`: the time it planned for `token`
-        before, which stands unless the wave must start earlier."""
+        before, which stands unless the wave must start earlier (or it was such an earlier start)."""
         entry = self._entries.get(source.key)
         rate = self._write_rate() if self._write_rate is not None else None
         if entry is None or rate is None or rate <= 0:
@@ -291,7 +293,7 @@ class TokenPool:
         elif held is None or token.expires_at >= held[0]:
             entry.wave = (token.expires_at, start)
         if start >= planned:
-            if kept is not None:  # but never later than a spread could put it (a forged status)
+            if kept is not None and kept >= planned:  # (bounded like a spread: a forged status)
                 return min(kept, start, planned + (token.expires_at - planned) * MAX_WAVE_STRETCH)
             if position is None:
                 return planned
