@@ -220,7 +220,7 @@ async def test_a_credential_woken_at_its_planned_time_refreshes_even_if_the_rate
     assert Memory.from_status(status).planned_refresh == (expires, planned), "a restart keeps it too"
     first = world.token("a")
     rate[0] = 10.0  # worked out again, the spread would be longer
-    world.clock.now = planned + 0.5
+    world.clock.now = planned + 1  # nextRefreshAt is to the second: the time planned is before this
     await world.run("a")
     refreshed = world.token("a") != first
     assert refreshed, "due at the time it planned"
