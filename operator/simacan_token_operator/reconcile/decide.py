@@ -316,10 +316,8 @@ class _Pass:
         if self.spec.refresh_before is not None:  # kept as the user set it: no wave is spread
             return self.services.pool.refresh_at(self.source, token, planned)
         kept = self.memory.planned_refresh
-        same_token = kept is not None and abs(kept[0] - token.expires_at) < 1.0
-        return self.services.pool.refresh_at(
-            self.source, token, planned, jitter, kept[1] if kept is not None and same_token else None
-        )
+        at = kept[1] if kept is not None and abs(kept[0] - token.expires_at) < 1.0 else None
+        return self.services.pool.refresh_at(self.source, token, planned, jitter, at)
 
     def render(self, token: TokenSet) -> Body:
         return tokensecret.render(self.spec, _owner(self.gathered.credential), token, self.source.account)
@@ -749,10 +747,10 @@ def _concluded(gathered: Gathered, decided: _Decided) -> Result:
         if consumed.wake_at is not None:
             wake = consumed.wake_at if outcome.wake_at is None else min(outcome.wake_at, consumed.wake_at)
             outcome = dataclasses.replace(outcome, wake_at=wake)
-    planned = None
-    if spec is not None and spec.refresh_before is None and outcome.token and outcome.next_refresh:
-        planned = (outcome.token.expires_at, outcome.next_refresh)
-    memory = dataclasses.replace(memory, planned_refresh=planned)
+    planned = (
+        (outcome.token.expires_at, outcome.next_refresh) if outcome.token and outcome.next_refresh else None
+    )
+    memory = dataclasses.replace(memory, planned_refresh=planned)  # used on the default schedule only
     context = StatusContext(
         secret_name=spec.target_secret if spec else None,
         generation=gathered.credential["metadata"].get("generation"),
