@@ -15,6 +15,7 @@ from simacan_token_operator.controller.gates import (
     Wake,
     sleep_until,
 )
+from simacan_token_operator.kube.client import KubeError
 from tests.unit.test_reconcile_pass import NS, World, clock, fake_auth, world
 
 FIXTURES = (fake_auth, clock, world)
@@ -84,13 +85,14 @@ async def test_a_namespace_gate_serves_its_passes_before_its_status_patches() ->
     assert gates.shared.free == 8 and len(gates.namespaces) == 0
 
 
-async def test_a_first_sync_writes_every_token_secret_before_any_status(world: World) -> None:
+async def test_a_first_sync_writes_every_token_secret_then_every_status_then_the_events(world: World) -> None:
     """More credentials in one namespace than its gate has slots, all due at once (a first
     sync once the account has its token): every token Secret is written before the first
-    status patch goes out, so workloads get their tokens while the reports wait."""
+    status patch goes out, so workloads get their tokens while the reports wait, and every
+    status before the Issued Events, so the statuses say Ready as soon as they can."""
     assert world.runtime is not None
     calls: list[str] = []
-    create, patch = world.kube.create_secret, world.kube.patch_status
+    create, patch, post = world.kube.create_secret, world.kube.patch_status, world.kube.post_event
 
     async def create_secret(namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         await asyncio.sleep(0.005)  # an API server takes a while: calls overlap, as in production
@@ -102,20 +104,28 @@ async def test_a_first_sync_writes_every_token_secret_before_any_status(world: W
         calls.append("status")
         return await patch(*args)
 
+    async def post_event(*args: Any) -> None:
+        await asyncio.sleep(0.005)
+        calls.append("event")
+        await post(*args)
+
     world.kube.create_secret = create_secret  # type: ignore[method-assign]
     world.kube.patch_status = patch_status  # type: ignore[method-assign,assignment]
+    world.kube.post_event = post_event  # type: ignore[method-assign,assignment]
     world.runtime.known.epochs.listed(NS)  # as the Secret watch does: the login Secret is read once
     world.login_secret()
     world.credential("first")
     await world.run("first")  # the account's login: the passes below wait only for Kubernetes
+    assert calls == ["secret", "event", "status"], "alone, the Issued Event comes before the status"
     calls.clear()
     names = [f"c{i}" for i in range(3 * NAMESPACE_CONCURRENCY)]
     for name in names:
         world.credential(name)
     await asyncio.gather(*(world.run(name) for name in names))
 
-    assert calls == ["secret"] * len(names) + ["status"] * len(names)
+    assert calls == ["secret"] * len(names) + ["status"] * len(names) + ["event"] * len(names)
     assert all(world.ready(name, NS) == ("True", "TokenValid") for name in names)
+    assert [event.reason for event in world.kube.events] == ["Issued"] * (len(names) + 1)
 
 
 async def test_a_sleeping_worker_wakes_on_a_nudge_on_its_timer_and_not_for_a_cleared_flag() -> None:
@@ -164,3 +174,34 @@ async def test_a_waiter_cancelled_in_the_queue_leaves_no_namespace_gate_behind()
     release.set()
     await holder
     assert gates.shared.free == 8 and len(gates.namespaces) == 0
+
+
+async def test_an_event_held_back_in_a_wave_is_posted_even_when_its_status_patch_fails(world: World) -> None:
+    """In a wave the Issued Event waits for the status patch; a patch that fails (500) must not
+    swallow it: the next round has the Secret it wrote and will not say it again."""
+    assert world.runtime is not None
+    patch = world.kube.patch_status
+    failing = {"c20"}  # in the middle of the wave: its Event is held back
+
+    async def patch_status(plural: str, namespace: str, name: str, *args: Any) -> dict[str, Any]:
+        await asyncio.sleep(0.005)
+        if name in failing:
+            failing.discard(name)
+            raise KubeError("updating the status", 500, "Internal Server Error")
+        return await patch(plural, namespace, name, *args)
+
+    world.kube.patch_status = patch_status  # type: ignore[method-assign,assignment]
+    world.runtime.known.epochs.listed(NS)
+    world.login_secret()
+    world.credential("first")
+    await world.run("first")
+    names = [f"c{i}" for i in range(3 * NAMESPACE_CONCURRENCY)]
+    for name in names:
+        world.credential(name)
+    results = await asyncio.gather(*(world.run(name) for name in names), return_exceptions=True)
+
+    assert [type(result) for result in results if isinstance(result, BaseException)] == [KubeError]
+    assert [event.reason for event in world.kube.events] == ["Issued"] * (len(names) + 1)
+    await asyncio.gather(*(world.run(name) for name in names))  # the retry says nothing new
+    assert all(world.ready(name, NS) == ("True", "TokenValid") for name in names)
+    assert [event.reason for event in world.kube.events] == ["Issued"] * (len(names) + 1)

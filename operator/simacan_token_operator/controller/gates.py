@@ -5,7 +5,8 @@ The official client is synchronous: every call holds a thread. The gates bound h
 so that one tenant with many credentials queues behind itself and not in front of its neighbours.
 Waiters are served by priority, then in arrival order: when everything is due at once (a first
 sync, a password change) the passes that write token Secrets go before the status patches and
-Events that report them, so every workload has its token before the reports catch up.
+Events that report them, so every workload has its token before the reports catch up, and good
+news waits behind every status (reporting.Reporter.report), so the statuses catch up first.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ PASS = 0
 """A pass: the reads it needs and the token Secret write it leads to. Served first."""
 REPORT = 1
 """A status patch or an Event: served when no pass waits for the same slots."""
+NEWS = 2
+"""A Normal Event held back in a wave: served when no pass or report waits for the same slots."""
 
 PASS_TIME_WEIGHT = 0.05
 """How much each pass moves the average time a pass holds its slots (an exponential average:
@@ -100,6 +103,10 @@ class PriorityGate:
     def waiting(self) -> int:
         return sum(1 for *_, future in self._waiters if not future.done())
 
+    def queued(self) -> bool:
+        """Whether a caller would wait now (cheap: a wave has thousands of waiters to count)."""
+        return self.free <= 0 and bool(self._waiters)
+
     async def acquire(self, priority: int) -> None:
         if self.free > 0:  # no one waits while a slot is free: release() hands it on at once
             self.free -= 1
@@ -144,6 +151,10 @@ class NamespaceGates:
             del self._gates[namespace]
         else:
             self._gates[namespace] = (gate, users - 1)
+
+    def queued(self, namespace: str) -> bool:
+        entry = self._gates.get(namespace)
+        return entry is not None and entry[0].queued()
 
     def __len__(self) -> int:
         return len(self._gates)
@@ -264,6 +275,10 @@ class KubeGates:
         self.pass_seconds = (
             seconds if previous is None else previous + PASS_TIME_WEIGHT * (seconds - previous)
         )
+
+    def queued(self, namespace: str | None) -> bool:
+        """Whether calls about `namespace` queue now: a wave is under way."""
+        return self.shared.queued() or (namespace is not None and self.namespaces.queued(namespace))
 
     def slot(self, namespace: str | None, priority: int) -> Slot:
         """A slot for calls about `namespace` (None: about no one namespace, e.g. a cluster-wide

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from simacan_token_operator.controller.gates import REPORT
+from simacan_token_operator.controller.gates import NEWS, REPORT
 from simacan_token_operator.controller.kinds import Clusterwide, Kind, Report, Round
 from simacan_token_operator.controller.runtime import Runtime
 from simacan_token_operator.controller.target import Target
@@ -199,14 +199,31 @@ class Reporter:
 
     async def report(self, credential: Mapping[str, Any], round_: Round) -> bool:
         """Post the Events, patch the status if it changed, publish the metrics; False if a
-        status to write was not written (409, or waiting for the watch event after one)."""
+        status to write was not written (409, or waiting for the watch event after one).
+
+        The Events go first: a problem starts with its Warning Event, and good news is there
+        when the status shows it. In a wave (calls about the namespace queue) a Normal Event
+        goes after the status instead, behind every status waiting: the Events of 2,000
+        credentials' first sync would otherwise hold back the last status by as many calls.
+        A status patch that fails does not swallow them: the next round will not say them again."""
         runtime, meta = self.runtime, credential["metadata"]
         report = self.kind.report(round_, runtime.clock())
+        news: tuple[Note, ...] = ()
+        if report.status is not None and runtime.gates.queued(meta.get("namespace") or None):
+            news = tuple(note for note in report.notes if note.type == "Normal")
         for note in report.notes:
-            await self.post(credential, note)
-        written = True
-        if report.status is not None:
-            written = await self._patch(meta, report.status)
+            if note not in news:
+                await self.post(credential, note)
+        written, failure = True, None
+        try:
+            if report.status is not None:
+                written = await self._patch(meta, report.status)
+        except KubeError as error:
+            failure = error
+        for note in news:
+            await self.post(credential, note, NEWS)
+        if failure is not None:
+            raise failure
         self.kind.reported(report if written else Report(report.notes, None, report.overall, None))
         if report.overall is not None:
             runtime.metrics.publish(meta.get("namespace") or "", meta["name"], report.overall, None)
@@ -243,10 +260,10 @@ class Reporter:
             logger.info("%s: the status had been changed by another writer; wrote it again", self._who)
         return True
 
-    async def post(self, credential: Mapping[str, Any], note: Note) -> None:
+    async def post(self, credential: Mapping[str, Any], note: Note, priority: int = REPORT) -> None:
         ref = self.kind.event_ref(credential)
         try:
-            async with self.runtime.gates.slot(ref.namespace or None, REPORT):
+            async with self.runtime.gates.slot(ref.namespace or None, priority):
                 await self.runtime.kube.post_event(ref, note.type, note.reason, note.message)
         except KubeError as error:
             logger.warning("%s: could not post Event %s: %s", self._who, note.reason, error)
