@@ -13,8 +13,9 @@ from simacan_token_operator.controller.gates import (
     KubeGates,
     PriorityGate,
     Wake,
-    sleep_until,
 )
+from simacan_token_operator.controller.kinds import Namespaced
+from simacan_token_operator.controller.worker import CredentialWorker
 from simacan_token_operator.kube.client import KubeError
 from tests.unit.test_reconcile_pass import NS, World, clock, fake_auth, world
 
@@ -131,30 +132,78 @@ async def test_a_first_sync_writes_every_token_secret_then_every_status_then_the
 async def test_a_sleeping_worker_wakes_on_a_nudge_on_its_timer_and_not_for_a_cleared_flag() -> None:
     loop = asyncio.get_running_loop()
     wake = Wake()
+    woken: list[float] = []
+
+    def on_set() -> None:
+        woken.append(loop.time())
+
     wake.set()
-    await asyncio.wait_for(sleep_until(wake, None, loop.time), 1)  # a nudge before the sleep is not lost
+    wake.sleep(None, loop.time, on_set)
+    assert len(woken) == 1, "a nudge before the sleep is not lost"
 
     wake.clear()
-    sleeping = asyncio.create_task(sleep_until(wake, None, loop.time))
+    wake.sleep(None, loop.time, on_set)
     await asyncio.sleep(0.01)
-    assert not sleeping.done(), "a cleared flag does not wake"
+    assert len(woken) == 1, "a cleared flag does not wake"
     wake.set()
-    await asyncio.wait_for(sleeping, 1)
+    wake.set()
+    assert len(woken) == 2, "a nudge wakes, once"
 
     wake.clear()
     started = loop.time()
-    await asyncio.wait_for(sleep_until(wake, started + 0.05, loop.time), 1)
-    assert loop.time() - started >= 0.04 and wake.is_set(), "the timer sets the flag"
+    wake.sleep(started + 0.05, loop.time, on_set)
+    await asyncio.wait_for(until_woken(woken, 3), 1)
+    assert woken[-1] - started >= 0.04 and wake.is_set(), "the timer sets the flag"
 
     wake.clear()
-    sleeping = asyncio.create_task(sleep_until(wake, None, loop.time))
-    await asyncio.sleep(0.01)
-    sleeping.cancel()
-    await asyncio.gather(sleeping, return_exceptions=True)
-    sleeping = asyncio.create_task(sleep_until(wake, None, loop.time))
-    await asyncio.sleep(0.01)
+    wake.sleep(loop.time() + 0.02, loop.time, on_set)
+    wake.cancel()
+    await asyncio.sleep(0.05)
+    assert len(woken) == 3, "a cancelled sleep neither times out nor wakes"
     wake.set()
-    await asyncio.wait_for(sleeping, 1)  # a cancelled sleep leaves the wake usable
+    assert len(woken) == 3
+    wake.clear()
+    wake.sleep(None, loop.time, on_set)
+    wake.set()
+    assert len(woken) == 4, "a cancelled sleep leaves the wake usable"
+
+
+async def until_woken(woken: list[float], count: int) -> None:
+    while len(woken) < count:
+        await asyncio.sleep(0.005)
+
+
+async def test_a_sleeping_worker_holds_no_task(world: World) -> None:
+    """Between rounds a credential is a flag and a timer: no asyncio task, which kept 1.5 KiB."""
+    assert world.runtime is not None
+    world.login_secret()
+    body = world.kube.watched(world.credential("first"))
+    worker = CredentialWorker(body, world.runtime, Namespaced())
+    tasks_before = len(asyncio.all_tasks())
+    worker.start()
+    assert len(asyncio.all_tasks()) == tasks_before + 1, "a round runs as a task"
+    await asyncio.wait_for(until_status(world, "first"), 10)
+    await asyncio.wait_for(until_no_task(worker), 10)
+    assert len(asyncio.all_tasks()) == tasks_before, "asleep, it holds none"
+    assert world.ready("first", NS) == ("True", "TokenValid")
+    writes = len(world.kube.secret_writes)
+    worker.nudge()
+    assert len(asyncio.all_tasks()) == tasks_before + 1, "a nudge starts a round"
+    await asyncio.wait_for(until_no_task(worker), 10)
+    assert len(world.kube.secret_writes) == writes, "a round with nothing to do writes nothing"
+    await worker.stop()
+    worker.nudge()
+    assert len(asyncio.all_tasks()) == tasks_before, "a stopped worker starts no round"
+
+
+async def until_status(world: World, name: str) -> None:
+    while not world.status(name, NS):
+        await asyncio.sleep(0.005)
+
+
+async def until_no_task(worker: CredentialWorker) -> None:
+    while worker._task is not None:
+        await asyncio.sleep(0.005)
 
 
 async def test_a_waiter_cancelled_in_the_queue_leaves_no_namespace_gate_behind() -> None:

@@ -12,6 +12,7 @@ news waits behind every status (reporting.Reporter.report), so the statuses catc
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import heapq
 import itertools
 import time
@@ -40,52 +41,56 @@ PASS_TIME_WEIGHT = 0.05
 the last few hundred passes count)."""
 
 
+QUIET = contextvars.Context()
+"""The context a sleeping worker's timer runs in: none of its own, so no copy per timer."""
+
+
 class Wake:
-    """asyncio.Event for one waiter: a flag, and a future while the worker sleeps.
+    """A worker's "look again" flag, and what to call when it is set while the worker sleeps.
 
-    Each credential's worker has one. asyncio.Event keeps a deque for its waiters, 0.7 KiB even
-    when empty: 7 MiB at 10,000 credentials, for a list that never holds more than one."""
+    Between rounds a credential is this flag, at most one timer and one callback. It used to
+    be an asyncio task asleep on an asyncio.Event: the task, its coroutine frames, a future, a
+    context and a weak reference in asyncio's task set kept about 1.5 KiB per credential,
+    15 MiB at 10,000."""
 
-    __slots__ = ("_flag", "_waiter")
+    __slots__ = ("_flag", "_on_set", "_timer")
 
     def __init__(self) -> None:
         self._flag = False
-        self._waiter: asyncio.Future[None] | None = None
+        self._on_set: Callable[[], None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     def is_set(self) -> bool:
         return self._flag
 
     def set(self) -> None:
         self._flag = True
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        on_set = self._on_set
+        if on_set is not None:
+            self.cancel()
+            on_set()
 
     def clear(self) -> None:
         self._flag = False
 
-    async def wait(self) -> None:
+    def sleep(self, wake_at: float | None, clock: Callable[[], float], on_set: Callable[[], None]) -> None:
+        """Call `on_set` once: when the flag is set (at once if it is) or when `wake_at` comes
+        (by `clock`; None: only when set)."""
+        self.cancel()
         if self._flag:
+            on_set()
             return
-        assert self._waiter is None, "one waiter only"
-        self._waiter = asyncio.get_running_loop().create_future()
-        try:
-            await self._waiter
-        finally:
-            self._waiter = None
+        self._on_set = on_set
+        if wake_at is not None:
+            delay = max(wake_at - clock(), 0.0)
+            self._timer = asyncio.get_running_loop().call_later(delay, self.set, context=QUIET)
 
-
-async def sleep_until(wake: Wake, wake_at: float | None, clock: Callable[[], float]) -> None:
-    """Until `wake` is set or `wake_at` (by `clock`) comes; None waits for `wake` alone.
-
-    A timer handle rather than asyncio.wait_for: no extra Task per sleep, per credential."""
-    timer = None
-    if wake_at is not None:
-        timer = asyncio.get_running_loop().call_later(max(wake_at - clock(), 0.0), wake.set)
-    try:
-        await wake.wait()
-    finally:
-        if timer is not None:
-            timer.cancel()
+    def cancel(self) -> None:
+        """Forget the callback and the timer (the flag stays as it is)."""
+        self._on_set = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 class PriorityGate:

@@ -1,7 +1,8 @@
 """The loop around one credential of either kind: run its targets' passes, report, sleep.
 
-Each credential gets one asyncio task that sleeps until a target's next refresh, a retry, or a
-nudge from a watch event. Sleeping tasks cost a few KiB, unlike a kopf daemon per object. A round
+Each round of a credential is an asyncio task. Between rounds the credential sleeps as a flag
+and a timer (gates.Wake) until a target's next refresh, a retry, or a nudge from a watch event:
+no task, so thousands of sleeping credentials cost a few hundred bytes each. A round
 looks only at the targets that need it: those whose Secret changed, whose refresh is due, or that
 just became targets; a change of the credential or its credentials Secret looks at all of them.
 The credentials Secret is read once per round, whatever the number of targets; all targets
@@ -19,7 +20,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from simacan_token_operator.controller.gates import PASS, Wake, sleep_until
+from simacan_token_operator.controller.gates import PASS, Wake
 from simacan_token_operator.controller.holdings import Holdings
 from simacan_token_operator.controller.kinds import Kind, Round, Scope
 from simacan_token_operator.controller.reporting import Reporter, StatusFence, unwritten
@@ -123,17 +124,28 @@ class CredentialWorker:
         self._nudge_target: Callable[[str], None] = self.nudge
         """The one bound method every target of this credential calls."""
         self._task: asyncio.Task[None] | None = None
+        """The round running, if one is."""
+        self._failures = 0
+        """Rounds failed in a row: they set the backoff before the next."""
+        self._stopped = False
 
     # -- control ------------------------------------------------------------------------------
 
     def start(self) -> None:
+        self._begin()
+
+    def _begin(self) -> None:
+        if self._stopped:
+            return
         # A fresh context: started from a kopf handler, the task would otherwise inherit kopf's
-        # context variables and keep that event's body, cause and logger alive for good.
+        # context variables and keep that event's body, cause and logger alive.
         self._task = asyncio.create_task(
-            self._run(), name=f"{self.kind.kind}:{self.key}", context=contextvars.Context()
+            self._round(), name=f"{self.kind.kind}:{self.key}", context=contextvars.Context()
         )
 
     async def stop(self) -> None:
+        self._stopped = True
+        self._wake.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -170,26 +182,28 @@ class CredentialWorker:
 
     # -- the loop -----------------------------------------------------------------------------
 
-    async def _run(self) -> None:
+    async def _round(self) -> None:
+        """One round, then to sleep: the next round begins when the wake is set or its time comes."""
         if self._listed is not None:
             await self._listed.wait()
-        failures = 0
-        while True:
-            self._wake.clear()
-            try:
-                wake_at = await self.run_once()
-                failures = 0
-            except Exception as error:
-                failures += 1
-                delay = backoff_delay(failures, jitter_fraction(f"{self.key}:{failures}"))
-                if isinstance(error, KubeError):  # expected: the message names the call and the status
-                    logger.warning("%s: %s; retrying in %.0fs", self.key, error, delay)
-                else:
-                    logger.exception("%s: unexpected error; retrying in %.0fs", self.key, delay)
-                self._dirty = None
-                wake_at = self.runtime.clock() + delay
-            self.due_at = wake_at
-            await sleep_until(self._wake, wake_at, self.runtime.clock)
+        self._wake.clear()
+        try:
+            wake_at = await self.run_once()
+            self._failures = 0
+        except Exception as error:
+            self._failures += 1
+            failures = self._failures
+            delay = backoff_delay(failures, jitter_fraction(f"{self.key}:{failures}"))
+            if isinstance(error, KubeError):  # expected: the message names the call and the status
+                logger.warning("%s: %s; retrying in %.0fs", self.key, error, delay)
+            else:
+                logger.exception("%s: unexpected error; retrying in %.0fs", self.key, delay)
+            self._dirty = None
+            wake_at = self.runtime.clock() + delay
+        self.due_at = wake_at
+        self._task = None  # a finished task is not kept: it would cost what sleeping saves
+        if not self._stopped:
+            self._wake.sleep(wake_at, self.runtime.clock, self._begin)
 
     async def run_once(self) -> float | None:
         """One round over the targets that need it; returns when to look again (None: on events)."""
