@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
@@ -60,13 +59,60 @@ def worker_key(body: Mapping[str, Any]) -> WorkerKey:
     return (str(body.get("kind")), meta.get("namespace") or "", meta["name"])
 
 
+class SecretRoutes:
+    """Namespaced credentials by the Secrets (in their namespace) whose changes concern them.
+
+    Most Secrets concern one credential (its token Secret): that one is kept as it is, not in
+    a set of one (216 bytes per credential); a credentials Secret that several share has a set."""
+
+    __slots__ = ("_by_secret", "_watched")
+
+    def __init__(self) -> None:
+        self._by_secret: dict[tuple[str, str], WorkerKey | set[WorkerKey]] = {}
+        self._watched: dict[WorkerKey, tuple[str, ...]] = {}
+
+    def users(self, namespace: str, secret: str) -> tuple[WorkerKey, ...]:
+        """A copy: routing an event may change the routes."""
+        users = self._by_secret.get((namespace, secret))
+        if users is None:
+            return ()
+        return tuple(users) if isinstance(users, set) else (users,)
+
+    def index(self, key: WorkerKey, secrets: tuple[str, ...]) -> None:
+        """Route events of these Secrets (in the credential's namespace) to the credential's worker."""
+        namespace = key[1]
+        for secret in self._watched.pop(key, ()):
+            if secret not in secrets:
+                self._remove((namespace, secret), key)
+        for secret in secrets:
+            self._add((namespace, secret), key)
+        if secrets:
+            self._watched[key] = secrets
+
+    def _add(self, where: tuple[str, str], key: WorkerKey) -> None:
+        users = self._by_secret.get(where)
+        if users is None:
+            self._by_secret[where] = key
+        elif isinstance(users, set):
+            users.add(key)
+        elif users != key:
+            self._by_secret[where] = {users, key}
+
+    def _remove(self, where: tuple[str, str], key: WorkerKey) -> None:
+        users = self._by_secret.get(where)
+        if users == key:
+            del self._by_secret[where]
+        elif isinstance(users, set):
+            users.discard(key)
+            if len(users) == 1:
+                self._by_secret[where] = users.pop()
+
+
 class Controller:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.workers: dict[WorkerKey, CredentialWorker] = {}
-        self._by_secret: defaultdict[tuple[str, str], set[WorkerKey]] = defaultdict(set)
-        """Namespaced credentials by the Secrets (in their namespace) whose changes concern them."""
-        self._watched: dict[WorkerKey, frozenset[str]] = {}
+        self._routes = SecretRoutes()
         self._clusterwide: set[WorkerKey] = set()
         """Cluster-wide credentials: few, each asked whether a Secret event concerns it."""
         self.namespaces: dict[str, NamespaceInfo] = {}
@@ -81,7 +127,7 @@ class Controller:
             await self.forget(*key)  # deleted and re-created between two events: start afresh
             worker = None
         if key[0] != CLUSTER_KIND:
-            self._index(key, watched_secrets(key[2], key[1], body.get("spec") or {}))
+            self._routes.index(key, watched_secrets(key[2], key[1], body.get("spec") or {}))
         if worker is not None:
             if relevant(worker.credential) == relevant(body):
                 # Mostly the echo of our own status patch: the snapshot kept would be the same
@@ -108,7 +154,7 @@ class Controller:
         """The Secrets stay: their ownerReference lets the garbage collector remove them."""
         key = (kind, namespace, name)
         worker = self.workers.pop(key, None)
-        self._index(key, frozenset())
+        self._routes.index(key, ())
         self._clusterwide.discard(key)
         if worker is not None:
             await worker.stop()
@@ -120,7 +166,7 @@ class Controller:
         The version this process itself wrote or read wakes nobody (known.py). `owner`: the
         Secret's cluster-credential owner label, if it has one."""
         login_news = self.runtime.known.logins.seen(namespace, name, version)
-        for key in self._by_secret.get((namespace, name), ()):
+        for key in self._routes.users(namespace, name):
             worker = self.workers.get(key)
             if worker is not None:
                 route_secret_event(worker, namespace, name, version, login_news, owner)
@@ -181,20 +227,6 @@ class Controller:
     async def stop(self) -> None:
         for key in list(self.workers):
             await self.forget(*key)
-
-    def _index(self, key: WorkerKey, secrets: frozenset[str]) -> None:
-        """Route events of these Secrets (in the credential's namespace) to the credential's worker."""
-        namespace = key[1]
-        for secret in self._watched.pop(key, frozenset()) - secrets:
-            users = self._by_secret.get((namespace, secret))
-            if users is not None:
-                users.discard(key)
-                if not users:
-                    del self._by_secret[(namespace, secret)]
-        for secret in secrets:
-            self._by_secret[(namespace, secret)].add(key)
-        if secrets:
-            self._watched[key] = secrets
 
 
 def route_secret_event(
