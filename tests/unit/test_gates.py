@@ -123,6 +123,7 @@ async def test_a_first_sync_writes_every_token_secret_then_every_status_then_the
     for name in names:
         world.credential(name)
     await asyncio.gather(*(world.run(name) for name in names))
+    await world.runtime.news.drained()
 
     assert calls == ["secret"] * len(names) + ["status"] * len(names) + ["event"] * len(names)
     assert all(world.ready(name, NS) == ("True", "TokenValid") for name in names)
@@ -248,6 +249,7 @@ async def test_an_event_held_back_in_a_wave_is_posted_even_when_its_status_patch
     for name in names:
         world.credential(name)
     results = await asyncio.gather(*(world.run(name) for name in names), return_exceptions=True)
+    await world.runtime.news.drained()
 
     assert [type(result) for result in results if isinstance(result, BaseException)] == [KubeError]
     assert [event.reason for event in world.kube.events] == ["Issued"] * (len(names) + 1)

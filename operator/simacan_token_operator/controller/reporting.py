@@ -17,7 +17,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from simacan_token_operator.controller.gates import NEWS, REPORT
+from simacan_token_operator.controller.gates import REPORT
 from simacan_token_operator.controller.kinds import Clusterwide, Kind, Report, Round
 from simacan_token_operator.controller.runtime import Runtime
 from simacan_token_operator.controller.target import Target
@@ -203,7 +203,7 @@ class Reporter:
 
         The Events go first: a problem starts with its Warning Event, and good news is there
         when the status shows it. In a wave (calls about the namespace queue) a Normal Event
-        goes after the status instead, behind every status waiting: the Events of 2,000
+        is held (news.HeldNews) and goes after every status waiting: the Events of 2,000
         credentials' first sync would otherwise hold back the last status by as many calls.
         A status patch that fails does not swallow them: the next round will not say them again."""
         runtime, meta = self.runtime, credential["metadata"]
@@ -221,7 +221,7 @@ class Reporter:
         except KubeError as error:
             failure = error
         for note in news:
-            await self.post(credential, note, NEWS)
+            runtime.news.hold(runtime.kube, runtime.gates, self.kind.event_ref(credential), note, self._who)
         if failure is not None:
             raise failure
         self.kind.reported(report if written else Report(report.notes, None, report.overall, None))
@@ -260,10 +260,10 @@ class Reporter:
             logger.info("%s: the status had been changed by another writer; wrote it again", self._who)
         return True
 
-    async def post(self, credential: Mapping[str, Any], note: Note, priority: int = REPORT) -> None:
+    async def post(self, credential: Mapping[str, Any], note: Note) -> None:
         ref = self.kind.event_ref(credential)
         try:
-            async with self.runtime.gates.slot(ref.namespace or None, priority):
+            async with self.runtime.gates.slot(ref.namespace or None, REPORT):
                 await self.runtime.kube.post_event(ref, note.type, note.reason, note.message)
         except KubeError as error:
             logger.warning("%s: could not post Event %s: %s", self._who, note.reason, error)

@@ -227,6 +227,7 @@ class Controller:
     async def stop(self) -> None:
         for key in list(self.workers):
             await self.forget(*key)
+        await self.runtime.news.stop()
 
 
 def route_secret_event(

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from simacan_token_operator.controller.gates import KubeGates
 from simacan_token_operator.controller.known import Knowledge
+from simacan_token_operator.controller.news import HeldNews
 from simacan_token_operator.controller.workloads import NamespaceWorkloads, WorkloadReader
 from simacan_token_operator.kube.client import KubeError, ObjectRef
 from simacan_token_operator.model.clusterspec import DEFAULT_CREDENTIALS_NAMESPACE
@@ -103,6 +104,8 @@ class Runtime:
     """Set by __post_init__: each namespace's workload verdicts, for the stale-consumer check."""
     known: Knowledge = field(default_factory=Knowledge)
     """What the Secret watch vouches for, so passes need not read it again (known.py)."""
+    news: HeldNews = field(default_factory=HeldNews)
+    """Normal Events a wave holds back until the statuses are through (news.py)."""
 
     def __post_init__(self) -> None:
         if self.workloads is None:
