@@ -29,7 +29,8 @@ class Poster:
 
 
 async def test_held_events_go_in_order_after_the_reports_waiting_and_a_failure_stops_none() -> None:
-    gates, news, poster = KubeGates(limit=1, per_namespace=1), HeldNews(), Poster(failing={"b"})
+    gates, poster = KubeGates(limit=1, per_namespace=1), Poster(failing={"b"})
+    news = HeldNews(poster, gates)
     order: list[str] = []
     release = asyncio.Event()
 
@@ -41,7 +42,7 @@ async def test_held_events_go_in_order_after_the_reports_waiting_and_a_failure_s
     holder = asyncio.create_task(report("status-1"))
     await asyncio.sleep(0)
     for name in ("a", "b", "c"):
-        news.hold(poster, gates, ref(name), ISSUED, f"team/{name}")
+        news.hold(ref(name), ISSUED, f"team/{name}")
     waiting = asyncio.create_task(report("status-2"))
     await asyncio.sleep(0.01)
     assert poster.posted == [], "nothing is posted while a report holds the slot"
@@ -50,16 +51,17 @@ async def test_held_events_go_in_order_after_the_reports_waiting_and_a_failure_s
     await asyncio.wait_for(news.drained(), 5)
     assert order == ["status-1", "status-2"]
     assert poster.posted == ["a", "c"], "in order; the one that failed is logged and skipped"
-    news.hold(poster, gates, ref("d"), ISSUED, "team/d")
+    news.hold(ref("d"), ISSUED, "team/d")
     await asyncio.wait_for(news.drained(), 5)
     assert poster.posted == ["a", "c", "d"], "a namespace drained once takes new ones"
 
 
 async def test_a_stopped_operator_posts_nothing_it_held() -> None:
-    gates, news, poster = KubeGates(limit=1, per_namespace=1), HeldNews(), Poster()
+    gates, poster = KubeGates(limit=1, per_namespace=1), Poster()
+    news = HeldNews(poster, gates)
     async with gates.slot("team", REPORT):
-        news.hold(poster, gates, ref("a"), ISSUED, "team/a")
-        news.hold(poster, gates, ref("b", "other"), ISSUED, "other/b")
+        news.hold(ref("a"), ISSUED, "team/a")
+        news.hold(ref("b", "other"), ISSUED, "other/b")
         await asyncio.sleep(0.01)
         await news.stop()
     await asyncio.sleep(0.01)

@@ -29,37 +29,40 @@ class EventPoster(Protocol):
     async def post_event(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None: ...
 
 
+async def post(
+    kube: EventPoster, gates: KubeGates, ref: ObjectRef, note: Note, who: str, priority: int
+) -> None:
+    """Post one Event in its turn at `priority`. A failure is logged, not raised: an Event is
+    worth one try, and the status says the same."""
+    try:
+        async with gates.slot(ref.namespace or None, priority):
+            await kube.post_event(ref, note.type, note.reason, note.message)
+    except KubeError as error:
+        logger.warning("%s: could not post Event %s: %s", who, note.reason, error)
+
+
 class HeldNews:
-    def __init__(self) -> None:
+    def __init__(self, kube: EventPoster, gates: KubeGates) -> None:
+        self._kube, self._gates = kube, gates
         self._queues: dict[str | None, deque[tuple[ObjectRef, Note, str]]] = {}
         self._posters: dict[str | None, asyncio.Task[None]] = {}
 
-    def hold(self, kube: EventPoster, gates: KubeGates, ref: ObjectRef, note: Note, who: str) -> None:
+    def hold(self, ref: ObjectRef, note: Note, who: str) -> None:
         """Post `note` about `ref` once the statuses and passes waiting for the same slots are through."""
         namespace = ref.namespace or None
         queue = self._queues.get(namespace)
         if queue is None:
             queue = self._queues[namespace] = deque()
             self._posters[namespace] = asyncio.create_task(
-                self._post(namespace, queue, kube, gates), context=contextvars.Context()
+                self._post(namespace, queue), context=contextvars.Context()
             )
         queue.append((ref, note, who))
 
-    async def _post(
-        self,
-        namespace: str | None,
-        queue: deque[tuple[ObjectRef, Note, str]],
-        kube: EventPoster,
-        gates: KubeGates,
-    ) -> None:
+    async def _post(self, namespace: str | None, queue: deque[tuple[ObjectRef, Note, str]]) -> None:
         try:
             while queue:
                 ref, note, who = queue.popleft()
-                try:
-                    async with gates.slot(namespace, NEWS):
-                        await kube.post_event(ref, note.type, note.reason, note.message)
-                except KubeError as error:
-                    logger.warning("%s: could not post Event %s: %s", who, note.reason, error)
+                await post(self._kube, self._gates, ref, note, who, NEWS)
         finally:
             del self._queues[namespace], self._posters[namespace]
 

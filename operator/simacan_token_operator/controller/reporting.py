@@ -19,6 +19,7 @@ from typing import Any
 
 from simacan_token_operator.controller.gates import REPORT
 from simacan_token_operator.controller.kinds import Clusterwide, Kind, Report, Round
+from simacan_token_operator.controller.news import post
 from simacan_token_operator.controller.runtime import Runtime
 from simacan_token_operator.controller.target import Target
 from simacan_token_operator.kube.client import KubeError
@@ -221,7 +222,7 @@ class Reporter:
         except KubeError as error:
             failure = error
         for note in news:
-            runtime.news.hold(runtime.kube, runtime.gates, self.kind.event_ref(credential), note, self._who)
+            runtime.news.hold(self.kind.event_ref(credential), note, self._who)
         if failure is not None:
             raise failure
         self.kind.reported(report if written else Report(report.notes, None, report.overall, None))
@@ -261,9 +262,5 @@ class Reporter:
         return True
 
     async def post(self, credential: Mapping[str, Any], note: Note) -> None:
-        ref = self.kind.event_ref(credential)
-        try:
-            async with self.runtime.gates.slot(ref.namespace or None, REPORT):
-                await self.runtime.kube.post_event(ref, note.type, note.reason, note.message)
-        except KubeError as error:
-            logger.warning("%s: could not post Event %s: %s", self._who, note.reason, error)
+        runtime = self.runtime
+        await post(runtime.kube, runtime.gates, self.kind.event_ref(credential), note, self._who, REPORT)

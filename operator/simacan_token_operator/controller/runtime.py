@@ -104,12 +104,13 @@ class Runtime:
     """Set by __post_init__: each namespace's workload verdicts, for the stale-consumer check."""
     known: Knowledge = field(default_factory=Knowledge)
     """What the Secret watch vouches for, so passes need not read it again (known.py)."""
-    news: HeldNews = field(default_factory=HeldNews)
+    news: HeldNews = field(init=False)
     """Normal Events a wave holds back until the statuses are through (news.py)."""
 
     def __post_init__(self) -> None:
         if self.workloads is None:
             self.workloads = NamespaceWorkloads(self.kube, self.clock)
+        self.news = HeldNews(self.kube, self.gates)
 
     @property
     def services(self) -> Services:
