@@ -14,19 +14,21 @@ def test_a_secret_routes_to_every_credential_that_uses_it_and_to_none_once_they_
     routes.index(fleet, ("login", "fleet-token"))
     routes.index(orders, ("login", "orders-token"))
     assert set(routes.users("team", "login")) == {fleet, orders}
-    assert routes.users("team", "fleet-token") == (fleet,)
-    assert routes.users("other", "login") == (), "Secrets are routed within their namespace"
+    assert list(routes.users("team", "fleet-token")) == [fleet]
+    assert list(routes.users("other", "login")) == [], "Secrets are routed within their namespace"
 
     routes.index(fleet, ("login", "fleet-token"))  # the same spec again changes nothing
     assert set(routes.users("team", "login")) == {fleet, orders}
 
     routes.index(orders, ("other-login", "orders-token"))  # orders moved to another login Secret
-    assert routes.users("team", "login") == (fleet,)
-    assert routes.users("team", "other-login") == (orders,)
+    assert list(routes.users("team", "login")) == [fleet]
+    assert list(routes.users("team", "other-login")) == [orders]
 
     routes.index(fleet, ())
     routes.index(orders, ())
-    assert all(routes.users("team", s) == () for s in ("login", "other-login", "fleet-token", "orders-token"))
+    assert all(
+        list(routes.users("team", s)) == [] for s in ("login", "other-login", "fleet-token", "orders-token")
+    )
     assert routes._by_secret == {} and routes._watched == {}, "nothing is left behind"
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from simacan_token_operator.controller.kinds import NAMESPACED, Clusterwide, Kind
@@ -71,12 +71,12 @@ class SecretRoutes:
         self._by_secret: dict[tuple[str, str], WorkerKey | set[WorkerKey]] = {}
         self._watched: dict[WorkerKey, tuple[str, ...]] = {}
 
-    def users(self, namespace: str, secret: str) -> tuple[WorkerKey, ...]:
-        """A copy: routing an event may change the routes."""
+    def users(self, namespace: str, secret: str) -> Collection[WorkerKey]:
+        """Not a copy: routing an event only nudges workers, which changes no route."""
         users = self._by_secret.get((namespace, secret))
         if users is None:
             return ()
-        return tuple(users) if isinstance(users, set) else (users,)
+        return users if isinstance(users, set) else (users,)
 
     def index(self, key: WorkerKey, secrets: tuple[str, ...]) -> None:
         """Route events of these Secrets (in the credential's namespace) to the credential's worker."""
