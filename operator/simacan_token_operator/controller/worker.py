@@ -135,8 +135,6 @@ class CredentialWorker:
         self._begin()
 
     def _begin(self) -> None:
-        if self._stopped:
-            return
         # A fresh context: started from a kopf handler, the task would otherwise inherit kopf's
         # context variables and keep that event's body, cause and logger alive.
         self._task = asyncio.create_task(
