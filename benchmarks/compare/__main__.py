@@ -204,7 +204,7 @@ def idle_kopf_rss(arena: Arena, options: argparse.Namespace) -> int:
     """RSS (KiB) of an idle kopf process watching the arena's SimacanCredentials, once it has seen
     them all and settled: footprint.py's floor, on the contender's own control plane."""
     floor_options = argparse.Namespace(
-        python=sys.executable, timeout=options.exist_timeout(arena.load), settle=options.settle
+        python=options.python, timeout=options.exist_timeout(arena.load), settle=options.settle
     )
     floor = measure_floor(arena.plane, arena.log_dir, arena.load.credentials, floor_options)
     print(
@@ -489,6 +489,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="before ours starts, measure an idle kopf process watching the same objects (footprint.py)",
     )
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="interpreter for ours and the idle kopf floor (default: this one). The dev venv's test"
+        " packages change what the operator imports (pyjwt loads cryptography, httpx its rich CLI):"
+        " to measure what the image ships, use a venv of requirements.lock alone (docs/benchmarks.md)",
+    )
     parser.add_argument("--settle", type=float, default=20.0, help="idle kopf: seconds before sampling (20)")
     parser.add_argument(
         "--build-eso", action="store_true", help="build External Secrets Operator if not cached (minutes)"
@@ -505,7 +512,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return options
 
 
-def make_contenders(names: Sequence[str], build_eso: bool) -> list[Contender]:
+def make_contenders(names: Sequence[str], build_eso: bool, python: str = sys.executable) -> list[Contender]:
     """The contenders asked for; ESO's are left out, saying so, when its build is not cached."""
     eso_dir = None
     if any(name in ESO_CONTENDERS for name in names):
@@ -522,7 +529,7 @@ def make_contenders(names: Sequence[str], build_eso: bool) -> list[Contender]:
     contenders: list[Contender] = []
     for name in names:
         if name == "ours":
-            contenders.append(Ours())
+            contenders.append(Ours(python))
         elif name in ("cron", "loop"):
             contenders.append(CronLoop(name, CRON_INTERVAL_FRACTION))
         elif eso_dir is not None:
@@ -547,7 +554,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     document["commands"].append(invocation)
 
     def measure(work_dir: Path) -> int:
-        contenders = make_contenders(options.contenders, options.build_eso)
+        contenders = make_contenders(options.contenders, options.build_eso, options.python)
         for load in options.loads:
             for contender in contenders:
                 result = run_one(contender, load, options, work_dir)

@@ -152,6 +152,10 @@ def create_objects(
 class Ours(Contender):
     name = "ours"
 
+    def __init__(self, python: str = sys.executable) -> None:
+        self.python = python
+        """The interpreter: a venv with only the runtime dependencies measures what the image ships."""
+
     def install(self, arena: Arena) -> None:
         apply_crds(arena.kube, [yaml.safe_load(OUR_CRD.read_text())])
         specs = {
@@ -172,6 +176,7 @@ class Ours(Contender):
             auth_ca_file=arena.auth.ca_file,
             health_port=health_port,
             metrics_port=metrics_port,
+            python=self.python,
         )
         env = kube_env(arena.plane.admin_kubeconfig)
         return Child(self.name, argv, env, arena.log_dir / f"{self.log_name}.log")
