@@ -19,7 +19,6 @@ from typing import Any
 
 from simacan_token_operator.controller.gates import REPORT
 from simacan_token_operator.controller.kinds import Clusterwide, Kind, Report, Round
-from simacan_token_operator.controller.news import post
 from simacan_token_operator.controller.runtime import Runtime
 from simacan_token_operator.controller.target import Target
 from simacan_token_operator.kube.client import KubeError
@@ -204,7 +203,7 @@ class Reporter:
 
         The Events go first: a problem starts with its Warning Event, and good news is there
         when the status shows it. In a wave (calls about the namespace queue) a Normal Event
-        is held (news.HeldNews) and goes after every status waiting: the Events of 2,000
+        is held (news.News) and goes after every status waiting: the Events of 2,000
         credentials' first sync would otherwise hold back the last status by as many calls.
         A status patch that fails does not swallow them: the next round will not say them again."""
         runtime, meta = self.runtime, credential["metadata"]
@@ -262,5 +261,4 @@ class Reporter:
         return True
 
     async def post(self, credential: Mapping[str, Any], note: Note) -> None:
-        runtime = self.runtime
-        await post(runtime.kube, runtime.gates, self.kind.event_ref(credential), note, self._who, REPORT)
+        await self.runtime.news.post(self.kind.event_ref(credential), note, self._who, REPORT)

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from simacan_token_operator.controller.gates import KubeGates
 from simacan_token_operator.controller.known import Knowledge
-from simacan_token_operator.controller.news import HeldNews
+from simacan_token_operator.controller.news import News
 from simacan_token_operator.controller.workloads import NamespaceWorkloads, WorkloadReader
 from simacan_token_operator.kube.client import KubeError, ObjectRef
 from simacan_token_operator.model.clusterspec import DEFAULT_CREDENTIALS_NAMESPACE
@@ -104,13 +104,14 @@ class Runtime:
     """Set by __post_init__: each namespace's workload verdicts, for the stale-consumer check."""
     known: Knowledge = field(default_factory=Knowledge)
     """What the Secret watch vouches for, so passes need not read it again (known.py)."""
-    news: HeldNews = field(init=False)
-    """Normal Events a wave holds back until the statuses are through (news.py)."""
+    news: News = field(init=False)
+    """Posts the credentials' Events: Normal ones within each namespace's budget, after the
+    statuses in a wave (news.py)."""
 
     def __post_init__(self) -> None:
         if self.workloads is None:
             self.workloads = NamespaceWorkloads(self.kube, self.clock)
-        self.news = HeldNews(self.kube, self.gates)
+        self.news = News(self.kube, self.gates, self.clock)
 
     @property
     def services(self) -> Services:
