@@ -111,7 +111,7 @@ class Runtime:
     def __post_init__(self) -> None:
         if self.workloads is None:
             self.workloads = NamespaceWorkloads(self.kube, self.clock)
-        self.news = News(self.kube, self.gates, self.clock)
+        self.news = News(self.kube, self.gates, time.monotonic)  # a wall-clock step must not silence them
 
     @property
     def services(self) -> Services:
