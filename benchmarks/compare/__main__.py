@@ -38,6 +38,11 @@ Usage (from the repository root)::
     .venv/bin/python -m benchmarks.compare                                  # 200@30,2000@60, all
     .venv/bin/python -m benchmarks.compare --contenders ours --loads 10000@300 --idle-kopf
     .venv/bin/python -m benchmarks.compare --contenders ours,cron --loads 1 --duration 20 --no-plots
+
+With the dependencies the image ships (the dev venv's test packages make the operator import more):
+
+    python3 -m venv /tmp/rt && /tmp/rt/bin/pip install --no-deps --require-hashes -r requirements.lock
+    PYTHONPATH=$PWD/operator .venv/bin/python -m benchmarks.compare --python /tmp/rt/bin/python ...
 """
 
 from __future__ import annotations
