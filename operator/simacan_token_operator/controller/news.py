@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from simacan_token_operator.controller.gates import NEWS, KubeGates
+from simacan_token_operator.kube.budget import RequestBudget
 from simacan_token_operator.kube.client import KubeError, ObjectRef
 from simacan_token_operator.reconcile.report import Note
 
@@ -47,38 +48,37 @@ class EventPoster(Protocol):
 
 class NormalEventBudget:
     """EVENT_BURST Normal Events per namespace at once, then one every EVENT_INTERVAL seconds:
-    a GCRA (the form of a token bucket that keeps one time per namespace, kube/budget.py)."""
+    a request budget (kube/budget.py) per namespace, taken from without waiting."""
 
     def __init__(
         self, clock: Callable[[], float], burst: int = EVENT_BURST, interval: float = EVENT_INTERVAL
     ) -> None:
-        self._clock, self._interval = clock, interval
-        self._tolerance = (burst - 1) * interval
-        self._next_free: dict[str | None, float] = {}
+        self._clock, self._burst, self._interval = clock, burst, interval
+        self._budgets: dict[str | None, RequestBudget] = {}
         self._dropped: dict[str | None, int] = {}
         """Namespaces whose Normal Events are being dropped, and how many so far."""
 
     def allow(self, namespace: str | None) -> bool:
-        now = self._clock()
-        next_free = max(self._next_free.get(namespace, now), now)
-        if next_free - self._tolerance > now:
+        budget = self._budgets.get(namespace)
+        if budget is None:
+            budget = self._budgets[namespace] = RequestBudget(1.0 / self._interval, self._burst, self._clock)
+        if not budget.try_take():
             dropped = self._dropped.get(namespace, 0)
             if not dropped:
                 logger.info(
                     "namespace %s: more than %d Normal Events at once; the rest are not posted, "
                     "one every %.0f s is (the statuses say the same)",
                     namespace or "(cluster)",
-                    EVENT_BURST,
+                    self._burst,
                     self._interval,
                 )
             self._dropped[namespace] = dropped + 1
             return False
-        self._next_free[namespace] = next_free + self._interval
         dropped = self._dropped.pop(namespace, 0)
         if dropped:
             logger.info("namespace %s: %d Normal Events were not posted", namespace or "(cluster)", dropped)
-        if len(self._next_free) > BUDGETS_KEPT:
-            self._next_free = {ns: at for ns, at in self._next_free.items() if at > now}
+        if len(self._budgets) > BUDGETS_KEPT:
+            self._budgets = {ns: kept for ns, kept in self._budgets.items() if not kept.full()}
         return True
 
 

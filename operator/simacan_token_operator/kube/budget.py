@@ -57,6 +57,19 @@ class RequestBudget:
             self._next_free = max(self._next_free, send_at) + self._interval
             return send_at - now
 
+    def try_take(self) -> bool:
+        """Take a send time only if it is now: for what is dropped rather than delayed."""
+        with self._lock:
+            now = self._clock()
+            if self._next_free - self._tolerance > now:
+                return False
+            self._next_free = max(self._next_free, now) + self._interval
+            return True
+
+    def full(self) -> bool:
+        """Whether the whole burst is free again: such a budget is as good as a new one."""
+        return self._next_free <= self._clock()
+
     def give_back(self) -> None:
         """A caller that reserved and then gave up (cancelled) returns its place, roughly as
         golang.org/x/time/rate does: later reservations keep theirs."""
