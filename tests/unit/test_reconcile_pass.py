@@ -1018,6 +1018,21 @@ async def test_a_conflicting_write_is_retried_shortly_after_reading_again(world:
     assert world.fake_auth.count() == 1, "the retry reuses the token obtained for the failed write"
 
 
+async def test_a_wrongly_presumed_absence_is_read_and_decided_again_in_the_same_pass(world: World) -> None:
+    """The watch's list did not show the Secret (made a moment later, not reported yet): the
+    create gets 409, the pass reads it and reports the conflict, and nothing is written."""
+    assert world.runtime is not None
+    world.runtime.known.present.listed(NS, {})
+    world.login_secret()
+    world.kube.put_secret(NS, {"metadata": {"name": "fleet-api"}, "data": {"token": b64("theirs")}})
+    world.credential()
+    await world.run()
+
+    assert world.ready() == ("False", "SecretConflict")
+    assert world.kube.secret_reads.count((NS, "fleet-api")) == 1
+    assert world.kube.secret_writes == [] and world.token() == "theirs"
+
+
 @pytest.mark.parametrize("status", [429, 500, 503])
 async def test_a_throttled_or_failing_api_server_is_backed_off(world: World, status: int) -> None:
     world.login_secret()

@@ -143,7 +143,6 @@ def test_a_list_comes_first_then_single_changes_and_a_break_lists_again(server: 
             ("listed", ([i["metadata"]["name"] for i in items], after_break))
         ),
         lambda type_, obj: seen.append((type_, obj["metadata"].get("name"))),
-        list_query={"limit": 7},
     )
     asyncio.run(_run_until(watch, lambda: ("DELETED", "ns-a") in seen))
     assert seen == [
@@ -153,7 +152,7 @@ def test_a_list_comes_first_then_single_changes_and_a_break_lists_again(server: 
         ("DELETED", "ns-a"),
     ]
     lists = [query for _, query in _Scripted.requests if query.get("watch") != "true"]
-    assert lists[:2] == [{"limit": "7"}, {"limit": "7"}], "the list query narrows the list only"
+    assert lists[:2] == [{}, {}], "without a page size, one list each time"
     watches = _watches()
     assert [w["resourceVersion"] for w in watches[:3]] == ["10", "12", "10"], "resumes from the bookmark"
     assert all("limit" not in w and w["allowWatchBookmarks"] == "true" for w in watches)
@@ -245,13 +244,13 @@ def test_the_secret_watch_has_a_thread_per_namespace_and_lists_one_item_for_a_ve
         api_client_for(server),
         ["team-a", "team-b"],
         lambda ns, n, _version, _owner: changes.append((ns, n)),
-        lambda _ns, _versions: None,
+        lambda _ns, _versions, _after_break: None,
     )
     asyncio.run(_run_until(watch, lambda: len(changes) == 2))
     assert sorted(changes) == [("team-a", "one"), ("team-b", "two")]
     lists = {path: query for path, query in _Scripted.requests if query.get("watch") != "true"}
     assert lists == {
-        "/api/v1/namespaces/team-a/secrets": {"limit": "1"},
-        "/api/v1/namespaces/team-b/secrets": {"limit": "1"},
+        "/api/v1/namespaces/team-a/secrets": {"limit": "500"},
+        "/api/v1/namespaces/team-b/secrets": {"limit": "500"},
     }
     assert {path for path, query in _Scripted.requests if query.get("watch") == "true"} == set(lists)

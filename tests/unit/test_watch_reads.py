@@ -50,7 +50,7 @@ async def serve(cluster: Cluster, *names: str) -> list[dict[str, Any]]:
     its write's echo delivered."""
     controller = cluster.controller
     assert controller is not None
-    controller.secrets_listed(None, None)
+    controller.secrets_listed(None, cluster.kube.secret_versions(), after_break=False)
     cluster.login_secret(NS)
     bodies = [cluster.credential(NS, name) for name in names]
     for body in bodies:
@@ -130,7 +130,7 @@ async def test_someone_elses_edit_or_deletion_is_read_and_undone(cluster: Cluste
     deliver(cluster)
     await until(lambda: cluster.token(NS, "two") is not None, "the deleted Secret restored")
     assert cluster.kube.secret_writes[writes:] == [("replace", "one"), ("create", "two")]
-    assert reads(cluster, "two") == 2, "read at its first pass and after its deletion, never else"
+    assert reads(cluster, "two") == 0, "never read: the watch's list and its deletion say it is not there"
 
 
 async def test_the_echo_of_our_own_write_wakes_no_pass(cluster: Cluster, clock: FakeClock) -> None:
@@ -177,12 +177,57 @@ async def test_after_a_watch_gap_only_what_the_list_shows_changed_is_read(cluste
     cluster.kube.remove_secret(NS, "cred-3")  # during the gap: the watch never reports it
     cluster.kube.watch_events()
 
-    cluster.controller.secrets_listed(None, cluster.kube.secret_versions())
+    cluster.controller.secrets_listed(None, cluster.kube.secret_versions(), after_break=True)
 
     await until(lambda: cluster.token(NS, "cred-3") is not None, "the Secret deleted during the gap restored")
     await settled(cluster)
-    assert cluster.kube.secret_reads[before:] == [(NS, "cred-3")], "one read, of what changed"
+    assert cluster.kube.secret_reads[before:] == [], "nothing read: the list shows what changed, a deletion"
     assert cluster.kube.secret_writes[writes:] == [("create", "cred-3")]
+
+
+async def test_a_first_sync_creates_the_secrets_the_watch_listed_as_absent_without_reading_them(
+    cluster: Cluster,
+) -> None:
+    names = ("one", "two", "three")
+    await serve(cluster, *names)
+
+    assert [read for read in cluster.kube.secret_reads if read[1] in names] == []
+    assert sorted(cluster.kube.secret_writes) == [("create", n) for n in sorted(names)]
+
+
+async def test_a_taken_name_the_watch_listed_is_read_and_costs_no_login(
+    cluster: Cluster, fake_auth: FakeAuthAPI
+) -> None:
+    assert cluster.controller is not None
+    theirs = cluster.kube.put_secret(NS, {"metadata": {"name": "api"}, "data": {"token": "dGhlaXJz"}})
+    await serve(cluster, "one")
+    logins = fake_auth.count()
+
+    await cluster.controller.observe(cluster.with_status(cluster.credential(NS, "api")))
+
+    await until(lambda: (NS, "api") in cluster.kube.statuses, "api reported")
+    assert cluster.kube.statuses[(NS, "api")]["conditions"][0]["reason"] == "SecretConflict"
+    assert reads(cluster, "api") == 1 and fake_auth.count() == logins
+    assert cluster.kube.secrets[(NS, "api")] == theirs
+
+
+async def test_a_secret_made_after_the_list_and_not_yet_reported_is_read_in_the_same_pass(
+    cluster: Cluster,
+) -> None:
+    """Presumed absent, the create finds it there (409): the pass reads it and decides again, so
+    the conflict is reported at once and the Secret is left alone."""
+    assert cluster.controller is not None
+    await serve(cluster, "one")
+    theirs = cluster.kube.put_secret(NS, {"metadata": {"name": "api"}, "data": {"token": "dGhlaXJz"}})
+    # not delivered: the watch has not reported it yet
+
+    await cluster.controller.observe(cluster.with_status(cluster.credential(NS, "api")))
+
+    await until(lambda: (NS, "api") in cluster.kube.statuses, "api reported")
+    assert cluster.kube.statuses[(NS, "api")]["conditions"][0]["reason"] == "SecretConflict"
+    assert reads(cluster, "api") == 1, "read once, after the create's 409"
+    assert cluster.kube.secrets[(NS, "api")] == theirs
+    assert ("create", "api") not in cluster.kube.secret_writes
 
 
 def test_kept_metadata_round_trips_and_packs_to_under_half() -> None:

@@ -307,9 +307,52 @@ def _version(secret: Mapping[str, Any] | None) -> str | None:
     return value if isinstance(value, str) else None
 
 
+MAX_PRESENT = 100_000
+"""Secrets per watched scope whose existence is kept, at about 60 bytes each: past this (anyone
+may make Secrets) the scope keeps none, and passes read a Secret before they create it."""
+
+
+class Present:
+    """Which Secrets exist, as the watch's lists and events tell: a hash of namespace and name
+    each, per scope. A pass may then create a token Secret the watch never reported without
+    reading it first: at a start of thousands, a 404 read per credential saved. Evidence, not
+    proof (a Secret made a moment ago may not be reported yet): a create never overwrites, its
+    409 makes the pass read. A hash collision only costs that read."""
+
+    def __init__(self, limit: int = MAX_PRESENT) -> None:
+        self._limit = limit
+        self._scopes: dict[str | None, set[int] | None] = {}
+        """None: over the limit, nothing kept until the next list."""
+
+    def listed(self, scope: str | None, versions: Versions) -> None:
+        self._scopes[scope] = {hash(where) for where in versions} if len(versions) <= self._limit else None
+
+    def seen(self, namespace: str, name: str, version: str | None) -> None:
+        """The watch reported `version` ("" deleted, None unknown: counted as there)."""
+        scope = namespace if namespace in self._scopes else None
+        kept = self._scopes.get(scope)
+        if kept is None:
+            return
+        where = hash((namespace, name))
+        if version == "":
+            kept.discard(where)
+        elif where not in kept:
+            if len(kept) < self._limit:
+                kept.add(where)
+            else:
+                self._scopes[scope] = None
+
+    def absent(self, namespace: str, name: str) -> bool:
+        """True when the watch has listed the namespace and knows of no such Secret."""
+        kept = self._scopes.get(namespace if namespace in self._scopes else None)
+        return kept is not None and hash((namespace, name)) not in kept
+
+
 class Knowledge:
-    """What the workers share: the scopes' epochs and the credentials Secrets read."""
+    """What the workers share: the scopes' epochs, the credentials Secrets read, and which
+    Secrets exist."""
 
     def __init__(self) -> None:
         self.epochs = Epochs()
         self.logins = Logins(self.epochs)
+        self.present = Present()

@@ -165,6 +165,7 @@ class Controller:
         """The Secret watch reported `version` of a Secret ("" deleted; None: unknown, look again).
         The version this process itself wrote or read wakes nobody (known.py). `owner`: the
         Secret's cluster-credential owner label, if it has one."""
+        self.runtime.known.present.seen(namespace, name, version)
         login_news = self.runtime.known.logins.seen(namespace, name, version)
         for key in self._routes.users(namespace, name):
             worker = self.workers.get(key)
@@ -174,13 +175,14 @@ class Controller:
             if concerns(self.workers[key], namespace, name, owner) is not False:
                 route_secret_event(self.workers[key], namespace, name, version, login_news, owner)
 
-    def secrets_listed(self, scope: str | None, versions: Versions | None) -> None:
-        """The Secret watch listed `scope` (None: all namespaces). `versions` is None for its first
-        list, from which on its events vouch for what passes read; after a gap in the watch it
-        holds every Secret's version: what changed meanwhile is looked at again, then everything."""
+    def secrets_listed(self, scope: str | None, versions: Versions, after_break: bool) -> None:
+        """The Secret watch listed `scope` (None: all namespaces): every Secret's version. From its
+        first list on, its events vouch for what passes read and for which Secrets exist; after a
+        gap in the watch, what changed meanwhile is looked at again, then everything."""
         known = self.runtime.known
         known.epochs.listed(scope)
-        if versions is None:
+        known.present.listed(scope, versions)
+        if not after_break:
             return
         known.logins.relisted(scope, versions)
         for worker in self.workers.values():

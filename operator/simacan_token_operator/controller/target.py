@@ -34,6 +34,7 @@ from simacan_token_operator.reconcile.decide import (
     Gathered,
     Memory,
     Result,
+    Services,
     reconcile,
     refused_write,
 )
@@ -53,6 +54,10 @@ class Concluded:
     memory: Memory
     attempt: str | None
     requeue_at: float | None
+
+
+LoginRead = tuple[str, Mapping[str, Any] | None]
+"""The credentials Secret's namespace and what a round read of it (only the keys its specs name)."""
 
 
 def trimmed(secret: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -78,6 +83,7 @@ class Target:
         "_epoch",
         "_gathered_at",
         "_nudge",
+        "_presumed",
         "_refused_get",
         "_refused_patch",
         "_reused",
@@ -111,17 +117,15 @@ class Target:
         """The token Secret as this process last wrote or read it, while the watch vouches for it."""
         self._epoch: int | None = None
         self._spec: CredentialSpec | None = None
-        self._reused = False
+        self._reused = self._presumed = False
+        """Whether this pass reused what it knew of its Secret, or presumed it absent, unread."""
         self._written: dict[str, Any] | None = None
 
     def nudge(self) -> None:
         self._nudge(self.namespace)
 
     async def attempt(
-        self,
-        view: Mapping[str, Any],
-        credentials: tuple[str, Mapping[str, Any] | None],
-        runtime: Runtime,
+        self, view: Mapping[str, Any], credentials: LoginRead, runtime: Runtime
     ) -> Concluded | None:
         """A pass, and when to try again if it concluded nothing: backoff after a failed
         Kubernetes call, shortly after another writer was quicker."""
@@ -147,13 +151,9 @@ class Target:
         return done
 
     async def run(
-        self,
-        view: Mapping[str, Any],
-        credentials: tuple[str, Mapping[str, Any] | None],
-        runtime: Runtime,
+        self, view: Mapping[str, Any], credentials: LoginRead, runtime: Runtime
     ) -> Concluded | None:
-        """Gather, decide, write; None if another writer got to the Secret first. `credentials`:
-        the credentials Secret's namespace and what was read of it.
+        """Gather, decide, write; None if another writer got to the Secret first.
 
         The pass holds a slot of its namespace's gate and of the shared one, so at most
         KUBE_CONCURRENCY passes (and their Secrets) are in memory at once and one namespace holds
@@ -164,14 +164,7 @@ class Target:
         try:
             async with runtime.gates.slot(self.namespace, PASS) as slot:
                 services = dataclasses.replace(runtime.services, while_waiting=slot.given_up_while)
-                gathered = await self._gather(view, credentials, runtime)
-                result = await reconcile(gathered, services)
-                try:
-                    done = await self._perform(result, runtime)
-                except WriteRefused as refused:
-                    logger.warning("%s: %s", self._who, refused.message)
-                    result = refused_write(gathered, refused.message)
-                    done = await self._perform(result, runtime)
+                gathered, result, done = await self._decide_and_write(view, credentials, runtime, services)
                 if done is None:
                     return None
                 learned = self._learned(gathered.target, result)
@@ -185,15 +178,29 @@ class Target:
             result.outcome, notes, result.status, result.memory, result.attempt, result.requeue_at
         )
 
+    async def _decide_and_write(
+        self, view: Mapping[str, Any], credentials: LoginRead, runtime: Runtime, services: Services
+    ) -> tuple[Gathered, Result, tuple[Note, ...] | None]:
+        """Twice if a presumed absence (known.Present) was wrong, the create's 409: then it reads."""
+        for presume in (True, False):
+            gathered = await self._gather(view, credentials, runtime, presume)
+            result = await reconcile(gathered, services)
+            try:
+                done = await self._perform(result, runtime)
+            except WriteRefused as refused:
+                logger.warning("%s: %s", self._who, refused.message)
+                result = refused_write(gathered, refused.message)
+                done = await self._perform(result, runtime)
+            if done is not None or not self._presumed or self._written is not None:
+                break
+        return gathered, result, done
+
     async def _gather(
-        self,
-        view: Mapping[str, Any],
-        credentials: tuple[str, Mapping[str, Any] | None],
-        runtime: Runtime,
+        self, view: Mapping[str, Any], credentials: LoginRead, runtime: Runtime, presume: bool
     ) -> Gathered:
         meta = view["metadata"]
         where, login = credentials
-        self._spec, self._reused = None, False
+        self._spec, self._reused, self._presumed = None, False, False
         try:
             spec = parse_spec(meta["name"], self.namespace, view.get("spec") or {})
         except SpecError:  # the pass reports the spec; nothing to read
@@ -205,7 +212,9 @@ class Target:
             secret = known.body(spec)
         self._reused = secret is not None
         if secret is None:
-            secret = trimmed(await runtime.kube.read_secret(self.namespace, spec.target_secret))
+            self._presumed = presume and runtime.known.present.absent(self.namespace, spec.target_secret)
+            if not self._presumed:
+                secret = trimmed(await runtime.kube.read_secret(self.namespace, spec.target_secret))
         if self._refused_patch:
             kept = {t: at for t, at in self._refused_patch.items() if t in spec.restart_targets}
             self._refused_patch = kept or None

@@ -25,7 +25,7 @@ from simacan_token_operator.controller.holdings import Holdings
 from simacan_token_operator.controller.kinds import Kind, Round, Scope
 from simacan_token_operator.controller.reporting import Reporter, StatusFence, unwritten
 from simacan_token_operator.controller.runtime import Runtime
-from simacan_token_operator.controller.target import Concluded, Target, only_keys
+from simacan_token_operator.controller.target import Concluded, LoginRead, Target, only_keys
 from simacan_token_operator.kube.client import KubeError
 from simacan_token_operator.model.clusterspec import NamespaceInfo
 from simacan_token_operator.model.schedule import backoff_delay, jitter_fraction
@@ -247,9 +247,7 @@ class CredentialWorker:
         due = {ns for ns, target in self.targets.items() if target.due is not None and target.due <= now}
         return sorted((dirty & self.selected) | (self.selected - previous) | due)
 
-    async def _target_pass(
-        self, namespace: str, credentials: tuple[str, Mapping[str, Any] | None]
-    ) -> Concluded | None:
+    async def _target_pass(self, namespace: str, credentials: LoginRead) -> Concluded | None:
         """One target's pass; None when it concluded nothing (a retry is planned)."""
         target = self.targets.get(namespace)
         if target is None:

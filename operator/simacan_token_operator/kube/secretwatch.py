@@ -4,10 +4,11 @@ kopf keeps a memory per watched object, so watching every Secret of a cluster th
 would cost memory per Secret and stream every Secret's data into this process. This watch
 asks the API server for metadata only (PartialObjectMetadata) and keeps nothing but a
 resourceVersion (watch.py). A thread per watched namespace (one in all for --all-namespaces)
-reads the stream; events go to the event loop as (namespace, name, resourceVersion): the
-version tells the operator's own writes (whose version it knows) from everyone else's. A watch
-that stays silent past the read timeout (deadlines.py) is treated as dead: the thread lists the
-whole scope again (in pages, names and versions only), which tells what changed meanwhile.
+lists its scope (in pages, names and versions only), which tells which Secrets exist, then reads
+the stream; events go to the event loop as (namespace, name, resourceVersion): the version tells
+the operator's own writes (whose version it knows) from everyone else's. A watch that stays
+silent past the read timeout (deadlines.py) is treated as dead: the thread lists the whole scope
+again, which tells what changed meanwhile.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from simacan_token_operator.kube.watch import MetadataWatch, Scope
 from simacan_token_operator.model.body import Body
 from simacan_token_operator.model.clusterspec import OWNER_LABEL
 
-RELIST_PAGE = 500
-"""Items per page of the list after a break: one request per 500 Secrets, not one per credential."""
+LIST_PAGE = 500
+"""Items per page of a list: one request per 500 Secrets, not one read per credential."""
 
 Versions = Mapping[tuple[str, str], str]
 """(namespace, name) -> resourceVersion of every Secret in a scope."""
@@ -31,7 +32,7 @@ def secret_watch(
     api_client: Any,
     namespaces: Sequence[str],
     on_change: Callable[[str, str, str, str | None], None],
-    on_listed: Callable[[str | None, Versions | None], None],
+    on_listed: Callable[[str | None, Versions, bool], None],
     read_timeout: float = WATCH_READ_TIMEOUT,
 ) -> MetadataWatch:
     """`namespaces` empty means all namespaces. Callbacks run on the event loop. `on_change`
@@ -39,25 +40,14 @@ def secret_watch(
     ClusterSimacanCredential uid of its owner label (None without one): a Secret of ours outside
     the selection is told from anyone else's.
 
-    `on_change(namespace, name, version)`: the version is "" for a deletion. `on_listed(namespace,
-    versions)` follows each list of a scope (namespace None: all of them); `versions` is None for
-    the first list (only a resourceVersion to watch from) and every Secret's version after a
-    break, when events may have been missed."""
+    `on_listed(namespace, versions, after_break)` follows each list of a scope (namespace None:
+    all of them) with every Secret's version; `after_break`: events may have been missed since
+    the previous list."""
 
-    def listed(scope: Scope, items: list[Any], after_break: bool) -> None:
+    def listed(scope: Scope, items: list[tuple[str, str, str]], after_break: bool) -> None:
         where = scope.thread.partition(":")[2]
         namespace = None if where == "*" else where
-        if not after_break:
-            on_listed(namespace, None)
-            return
-        versions: dict[tuple[str, str], str] = {}
-        for item in items:
-            meta = item.get("metadata") if isinstance(item, dict) else None
-            if isinstance(meta, dict):
-                versions[(str(meta.get("namespace")), str(meta.get("name")))] = str(
-                    meta.get("resourceVersion")
-                )
-        on_listed(namespace, versions)
+        on_listed(namespace, {(ns, name): version for ns, name, version in items}, after_break)
 
     def changed(type_: str, obj: Body) -> None:
         meta = obj.get("metadata") or {}
@@ -74,13 +64,4 @@ def secret_watch(
         )
         for namespace in scoped
     ]
-    # The first list is only for a resourceVersion to watch from: one item is enough.
-    return MetadataWatch(
-        api_client,
-        scopes,
-        listed,
-        changed,
-        list_query={"limit": 1},
-        relist_page=RELIST_PAGE,
-        read_timeout=read_timeout,
-    )
+    return MetadataWatch(api_client, scopes, listed, changed, list_page=LIST_PAGE, read_timeout=read_timeout)

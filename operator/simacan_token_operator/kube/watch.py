@@ -9,10 +9,10 @@ A watch asks for bookmarks, which arrive at least once a minute; one that stays 
 the read timeout (deadlines.py) is treated as dead and dropped. After any break (that
 silence, a 410 Gone for a resourceVersion too old to resume from, an outage) the thread
 lists again before it watches again, and tells the consumer that events may have been missed
-meanwhile: a list always comes before the single changes that follow it. With `relist_page`, the
-list after a break is complete (in pages, each item decoded keeping only its name, namespace and
-resourceVersion), so that the consumer can tell what changed during the gap from one list per
-scope instead of reading each object again. A 429 from API Priority and Fairness is retried after
+meanwhile: a list always comes before the single changes that follow it. With `list_page`, each
+list is complete, in pages, and each item is kept only as (namespace, name, resourceVersion): the
+consumer knows what exists, and after a gap what changed during it, from one list per scope
+instead of reading each object again. A 429 from API Priority and Fairness is retried after
 its Retry-After instead of the short backoff.
 """
 
@@ -22,7 +22,7 @@ import asyncio
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,22 +82,19 @@ class MetadataWatch:
         on_listed: Callable[[Scope, list[Any], bool], None],
         on_event: Callable[[str, Body], None],
         *,
-        list_query: Mapping[str, Any] | None = None,
-        relist_page: int | None = None,
+        list_page: int | None = None,
         read_timeout: float = WATCH_READ_TIMEOUT,
     ) -> None:
         """Callbacks run on the event loop. `on_listed(scope, items, after_break)` follows every
         list of a scope; `after_break` says events may have been missed since its previous list.
         `on_event(type, object)` follows every ADDED, MODIFIED or DELETED (a bookmark only
-        moves the resourceVersion). `list_query` narrows the list (`limit`), not the watch.
-        `relist_page`: after a break, list the whole scope in pages of this size, keeping only
-        each item's name, namespace and resourceVersion."""
+        moves the resourceVersion). `list_page`: list in pages of this size, each item kept as
+        (namespace, name, resourceVersion); without it, one list of whole metadata items."""
         self._api = RawApi(api_client)
         self._scopes = list(scopes)
         self._on_listed = on_listed
         self._on_event = on_event
-        self._list_query = dict(list_query or {})
-        self._relist_page = relist_page
+        self._list_page = list_page
         self._read_timeout = read_timeout
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -146,24 +143,31 @@ class MetadataWatch:
 
     def _list(self, scope: Scope, after_break: bool) -> str:
         """List the scope, hand the items over, and return the resourceVersion to watch from."""
-        if after_break and self._relist_page is not None:
-            items, version = self._versions(scope.path, self._relist_page)
+        items: list[Any]
+        if self._list_page is not None:
+            items, version = self._versions(scope.path, self._list_page)
         else:
-            listed = self._api.json("GET", scope.path, query=self._list_query, accept=METADATA_LIST)
+            listed = self._api.json("GET", scope.path, accept=METADATA_LIST)
             items, version = listed.get("items") or [], str(listed["metadata"]["resourceVersion"])
         self._post(self._on_listed, scope, items, after_break)
         return version
 
-    def _versions(self, path: str, page: int) -> tuple[list[Any], str]:
-        """Every item of the scope (name, namespace, resourceVersion only), in pages of `page`, and
-        the list's resourceVersion: the pages of one list are one consistent snapshot."""
-        items: list[Any] = []
+    def _versions(self, path: str, page: int) -> tuple[list[tuple[str, str, str]], str]:
+        """Every item of the scope as (namespace, name, resourceVersion), in pages of `page`, and
+        the list's resourceVersion: the pages of one list are one consistent snapshot. Tuples, not
+        the decoded dicts: a list of 10,000 Secrets at a start costs a third of the memory."""
+        items: list[tuple[str, str, str]] = []
         token: str | None = None
         while True:
             query = {"limit": page, "continue": token}
             raw = self._api.request("GET", path, query=query, accept=METADATA_LIST).read()
             listed = decoded_keeping(raw, VERSION_FIELDS)
-            items.extend(listed.get("items") or [])
+            for item in listed.get("items") or []:
+                meta = item.get("metadata") if isinstance(item, dict) else None
+                if isinstance(meta, dict):
+                    items.append(
+                        (str(meta.get("namespace")), str(meta.get("name")), str(meta.get("resourceVersion")))
+                    )
             meta = listed.get("metadata") or {}
             token = meta.get("continue") or None
             if token is None:
