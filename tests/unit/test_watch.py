@@ -250,7 +250,7 @@ def test_the_secret_watch_has_a_thread_per_namespace_and_lists_one_item_for_a_ve
     assert sorted(changes) == [("team-a", "one"), ("team-b", "two")]
     lists = {path: query for path, query in _Scripted.requests if query.get("watch") != "true"}
     assert lists == {
-        "/api/v1/namespaces/team-a/secrets": {"limit": "500"},
-        "/api/v1/namespaces/team-b/secrets": {"limit": "500"},
+        "/api/v1/namespaces/team-a/secrets": {"limit": "100"},
+        "/api/v1/namespaces/team-b/secrets": {"limit": "100"},
     }
     assert {path for path, query in _Scripted.requests if query.get("watch") == "true"} == set(lists)
