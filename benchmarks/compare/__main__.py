@@ -17,7 +17,10 @@ Per contender and load it measures (issue 22, item 5):
 - Auth API calls per token lifetime, over the window;
 - RSS (end and peak, VmHWM) and CPU of the contender's process, from /proc;
 - with --idle-kopf, before `ours` starts: the RSS of an idle kopf process watching the same
-  SimacanCredentials (benchmarks/idle_kopf_operator.py), and ours beside it (target <= 1.5x).
+  SimacanCredentials (benchmarks/idle_kopf_operator.py), and ours beside it (target <= 1.5x);
+- with --busy K: the same under CPU contention, K CPU-bound processes running from before the
+  contender starts to the end of its run (issue 22, item 3: two on a 2-core machine, at most
+  0.1 % expired and a worst lateness of at most 1 s).
 
 The contenders (contenders.py): `ours`; `loop`, the plain loop (one login per account per half
 lifetime, a PUT of every Secret, 8 at a time) and `cron`, a login and a server-side apply per Secret
@@ -38,6 +41,7 @@ Usage (from the repository root)::
     .venv/bin/python -m benchmarks.compare                                  # 200@30,2000@60, all
     .venv/bin/python -m benchmarks.compare --contenders ours --loads 10000@300 --idle-kopf
     .venv/bin/python -m benchmarks.compare --contenders ours,cron --loads 1 --duration 20 --no-plots
+    .venv/bin/python -m benchmarks.compare --contenders ours,loop --loads 2000@60 --busy 2
 
 With the dependencies the image ships (the dev venv's test packages make the operator import more):
 
@@ -52,10 +56,11 @@ import base64
 import contextlib
 import json
 import secrets
+import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -136,6 +141,8 @@ class RunResult:
     load_average_start: str = ""
     load_average_end: str = ""
     first_sync_rate: float | None = None
+    busy: int = 0
+    """CPU-bound processes running beside the run (--busy)."""
 
 
 class ProcessSampler:
@@ -178,6 +185,21 @@ def populate_logins(kube: KubeClient, load: Load) -> dict[str, str]:
     ]
     create_all(kube, f"/api/v1/namespaces/{NAMESPACE}/secrets", bodies)
     return users
+
+
+@contextlib.contextmanager
+def busy_processes(count: int) -> Iterator[None]:
+    """`count` processes that keep a core each busy until the block ends."""
+    spinners = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL)
+        for _ in range(count)
+    ]
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
 
 
 def wait_all_exist(reader: SecretReader, child: Child, expected: int, timeout: float) -> float | None:
@@ -239,6 +261,7 @@ def run_one(contender: Contender, load: Load, options: argparse.Namespace, work_
         floor_kib = (
             idle_kopf_rss(arena, options) if options.idle_kopf and isinstance(contender, Ours) else None
         )
+        stack.enter_context(busy_processes(options.busy))
         reader = stack.enter_context(SecretReader(target, NAMESPACE, names))
         print(
             f"[{load.key} {contender.name}] control plane up in {plane.provision_seconds:.1f}s; "
@@ -308,6 +331,7 @@ def run_one(contender: Contender, load: Load, options: argparse.Namespace, work_
             load_average_start=average_at_start,
             load_average_end=load_average(),
             first_sync_rate=exposure.first_sync_rate,
+            busy=options.busy,
         )
 
 
@@ -364,6 +388,10 @@ def _per_write(run: Mapping[str, Any]) -> tuple[str, str, str]:
     )
 
 
+def busy_label(run: Mapping[str, Any]) -> str:
+    return f", {run['busy']} busy" if run.get("busy") else ""
+
+
 def _rate(rate: float | None) -> str:
     return "-" if rate is None else f"{rate:.0f}"
 
@@ -380,7 +408,7 @@ def render_table(runs: dict[str, dict[str, Any]]) -> str:
     lines = [header, "|" + "---|" * 14]
     for run in _ordered(runs):
         existed = "" if run["all_exist_after"] is not None else f" ({run['existed']}/{run['credentials']})"
-        label = Load(run["credentials"], run["logins"]).label
+        label = Load(run["credentials"], run["logins"]).label + busy_label(run)
         per_write, gets, writes = _per_write(run)
         averages = " to ".join(
             a.split()[0] for a in (run.get("load_average_start"), run.get("load_average_end")) if a
@@ -415,7 +443,8 @@ def render_requests(runs: dict[str, dict[str, Any]]) -> str:
         first = chosen[0]
         columns = {run["contender"]: per_write_rows(from_json(run["requests"])) for run in chosen}
         rows = sorted({row for per_row in columns.values() for row in per_row})
-        title = f"{Load(first['credentials'], first['logins']).label}, {first['lifetime']:g} s tokens"
+        label = Load(first["credentials"], first["logins"]).label + busy_label(first)
+        title = f"{label}, {first['lifetime']:g} s tokens"
         lines = [
             f"| {title}: requests per Secret write | " + " | ".join(columns) + " |",
             "|---|" + "---|" * len(columns),
@@ -503,6 +532,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--settle", type=float, default=20.0, help="idle kopf: seconds before sampling (20)")
     parser.add_argument(
+        "--busy", type=int, default=0, help="CPU-bound processes to run beside each contender (default 0)"
+    )
+    parser.add_argument(
         "--build-eso", action="store_true", help="build External Secrets Operator if not cached (minutes)"
     )
     parser.add_argument("--results", type=Path, default=REPO_ROOT / "benchmarks" / "results")
@@ -563,7 +595,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for load in options.loads:
             for contender in contenders:
                 result = run_one(contender, load, options, work_dir)
-                key = run_key(load.key, contender.name)
+                key = run_key(load.key + (f" busy{options.busy}" if options.busy else ""), contender.name)
                 runs[key] = measured[key] = asdict(result)
                 invocation["seconds"] = round(time.monotonic() - began)
                 save_results(results_file, document)
@@ -588,7 +620,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not options.no_plots:
         from benchmarks.compare.plots import draw  # matplotlib only when plotting
 
-        for path in draw(runs, options.results):
+        for path in draw({key: run for key, run in runs.items() if not run.get("busy")}, options.results):
             print(f"plot: {path}")
     return 0
 
