@@ -329,7 +329,7 @@ class Present:
 
     def seen(self, namespace: str, name: str, version: str | None) -> None:
         """The watch reported `version` ("" deleted, None unknown: counted as there)."""
-        scope = namespace if namespace in self._scopes else None
+        scope = self._scope(namespace)
         kept = self._scopes.get(scope)
         if kept is None:
             return
@@ -344,8 +344,12 @@ class Present:
 
     def absent(self, namespace: str, name: str) -> bool:
         """True when the watch has listed the namespace and knows of no such Secret."""
-        kept = self._scopes.get(namespace if namespace in self._scopes else None)
+        kept = self._scopes.get(self._scope(namespace))
         return kept is not None and hash((namespace, name)) not in kept
+
+    def _scope(self, namespace: str) -> str | None:
+        """The scope that watches `namespace`: its own, or all namespaces."""
+        return namespace if namespace in self._scopes else None
 
 
 class Knowledge:
