@@ -22,6 +22,8 @@ SUBPATH_FILE = "/var/run/simacan-subpath/token"
 TOKEN_KEY = "token"
 
 # busybox sh: base64url -> base64 with padding, decode the JWT payload, pick out the exp claim.
+# The mounted token is copied once per line and both its exp and its digest come from the copy: read
+# twice, kubelet's swap can land between the reads and pair one token's digest with the other's exp.
 SCRIPT = f"""
 exp_of() {{
   p=$(cut -d. -f2 "$1" | tr '_-' '/+')
@@ -29,8 +31,9 @@ exp_of() {{
   echo "$p" | base64 -d 2>/dev/null | sed -n 's/.*"exp": *\\([0-9][0-9]*\\).*/\\1/p'
 }}
 while true; do
-  echo "read now=$(date +%s) exp=$(exp_of {MOUNT_DIR}/{TOKEN_KEY})" \\
-    "mounted=$(sha256sum {MOUNT_DIR}/{TOKEN_KEY} | cut -d' ' -f1)" \\
+  cp {MOUNT_DIR}/{TOKEN_KEY} /tmp/mounted
+  echo "read now=$(date +%s) exp=$(exp_of /tmp/mounted)" \\
+    "mounted=$(sha256sum /tmp/mounted | cut -d' ' -f1)" \\
     "subpath=$(sha256sum {SUBPATH_FILE} | cut -d' ' -f1)" \\
     "env=$(printf %s "$TOKEN" | sha256sum | cut -d' ' -f1)"
   sleep 1
