@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import re
@@ -319,4 +320,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         logger.error("%s", error)  # a bad flag or environment, not a bug: no traceback
         return 2
+    _freeze_start_up_objects()
     return asyncio.run(run_operator(options))
+
+
+def _freeze_start_up_objects() -> None:
+    """Keep the objects of start-up (every imported module, class and function) out of the
+    garbage collector's scans: they live as long as the process. A full collection walks every
+    tracked object, and those of kopf, kubernetes, aiohttp and httpx are most of them; in a first
+    sync of 2,000 credentials the collector took 0.6 s of the 5 s in which the Secrets were
+    written. Frozen after a collection, so no start-up garbage is kept for good. The operator's
+    CPU per Secret written in that sync fell from 2.6 to 1.9 ms (`benchmarks.api_traffic --large
+    --first-sync`, operator CPU from /proc between the 10th and 90th percentile of the writes)."""
+    gc.collect()
+    gc.freeze()
