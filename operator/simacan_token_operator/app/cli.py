@@ -26,6 +26,7 @@ from simacan_token_operator.auth.pool import TokenPool
 from simacan_token_operator.controller.gates import KUBE_CONCURRENCY, KubeGates
 from simacan_token_operator.controller.routing import Controller
 from simacan_token_operator.controller.runtime import Runtime
+from simacan_token_operator.kube.api import AUTH_REFRESH_SECONDS, refreshing_at_most_every
 from simacan_token_operator.kube.budget import DEFAULT_BURST, DEFAULT_QPS, RequestBudget
 from simacan_token_operator.kube.client import Kube
 from simacan_token_operator.kube.deadlines import keepalive_socket_options
@@ -210,6 +211,10 @@ def load_kube_config(observe: RequestObserver | None = None) -> client.ApiClient
     # No silent retries: a resent write could land after its deadline (deadlines.py); callers
     # retry with their own backoff, and a failed call shows up as one.
     configuration.retries = False
+    if configuration.refresh_api_key_hook is not None:
+        configuration.refresh_api_key_hook = refreshing_at_most_every(
+            AUTH_REFRESH_SECONDS, configuration.refresh_api_key_hook
+        )
     if observe is None:
         return client.ApiClient(configuration)
     return MeteredApiClient(configuration, observe)

@@ -1,0 +1,73 @@
+"""The kubernetes client's credentials hook runs at most once a second, and still refreshes.
+
+The loaders' hook runs before every request and, besides re-reading a token near its expiry, sets
+the host again, which reads the whole environment for proxies (kube/api.py,
+refreshing_at_most_every)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes.config import kube_config
+
+from simacan_token_operator.app.cli import load_kube_config
+from simacan_token_operator.kube.api import refreshing_at_most_every
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_hook_runs_once_per_interval_and_again_after_it() -> None:
+    clock = Clock()
+    calls: list[Any] = []
+    refresh = refreshing_at_most_every(1.0, calls.append, clock)
+
+    refresh("configuration")
+    for _ in range(1000):
+        refresh("configuration")
+    assert calls == ["configuration"], "every request ran the hook"
+
+    clock.now += 0.999
+    refresh("configuration")
+    assert len(calls) == 1
+    clock.now += 0.001
+    refresh("configuration")
+    assert len(calls) == 2, "a second later the hook runs again: an expiring token is still re-read"
+
+
+KUBECONFIG = """
+apiVersion: v1
+kind: Config
+clusters:
+- name: c
+  cluster: {server: "https://127.0.0.1:6443", insecure-skip-tls-verify: true}
+users:
+- name: u
+  user: {token: not-a-real-token}
+contexts:
+- name: x
+  context: {cluster: c, user: u}
+current-context: x
+"""
+
+
+def test_the_operators_client_wraps_the_loaders_hook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(KUBECONFIG)
+    # The loader reads KUBECONFIG once, when it is imported.
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    configuration = load_kube_config().configuration
+
+    hook = configuration.refresh_api_key_hook
+    assert hook is not None
+    assert hook.__qualname__.startswith("refreshing_at_most_every"), "the loader's hook runs per request"
+    settings = configuration.auth_settings()  # runs the hook, as every request does
+    assert settings["BearerToken"]["value"] == "Bearer not-a-real-token"
