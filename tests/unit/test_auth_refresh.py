@@ -24,22 +24,43 @@ class Clock:
         return self.now
 
 
+class Configuration:
+    """As the loaders treat it: their hook installs a fresh hook of theirs each time it runs."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.refresh_api_key_hook: Any = self.loaders_hook()
+
+    def loaders_hook(self) -> Any:
+        def hook(configuration: Configuration) -> None:
+            configuration.calls += 1
+            configuration.refresh_api_key_hook = configuration.loaders_hook()
+
+        return hook
+
+    def before_a_request(self) -> None:
+        self.refresh_api_key_hook(self)
+
+
 def test_the_hook_runs_once_per_interval_and_again_after_it() -> None:
     clock = Clock()
-    calls: list[Any] = []
-    refresh = refreshing_at_most_every(1.0, calls.append, clock)
+    configuration = Configuration()
+    loaders_hook = configuration.refresh_api_key_hook
+    configuration.refresh_api_key_hook = refreshing_at_most_every(1.0, loaders_hook, clock)
 
-    refresh("configuration")
     for _ in range(1000):
-        refresh("configuration")
-    assert calls == ["configuration"], "every request ran the hook"
+        configuration.before_a_request()
+    assert configuration.calls == 1, "every request ran the hook"
 
     clock.now += 0.999
-    refresh("configuration")
-    assert len(calls) == 1
+    configuration.before_a_request()
+    assert configuration.calls == 1
     clock.now += 0.001
-    refresh("configuration")
-    assert len(calls) == 2, "a second later the hook runs again: an expiring token is still re-read"
+    configuration.before_a_request()
+    assert configuration.calls == 2, "a second later the hook runs again: an expiring token is still re-read"
+    for _ in range(1000):
+        configuration.before_a_request()
+    assert configuration.calls == 2, "the loader's hook, re-installed by its own run, replaced the wrapper"
 
 
 KUBECONFIG = """
@@ -66,8 +87,8 @@ def test_the_operators_client_wraps_the_loaders_hook(tmp_path: Path, monkeypatch
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     configuration = load_kube_config().configuration
 
-    hook = configuration.refresh_api_key_hook
-    assert hook is not None
-    assert hook.__qualname__.startswith("refreshing_at_most_every"), "the loader's hook runs per request"
-    settings = configuration.auth_settings()  # runs the hook, as every request does
-    assert settings["BearerToken"]["value"] == "Bearer not-a-real-token"
+    for _ in range(3):
+        settings = configuration.auth_settings()  # runs the hook, as every request does
+        assert settings["BearerToken"]["value"] == "Bearer not-a-real-token"
+        hook = configuration.refresh_api_key_hook
+        assert hook.__qualname__.startswith("refreshing_at_most_every"), "the loader's hook runs per request"

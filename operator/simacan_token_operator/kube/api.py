@@ -220,16 +220,22 @@ def refreshing_at_most_every(
     every request. It re-reads a token only when the old one is near its expiry (minutes
     ahead), but on every call it also sets the configuration's host again, and that setter
     reads the whole environment for proxies: 4 % of the operator's CPU in a first sync of
-    2,000 credentials (py-spy). A second's delay cannot make a token late. Two threads may both
-    run it at a boundary, which is harmless: it is idempotent."""
-    last: float | None = None
+    2,000 credentials (py-spy). A second's delay cannot make a token late. Each run of the
+    loader's hook installs a new one in the configuration: that one is called next time, and
+    this wrapper put back. Two threads may both run it at a boundary, which is harmless."""
+    inner, last = hook, None
 
     def refresh(configuration: Any) -> None:
-        nonlocal last
+        nonlocal inner, last
         now = clock()
-        if last is None or now - last >= seconds:
-            last = now
-            hook(configuration)
+        if last is not None and now - last < seconds:
+            return
+        last = now
+        inner(configuration)
+        installed = configuration.refresh_api_key_hook
+        if installed is not refresh and installed is not None:
+            inner = installed
+            configuration.refresh_api_key_hook = refresh
 
     return refresh
 
