@@ -114,15 +114,20 @@ class RawApi:
         headers = {"Accept": accept}
         if body is not None:
             headers["Content-Type"] = content_type
-        params = self._client.param_serialize(
+        # The body goes to the transport as it is (which encodes it as JSON), not through
+        # param_serialize: that first walks all of it to convert model objects, and ours are plain
+        # JSON already; the walk was 6 % of the operator's CPU in a first sync of 2,000 (py-spy).
+        method, url, header_params, _, post_params = self._client.param_serialize(
             method=method,
             resource_path=path,
             query_params=[(k, v) for k, v in (query or {}).items() if v is not None],
             header_params=headers,
-            body=body,
+            body=None,
             auth_settings=["BearerToken"],
         )
-        response = self._client.call_api(*params, _request_timeout=timeout)
+        response = self._client.call_api(
+            method, url, header_params, body, post_params, _request_timeout=timeout
+        )
         if not 200 <= response.status <= 299:
             response.read()
             raise ApiException.from_response(http_resp=response, body=None, data=None)
