@@ -222,10 +222,11 @@ def refreshing_at_most_every(
     """The kubernetes client's credentials hook, run at most once per `seconds`.
 
     The loaders (kubeconfig and in-cluster alike) install a hook that the client runs before
-    every request. It re-reads a token only when the old one is near its expiry (minutes
-    ahead), but on every call it also sets the configuration's host again, and that setter
-    reads the whole environment for proxies: 4 % of the operator's CPU in a first sync of
-    2,000 credentials (py-spy). A second's delay cannot make a token late. Each run of the
+    every request. It re-reads a token only when one is due (in a pod, the ServiceAccount token
+    file a minute after the last read; from a kubeconfig, minutes before the token's expiry),
+    but on every call it also sets the configuration's host again, and that setter reads the
+    whole environment for proxies: 4 % of the operator's CPU in a first sync of 2,000
+    credentials (py-spy). A second's delay cannot make a token late. Each run of the
     loader's hook installs a new one in the configuration: that one is called next time, and
     this wrapper put back. Two threads may both run it at a boundary, which is harmless."""
     inner, last = hook, None
