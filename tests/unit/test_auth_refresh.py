@@ -14,14 +14,7 @@ from kubernetes.config import kube_config
 
 from simacan_token_operator.app.cli import load_kube_config
 from simacan_token_operator.kube.api import refreshing_at_most_every
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.unit.conftest import FakeClock
 
 
 class Configuration:
@@ -43,7 +36,7 @@ class Configuration:
 
 
 def test_the_hook_runs_once_per_interval_and_again_after_it() -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)  # a fixed start: the sums below are then the same in every run
     configuration = Configuration()
     loaders_hook = configuration.refresh_api_key_hook
     configuration.refresh_api_key_hook = refreshing_at_most_every(1.0, loaders_hook, clock)
@@ -52,10 +45,10 @@ def test_the_hook_runs_once_per_interval_and_again_after_it() -> None:
         configuration.before_a_request()
     assert configuration.calls == 1, "every request ran the hook"
 
-    clock.now += 0.999
+    clock.advance(0.999)
     configuration.before_a_request()
     assert configuration.calls == 1
-    clock.now += 0.001
+    clock.advance(0.001)
     configuration.before_a_request()
     assert configuration.calls == 2, "a second later the hook runs again: an expiring token is still re-read"
     for _ in range(1000):
