@@ -1,5 +1,6 @@
-"""Lease renewals keep their cadence while every thread of the default executor is stuck on a slow
-API server and the request budget has a long queue: the Lease has threads of its own."""
+"""Lease renewals keep their cadence while every thread of the default executor is stuck (kopf runs
+blocking work there), the operator's calls wait on a slow API server and the request budget has a
+long queue: the Lease has threads of its own."""
 
 from __future__ import annotations
 
@@ -58,7 +59,8 @@ def test_lease_renewals_keep_their_cadence_while_the_default_executor_is_saturat
         holding = asyncio.create_task(leader.hold())
         kube = Kube(api_client_for(slow_api), budget=RequestBudget(qps=20, burst=POOL))
         reads = [asyncio.create_task(kube.read_secret("team-a", f"s-{i}")) for i in range(60)]
-        await asyncio.sleep(0.1)  # the reads take every thread, and more queue behind them
+        stuck = [asyncio.create_task(asyncio.to_thread(_Slow.over.wait, SLOW)) for _ in range(60)]
+        await asyncio.sleep(0.1)  # the stuck calls take every thread, and more queue behind them
 
         async def probe() -> float:
             """How long a no-op waits for a thread, queued behind the reads: proves the pool is full."""
@@ -79,6 +81,8 @@ def test_lease_renewals_keep_their_cadence_while_the_default_executor_is_saturat
         for read in reads:
             read.cancel()
         _Slow.over.set()  # the executor's threads end now, not up to SLOW later
+        await asyncio.gather(*stuck)
+        await kube.aclose()
         await leader.release()
         await asyncio.wait_for(holding, 5)
         return probe_waited, worst_age, len(renewals), fenced_ever

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import logging
 import os
 import re
 import socket
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from simacan_token_operator.app.metrics import Metrics
 from simacan_token_operator.app.process import OperatorProcess
 from simacan_token_operator.auth.client import AuthAPI, http_client
 from simacan_token_operator.auth.pool import TokenPool
-from simacan_token_operator.controller.gates import KUBE_CONCURRENCY, KubeGates
+from simacan_token_operator.controller.gates import KubeGates
 from simacan_token_operator.controller.routing import Controller
 from simacan_token_operator.controller.runtime import Runtime
 from simacan_token_operator.kube.api import AUTH_REFRESH_SECONDS, refreshing_at_most_every
@@ -225,16 +225,16 @@ async def run_operator(options: argparse.Namespace) -> int:
     policy = _auth_policy(options.allowed_auth_host)
     credentials_namespace: str = options.cluster_credentials_namespace  # resolved by main()
     metrics = Metrics()
-    _use_kube_executor()
     api_client = load_kube_config(metrics.count_kube_request)
     elector = _elector(options, api_client, metrics)
     budget = RequestBudget(options.kube_api_qps, options.kube_api_burst) if options.kube_api_qps else None
     gates = KubeGates()
-    async with http_client(options.auth_ca_file) as http:
+    # a replica that is not the leader writes nothing; the Lease takes nothing from the budget
+    kube = Kube(api_client, fence=elector, budget=budget)
+    async with http_client(options.auth_ca_file) as http, contextlib.aclosing(kube):
         api = AuthAPI(http, metrics.observe_request)
         runtime = Runtime(
-            # a replica that is not the leader writes nothing; the Lease takes nothing from the budget
-            kube=Kube(api_client, fence=elector, budget=budget),
+            kube=kube,
             pool=TokenPool(api, write_rate=gates.write_rate, on_advanced=metrics.count_refresh_advanced),
             auth_policy=policy,
             metrics=metrics,
@@ -256,15 +256,6 @@ async def run_operator(options: argparse.Namespace) -> int:
 def _auth_policy(allowed_auth_hosts: Sequence[str]) -> AuthURLPolicy:
     return AuthURLPolicy(
         allowed_hosts=frozenset(h.lower() for h in allowed_auth_hosts) or AuthURLPolicy().allowed_hosts,
-    )
-
-
-def _use_kube_executor() -> None:
-    # Every Kubernetes call runs in the default executor (the client is synchronous): a thread for
-    # each slot of the Kubernetes gate, and a few more for calls made outside it (the default,
-    # cores + 4, is 6 threads on 2 cores). Lease renewals have threads of their own (leader.py).
-    asyncio.get_running_loop().set_default_executor(
-        ThreadPoolExecutor(max_workers=KUBE_CONCURRENCY + 4, thread_name_prefix="kube")
     )
 
 

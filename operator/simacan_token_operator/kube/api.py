@@ -1,7 +1,8 @@
 """The transport to the API server and the guarantees every call through it keeps.
 
-The official client is synchronous; every call runs in the default thread pool so the
-event loop never blocks. Bodies are plain dicts (raw JSON). Nothing here logs a body:
+The operator's calls (Calls) are sent from the event loop on aiohttp (transport.py); the
+watches, the Lease and the status command use the official client's own synchronous transport
+(RawApi), in threads of their own. Bodies are plain dicts (raw JSON). Nothing here logs a body:
 Secrets pass through. Every call has connect and read timeouts (deadlines.py), every write
 first asks the fence whether this replica may still write, and names are validated and
 quoted before they become part of a path. Every call waits for its turn in the request
@@ -14,18 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import functools
 import json
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
+import aiohttp
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from simacan_token_operator.kube.budget import RequestBudget
 from simacan_token_operator.kube.deadlines import CONNECT_TIMEOUT, READ_TIMEOUT
+from simacan_token_operator.kube.transport import SessionTransport
 from simacan_token_operator.model.body import Body
 from simacan_token_operator.model.names import is_dns_subdomain
 
@@ -134,35 +136,49 @@ class RawApi:
         return response
 
     def json(self, method: str, path: str, **kwargs: Any) -> Body:
-        response = self.request(method, path, **kwargs)
-        decoded = json.loads(response.read())
-        if not isinstance(decoded, dict):
-            raise ValueError("the API server answered with something other than a JSON object")
-        return decoded
+        return decoded(self.request(method, path, **kwargs).read())
 
 
 class Calls:
-    """RawApi for the event loop: every call within the request budget and sent again after a
-    429, every failure a KubeError, every write fenced."""
+    """The operator's calls from the event loop (transport.py): every call within the request
+    budget and sent again after a 429, every failure a KubeError, every write fenced."""
 
     def __init__(
         self, api_client: Any, fence: Fence | None = None, budget: RequestBudget | None = None
     ) -> None:
-        self._api = RawApi(api_client)
+        self._transport = SessionTransport(api_client)
         self._fence = fence
         self._budget = budget
 
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
     async def call(self, action: str, method: str, path: str, **kwargs: Any) -> Body:
-        send = functools.partial(self._api.json, method, path, **kwargs)
-        return await self._sent(action, lambda: asyncio.to_thread(send))
+        return await self._sent(action, lambda: self._decoded(method, path, kwargs))
 
     async def read_keeping(self, action: str, path: str, keep: frozenset[str], **kwargs: Any) -> Body:
         """A GET decoded keeping only the keys in `keep` (decoded_keeping)."""
 
-        def fetch() -> Body:
-            return decoded_keeping(self._api.request("GET", path, **kwargs).read(), keep)
+        async def fetch() -> Body:
+            return decoded_keeping(await self._send("GET", path, kwargs), keep)
 
-        return await self._sent(action, lambda: asyncio.to_thread(fetch))
+        return await self._sent(action, fetch)
+
+    async def _decoded(self, method: str, path: str, kwargs: dict[str, Any]) -> Body:
+        return decoded(await self._send(method, path, kwargs))
+
+    def _send(
+        self, method: str, path: str, kwargs: dict[str, Any], deadline: float | None = None
+    ) -> Awaitable[bytes]:
+        options: dict[str, Any] = {
+            "query": None,
+            "body": None,
+            "content_type": "application/json",
+            "accept": "application/json",
+        }
+        options.update(kwargs)
+        waits = options.pop("timeout", (CONNECT_TIMEOUT, READ_TIMEOUT))
+        return self._transport.send(method, path, waits=waits, deadline=deadline, **options)
 
     async def _sent(self, action: str, attempt: Callable[[], Awaitable[Body]]) -> Body:
         """`attempt` once the budget allows, again after each 429 (bounded); failures as KubeError.
@@ -184,7 +200,8 @@ class Calls:
                     self._budget.hold_off(delay)
                 else:
                     await asyncio.sleep(delay)
-            except (OSError, ValueError, HTTPError) as error:  # no connection, timed out, cut off
+            except (OSError, ValueError, HTTPError, aiohttp.ClientError) as error:
+                # no connection, timed out, cut off
                 raise KubeError(action, 0, type(error).__name__) from None
         raise AssertionError("unreachable: the last retry returns or raises")
 
@@ -194,7 +211,7 @@ class Calls:
         The check is made right before the request leaves (after any wait for the budget or a
         Retry-After); a request already sent when leadership ends is cut off by its timeout,
         which the fence keeps shorter than the time before a standby may take over. The fence
-        also learns of every write in flight: a cancelled caller does not stop the thread
+        also learns of every write in flight: a cancelled caller does not stop the task
         sending it, and a clean hand-over waits for it. Replaces carry a resourceVersion, so a
         late one fails. A 429 was refused before it was served, so sending it again is safe."""
         return await self._sent(action, lambda: self._write_once(action, method, path, kwargs))
@@ -205,13 +222,12 @@ class Calls:
             raise NotLeader(action)
         granted = min(granted, READ_TIMEOUT)
         timeout = (min(CONNECT_TIMEOUT, granted), granted)
-        send = functools.partial(self._api.json, method, path, timeout=timeout, **kwargs)
-        sending = asyncio.get_running_loop().run_in_executor(None, send)
+        sending = asyncio.ensure_future(self._send(method, path, {**kwargs, "timeout": timeout}, granted))
         sending.add_done_callback(_retrieve)
         if self._fence is not None:
             self._fence.track(sending)
         try:
-            return await asyncio.wait_for(asyncio.shield(sending), granted)
+            return decoded(await asyncio.wait_for(asyncio.shield(sending), granted))
         except TimeoutError:
             raise KubeError(action, 0, "TimeoutError") from None
 
@@ -259,6 +275,14 @@ def retry_after(error: ApiException) -> float:
     if seconds != seconds:  # NaN
         seconds = RETRY_AFTER_DEFAULT
     return min(max(seconds, 0.0), RETRY_AFTER_CAP)
+
+
+def decoded(raw: bytes) -> Body:
+    """An answer's JSON object."""
+    value = json.loads(raw)
+    if not isinstance(value, dict):
+        raise ValueError("the API server answered with something other than a JSON object")
+    return value
 
 
 def decoded_keeping(raw: bytes, keep: frozenset[str]) -> Body:

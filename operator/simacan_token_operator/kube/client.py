@@ -75,6 +75,10 @@ class Kube:
         self._api = Calls(api_client, fence, budget)
         self._events = EventMemory()
 
+    async def aclose(self) -> None:
+        """End the connections of the calls (contextlib.aclosing)."""
+        await self._api.aclose()
+
     async def read_secret(self, namespace: str, name: str) -> Body | None:
         path = _secret_path(namespace, name)
         return await _none_if_absent(self._api.call(f"reading Secret {namespace}/{name}", "GET", path))

@@ -1,7 +1,8 @@
 """Counting the operator's own Kubernetes requests by verb, resource and answer.
 
-Every request the operator sends (Calls, the metadata watches, the Lease) goes through one
-kubernetes ApiClient; this subclass of it reports each request as it is answered, so that users
+Every request the operator sends (Calls, the metadata watches, the Lease) is built by one
+kubernetes ApiClient; this subclass of it reports each request as it is answered (Calls send
+theirs on aiohttp, transport.py, and report through it too), so that users
 can check the requests per Secret write in production. kopf's own requests (its watches of the
 credentials) use kopf's aiohttp session and are not counted: they are kopf's, not ours.
 
@@ -91,11 +92,15 @@ class MeteredApiClient(client.ApiClient):
         post_params: Any = None,
         _request_timeout: Any = None,
     ) -> Any:
-        verb, resource = request_labels(method, url, self._prefix)
         try:
             response = super().call_api(method, url, header_params, body, post_params, _request_timeout)
         except Exception:
-            self._observe(verb, resource, TRANSPORT_ERROR)
+            self.report(method, url, TRANSPORT_ERROR)
             raise
-        self._observe(verb, resource, str(response.status))
+        self.report(method, url, str(response.status))
         return response
+
+    def report(self, method: str, url: str, code: str) -> None:
+        """Count one request; also for those sent on another transport (transport.py)."""
+        verb, resource = request_labels(method, url, self._prefix)
+        self._observe(verb, resource, code)
