@@ -49,7 +49,7 @@ class _ForwardProxy(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.forwarded.append(self.path)
         request = urllib.request.Request(self.path, headers={"Authorization": self.headers["Authorization"]})
-        with urllib.request.urlopen(request, timeout=5) as answer:  # noqa: S310 - a loopback test URL
+        with urllib.request.urlopen(request, timeout=5) as answer:
             body = answer.read()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")

@@ -205,7 +205,7 @@ def load_kube_config(observe: RequestObserver | None = None) -> client.ApiClient
         config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     else:
         config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    # Room for the thread pool's calls and the Secret watch, so no connection is thrown away.
+    # Room for the watches and the status command's reads (the operator's calls use transport.py).
     configuration.connection_pool_maxsize = 32
     configuration.socket_options = keepalive_socket_options()  # a dead peer is dropped in ~25 s
     # No silent retries: a resent write could land after its deadline (deadlines.py); callers

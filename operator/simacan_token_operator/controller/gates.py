@@ -1,8 +1,8 @@
 """Sharing the Kubernetes calls fairly: a slot per pass, at most a few per namespace, and sleeps.
 
-The official client is synchronous: every call holds a thread. The gates bound how many passes
-(and the Secrets they hold) are in flight at once, and how many of them one namespace may hold,
-so that one tenant with many credentials queues behind itself and not in front of its neighbours.
+The gates bound how many passes (and the Secrets they hold) and calls are in flight at once, and
+how many of them one namespace may hold, so that one tenant with many credentials queues behind
+itself and not in front of its neighbours.
 Waiters are served by priority, then in arrival order: when everything is due at once (a first
 sync, a password change) the passes that write token Secrets go before the status patches and
 Events that report them, so every workload has its token before the reports catch up, and good

@@ -10,10 +10,11 @@ renewal hangs on a dead connection, every renewal request times out before the d
 and the elector is the fence every write asks first (kube.Fence), granting a write no more
 time than remains before a standby could take over.
 
-The Lease's requests run on the elector's own threads, never in the default executor that
-every other Kubernetes call shares, and take nothing from the request budget (budget.py): a
-wave of Secret writes that fills the pool, or a budget with a long queue, cannot delay a
-renewal. They are a handful every `retry_period`, so they need no limit of their own.
+The Lease's requests run on the elector's own threads and client transport, never on the
+event loop's session that every other Kubernetes call shares (transport.py) nor in the default
+executor, and take nothing from the request budget (budget.py): a wave of Secret writes, a
+busy executor or a budget with a long queue cannot delay a renewal. They are a handful every
+`retry_period`, so they need no limit of their own.
 """
 
 from __future__ import annotations
