@@ -23,6 +23,14 @@ from simacan_token_operator.kube.client import Kube
 from simacan_token_operator.kube.metered import MeteredApiClient
 
 
+def _answer(handler: http.server.BaseHTTPRequestHandler, body: bytes) -> None:
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 class _Secrets(http.server.BaseHTTPRequestHandler):
     """Answers every GET with one Secret; remembers each request line and Authorization header."""
 
@@ -30,12 +38,7 @@ class _Secrets(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.seen.append((self.path, self.headers.get("Authorization", "")))
-        body = b'{"kind": "Secret", "metadata": {"name": "fleet-api"}}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        _answer(self, b'{"kind": "Secret", "metadata": {"name": "fleet-api"}}')
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -50,12 +53,7 @@ class _ForwardProxy(http.server.BaseHTTPRequestHandler):
         self.forwarded.append(self.path)
         request = urllib.request.Request(self.path, headers={"Authorization": self.headers["Authorization"]})
         with urllib.request.urlopen(request, timeout=5) as answer:
-            body = answer.read()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+            _answer(self, answer.read())
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

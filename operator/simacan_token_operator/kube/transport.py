@@ -63,15 +63,8 @@ class SessionTransport:
         deadline: float | None = None,
     ) -> bytes:
         """`waits` is (connect, read) in seconds; `deadline`, if given, bounds the whole call."""
-        headers = {"Accept": accept}
-        if body is not None:
-            headers["Content-Type"] = content_type
-        method, url, headers, _, _ = self._client.param_serialize(
-            method=method,
-            resource_path=path,
-            query_params=[(k, v) for k, v in (query or {}).items() if v is not None],
-            header_params=headers,
-            auth_settings=["BearerToken"],
+        method, url, headers = prepared(
+            self._client, method, path, query, body is not None, content_type, accept
         )
         data = None if body is None else json.dumps(body).encode()
         connect, read = waits
@@ -123,6 +116,29 @@ class SessionTransport:
     def _counted(self, method: str, url: str, code: str) -> None:
         if self._report is not None:
             self._report(method, url, code)
+
+
+def prepared(
+    api_client: Any,
+    method: str,
+    path: str,
+    query: Mapping[str, Any] | None,
+    has_body: bool,
+    content_type: str,
+    accept: str,
+) -> tuple[str, str, dict[str, str]]:
+    """Method, URL and headers (with the bearer token) as the client builds them for `path`."""
+    headers = {"Accept": accept}
+    if has_body:
+        headers["Content-Type"] = content_type
+    method, url, headers, _, _ = api_client.param_serialize(
+        method=method,
+        resource_path=path,
+        query_params=[(k, v) for k, v in (query or {}).items() if v is not None],
+        header_params=headers,
+        auth_settings=["BearerToken"],
+    )
+    return method, url, headers
 
 
 def ssl_context(configuration: Any) -> ssl.SSLContext:
