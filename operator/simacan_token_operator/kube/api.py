@@ -160,15 +160,10 @@ class Calls:
     def _send(
         self, method: str, path: str, kwargs: dict[str, Any], deadline: float | None = None
     ) -> Awaitable[bytes]:
-        options: dict[str, Any] = {
-            "query": None,
-            "body": None,
-            "content_type": "application/json",
-            "accept": "application/json",
-        }
-        options.update(kwargs)
-        waits = options.pop("timeout", (CONNECT_TIMEOUT, READ_TIMEOUT))
-        return self._transport.send(method, path, waits=waits, deadline=deadline, **options)
+        options = dict(kwargs)
+        if "timeout" in options:  # RawApi's name for it; the transport's is `waits`
+            options["waits"] = options.pop("timeout")
+        return self._transport.send(method, path, deadline=deadline, **options)
 
     async def _sent(self, action: str, attempt: Callable[[], Awaitable[Body]]) -> Body:
         """`attempt` once the budget allows, again after each 429 (bounded); failures as KubeError.

@@ -24,7 +24,7 @@ import aiohttp
 from kubernetes.client.exceptions import ApiException
 from kubernetes.client.rest import should_bypass_proxies
 
-from simacan_token_operator.kube.deadlines import keepalive_socket
+from simacan_token_operator.kube.deadlines import CONNECT_TIMEOUT, READ_TIMEOUT, keepalive_socket
 from simacan_token_operator.kube.metered import TRANSPORT_ERROR
 
 
@@ -55,11 +55,11 @@ class SessionTransport:
         method: str,
         path: str,
         *,
-        query: Mapping[str, Any] | None,
-        body: Any,
-        content_type: str,
-        accept: str,
-        waits: tuple[float, float],
+        query: Mapping[str, Any] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        accept: str = "application/json",
+        waits: tuple[float, float] = (CONNECT_TIMEOUT, READ_TIMEOUT),
         deadline: float | None = None,
     ) -> bytes:
         """`waits` is (connect, read) in seconds; `deadline`, if given, bounds the whole call."""
@@ -143,12 +143,8 @@ def prepared(
 
 def ssl_context(configuration: Any) -> ssl.SSLContext:
     """The TLS the client's own transport (urllib3) would use with `configuration`."""
-    if configuration.ssl_ca_cert or configuration.ca_cert_data:
-        context = ssl.create_default_context(
-            cafile=configuration.ssl_ca_cert, cadata=configuration.ca_cert_data
-        )
-    else:
-        context = ssl.create_default_context()
+    # With neither a CA file nor CA data this loads the system's CAs, as urllib3 does.
+    context = ssl.create_default_context(cafile=configuration.ssl_ca_cert, cadata=configuration.ca_cert_data)
     if configuration.cert_file:
         context.load_cert_chain(configuration.cert_file, configuration.key_file)
     if configuration.assert_hostname is False or not configuration.verify_ssl:
