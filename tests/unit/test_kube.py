@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.server
 from collections.abc import Iterator
 from typing import Any, ClassVar
@@ -15,6 +16,7 @@ from simacan_token_operator.kube.client import (
     InvalidName,
     Kube,
     KubeError,
+    NamePage,
     NotLeader,
     ObjectRef,
     checked_name,
@@ -231,3 +233,47 @@ def test_namespaces_holding_lists_the_secrets_of_one_owner(api: client.ApiClient
         asyncio.run(kube.create_secret(namespace, secret))
     assert asyncio.run(kube.namespaces_holding("uid-1")) == {"ns-a", "ns-b"}
     assert asyncio.run(kube.namespaces_holding("uid-3")) == set()
+
+
+def test_list_names_pages_through_a_scope_keeping_names_only(api: client.ApiClient) -> None:
+    custom = client.CustomObjectsApi(api)
+    noise = {"note": "x" * 4096}  # a tenant's annotations: parsed, never kept
+    for namespace, name in (("ns-a", "one"), ("ns-a", "two"), ("ns-a", "three"), ("ns-b", "four")):
+        if name in ("one", "four"):
+            _namespace(api, namespace)
+        body: Any = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "SimacanCredential"}
+        body["metadata"] = {"name": name, "annotations": noise}
+        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": CLUSTER_KIND, "metadata": {"name": "fleet-wide"}}
+    custom.create_cluster_custom_object(GROUP, VERSION, CLUSTER_PLURAL, body)
+    kube = Kube(api)
+
+    async def every_page(plural: str, namespace: str | None) -> list[NamePage]:
+        pages = [await kube.list_names(plural, namespace, 2, None)]
+        while pages[-1].continue_token is not None:
+            pages.append(await kube.list_names(plural, namespace, 2, pages[-1].continue_token))
+        return pages
+
+    async def listed() -> tuple[list[NamePage], list[NamePage], list[NamePage]]:
+        async with contextlib.aclosing(kube):
+            in_a = await every_page(PLURAL, "ns-a")
+            everywhere = await every_page(PLURAL, None)
+            cluster_scoped = await every_page(CLUSTER_PLURAL, None)
+            with pytest.raises(InvalidName):
+                await kube.list_names(PLURAL, "../ns-b", 2, None)
+        return in_a, everywhere, cluster_scoped
+
+    in_a, everywhere, cluster_scoped = asyncio.run(listed())
+    assert [len(page.names) for page in in_a] == [2, 1], "pages of the limit asked for"
+    assert {name for page in in_a for name in page.names} == {
+        ("ns-a", "one"),
+        ("ns-a", "two"),
+        ("ns-a", "three"),
+    }
+    assert {name for page in everywhere for name in page.names} == {
+        ("ns-a", "one"),
+        ("ns-a", "two"),
+        ("ns-a", "three"),
+        ("ns-b", "four"),
+    }
+    assert [page.names for page in cluster_scoped] == [(("", "fleet-wide"),)]

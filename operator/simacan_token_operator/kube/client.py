@@ -40,6 +40,7 @@ __all__ = [
     "InvalidName",
     "Kube",
     "KubeError",
+    "NamePage",
     "NotLeader",
     "ObjectRef",
     "RawApi",
@@ -131,6 +132,24 @@ class Kube:
             for item in listed.get("items") or []
             if isinstance(item, Mapping) and isinstance(item.get("metadata"), Mapping)
         }
+
+    async def list_names(
+        self, plural: str, namespace: str | None, limit: int, continue_token: str | None
+    ) -> NamePage:
+        """One page of the names of a kind of credential, in `namespace` (None: in all namespaces,
+        or a cluster-scoped kind). Metadata only, decoded keeping the names: a tenant's
+        annotations on its credentials are dropped as soon as they are parsed."""
+        where = f"/namespaces/{checked_name('namespace', namespace)}" if namespace else ""
+        listed = await self._api.read_keeping(
+            f"listing {plural}" + (f" in {namespace}" if namespace else ""),
+            f"/apis/{GROUP}/{VERSION}{where}/{plural}",
+            _NAME_FIELDS,
+            query={"limit": limit, "continue": continue_token or None},
+            accept=METADATA_LIST,
+        )
+        names = tuple(name for item in listed.get("items") or [] if (name := _name(item)) is not None)
+        token = (listed.get("metadata") or {}).get("continue")
+        return NamePage(names, token if isinstance(token, str) and token else None)
 
     async def patch_status(
         self, plural: str, namespace: str, name: str, status: Mapping[str, Any], resource_version: str
@@ -278,6 +297,25 @@ def _now() -> str:
 
 WORKLOAD_RESOURCES = {"Deployment": "deployments", "StatefulSet": "statefulsets", "DaemonSet": "daemonsets"}
 _STAMP_FIELDS = frozenset({"items", "metadata", "continue", "name", "uid", "generation", "resourceVersion"})
+
+
+_NAME_FIELDS = frozenset({"items", "metadata", "continue", "name", "namespace"})
+
+
+@dataclass(frozen=True, slots=True)
+class NamePage:
+    names: tuple[tuple[str, str], ...]
+    """(namespace, name) of each item; the namespace is empty for a cluster-scoped kind."""
+    continue_token: str | None
+    """None on the last page."""
+
+
+def _name(item: object) -> tuple[str, str] | None:
+    meta = item.get("metadata") if isinstance(item, dict) else None
+    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
+        return None
+    namespace = meta.get("namespace")
+    return (namespace if isinstance(namespace, str) else "", meta["name"])
 
 
 @dataclass(frozen=True, slots=True)
