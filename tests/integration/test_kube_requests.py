@@ -49,8 +49,14 @@ def test_the_operator_counts_its_own_kubernetes_requests(
         assert verb in VERBS, verb
         assert resource.removesuffix("/status") in RESOURCES, resource
         assert code == "error" or code.isdigit(), code
-    # kopf lists and watches the SimacanCredentials; the operator itself only patches their status
+    # kopf lists and watches the SimacanCredentials; the operator itself lists them once, when it
+    # begins to work (controller/startgate.py), and otherwise only patches their status
     assert {resource for _, resource, _ in rows if resource.startswith("simacancredentials")} == {
-        "simacancredentials/status"
+        "simacancredentials",
+        "simacancredentials/status",
     }
+    listed = {
+        (verb, code): n for (verb, resource, code), n in rows.items() if resource == "simacancredentials"
+    }
+    assert listed == {("list", "200"): 1}, "one page, once"
     assert {verb for verb, resource, _ in rows if resource == "simacancredentials/status"} == {"patch"}

@@ -243,7 +243,7 @@ async def run_operator(options: argparse.Namespace) -> int:
         )
         controller = Controller(runtime)
         cluster = not options.namespace  # ClusterSimacanCredentials need every namespace in view
-        process = OperatorProcess(options, api_client, metrics, elector, controller, cluster)
+        process = OperatorProcess(options, api_client, metrics, elector, controller, cluster, kube)
         process.stop_on_signals()
         await process.serve_endpoints()
         _log_start(options, policy, cluster, credentials_namespace)

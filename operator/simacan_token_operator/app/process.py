@@ -23,6 +23,7 @@ from simacan_token_operator.app.handlers import build_registry, operator_setting
 from simacan_token_operator.app.health import build_app, serve
 from simacan_token_operator.app.metrics import Metrics
 from simacan_token_operator.controller.routing import Controller
+from simacan_token_operator.controller.startgate import NameLister, credential_scopes, hold_until_arrived
 from simacan_token_operator.kube.leader import LeaderElector
 from simacan_token_operator.kube.namespacewatch import namespace_watch
 from simacan_token_operator.kube.secretwatch import secret_watch
@@ -40,12 +41,15 @@ class OperatorProcess:
     controller: Controller
     cluster: bool
     """Whether ClusterSimacanCredentials are served (only when watching all namespaces)."""
+    lister: NameLister
+    """Lists the credentials when the process begins to work (startgate.py)."""
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     kopf_ready: asyncio.Event = field(default_factory=asyncio.Event)
     leading: bool = False
     holding: asyncio.Task[None] | None = None
     """Renews the Lease; stops the process when it returns (leadership lost or released)."""
     handing_over: asyncio.Task[None] | None = None
+    start_hold: asyncio.Task[None] | None = None
     secrets: MetadataWatch | None = None
     namespaces: MetadataWatch | None = None
     runners: list[web.AppRunner] = field(default_factory=list)
@@ -76,6 +80,14 @@ class OperatorProcess:
         else:
             self.metrics.leader.set(1)
         self._start_watches()
+        self.start_hold = asyncio.create_task(
+            hold_until_arrived(
+                self.controller.runtime.start_gate,
+                self.lister,
+                credential_scopes(self.options.namespace, self.cluster),
+                self.controller.workers,
+            )
+        )
         await kopf.operator(
             registry=build_registry(self.controller, self.stop, self.cluster),
             settings=operator_settings(),
@@ -122,6 +134,8 @@ class OperatorProcess:
             # waits out its whole duration.
             self.stop.set()
             await self.handing_over
+        if self.start_hold is not None:
+            self.start_hold.cancel()
         if self.secrets is not None:
             await self.secrets.stop()
         if self.namespaces is not None:

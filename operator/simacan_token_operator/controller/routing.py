@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Collection, Mapping
 from typing import Any
@@ -147,17 +148,37 @@ class Controller:
             self._clusterwide.add(key)
         else:
             worker = CredentialWorker(snapshot(body, with_status=True), self.runtime, NAMESPACED)
+            if not self.runtime.start_gate.is_open:
+                self._survey_while_held(worker)
         self.workers[key] = worker
         worker.start()
+        self.runtime.start_gate.arrived(key)
 
     async def forget(self, kind: str, namespace: str, name: str) -> None:
         """The Secrets stay: their ownerReference lets the garbage collector remove them."""
         key = (kind, namespace, name)
+        self.runtime.start_gate.arrived(key)  # deleted: nothing more to wait for
+        await self._drop(key)
+
+    async def _drop(self, key: WorkerKey) -> None:
         worker = self.workers.pop(key, None)
         self._routes.index(key, ())
         self._clusterwide.discard(key)
         if worker is not None:
             await worker.stop()
+            if worker.kind.namespaced:  # it may have been surveyed before its first pass
+                assert self.runtime.workloads is not None
+                self.runtime.workloads.release(worker.namespace, worker.key)
+
+    def _survey_while_held(self, worker: CredentialWorker) -> None:
+        """While the workers are held at start (startgate.py), survey the credential's namespace
+        for the stale-consumer check, so that the wave's statuses carry it the first time. A
+        survey that came after the passes would wake each of the namespace's credentials for a
+        second status patch (2,000 more in a first sync of 2,000 in one namespace)."""
+        assert self.runtime.workloads is not None
+        self.runtime.workloads.survey(
+            worker.namespace, worker.key, functools.partial(worker.nudge, worker.namespace)
+        )
 
     def secret_changed(
         self, namespace: str, name: str, version: str | None = None, owner: str | None = None
@@ -228,7 +249,7 @@ class Controller:
 
     async def stop(self) -> None:
         for key in list(self.workers):
-            await self.forget(*key)
+            await self._drop(key)
         await self.runtime.news.stop()
 
 

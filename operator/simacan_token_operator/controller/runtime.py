@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from simacan_token_operator.controller.gates import KubeGates
 from simacan_token_operator.controller.known import Knowledge
 from simacan_token_operator.controller.news import News
+from simacan_token_operator.controller.startgate import StartGate
 from simacan_token_operator.controller.workloads import NamespaceWorkloads, WorkloadReader
 from simacan_token_operator.kube.client import KubeError, ObjectRef
 from simacan_token_operator.model.clusterspec import DEFAULT_CREDENTIALS_NAMESPACE
@@ -104,6 +105,8 @@ class Runtime:
     """Set by __post_init__: each namespace's workload verdicts, for the stale-consumer check."""
     known: Knowledge = field(default_factory=Knowledge)
     """What the Secret watch vouches for, so passes need not read it again (known.py)."""
+    start_gate: StartGate = field(default_factory=StartGate)
+    """Held while kopf hands over the credentials listed at start: no worker begins before (startgate.py)."""
     news: News = field(init=False)
     """Posts the credentials' Events: Normal ones within each namespace's budget, after the
     statuses in a wave (news.py)."""

@@ -182,6 +182,7 @@ class CredentialWorker:
 
     async def _round(self) -> None:
         """One round, then to sleep: the next round begins when the wake is set or its time comes."""
+        await self.runtime.start_gate.wait()
         if self._listed is not None:
             await self._listed.wait()
         self._wake.clear()
