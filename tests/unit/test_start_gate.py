@@ -53,9 +53,9 @@ def holding(cluster: Cluster, lister: Lister, limit: float = 10.0) -> asyncio.Ta
     controller = cluster.controller
     assert controller is not None
     scopes = [ListScope(KIND, PLURAL, "team-a")]
-    return asyncio.create_task(
-        hold_until_arrived(controller.runtime.start_gate, lister, scopes, controller.workers, limit)
-    )
+    hold = hold_until_arrived(controller.runtime.start_gate, lister, scopes, controller.workers, limit)
+    assert not controller.runtime.start_gate.is_open, "held at once, before any credential can arrive"
+    return hold
 
 
 async def test_no_worker_begins_before_the_last_listed_credential_has_arrived(cluster: Cluster) -> None:

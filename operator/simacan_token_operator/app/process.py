@@ -80,13 +80,11 @@ class OperatorProcess:
         else:
             self.metrics.leader.set(1)
         self._start_watches()
-        self.start_hold = asyncio.create_task(
-            hold_until_arrived(
-                self.controller.runtime.start_gate,
-                self.lister,
-                credential_scopes(self.options.namespace, self.cluster),
-                self.controller.workers,
-            )
+        self.start_hold = hold_until_arrived(
+            self.controller.runtime.start_gate,
+            self.lister,
+            credential_scopes(self.options.namespace, self.cluster),
+            self.controller.workers,
         )
         await kopf.operator(
             registry=build_registry(self.controller, self.stop, self.cluster),

@@ -122,17 +122,23 @@ async def listed_keys(lister: NameLister, scopes: Sequence[ListScope]) -> set[Ke
     return keys
 
 
-async def hold_until_arrived(
+def hold_until_arrived(
     gate: StartGate,
     lister: NameLister,
     scopes: Sequence[ListScope],
     arrived: Container[Key],
     limit: float = HOLD_LIMIT,
-) -> None:
-    """Hold the workers until every credential listed now has arrived (`arrived` holds the keys
-    of those that have), for `limit` seconds at most. Cancelled, it leaves the gate as it is:
-    the workers are being stopped."""
+) -> asyncio.Task[None]:
+    """Hold the workers from now on; the task returned lets them begin once every credential
+    listed has arrived (`arrived` holds the keys of those that have), `limit` seconds at most.
+    Cancelled, it leaves the gate as it is: the workers are being stopped."""
     gate.hold()
+    return asyncio.create_task(_open_when_arrived(gate, lister, scopes, arrived, limit), name="start-gate")
+
+
+async def _open_when_arrived(
+    gate: StartGate, lister: NameLister, scopes: Sequence[ListScope], arrived: Container[Key], limit: float
+) -> None:
     began = time.monotonic()
     listed: set[Key] = set()
     try:
