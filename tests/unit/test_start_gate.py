@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from simacan_token_operator.controller.routing import Controller
 from simacan_token_operator.controller.startgate import (
     LIST_PAGE,
     ListScope,
@@ -89,15 +90,20 @@ async def test_no_worker_begins_before_the_last_listed_credential_has_arrived(cl
         assert [c["type"] for c in status["conditions"]] == ["Ready", "ConsumersStale"]
 
 
-async def test_a_credential_deleted_before_it_arrived_is_not_waited_for(cluster: Cluster) -> None:
+async def one_of_two_arrived(cluster: Cluster, limit: float = 10.0) -> tuple[Controller, asyncio.Task[None]]:
+    """Two credentials listed, the first handed over: its worker must wait."""
     controller = cluster.controller
     assert controller is not None
     cluster.login_secret("team-a")
-    hold = holding(cluster, Lister(NAMES[:2]))
+    hold = holding(cluster, Lister(NAMES[:2]), limit)
     await controller.observe(cluster.with_status(cluster.credential(*NAMES[0])))
     await asyncio.sleep(0.05)
-    assert cluster.kube.secret_writes == []
+    assert cluster.kube.secret_writes == [], "held"
+    return controller, hold
 
+
+async def test_a_credential_deleted_before_it_arrived_is_not_waited_for(cluster: Cluster) -> None:
+    controller, hold = await one_of_two_arrived(cluster)
     await controller.forget(KIND, *NAMES[1])  # kopf's DELETED event
     await until(lambda: len(cluster.kube.secret_writes) == 1, "the one remaining credential served")
     await hold
@@ -106,15 +112,8 @@ async def test_a_credential_deleted_before_it_arrived_is_not_waited_for(cluster:
 async def test_one_that_never_arrives_holds_the_workers_only_until_the_limit(
     cluster: Cluster, caplog: pytest.LogCaptureFixture
 ) -> None:
-    controller = cluster.controller
-    assert controller is not None
-    cluster.login_secret("team-a")
     caplog.set_level(logging.INFO, "simacan_token_operator.controller.startgate")
-    hold = holding(cluster, Lister(NAMES[:2]), limit=0.3)
-    await controller.observe(cluster.with_status(cluster.credential(*NAMES[0])))
-    await asyncio.sleep(0.1)
-    assert cluster.kube.secret_writes == [], "held while the limit has not passed"
-
+    _, hold = await one_of_two_arrived(cluster, limit=0.3)
     await until(lambda: len(cluster.kube.secret_writes) == 1, "served once the limit passed")
     await hold
     assert "1 of 2 credentials listed at start had not arrived" in caplog.text
@@ -136,12 +135,7 @@ async def test_a_failed_list_lets_the_workers_begin_at_once(
 
 
 async def test_a_cancelled_hold_leaves_the_workers_waiting_to_be_stopped(cluster: Cluster) -> None:
-    controller = cluster.controller
-    assert controller is not None
-    cluster.login_secret("team-a")
-    hold = holding(cluster, Lister(NAMES[:2]))
-    await controller.observe(cluster.with_status(cluster.credential(*NAMES[0])))
-    await asyncio.sleep(0.05)
+    controller, hold = await one_of_two_arrived(cluster)
     hold.cancel()
     await asyncio.sleep(0.05)
 

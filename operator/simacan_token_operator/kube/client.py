@@ -140,16 +140,10 @@ class Kube:
         or a cluster-scoped kind). Metadata only, decoded keeping the names: a tenant's
         annotations on its credentials are dropped as soon as they are parsed."""
         where = f"/namespaces/{checked_name('namespace', namespace)}" if namespace else ""
-        listed = await self._api.read_keeping(
-            f"listing {plural}" + (f" in {namespace}" if namespace else ""),
-            f"/apis/{GROUP}/{VERSION}{where}/{plural}",
-            _NAME_FIELDS,
-            query={"limit": limit, "continue": continue_token or None},
-            accept=METADATA_LIST,
-        )
-        names = tuple(name for item in listed.get("items") or [] if (name := _name(item)) is not None)
-        token = (listed.get("metadata") or {}).get("continue")
-        return NamePage(names, token if isinstance(token, str) and token else None)
+        action = f"listing {plural}" + (f" in {namespace}" if namespace else "")
+        path = f"/apis/{GROUP}/{VERSION}{where}/{plural}"
+        items, token = await self._page(action, path, _NAME_FIELDS, limit, continue_token)
+        return NamePage(tuple(name for item in items if (name := _name(item)) is not None), token)
 
     async def patch_status(
         self, plural: str, namespace: str, name: str, status: Mapping[str, Any], resource_version: str
@@ -217,16 +211,26 @@ class Kube:
 
         Metadata only (PartialObjectMetadataList), and decoded keeping only those fields: the
         rest of each item (annotations, managedFields) is dropped as soon as it is parsed."""
+        path = _workload_path(namespace, kind, None)
+        items, token = await self._page(
+            f"listing {kind}s in {namespace}", path, _STAMP_FIELDS, limit, continue_token
+        )
+        return StampPage(tuple(stamp for item in items if (stamp := _stamp(item)) is not None), token)
+
+    async def _page(
+        self, action: str, path: str, keep: frozenset[str], limit: int, continue_token: str | None
+    ) -> tuple[list[Any], str | None]:
+        """One page of a metadata-only list, decoded keeping `keep`: its items, and the token of
+        the next page (None on the last)."""
         listed = await self._api.read_keeping(
-            f"listing {kind}s in {namespace}",
-            _workload_path(namespace, kind, None),
-            _STAMP_FIELDS,
+            action,
+            path,
+            keep,
             query={"limit": limit, "continue": continue_token or None},
             accept=METADATA_LIST,
         )
-        stamps = tuple(stamp for item in listed.get("items") or [] if (stamp := _stamp(item)) is not None)
         token = (listed.get("metadata") or {}).get("continue")
-        return StampPage(stamps, token if isinstance(token, str) and token else None)
+        return list(listed.get("items") or []), token if isinstance(token, str) and token else None
 
     async def read_workload_fields(
         self, namespace: str, kind: str, name: str, keep: frozenset[str]
